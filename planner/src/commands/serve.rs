@@ -1,0 +1,102 @@
+//! `ebb serve`: the planner daemon. Fires each sync on its cron schedule (a
+//! sync with an active run is skipped, never doubled) and answers `/healthz`
+//! (process alive) and `/readyz` (state database and Redis reachable).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use chrono::Utc;
+use ebb_shared::StateError;
+use ebb_shared::config::SyncConfig;
+
+use crate::context::Context;
+use crate::enqueue::enqueue_run;
+use crate::error::PlannerError;
+use crate::plan;
+
+pub async fn serve(ctx: Arc<Context>, listen: SocketAddr) -> Result<(), PlannerError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| PlannerError::Usage(format!("cannot listen on {listen}: {e}")))?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(ctx.clone());
+    tracing::info!(%listen, "serving /healthz and /readyz");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut schedulers = Vec::new();
+    for sync in ctx.config.syncs.values().filter(|s| s.schedule.is_some()) {
+        let ctx = ctx.clone();
+        let sync = sync.clone();
+        schedulers.push(tokio::spawn(async move { schedule_loop(ctx, sync).await }));
+    }
+    if schedulers.is_empty() {
+        tracing::warn!("no sync has a `schedule`; serve only answers health checks");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    for s in schedulers {
+        s.abort();
+    }
+    server.abort();
+    Ok(())
+}
+
+async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, String) {
+    let db = sqlx::query("SELECT 1").execute(&ctx.pool).await;
+    let redis = ebb_shared::queue::connect(&ctx.config.state).await;
+    match (db, redis) {
+        (Ok(_), Ok(_)) => (StatusCode::OK, "ready".into()),
+        (Err(e), _) => (StatusCode::SERVICE_UNAVAILABLE, format!("state database: {e}")),
+        (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("queue: {e}")),
+    }
+}
+
+async fn schedule_loop(ctx: Arc<Context>, sync: SyncConfig) {
+    let Some(schedule) = sync.schedule.clone() else { return };
+    loop {
+        let Some(next) = schedule.schedule.upcoming(Utc).next() else {
+            tracing::warn!(sync = %sync.name, "schedule has no future fire time");
+            return;
+        };
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        match fire(&ctx, &sync).await {
+            Ok(Some(run_id)) => tracing::info!(sync = %sync.name, run_id, "scheduled run started"),
+            Ok(None) => {}
+            Err(PlannerError::State(StateError::RunActive { run_id, .. })) => {
+                tracing::info!(sync = %sync.name, active_run = run_id, "previous run still active; skipping this tick");
+            }
+            Err(e) => tracing::error!(sync = %sync.name, error = %e, "scheduled run failed"),
+        }
+    }
+}
+
+async fn fire(ctx: &Context, sync: &SyncConfig) -> Result<Option<i64>, PlannerError> {
+    let planned = plan::plan_run(&ctx.config, &ctx.pool, sync, false, "schedule").await?;
+    if !planned.batches.is_empty() {
+        let (_, mut storage) = ctx.queue().await?;
+        enqueue_run(&ctx.pool, &mut storage, planned.run_id, &sync.name, &planned.batches).await?;
+    }
+    Ok(Some(planned.run_id))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

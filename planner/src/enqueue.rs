@@ -1,0 +1,69 @@
+//! Putting a committed plan on the queue, and putting it back when the queue
+//! lost it.
+
+use std::time::Duration;
+
+use apalis_redis::RedisStorage;
+use ebb_shared::queue::{self, WriteBatchTask};
+use ebb_shared::state::runs;
+use sqlx::PgPool;
+
+use crate::error::PlannerError;
+
+const PUSH_ATTEMPTS: u32 = 4;
+
+fn tasks(run_id: i64, sync: &str, batches: &[i32]) -> Vec<WriteBatchTask> {
+    batches
+        .iter()
+        .map(|&batch_no| WriteBatchTask {
+            run_id,
+            batch_no,
+            sync: sync.to_owned(),
+        })
+        .collect()
+}
+
+/// Enqueues every batch of a freshly planned run. If Redis stays unreachable
+/// the run is failed: nothing unsent is marked delivered, and the next run
+/// plans the same records again.
+pub async fn enqueue_run(
+    pool: &PgPool,
+    storage: &mut RedisStorage<WriteBatchTask>,
+    run_id: i64,
+    sync: &str,
+    batches: &[i32],
+) -> Result<(), PlannerError> {
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        match queue::enqueue(storage, tasks(run_id, sync, batches)).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < PUSH_ATTEMPTS => {
+                tracing::warn!(run_id, attempt, error = %e, "enqueue failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => {
+                runs::fail(pool, run_id, &format!("could not enqueue the run's batches: {e}")).await?;
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+/// Re-enqueues the unsettled batches of a run (after Redis lost them).
+/// Duplicates are harmless: a worker skips settled batches and batches
+/// another worker holds.
+pub async fn requeue_unsettled(
+    pool: &PgPool,
+    storage: &mut RedisStorage<WriteBatchTask>,
+    run_id: i64,
+    sync: &str,
+) -> Result<usize, PlannerError> {
+    let batches = runs::unsettled_batches(pool, run_id).await?;
+    if !batches.is_empty() {
+        queue::enqueue(storage, tasks(run_id, sync, &batches)).await?;
+    }
+    Ok(batches.len())
+}

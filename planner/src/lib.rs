@@ -1,0 +1,13 @@
+//! The planner: snapshots models, diffs them against what was delivered,
+//! writes the plan to Postgres and enqueues batch tasks; plus the operator
+//! commands of the `ebb` CLI.
+
+pub mod commands;
+pub mod context;
+pub mod enqueue;
+pub mod error;
+pub mod plan;
+pub mod progress;
+pub mod source;
+
+pub use error::PlannerError;

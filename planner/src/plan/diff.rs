@@ -1,0 +1,236 @@
+//! The diff: the snapshot against the ledger (what the destination has
+//! acknowledged), in SQL so the planner's memory does not grow with the model.
+
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use ebb_shared::StateError;
+use ebb_shared::config::SyncMode;
+
+/// Snapshot rows whose key is neither NULL nor duplicated, with how they differ
+/// from the ledger. `$1` is the sync name.
+const CLASSIFIED: &str = "SELECT s.record_key, s.content_hash, s.payload, \
+       CASE WHEN l.record_key IS NULL THEN 'added' \
+            WHEN l.content_hash = s.content_hash THEN 'unchanged' \
+            ELSE 'changed' END AS change \
+     FROM ebb_snapshot s \
+     LEFT JOIN ebb_ledger l ON l.sync_name = $1 AND l.record_key = s.record_key \
+     WHERE s.record_key IS NOT NULL \
+       AND NOT EXISTS (SELECT 1 FROM ebb_dup_keys d WHERE d.record_key = s.record_key)";
+
+/// Ledger keys the model no longer has. `$1` is the sync name.
+const REMOVED: &str = "SELECT l.record_key FROM ebb_ledger l \
+     WHERE l.sync_name = $1 \
+       AND NOT EXISTS (SELECT 1 FROM ebb_snapshot s WHERE s.record_key = l.record_key)";
+
+/// What a plan found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlanCounts {
+    pub rows_read: u64,
+    pub added: i64,
+    pub changed: i64,
+    pub unchanged: i64,
+    pub removed: i64,
+    /// Added or changed records the mode does not send (update/insert).
+    pub skipped_by_mode: i64,
+    /// Rows with a NULL or duplicated primary key.
+    pub rejected: i64,
+    /// Records the run will send (upserts and, in mirror mode, deletes).
+    pub to_send: i64,
+    pub deletes: i64,
+}
+
+/// A record the planner refused, with the reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanRejection {
+    pub record_key: Option<String>,
+    pub reason: String,
+}
+
+/// Which change classes a run sends.
+#[derive(Debug, Clone, Copy)]
+pub struct SendRule {
+    pub mode: SyncMode,
+    pub full_resync: bool,
+}
+
+impl SendRule {
+    /// `--full-resync` sends every record of the model the mode may touch:
+    /// all of them, except in update mode where only delivered ones.
+    fn classes(self) -> Vec<&'static str> {
+        let mut classes = Vec::new();
+        if self.mode.sends_added() {
+            classes.push("added");
+        }
+        if self.mode.sends_changed() || self.full_resync {
+            classes.push("changed");
+        }
+        if self.full_resync {
+            classes.push("unchanged");
+        }
+        classes
+    }
+}
+
+fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
+    StateError::query(context)
+}
+
+/// Finds duplicated keys; must run after the snapshot and before the rest.
+pub async fn find_duplicates(conn: &mut PgConnection) -> Result<(), StateError> {
+    sqlx::query(
+        "CREATE TEMP TABLE ebb_dup_keys ON COMMIT DROP AS \
+         SELECT record_key, count(*) AS copies FROM ebb_snapshot WHERE record_key IS NOT NULL \
+         GROUP BY record_key HAVING count(*) > 1",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(q("finding duplicate primary keys"))?;
+    Ok(())
+}
+
+const REJECTIONS: &str = "SELECT s.record_key, \
+       CASE WHEN s.record_key IS NULL THEN 'primary key column `' || $1 || '` is NULL; fix the model so every row has a key' \
+            ELSE 'duplicate primary key: ' || d.copies || ' rows of the model have `' || $1 || '` = ' || s.record_key || '; none of them is sent until the key is unique' END AS reason, \
+       s.content_hash, s.payload \
+     FROM ebb_snapshot s LEFT JOIN ebb_dup_keys d ON d.record_key = s.record_key \
+     WHERE s.record_key IS NULL OR d.record_key IS NOT NULL";
+
+pub async fn count(conn: &mut PgConnection, sync: &str, rule: SendRule) -> Result<PlanCounts, StateError> {
+    let by_change: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT change, count(*) FROM ({CLASSIFIED}) c GROUP BY change"
+    )))
+    .bind(sync)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q("diffing the snapshot against the ledger"))?;
+    let removed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM ({REMOVED}) r")))
+        .bind(sync)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(q("finding removed records"))?;
+    let rejected: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ebb_snapshot s \
+         WHERE s.record_key IS NULL OR EXISTS (SELECT 1 FROM ebb_dup_keys d WHERE d.record_key = s.record_key)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(q("counting rejected rows"))?;
+
+    let mut counts = PlanCounts {
+        removed,
+        rejected,
+        ..PlanCounts::default()
+    };
+    let classes = rule.classes();
+    for (change, n) in by_change {
+        match change.as_str() {
+            "added" => counts.added = n,
+            "changed" => counts.changed = n,
+            _ => counts.unchanged = n,
+        }
+        if classes.contains(&change.as_str()) {
+            counts.to_send += n;
+        } else if change != "unchanged" {
+            counts.skipped_by_mode += n;
+        }
+    }
+    if rule.mode.sends_removed() {
+        counts.deletes = removed;
+        counts.to_send += removed;
+    }
+    Ok(counts)
+}
+
+/// Up to `limit` planning rejections, for `ebb plan` and run summaries.
+pub async fn sample_rejections(
+    conn: &mut PgConnection,
+    primary_key: &str,
+    limit: i64,
+) -> Result<Vec<PlanRejection>, StateError> {
+    let rows: Vec<(Option<String>, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT record_key, reason FROM ({REJECTIONS}) r ORDER BY record_key NULLS FIRST LIMIT $2"
+    )))
+    .bind(primary_key)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q("listing rejected rows"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(record_key, reason)| PlanRejection { record_key, reason })
+        .collect())
+}
+
+/// Writes the planning rejections of run `run_id` to the DLQ, closing the
+/// previous run's planning rejections (they are re-evaluated every run).
+pub async fn record_rejections(
+    conn: &mut PgConnection,
+    run_id: i64,
+    sync: &str,
+    destination: &str,
+    primary_key: &str,
+) -> Result<(), StateError> {
+    sqlx::query(
+        "UPDATE ebb_dlq SET status = 'superseded', resolved_at = now(), \
+         resolution = 're-evaluated by run ' || $2 \
+         WHERE sync_name = $1 AND stage = 'plan' AND status = 'open'",
+    )
+    .bind(sync)
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(q("closing earlier planning rejections"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO ebb_dlq (sync_name, destination, stage, kind, record_key, op, content_hash, \
+                              snapshot_run_id, first_run_id, last_run_id, payload, reason) \
+         SELECT $2, $3, 'plan', 'rejected', r.record_key, 'upsert', r.content_hash, $4, $4, $4, r.payload, r.reason \
+         FROM ({REJECTIONS}) r"
+    )))
+    .bind(primary_key)
+    .bind(sync)
+    .bind(destination)
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(q("recording planning rejections in the DLQ"))?;
+    Ok(())
+}
+
+/// Writes the records to send into `ebb_run_records`, numbered into batches,
+/// and one `ebb_batches` row per batch. Returns the batch numbers.
+pub async fn write_batches(
+    conn: &mut PgConnection,
+    run_id: i64,
+    sync: &str,
+    rule: SendRule,
+    batch_size: usize,
+) -> Result<Vec<i32>, StateError> {
+    let classes: Vec<String> = rule.classes().into_iter().map(str::to_owned).collect();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO ebb_run_records (run_id, batch_no, record_key, op, content_hash, snapshot_run_id, payload) \
+         SELECT $2, ((row_number() OVER ()) - 1) / $3, x.record_key, x.op, x.content_hash, $2, x.payload \
+         FROM ( \
+             SELECT c.record_key, 'upsert' AS op, c.content_hash, c.payload FROM ({CLASSIFIED}) c WHERE c.change = ANY($4) \
+             UNION ALL \
+             SELECT r.record_key, 'delete', NULL::bytea, NULL::jsonb FROM ({REMOVED}) r WHERE $5 \
+         ) x"
+    )))
+    .bind(sync)
+    .bind(run_id)
+    .bind(batch_size as i64)
+    .bind(&classes)
+    .bind(rule.mode.sends_removed())
+    .execute(&mut *conn)
+    .await
+    .map_err(q("writing the run's records"))?;
+    sqlx::query_scalar::<_, i32>(
+        "INSERT INTO ebb_batches (run_id, batch_no, record_count) \
+         SELECT $1, batch_no, count(*) FROM ebb_run_records WHERE run_id = $1 GROUP BY batch_no \
+         RETURNING batch_no",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q("writing the run's batches"))
+}

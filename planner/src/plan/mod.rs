@@ -1,0 +1,177 @@
+//! Planning a run: snapshot the model, diff it against the ledger, and write
+//! the run, its records and its batches to Postgres in one transaction. Only
+//! after that commit do tasks go to Redis (see [`crate::enqueue`]).
+
+pub mod diff;
+pub mod replay;
+pub mod snapshot;
+
+use serde::Serialize;
+
+use ebb_shared::StateError;
+use ebb_shared::config::{Config, SyncConfig};
+use ebb_shared::state::runs::{self, NewRun};
+use sqlx::PgPool;
+
+use crate::error::PlannerError;
+use crate::source::PostgresSource;
+pub use diff::{PlanCounts, PlanRejection, SendRule};
+
+/// How many planning rejections a report lists by key.
+const REJECTION_SAMPLE: i64 = 20;
+
+/// What `ebb plan` prints, and what a run records before sending.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub sync: String,
+    pub destination: String,
+    pub mode: String,
+    pub full_resync: bool,
+    #[serde(flatten)]
+    pub counts: PlanCounts,
+    pub rejections: Vec<PlanRejection>,
+}
+
+/// A run whose plan is committed.
+#[derive(Debug, Clone)]
+pub struct PlannedRun {
+    pub run_id: i64,
+    pub batches: Vec<i32>,
+    pub report: PlanReport,
+}
+
+async fn open_source(config: &Config, sync: &SyncConfig) -> Result<PostgresSource, PlannerError> {
+    let source = config.source(&sync.source).ok_or_else(|| {
+        PlannerError::Usage(format!("sync `{}` names unknown source `{}`", sync.name, sync.source))
+    })?;
+    PostgresSource::connect(&sync.source, source).await
+}
+
+fn batch_size(config: &Config, sync: &SyncConfig) -> Result<usize, PlannerError> {
+    config
+        .destination(&sync.destination)
+        .map(|d| d.batch_size())
+        .ok_or_else(|| PlannerError::Usage(format!("sync `{}` names unknown destination `{}`", sync.name, sync.destination)))
+}
+
+/// `ebb plan`: everything a run would do up to sending, then rolled back.
+pub async fn dry_run(config: &Config, pool: &PgPool, sync: &SyncConfig, full_resync: bool) -> Result<PlanReport, PlannerError> {
+    let source = open_source(config, sync).await?;
+    let mapping = source.resolve_mapping(sync).await?;
+    let rule = SendRule {
+        mode: sync.mode,
+        full_resync,
+    };
+    let mut tx = pool.begin().await.map_err(StateError::query("starting the plan"))?;
+    let rows = snapshot::snapshot(&mut tx, &source, sync, &mapping, None).await?;
+    diff::find_duplicates(&mut tx).await?;
+    let mut counts = diff::count(&mut tx, &sync.name, rule).await?;
+    counts.rows_read = rows;
+    let rejections = diff::sample_rejections(&mut tx, &sync.primary_key, REJECTION_SAMPLE).await?;
+    tx.rollback().await.map_err(StateError::query("ending the dry run"))?;
+    Ok(report(sync, full_resync, counts, rejections))
+}
+
+fn report(sync: &SyncConfig, full_resync: bool, counts: PlanCounts, rejections: Vec<PlanRejection>) -> PlanReport {
+    PlanReport {
+        sync: sync.name.clone(),
+        destination: sync.destination.clone(),
+        mode: sync.mode.as_str().to_owned(),
+        full_resync,
+        counts,
+        rejections,
+    }
+}
+
+/// Creates a run and commits its plan. On any error the run is marked failed
+/// with the error, and nothing has been sent.
+pub async fn plan_run(
+    config: &Config,
+    pool: &PgPool,
+    sync: &SyncConfig,
+    full_resync: bool,
+    trigger: &str,
+) -> Result<PlannedRun, PlannerError> {
+    let run_id = runs::start(
+        pool,
+        NewRun {
+            sync: &sync.name,
+            destination: &sync.destination,
+            kind: "sync",
+            trigger,
+            mode: sync.mode.as_str(),
+            full_resync,
+        },
+    )
+    .await?;
+    match plan_committed(config, pool, sync, full_resync, run_id).await {
+        Ok(planned) => Ok(planned),
+        Err(e) => {
+            if let Err(fail_error) = runs::fail(pool, run_id, &e.to_string()).await {
+                tracing::error!(run_id, error = %fail_error, "could not mark the run failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn plan_committed(
+    config: &Config,
+    pool: &PgPool,
+    sync: &SyncConfig,
+    full_resync: bool,
+    run_id: i64,
+) -> Result<PlannedRun, PlannerError> {
+    let source = open_source(config, sync).await?;
+    let mapping = source.resolve_mapping(sync).await?;
+    let batch_size = batch_size(config, sync)?;
+    let rule = SendRule {
+        mode: sync.mode,
+        full_resync,
+    };
+    let mut tx = pool.begin().await.map_err(StateError::query("starting the plan"))?;
+    let rows = snapshot::snapshot(&mut tx, &source, sync, &mapping, Some((pool, run_id))).await?;
+    diff::find_duplicates(&mut tx).await?;
+    let mut counts = diff::count(&mut tx, &sync.name, rule).await?;
+    counts.rows_read = rows;
+    let rejections = diff::sample_rejections(&mut tx, &sync.primary_key, REJECTION_SAMPLE).await?;
+    diff::record_rejections(&mut tx, run_id, &sync.name, &sync.destination, &sync.primary_key).await?;
+    let batches = diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
+    mark_planned(&mut tx, run_id, &counts, batches.len()).await?;
+    tx.commit().await.map_err(StateError::query("committing the plan"))?;
+    Ok(PlannedRun {
+        run_id,
+        batches,
+        report: report(sync, full_resync, counts, rejections),
+    })
+}
+
+/// Records the plan's totals and moves the run to `running`, or straight to
+/// `succeeded` when there is nothing to send.
+pub(crate) async fn mark_planned(
+    conn: &mut sqlx::PgConnection,
+    run_id: i64,
+    counts: &PlanCounts,
+    batches: usize,
+) -> Result<(), StateError> {
+    sqlx::query(
+        "UPDATE ebb_runs SET planned_added = $2, planned_changed = $3, planned_removed = $4, unchanged = $5, \
+             skipped_by_mode = $6, rejected_at_plan = $7, to_send = $8, batches_total = $9, planned_at = now(), \
+             state = CASE WHEN $9 = 0 THEN 'succeeded' ELSE 'running' END, \
+             finished_at = CASE WHEN $9 = 0 THEN now() END \
+         WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(counts.added)
+    .bind(counts.changed)
+    .bind(counts.removed)
+    .bind(counts.unchanged)
+    .bind(counts.skipped_by_mode)
+    .bind(counts.rejected)
+    .bind(counts.to_send)
+    .bind(batches as i32)
+    .execute(conn)
+    .await
+    .map_err(StateError::query("recording the plan"))?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Waiting for a run to finish: a progress bar on a terminal, plain lines
+//! otherwise, and a watchdog that re-enqueues work Redis lost.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use apalis_redis::{ConnectionManager, RedisStorage};
+use ebb_shared::config::WorkerSettings;
+use ebb_shared::queue::{self, WriteBatchTask};
+use ebb_shared::state::runs::{self, Run};
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::PgPool;
+
+use crate::enqueue::requeue_unsettled;
+use crate::error::PlannerError;
+
+const POLL: Duration = Duration::from_millis(250);
+const PLAIN_LINE_EVERY: Duration = Duration::from_secs(5);
+const NO_WORKER_HINT_AFTER: Duration = Duration::from_secs(15);
+
+pub struct Waiter<'a> {
+    pub pool: &'a PgPool,
+    pub conn: ConnectionManager,
+    pub storage: RedisStorage<WriteBatchTask>,
+    pub worker: &'a WorkerSettings,
+    /// No progress output at all (for `--json`).
+    pub quiet: bool,
+}
+
+impl Waiter<'_> {
+    /// Returns the finished run.
+    pub async fn wait(&mut self, run_id: i64) -> Result<Run, PlannerError> {
+        let mut run = runs::get(self.pool, run_id).await?;
+        let bar = (!self.quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(run.to_send.max(0) as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg} [{elapsed_precise}] {wide_bar} {pos}/{len} records ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_message(format!("run #{run_id} {}", run.sync_name));
+            bar
+        });
+        let started = Instant::now();
+        let mut last_line = Instant::now();
+        let mut idle_since: Option<Instant> = None;
+        let mut hinted = false;
+        let requeue_after = Duration::from_secs(self.worker.requeue_after_secs);
+        while !run.is_finished() {
+            tokio::time::sleep(POLL).await;
+            run = runs::get(self.pool, run_id).await?;
+            let done = run.settled_records().max(0) as u64;
+            match &bar {
+                Some(bar) => bar.set_position(done),
+                None if !self.quiet && last_line.elapsed() >= PLAIN_LINE_EVERY => {
+                    eprintln!(
+                        "run #{run_id} {}: {done}/{} records settled ({} delivered, {} rejected, {} failed), {}/{} batches",
+                        run.sync_name, run.to_send, run.delivered, run.rejected, run.failed, run.batches_settled, run.batches_total
+                    );
+                    last_line = Instant::now();
+                }
+                None => {}
+            }
+            if run.is_finished() {
+                break;
+            }
+            // Redis holds nothing Postgres cannot rebuild: an empty queue with
+            // unsettled batches means the tasks were lost, so put them back.
+            let depth = queue::depth(&mut self.conn, &self.storage, self.worker).await;
+            match depth {
+                Ok(depth) => {
+                    if depth.live_workers == 0 && !hinted && started.elapsed() > NO_WORKER_HINT_AFTER && !self.quiet {
+                        let msg = "no ebb-worker is alive on this queue; start one with `ebb-worker --config ...`";
+                        match &bar {
+                            Some(bar) => bar.println(msg),
+                            None => eprintln!("{msg}"),
+                        }
+                        hinted = true;
+                    }
+                    if depth.pending + depth.scheduled + depth.in_flight == 0 {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= requeue_after {
+                            let n = requeue_unsettled(self.pool, &mut self.storage, run_id, &run.sync_name).await?;
+                            tracing::warn!(run_id, batches = n, "queue had no tasks for unsettled batches; re-enqueued them from Postgres");
+                            idle_since = None;
+                        }
+                    } else {
+                        idle_since = None;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read queue depth; will retry"),
+            }
+        }
+        if let Some(bar) = bar {
+            bar.set_position(run.settled_records().max(0) as u64);
+            bar.finish_and_clear();
+        }
+        Ok(run)
+    }
+}

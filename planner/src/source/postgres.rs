@@ -1,0 +1,184 @@
+//! A Postgres source: describes a model's columns and streams its rows as
+//! `(primary key, mapped payload)`, with the mapping done by the warehouse.
+
+use std::time::Duration;
+
+use ebb_shared::config::{FieldMapping, SourceConfig, SyncConfig, quote_ident};
+use ebb_shared::secret::redact_url;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Column, Executor, Statement};
+
+use crate::error::PlannerError;
+
+/// Prefix put before the model SQL when it is wrapped as a subquery; error
+/// positions are shifted back by its length.
+const DESCRIBE_PREFIX: &str = "SELECT * FROM (\n";
+
+/// jsonb_build_object takes at most 100 arguments (50 fields).
+const FIELDS_PER_OBJECT: usize = 50;
+
+pub struct PostgresSource {
+    name: String,
+    pool: PgPool,
+}
+
+/// One model row, mapped: the primary key as text (None when NULL) and the
+/// payload as canonical jsonb text.
+#[derive(Debug, Clone)]
+pub struct SourceRow {
+    pub key: Option<String>,
+    pub payload: String,
+}
+
+impl PostgresSource {
+    pub async fn connect(name: &str, config: &SourceConfig) -> Result<PostgresSource, PlannerError> {
+        let SourceConfig::Postgres(pg) = config;
+        let connect_error = |message: String| PlannerError::SourceConnect {
+            source_name: name.to_owned(),
+            url: redact_url(pg.url.expose()),
+            message,
+        };
+        let options: PgConnectOptions = pg.url.expose().parse().map_err(|e: sqlx::Error| connect_error(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(options.application_name("ebb-planner"))
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        Ok(PostgresSource {
+            name: name.to_owned(),
+            pool,
+        })
+    }
+
+    /// The model's column names, or an error located in the model SQL.
+    pub async fn describe(&self, sync: &SyncConfig) -> Result<Vec<String>, PlannerError> {
+        let sql = format!("{DESCRIBE_PREFIX}{}\n) AS ebb_model", sync.model.as_subquery());
+        let statement = self
+            .pool
+            .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(sql)))
+            .await
+            .map_err(|e| model_error(sync, e, DESCRIBE_PREFIX.chars().count()))?;
+        Ok(statement.columns().iter().map(|c| c.name().to_owned()).collect())
+    }
+
+    /// Checks the mapping against the model's columns and returns the
+    /// effective mapping (every column under its own name when none is set).
+    pub async fn resolve_mapping(&self, sync: &SyncConfig) -> Result<Vec<FieldMapping>, PlannerError> {
+        let columns = self.describe(sync).await?;
+        let mapping_error = |message: String| PlannerError::Mapping {
+            sync: sync.name.clone(),
+            message,
+        };
+        if !columns.iter().any(|c| c == &sync.primary_key) {
+            return Err(mapping_error(format!(
+                "primary_key `{}` is not a column of the model (model columns: {})",
+                sync.primary_key,
+                columns.join(", ")
+            )));
+        }
+        if sync.mapping.is_empty() {
+            return Ok(columns
+                .into_iter()
+                .map(|c| FieldMapping {
+                    field: c.clone(),
+                    column: c,
+                })
+                .collect());
+        }
+        for m in &sync.mapping {
+            if !columns.contains(&m.column) {
+                return Err(mapping_error(format!(
+                    "mapping `{} = \"{}\"`: the model has no column `{}` (model columns: {})",
+                    m.field,
+                    m.column,
+                    m.column,
+                    columns.join(", ")
+                )));
+            }
+        }
+        Ok(sync.mapping.clone())
+    }
+
+    /// Streams the model. Rows arrive as the warehouse sends them; nothing
+    /// is buffered beyond the driver's read buffer.
+    pub fn stream<'a>(
+        &'a self,
+        sync: &'a SyncConfig,
+        mapping: &'a [FieldMapping],
+    ) -> BoxStream<'a, Result<SourceRow, sqlx::Error>> {
+        let mut objects = Vec::new();
+        let mut param = 1;
+        for chunk in mapping.chunks(FIELDS_PER_OBJECT) {
+            let args: Vec<String> = chunk
+                .iter()
+                .map(|m| {
+                    let arg = format!("${param}::text, ebb_model.{}", quote_ident(&m.column));
+                    param += 1;
+                    arg
+                })
+                .collect();
+            objects.push(format!("jsonb_build_object({})", args.join(", ")));
+        }
+        let payload = if objects.is_empty() {
+            "'{}'::jsonb".to_owned()
+        } else {
+            objects.join(" || ")
+        };
+        // Identifiers are quoted and field names are bind parameters; only
+        // the model itself is user SQL, which is the point of a model.
+        let sql = format!(
+            "SELECT (ebb_model.{})::text AS ebb_key, ({payload})::text AS ebb_payload FROM (\n{}\n) AS ebb_model",
+            quote_ident(&sync.primary_key),
+            sync.model.as_subquery()
+        );
+        let mut query = sqlx::query_as::<_, (Option<String>, String)>(sqlx::AssertSqlSafe(sql));
+        for m in mapping {
+            query = query.bind(m.field.clone());
+        }
+        query
+            .fetch(&self.pool)
+            .map_ok(|(key, payload)| SourceRow { key, payload })
+            .boxed()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Turns a database error on the model into one that points at the model's
+/// file and line.
+fn model_error(sync: &SyncConfig, error: sqlx::Error, prefix_chars: usize) -> PlannerError {
+    match &error {
+        sqlx::Error::Database(db) => {
+            let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+            let position = pg.and_then(|pg| match pg.position() {
+                Some(sqlx::postgres::PgErrorPosition::Original(p)) => Some(p),
+                _ => None,
+            });
+            let location = match position {
+                Some(p) if p > prefix_chars => sync.model.locate(p - prefix_chars),
+                _ => sync.model.describe_origin(),
+            };
+            let hint = pg
+                .and_then(|pg| pg.hint())
+                .map(|h| format!(" (hint: {h})"))
+                .unwrap_or_default();
+            PlannerError::ModelSql {
+                sync: sync.name.clone(),
+                location,
+                message: db.message().to_owned(),
+                hint,
+            }
+        }
+        _ => PlannerError::ModelSql {
+            sync: sync.name.clone(),
+            location: sync.model.describe_origin(),
+            message: error.to_string(),
+            hint: String::new(),
+        },
+    }
+}

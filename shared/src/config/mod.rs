@@ -1,0 +1,577 @@
+//! `ebb.toml`: typed config, `${VAR}` interpolation and errors that point at
+//! the file, line and key.
+//!
+//! Destinations and sources are parsed in two steps, as Arroyo does for
+//! connectors: the table is read as an untyped TOML table first, then its
+//! `type` picks the typed config struct it is deserialized into.
+
+mod interpolate;
+mod types;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+pub use interpolate::interpolate;
+pub use types::*;
+
+use crate::secret::Secret;
+
+/// Everything that can be wrong with a config file. Messages never contain
+/// interpolated values.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}. Pass --config PATH or set EBB_CONFIG")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}{key}: {message}", location(path, *line))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+    #[error("{key}: environment variable `{var}` is not set; export it or change the value")]
+    MissingEnv { key: String, var: String },
+    #[error("{key}: {message}")]
+    Interpolation { key: String, message: String },
+}
+
+fn location(path: &Path, line: Option<usize>) -> String {
+    match line {
+        Some(line) => format!("{}:{line}: ", path.display()),
+        None => format!("{}: ", path.display()),
+    }
+}
+
+/// Where the config was read from, to turn byte offsets into line numbers.
+struct SourceText<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl SourceText<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text[..end].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn invalid(&self, offset: Option<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line: offset.map(|o| self.line_of(o)),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Finds the line of `field = ...` inside the table that starts at
+    /// `table_offset`, so an unknown or bad field in a destination points at
+    /// its own line rather than at the table header.
+    fn field_offset(&self, table_offset: usize, field: &str) -> usize {
+        let mut offset = table_offset;
+        for line in self.text[table_offset.min(self.text.len())..].split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if let Some(rest) = trimmed.strip_prefix(field)
+                && rest.trim_start().starts_with('=')
+            {
+                return offset + (line.len() - trimmed.len());
+            }
+            offset += line.len();
+        }
+        table_offset
+    }
+
+    fn localize(&self, interpolation: ConfigError, offset: usize) -> ConfigError {
+        match interpolation {
+            ConfigError::MissingEnv { key, var } => self.invalid(
+                Some(offset),
+                key,
+                format!("environment variable `{var}` is not set; export it or change the value"),
+            ),
+            ConfigError::Interpolation { key, message } => self.invalid(Some(offset), key, message),
+            other => other,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state: Spanned<RawState>,
+    #[serde(default)]
+    worker: Option<Spanned<WorkerSettings>>,
+    #[serde(default)]
+    sources: BTreeMap<String, Spanned<toml::Table>>,
+    #[serde(default)]
+    destinations: BTreeMap<String, Spanned<toml::Table>>,
+    #[serde(default)]
+    syncs: BTreeMap<String, Spanned<RawSync>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    database_url: Spanned<String>,
+    redis_url: Spanned<String>,
+    #[serde(default = "default_queue_prefix")]
+    queue_prefix: String,
+}
+
+fn default_queue_prefix() -> String {
+    "ebb".to_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    source: Spanned<String>,
+    #[serde(default)]
+    model: Option<Spanned<String>>,
+    #[serde(default)]
+    model_file: Option<Spanned<String>>,
+    primary_key: Spanned<String>,
+    destination: Spanned<String>,
+    #[serde(default)]
+    mode: Option<Spanned<SyncMode>>,
+    #[serde(default)]
+    schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    mapping: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgresSource {
+    #[serde(rename = "type")]
+    _type: String,
+    url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpDestination {
+    #[serde(rename = "type")]
+    _type: String,
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default = "default_http_batch_size")]
+    batch_size: usize,
+    #[serde(default = "default_timeout_secs")]
+    timeout_secs: u64,
+    #[serde(default = "default_max_retries")]
+    max_retries: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgresDestination {
+    #[serde(rename = "type")]
+    _type: String,
+    url: String,
+    table: String,
+    #[serde(default = "default_postgres_batch_size")]
+    batch_size: usize,
+    #[serde(default = "default_max_retries")]
+    max_retries: u32,
+}
+
+fn default_http_batch_size() -> usize {
+    100
+}
+fn default_postgres_batch_size() -> usize {
+    500
+}
+fn default_timeout_secs() -> u64 {
+    30
+}
+fn default_max_retries() -> u32 {
+    5
+}
+
+/// Largest batch any destination accepts from config; bigger batches make a
+/// single poison record expensive to isolate.
+pub const MAX_BATCH_SIZE: usize = 10_000;
+
+impl Config {
+    /// Reads and validates `path`, filling `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses config text; `lookup` resolves `${VAR}` (the environment, or a
+    /// map in tests).
+    pub fn parse(path: &Path, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let src = SourceText { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            let line = src.line_of(offset);
+            let line_start = text[..offset.min(text.len())].rfind('\n').map(|i| i + 1).unwrap_or(0);
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column: offset.saturating_sub(line_start) + 1,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
+
+        let state = resolve_state(&src, raw.state, lookup)?;
+        let worker = raw.worker.map(Spanned::into_inner).unwrap_or_default();
+
+        let mut sources = BTreeMap::new();
+        for (name, table) in raw.sources {
+            sources.insert(name.clone(), resolve_source(&src, &name, table, lookup)?);
+        }
+        let mut destinations = BTreeMap::new();
+        for (name, table) in raw.destinations {
+            destinations.insert(name.clone(), resolve_destination(&src, &name, table, lookup)?);
+        }
+        let mut syncs = BTreeMap::new();
+        for (name, sync) in raw.syncs {
+            let sync = resolve_sync(&src, &base_dir, &name, sync, &sources, &destinations)?;
+            syncs.insert(name, sync);
+        }
+        if syncs.is_empty() {
+            return Err(src.invalid(None, "syncs", "no sync is defined; add a [syncs.NAME] table"));
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            state,
+            worker,
+            sources,
+            destinations,
+            syncs,
+        })
+    }
+
+    pub fn sync(&self, name: &str) -> Result<&SyncConfig, ConfigError> {
+        self.syncs.get(name).ok_or_else(|| ConfigError::Invalid {
+            path: self.path.clone(),
+            line: None,
+            key: format!("syncs.{name}"),
+            message: format!(
+                "no such sync; defined syncs are: {}",
+                self.syncs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+
+    pub fn destination(&self, name: &str) -> Option<&DestinationConfig> {
+        self.destinations.get(name)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.get(name)
+    }
+}
+
+fn secret_at(
+    src: &SourceText<'_>,
+    value: &str,
+    key: &str,
+    offset: usize,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, ConfigError> {
+    interpolate(value, key, lookup)
+        .map(Secret::new)
+        .map_err(|e| src.localize(e, offset))
+}
+
+fn resolve_state(
+    src: &SourceText<'_>,
+    raw: Spanned<RawState>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<StateConfig, ConfigError> {
+    let raw = raw.into_inner();
+    let database_url = secret_at(
+        src,
+        raw.database_url.get_ref(),
+        "state.database_url",
+        raw.database_url.span().start,
+        lookup,
+    )?;
+    let redis_url = secret_at(src, raw.redis_url.get_ref(), "state.redis_url", raw.redis_url.span().start, lookup)?;
+    let valid_prefix = !raw.queue_prefix.is_empty()
+        && raw.queue_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
+    if !valid_prefix {
+        return Err(src.invalid(
+            None,
+            "state.queue_prefix",
+            "must be non-empty and use only letters, digits, `_`, `-`, `.` or `:`",
+        ));
+    }
+    Ok(StateConfig {
+        database_url,
+        redis_url,
+        queue_prefix: raw.queue_prefix,
+    })
+}
+
+fn typed<T: DeserializeOwned>(
+    src: &SourceText<'_>,
+    key: &str,
+    table: &Spanned<toml::Table>,
+) -> Result<T, ConfigError> {
+    T::deserialize(toml::Value::Table(table.get_ref().clone())).map_err(|e| {
+        let message = e.message().trim().to_owned();
+        let offset = message
+            .split('`')
+            .nth(1)
+            .map(|field| src.field_offset(table.span().start, field))
+            .unwrap_or(table.span().start);
+        src.invalid(Some(offset), key, message)
+    })
+}
+
+fn type_of(src: &SourceText<'_>, key: &str, table: &Spanned<toml::Table>, known: &[&str]) -> Result<String, ConfigError> {
+    match table.get_ref().get("type") {
+        Some(toml::Value::String(t)) if known.contains(&t.as_str()) => Ok(t.clone()),
+        Some(toml::Value::String(t)) => Err(src.invalid(
+            Some(src.field_offset(table.span().start, "type")),
+            format!("{key}.type"),
+            format!("unknown type `{t}`; supported types are: {}", known.join(", ")),
+        )),
+        _ => Err(src.invalid(
+            Some(table.span().start),
+            key,
+            format!("missing `type = \"...\"`; supported types are: {}", known.join(", ")),
+        )),
+    }
+}
+
+fn resolve_source(
+    src: &SourceText<'_>,
+    name: &str,
+    table: Spanned<toml::Table>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<SourceConfig, ConfigError> {
+    let key = format!("sources.{name}");
+    type_of(src, &key, &table, &["postgres"])?;
+    let raw: RawPostgresSource = typed(src, &key, &table)?;
+    let url_key = format!("{key}.url");
+    let url = secret_at(src, &raw.url, &url_key, src.field_offset(table.span().start, "url"), lookup)?;
+    Ok(SourceConfig::Postgres(PostgresSourceConfig { url }))
+}
+
+fn resolve_destination(
+    src: &SourceText<'_>,
+    name: &str,
+    table: Spanned<toml::Table>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<DestinationConfig, ConfigError> {
+    let key = format!("destinations.{name}");
+    let start = table.span().start;
+    let kind = type_of(src, &key, &table, &["http", "postgres"])?;
+    let check_batch = |batch_size: usize| {
+        if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
+            Err(src.invalid(
+                Some(src.field_offset(start, "batch_size")),
+                format!("{key}.batch_size"),
+                format!("must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match kind.as_str() {
+        "http" => {
+            let raw: RawHttpDestination = typed(src, &key, &table)?;
+            check_batch(raw.batch_size)?;
+            let url = secret_at(src, &raw.url, &format!("{key}.url"), src.field_offset(start, "url"), lookup)?;
+            if !(url.expose().starts_with("http://") || url.expose().starts_with("https://")) {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "url")),
+                    format!("{key}.url"),
+                    "must start with http:// or https://",
+                ));
+            }
+            let mut headers = BTreeMap::new();
+            for (header, value) in raw.headers {
+                let header_key = format!("{key}.headers.{header}");
+                let value = secret_at(src, &value, &header_key, src.field_offset(start, "headers"), lookup)?;
+                headers.insert(header, value);
+            }
+            if raw.timeout_secs == 0 {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "timeout_secs")),
+                    format!("{key}.timeout_secs"),
+                    "must be at least 1",
+                ));
+            }
+            Ok(DestinationConfig::Http(HttpDestinationConfig {
+                url,
+                headers,
+                batch_size: raw.batch_size,
+                timeout_secs: raw.timeout_secs,
+                max_retries: raw.max_retries,
+            }))
+        }
+        _ => {
+            let raw: RawPostgresDestination = typed(src, &key, &table)?;
+            check_batch(raw.batch_size)?;
+            let url = secret_at(src, &raw.url, &format!("{key}.url"), src.field_offset(start, "url"), lookup)?;
+            let table_name = TableName::from_str(&raw.table).map_err(|message| {
+                src.invalid(Some(src.field_offset(start, "table")), format!("{key}.table"), message)
+            })?;
+            Ok(DestinationConfig::Postgres(PostgresDestinationConfig {
+                url,
+                table: table_name,
+                batch_size: raw.batch_size,
+                max_retries: raw.max_retries,
+            }))
+        }
+    }
+}
+
+fn resolve_sync(
+    src: &SourceText<'_>,
+    base_dir: &Path,
+    name: &str,
+    raw: Spanned<RawSync>,
+    sources: &BTreeMap<String, SourceConfig>,
+    destinations: &BTreeMap<String, DestinationConfig>,
+) -> Result<SyncConfig, ConfigError> {
+    let key = format!("syncs.{name}");
+    let header = raw.span().start;
+    let raw = raw.into_inner();
+    if !sources.contains_key(raw.source.get_ref()) {
+        return Err(src.invalid(
+            Some(raw.source.span().start),
+            format!("{key}.source"),
+            format!(
+                "unknown source `{}`; defined sources are: {}",
+                raw.source.get_ref(),
+                list(sources.keys())
+            ),
+        ));
+    }
+    let Some(destination) = destinations.get(raw.destination.get_ref()) else {
+        return Err(src.invalid(
+            Some(raw.destination.span().start),
+            format!("{key}.destination"),
+            format!(
+                "unknown destination `{}`; defined destinations are: {}",
+                raw.destination.get_ref(),
+                list(destinations.keys())
+            ),
+        ));
+    };
+    let model = match (raw.model, raw.model_file) {
+        (Some(sql), None) => Model {
+            sql: sql.get_ref().clone(),
+            origin: ModelOrigin::Inline {
+                config_path: src.path.to_owned(),
+                line: src.line_of(sql.span().start),
+            },
+        },
+        (None, Some(file)) => {
+            let path = base_dir.join(file.get_ref());
+            let sql = std::fs::read_to_string(&path).map_err(|e| {
+                src.invalid(
+                    Some(file.span().start),
+                    format!("{key}.model_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Model {
+                sql,
+                origin: ModelOrigin::File { path },
+            }
+        }
+        (Some(_), Some(file)) => {
+            return Err(src.invalid(
+                Some(file.span().start),
+                key,
+                "set either `model` or `model_file`, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(src.invalid(
+                Some(header),
+                key,
+                "missing model: set `model = \"SELECT ...\"` or `model_file = \"models/NAME.sql\"`",
+            ));
+        }
+    };
+    if model.sql.trim().trim_end_matches(';').trim().is_empty() {
+        return Err(src.invalid(Some(header), key, "the model SQL is empty"));
+    }
+    let schedule = match raw.schedule {
+        None => None,
+        Some(expr) => Some(SyncSchedule::parse(expr.get_ref()).map_err(|message| {
+            src.invalid(Some(expr.span().start), format!("{key}.schedule"), message)
+        })?),
+    };
+    let primary_key = raw.primary_key.get_ref().trim().to_owned();
+    if primary_key.is_empty() {
+        return Err(src.invalid(Some(raw.primary_key.span().start), format!("{key}.primary_key"), "must name a model column"));
+    }
+    let mut mapping = Vec::with_capacity(raw.mapping.len());
+    for (field, column) in raw.mapping {
+        if column.get_ref().trim().is_empty() {
+            return Err(src.invalid(
+                Some(column.span().start),
+                format!("{key}.mapping.{field}"),
+                "must name a model column",
+            ));
+        }
+        mapping.push(FieldMapping {
+            field,
+            column: column.into_inner(),
+        });
+    }
+    if let DestinationConfig::Postgres(_) = destination
+        && !mapping.is_empty()
+        && !mapping.iter().any(|m| m.column == primary_key)
+    {
+        return Err(src.invalid(
+            Some(header),
+            format!("{key}.mapping"),
+            format!(
+                "the postgres destination upserts by the primary key, so the mapping must map a column to `{primary_key}` (e.g. `id = \"{primary_key}\"`)"
+            ),
+        ));
+    }
+    Ok(SyncConfig {
+        name: name.to_owned(),
+        source: raw.source.into_inner(),
+        destination: raw.destination.into_inner(),
+        model,
+        primary_key,
+        mode: raw.mode.map(Spanned::into_inner).unwrap_or(SyncMode::Upsert),
+        schedule,
+        mapping,
+    })
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        "(none)".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::*;
+
+const VALID: &str = r#"
+[state]
+database_url = "${EBB_DATABASE_URL}"
+redis_url    = "redis://127.0.0.1:6379"
+
+[sources.warehouse]
+type = "postgres"
+url  = "${WAREHOUSE_URL}"
+
+[destinations.crm_webhook]
+type = "http"
+url = "http://127.0.0.1:9000/contacts/batch"
+headers = { Authorization = "Bearer ${CRM_TOKEN}" }
+batch_size = 100
+
+[destinations.replica]
+type  = "postgres"
+url   = "${WAREHOUSE_URL}"
+table = "public.customers_synced"
+
+[syncs.customers_to_replica]
+source = "warehouse"
+model = "SELECT id, email FROM analytics.customers"
+primary_key = "id"
+destination = "replica"
+mode = "mirror"
+schedule = "*/15 * * * *"
+[syncs.customers_to_replica.mapping]
+customer_id = "id"
+email = "email"
+"#;
+
+fn env() -> HashMap<&'static str, &'static str> {
+    HashMap::from([
+        ("EBB_DATABASE_URL", "postgres://ebb:s3cret@localhost/ebb"),
+        ("WAREHOUSE_URL", "postgres://localhost/wh"),
+        ("CRM_TOKEN", "tok-123"),
+    ])
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    let env = env();
+    Config::parse(Path::new("ebb.toml"), text, &|k| env.get(k).map(|v| v.to_string()))
+}
+
+#[test]
+fn parses_the_documented_example() {
+    let config = parse(VALID).unwrap();
+    let sync = config.sync("customers_to_replica").unwrap();
+    assert_eq!(sync.mode, SyncMode::Mirror);
+    assert_eq!(sync.mapping.len(), 2);
+    assert_eq!(sync.schedule.as_ref().unwrap().expression, "*/15 * * * *");
+    let DestinationConfig::Http(http) = config.destination("crm_webhook").unwrap() else {
+        panic!("crm_webhook should be http");
+    };
+    assert_eq!(http.headers["Authorization"].expose(), "Bearer tok-123");
+    assert_eq!(config.state.queue_prefix, "ebb");
+}
+
+#[test]
+fn secrets_do_not_appear_in_debug_output() {
+    let config = parse(VALID).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cret"), "{debug}");
+    assert!(!debug.contains("tok-123"), "{debug}");
+}
+
+#[test]
+fn missing_env_var_names_variable_key_and_line() {
+    let text = VALID.replace("${CRM_TOKEN}", "${CRM_TOKEN_MISSING}");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.contains("CRM_TOKEN_MISSING"), "{msg}");
+    assert!(msg.contains("destinations.crm_webhook.headers.Authorization"), "{msg}");
+    assert!(msg.starts_with("ebb.toml:13:"), "{msg}");
+}
+
+#[test]
+fn unknown_destination_field_points_at_its_line() {
+    let text = VALID.replace("batch_size = 100", "batchsize = 100");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.contains("unknown field `batchsize`"), "{msg}");
+    assert!(msg.starts_with("ebb.toml:14:"), "{msg}");
+}
+
+#[test]
+fn unknown_sync_field_and_bad_mode_are_syntax_errors_with_position() {
+    let text = VALID.replace("mode = \"mirror\"", "mode = \"mirrror\"");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.starts_with("ebb.toml:26:"), "{msg}");
+    assert!(msg.contains("mirrror"), "{msg}");
+
+    let text = VALID.replace("primary_key = \"id\"", "primary_key = \"id\"\nprimary_keys = \"x\"");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.contains("unknown field `primary_keys`"), "{msg}");
+}
+
+#[test]
+fn unknown_references_list_what_exists() {
+    let text = VALID.replace("destination = \"replica\"", "destination = \"replika\"");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.contains("unknown destination `replika`"), "{msg}");
+    assert!(msg.contains("crm_webhook, replica"), "{msg}");
+    assert!(msg.starts_with("ebb.toml:25:"), "{msg}");
+}
+
+#[test]
+fn unknown_destination_type_is_rejected() {
+    let text = VALID.replace("type = \"http\"", "type = \"smtp\"");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.contains("unknown type `smtp`"), "{msg}");
+    assert!(msg.contains("http, postgres"), "{msg}");
+}
+
+#[test]
+fn bad_schedule_is_rejected() {
+    let text = VALID.replace("*/15 * * * *", "every 15 minutes");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.contains("syncs.customers_to_replica.schedule"), "{msg}");
+}
+
+#[test]
+fn five_field_weekdays_follow_unix_numbering() {
+    use chrono::{Datelike, TimeZone, Utc};
+    // 0 = Sunday in Unix cron.
+    let schedule = SyncSchedule::parse("0 9 * * 0").unwrap();
+    let start = Utc.with_ymd_and_hms(2026, 11, 18, 0, 0, 0).unwrap(); // a Wednesday
+    let next = schedule.schedule.after(&start).next().unwrap();
+    assert_eq!(next.weekday(), chrono::Weekday::Sun);
+    let weekdays = SyncSchedule::parse("30 8 * * 1-5").unwrap();
+    let next = weekdays.schedule.after(&start).next().unwrap();
+    assert_eq!(next.weekday(), chrono::Weekday::Wed);
+}
+
+#[test]
+fn postgres_destination_needs_primary_key_mapped() {
+    let text = VALID.replace("customer_id = \"id\"\n", "");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.contains("must map a column to `id`"), "{msg}");
+}
+
+#[test]
+fn syntax_errors_report_line_and_column() {
+    let text = VALID.replace("batch_size = 100", "batch_size = = 100");
+    match parse(&text).unwrap_err() {
+        ConfigError::Syntax { line, column, .. } => {
+            assert_eq!(line, 14);
+            assert!(column > 1);
+        }
+        other => panic!("expected a syntax error, got {other}"),
+    }
+}
+
+#[test]
+fn model_errors_are_located_in_the_model_file_or_config() {
+    let model = Model {
+        sql: "SELECT id,\n  emial\nFROM t;".into(),
+        origin: ModelOrigin::File { path: "models/c.sql".into() },
+    };
+    assert_eq!(model.as_subquery(), "SELECT id,\n  emial\nFROM t");
+    assert_eq!(model.locate(14), "models/c.sql:2:3");
+    let inline = Model {
+        sql: "SELECT emial FROM t".into(),
+        origin: ModelOrigin::Inline { config_path: "ebb.toml".into(), line: 7 },
+    };
+    assert!(inline.locate(8).starts_with("ebb.toml:7"));
+}

@@ -1,0 +1,324 @@
+//! The validated config model every crate works with.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state: StateConfig,
+    pub worker: WorkerSettings,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub destinations: BTreeMap<String, DestinationConfig>,
+    pub syncs: BTreeMap<String, SyncConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub database_url: Secret,
+    pub redis_url: Secret,
+    /// Prefix of every Redis key Ebb writes, so several Ebb installations
+    /// (or parallel tests) can share one Redis.
+    pub queue_prefix: String,
+}
+
+/// `[worker]`: queue liveness settings shared by workers and the planner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// How often a worker proves it is alive.
+    pub heartbeat_secs: u64,
+    /// After this many missed heartbeats another worker takes over its tasks.
+    pub missed_heartbeats: usize,
+    /// On SIGTERM, how long in-flight batches may take before the worker exits.
+    pub shutdown_timeout_secs: u64,
+    /// `ebb run` re-enqueues unsettled batches from Postgres after this long
+    /// without progress (covers a Redis that lost its data).
+    pub requeue_after_secs: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 10,
+            missed_heartbeats: 3,
+            shutdown_timeout_secs: 30,
+            requeue_after_secs: 120,
+        }
+    }
+}
+
+impl WorkerSettings {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Postgres(PostgresSourceConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresSourceConfig {
+    pub url: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub enum DestinationConfig {
+    Http(HttpDestinationConfig),
+    Postgres(PostgresDestinationConfig),
+}
+
+impl DestinationConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            DestinationConfig::Http(_) => "http",
+            DestinationConfig::Postgres(_) => "postgres",
+        }
+    }
+
+    pub fn batch_size(&self) -> usize {
+        match self {
+            DestinationConfig::Http(c) => c.batch_size,
+            DestinationConfig::Postgres(c) => c.batch_size,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpDestinationConfig {
+    pub url: Secret,
+    pub headers: BTreeMap<String, Secret>,
+    pub batch_size: usize,
+    pub timeout_secs: u64,
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresDestinationConfig {
+    pub url: Secret,
+    pub table: TableName,
+    pub batch_size: usize,
+    pub max_retries: u32,
+}
+
+/// `schema.table` (schema optional), kept unquoted; [`TableName::quoted`]
+/// renders it as a safe SQL identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    pub schema: Option<String>,
+    pub table: String,
+}
+
+impl TableName {
+    pub fn quoted(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&self.table)),
+            None => quote_ident(&self.table),
+        }
+    }
+}
+
+impl FromStr for TableName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('.').map(str::trim).collect();
+        let ok = |p: &str| !p.is_empty();
+        match parts.as_slice() {
+            [table] if ok(table) => Ok(TableName {
+                schema: None,
+                table: (*table).to_owned(),
+            }),
+            [schema, table] if ok(schema) && ok(table) => Ok(TableName {
+                schema: Some((*schema).to_owned()),
+                table: (*table).to_owned(),
+            }),
+            _ => Err(format!("`{s}` is not a table name; use `table` or `schema.table`")),
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.table),
+            None => f.write_str(&self.table),
+        }
+    }
+}
+
+/// Quotes a SQL identifier (`"` doubled), so model column and table names
+/// from config can never inject SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Create new records and update changed ones.
+    Upsert,
+    /// Update records already delivered; never create.
+    Update,
+    /// Create records never delivered; never update.
+    Insert,
+    /// Upsert, and delete records that left the model.
+    Mirror,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Upsert => "upsert",
+            SyncMode::Update => "update",
+            SyncMode::Insert => "insert",
+            SyncMode::Mirror => "mirror",
+        }
+    }
+
+    pub fn sends_added(self) -> bool {
+        !matches!(self, SyncMode::Update)
+    }
+
+    pub fn sends_changed(self) -> bool {
+        !matches!(self, SyncMode::Insert)
+    }
+
+    pub fn sends_removed(self) -> bool {
+        matches!(self, SyncMode::Mirror)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub name: String,
+    pub source: String,
+    pub destination: String,
+    pub model: Model,
+    pub primary_key: String,
+    pub mode: SyncMode,
+    pub schedule: Option<SyncSchedule>,
+    /// Destination field ← model column. Empty means "every model column,
+    /// under its own name".
+    pub mapping: Vec<FieldMapping>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldMapping {
+    pub field: String,
+    pub column: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub sql: String,
+    pub origin: ModelOrigin,
+}
+
+/// Where the model SQL was written, to point SQL errors at the right line.
+#[derive(Debug, Clone)]
+pub enum ModelOrigin {
+    Inline { config_path: PathBuf, line: usize },
+    File { path: PathBuf },
+}
+
+impl Model {
+    /// The SQL without trailing semicolons, ready to be wrapped as a subquery.
+    pub fn as_subquery(&self) -> &str {
+        self.sql.trim_end().trim_end_matches(';').trim_end()
+    }
+
+    /// Turns a 1-based character position in [`Model::as_subquery`] into a
+    /// `file:line:column` string for error messages.
+    pub fn locate(&self, position: usize) -> String {
+        let sql = self.as_subquery();
+        let before: String = sql.chars().take(position.saturating_sub(1)).collect();
+        let line_in_sql = before.matches('\n').count();
+        let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        match &self.origin {
+            ModelOrigin::File { path } => format!("{}:{}:{}", path.display(), line_in_sql + 1, column),
+            ModelOrigin::Inline { config_path, line } => {
+                format!("{}:{} (model SQL line {}, column {column})", config_path.display(), line + line_in_sql, line_in_sql + 1)
+            }
+        }
+    }
+
+    pub fn describe_origin(&self) -> String {
+        match &self.origin {
+            ModelOrigin::File { path } => path.display().to_string(),
+            ModelOrigin::Inline { config_path, line } => format!("{}:{line}", config_path.display()),
+        }
+    }
+}
+
+/// A cron schedule. Standard 5-field Unix expressions are accepted and run at
+/// second 0; 6- and 7-field expressions (seconds first) are used as given.
+#[derive(Debug, Clone)]
+pub struct SyncSchedule {
+    pub expression: String,
+    pub schedule: cron::Schedule,
+}
+
+impl SyncSchedule {
+    pub fn parse(expression: &str) -> Result<SyncSchedule, String> {
+        let fields = expression.split_whitespace().count();
+        let normalized = match fields {
+            5 => format!("0 {}", unix_weekdays_to_cron(expression)),
+            6 | 7 => expression.to_owned(),
+            n => {
+                return Err(format!(
+                    "`{expression}` has {n} fields; use 5 (minute hour day month weekday) or 6 (seconds first)"
+                ));
+            }
+        };
+        let schedule = cron::Schedule::from_str(&normalized)
+            .map_err(|e| format!("`{expression}` is not a valid cron expression: {e}"))?;
+        Ok(SyncSchedule {
+            expression: expression.to_owned(),
+            schedule,
+        })
+    }
+}
+
+/// Unix cron numbers weekdays 0-6 from Sunday (7 is Sunday too); the `cron`
+/// crate numbers them 1-7 from Sunday. Shift the numbers of a 5-field
+/// expression's weekday field; step values (`*/2`) are left alone.
+fn unix_weekdays_to_cron(expression: &str) -> String {
+    let mut fields: Vec<String> = expression.split_whitespace().map(str::to_owned).collect();
+    if let Some(weekday) = fields.get_mut(4) {
+        let mut out = String::new();
+        let mut digits = String::new();
+        let mut after_slash = false;
+        let flush = |digits: &mut String, out: &mut String, after_slash: bool| {
+            if digits.is_empty() {
+                return;
+            }
+            match (after_slash, digits.parse::<u32>()) {
+                (false, Ok(n)) => out.push_str(&((n % 7) + 1).to_string()),
+                _ => out.push_str(digits),
+            }
+            digits.clear();
+        };
+        for c in weekday.chars() {
+            if c.is_ascii_digit() {
+                digits.push(c);
+            } else {
+                flush(&mut digits, &mut out, after_slash);
+                after_slash = c == '/';
+                out.push(c);
+            }
+        }
+        flush(&mut digits, &mut out, after_slash);
+        *weekday = out;
+    }
+    fields.join(" ")
+}

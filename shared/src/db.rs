@@ -1,0 +1,42 @@
+//! Connecting to Ebb's state database and keeping its schema current.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::error::StateError;
+use crate::secret::{Secret, redact_url};
+
+/// Ebb's schema migrations, embedded in every binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Opens a pool on a Postgres URL from config; errors show the URL without
+/// its password.
+pub async fn connect(url: &Secret, max_connections: u32) -> Result<PgPool, StateError> {
+    let options: PgConnectOptions = url.expose().parse().map_err(|source| StateError::Connect {
+        url: redact_url(url.expose()),
+        source,
+    })?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.application_name("ebb"))
+        .await
+        .map_err(|source| StateError::Connect {
+            url: redact_url(url.expose()),
+            source,
+        })
+}
+
+/// Connects and applies pending migrations, the step every command that
+/// touches state starts with.
+pub async fn connect_and_migrate(url: &Secret, max_connections: u32) -> Result<PgPool, StateError> {
+    let pool = connect(url, max_connections).await?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), StateError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! Code shared by the planner (`ebb`) and the workers (`ebb-worker`): config,
+//! Ebb's state schema in Postgres, the Redis task queue and telemetry.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod queue;
+pub mod secret;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::{QueueError, StateError};

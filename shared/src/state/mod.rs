@@ -1,0 +1,6 @@
+//! Ebb's bookkeeping in Postgres, as seen by both binaries: runs and the
+//! dead-letter queue. The write paths that settle batches live in the worker
+//! (`ebb_worker::settle`), the planning writes in the planner (`ebb_planner::plan`).
+
+pub mod dlq;
+pub mod runs;

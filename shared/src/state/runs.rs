@@ -1,0 +1,184 @@
+//! Sync runs: creation under the one-active-run-per-sync lock, and queries.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::error::StateError;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Run {
+    pub id: i64,
+    pub sync_name: String,
+    pub destination: String,
+    pub kind: String,
+    pub trigger: String,
+    pub mode: String,
+    pub full_resync: bool,
+    pub state: String,
+    pub planned_added: i64,
+    pub planned_changed: i64,
+    pub planned_removed: i64,
+    pub unchanged: i64,
+    pub skipped_by_mode: i64,
+    pub rejected_at_plan: i64,
+    pub to_send: i64,
+    pub batches_total: i32,
+    pub batches_settled: i32,
+    pub delivered: i64,
+    pub rejected: i64,
+    pub failed: i64,
+    pub superseded: i64,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub planned_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Run {
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state.as_str(), "succeeded" | "failed")
+    }
+
+    /// Records whose outcome is known (delivered, rejected, failed or superseded).
+    pub fn settled_records(&self) -> i64 {
+        self.delivered + self.rejected + self.failed + self.superseded
+    }
+}
+
+const RUN_COLUMNS: &str = "id, sync_name, destination, kind, trigger, mode, full_resync, state, \
+    planned_added, planned_changed, planned_removed, unchanged, skipped_by_mode, rejected_at_plan, \
+    to_send, batches_total, batches_settled, delivered, rejected, failed, superseded, error, \
+    created_at, planned_at, finished_at";
+
+/// What starts a run.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub sync: &'a str,
+    pub destination: &'a str,
+    pub kind: &'a str,
+    pub trigger: &'a str,
+    pub mode: &'a str,
+    pub full_resync: bool,
+}
+
+/// A planner that has not touched its `planning` run for this long is taken
+/// to be dead; its run is failed so the sync can run again.
+const STALE_PLANNING_SECS: i64 = 300;
+
+/// Creates a run in state `planning`. Fails with [`StateError::RunActive`]
+/// when the sync already has a planning or running run.
+pub async fn start(pool: &PgPool, new: NewRun<'_>) -> Result<i64, StateError> {
+    sqlx::query(
+        "UPDATE ebb_runs SET state = 'failed', finished_at = now(), \
+         error = 'planner stopped while planning (no heartbeat for 5 minutes); nothing was sent' \
+         WHERE sync_name = $1 AND state = 'planning' AND heartbeat_at < now() - make_interval(secs => $2)",
+    )
+    .bind(new.sync)
+    .bind(STALE_PLANNING_SECS as f64)
+    .execute(pool)
+    .await
+    .map_err(StateError::query("failing a stale planning run"))?;
+
+    let inserted = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO ebb_runs (sync_name, destination, kind, trigger, mode, full_resync, state) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'planning') RETURNING id",
+    )
+    .bind(new.sync)
+    .bind(new.destination)
+    .bind(new.kind)
+    .bind(new.trigger)
+    .bind(new.mode)
+    .bind(new.full_resync)
+    .fetch_one(pool)
+    .await;
+    match inserted {
+        Ok(id) => Ok(id),
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("ebb_runs_one_active_per_sync") => {
+            let active = sqlx::query_as::<_, (i64, String)>(
+                "SELECT id, state FROM ebb_runs WHERE sync_name = $1 AND state IN ('planning', 'running')",
+            )
+            .bind(new.sync)
+            .fetch_optional(pool)
+            .await
+            .map_err(StateError::query("finding the active run"))?;
+            let (run_id, state) = active.unwrap_or((0, "finishing".to_owned()));
+            Err(StateError::RunActive {
+                sync: new.sync.to_owned(),
+                run_id,
+                state,
+            })
+        }
+        Err(e) => Err(StateError::query("creating a run")(e)),
+    }
+}
+
+/// Keeps a `planning` run from being taken for dead during a long plan.
+pub async fn heartbeat(pool: &PgPool, run_id: i64) -> Result<(), StateError> {
+    sqlx::query("UPDATE ebb_runs SET heartbeat_at = now() WHERE id = $1")
+        .bind(run_id)
+        .execute(pool)
+        .await
+        .map_err(StateError::query("recording a planner heartbeat"))?;
+    Ok(())
+}
+
+/// Ends a run as failed. Workers skip batches of failed runs, so nothing is
+/// sent for it after this.
+pub async fn fail(pool: &PgPool, run_id: i64, error: &str) -> Result<(), StateError> {
+    sqlx::query(
+        "UPDATE ebb_runs SET state = 'failed', error = $2, finished_at = now() \
+         WHERE id = $1 AND state IN ('planning', 'running')",
+    )
+    .bind(run_id)
+    .bind(error)
+    .execute(pool)
+    .await
+    .map_err(StateError::query("failing a run"))?;
+    Ok(())
+}
+
+pub async fn get(pool: &PgPool, run_id: i64) -> Result<Run, StateError> {
+    sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM ebb_runs WHERE id = $1")))
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(StateError::query("reading a run"))?
+        .ok_or(StateError::NoSuchRun(run_id))
+}
+
+pub async fn list(pool: &PgPool, sync: Option<&str>, limit: i64) -> Result<Vec<Run>, StateError> {
+    sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE ($1::text IS NULL OR sync_name = $1) ORDER BY id DESC LIMIT $2"
+    )))
+    .bind(sync)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("listing runs"))
+}
+
+/// Batches of a run that no worker has settled yet.
+pub async fn unsettled_batches(pool: &PgPool, run_id: i64) -> Result<Vec<i32>, StateError> {
+    sqlx::query_scalar::<_, i32>(
+        "SELECT batch_no FROM ebb_batches WHERE run_id = $1 AND state = 'pending' ORDER BY batch_no",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("listing unsettled batches"))
+}
+
+/// Frees the per-run record copies once a run has ended; the ledger and the
+/// DLQ keep what outlives the run.
+pub async fn purge_records(pool: &PgPool, run_id: i64) -> Result<u64, StateError> {
+    let done = sqlx::query(
+        "DELETE FROM ebb_run_records rr USING ebb_runs r \
+         WHERE rr.run_id = $1 AND r.id = rr.run_id AND r.state IN ('succeeded', 'failed')",
+    )
+    .bind(run_id)
+    .execute(pool)
+    .await
+    .map_err(StateError::query("purging run records"))?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,39 @@
+//! The records of one batch, as a worker loads them from `ebb_run_records`.
+
+use serde_json::value::RawValue;
+
+/// What to do with a record in the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Upsert,
+    Delete,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Upsert => "upsert",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// One record version to deliver.
+#[derive(Debug, Clone)]
+pub struct OutboundRecord {
+    pub key: String,
+    pub op: Op,
+    /// Mapped fields as JSON (None for deletes).
+    pub fields: Option<Box<RawValue>>,
+    /// Hex content hash of this version (None for deletes).
+    pub version: Option<String>,
+}
+
+/// Identifies a batch in logs and request bodies.
+#[derive(Debug, Clone)]
+pub struct BatchContext {
+    pub sync: String,
+    pub destination: String,
+    pub run_id: i64,
+    pub batch_no: i32,
+}

@@ -1,0 +1,82 @@
+//! Destinations: one folder per type behind the [`Destination`] trait, and
+//! the [`Registry`] that builds one per sync from config.
+
+pub mod http;
+pub mod postgres;
+pub mod util;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ebb_shared::config::{Config, DestinationConfig};
+use futures::future::BoxFuture;
+
+use crate::batch::{BatchContext, OutboundRecord};
+use crate::error::WorkerError;
+use util::outcome::Attempt;
+use util::retry::RetryPolicy;
+
+/// A place records are delivered to. `send` makes one request for a chunk
+/// of a batch and classifies the answer; retries and splitting are done by
+/// [`util::delivery::deliver`].
+pub trait Destination: Send + Sync {
+    fn send<'a>(&'a self, ctx: &'a BatchContext, records: &'a [OutboundRecord]) -> BoxFuture<'a, Attempt>;
+}
+
+/// What a worker needs to deliver one sync's batches.
+pub struct SyncTarget {
+    pub destination_name: String,
+    pub destination: Arc<dyn Destination>,
+    pub retry: RetryPolicy,
+}
+
+/// Destinations by sync name, built once per worker process.
+pub struct Registry {
+    by_sync: HashMap<String, SyncTarget>,
+}
+
+impl Registry {
+    pub fn build(config: &Config) -> Result<Registry, WorkerError> {
+        let http_client = http::client()?;
+        let mut postgres_pools = HashMap::new();
+        let mut by_sync = HashMap::new();
+        for sync in config.syncs.values() {
+            let Some(dest_config) = config.destination(&sync.destination) else {
+                continue;
+            };
+            let (destination, max_retries): (Arc<dyn Destination>, u32) = match dest_config {
+                DestinationConfig::Http(c) => (
+                    Arc::new(http::HttpDestination::new(http_client.clone(), c)),
+                    c.max_retries,
+                ),
+                DestinationConfig::Postgres(c) => {
+                    let pool = match postgres_pools.get(&sync.destination) {
+                        Some(pool) => Clone::clone(pool),
+                        None => {
+                            let pool = postgres::connect_lazy(&sync.destination, c)?;
+                            postgres_pools.insert(sync.destination.clone(), pool.clone());
+                            pool
+                        }
+                    };
+                    (
+                        Arc::new(postgres::PostgresDestination::new(pool, c, sync)),
+                        c.max_retries,
+                    )
+                }
+            };
+            by_sync.insert(
+                sync.name.clone(),
+                SyncTarget {
+                    destination_name: sync.destination.clone(),
+                    destination,
+                    retry: RetryPolicy::new(max_retries),
+                },
+            );
+        }
+        Ok(Registry { by_sync })
+    }
+
+    pub fn for_sync(&self, sync: &str) -> Option<&SyncTarget> {
+        self.by_sync.get(sync)
+    }
+}

@@ -1,0 +1,217 @@
+//! Delivering a batch: send, retry transient failures, and split a rejected
+//! chunk in halves until the records at fault are found, so one bad record
+//! does not take its 99 neighbours to the DLQ.
+
+use std::ops::Range;
+
+use super::outcome::{Attempt, RecordOutcome, truncate_message};
+use super::retry::RetryPolicy;
+use crate::batch::{BatchContext, OutboundRecord};
+use crate::destinations::Destination;
+
+const MAX_REASON_CHARS: usize = 2000;
+
+/// Counts of what delivering one batch cost, for logs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DeliveryStats {
+    pub requests: u32,
+    pub retries: u32,
+    pub splits: u32,
+}
+
+enum ChunkResult {
+    Delivered,
+    Rejected(String),
+    Failed(String),
+    Fatal(String),
+}
+
+async fn send_with_retry(
+    destination: &dyn Destination,
+    ctx: &BatchContext,
+    chunk: &[OutboundRecord],
+    policy: RetryPolicy,
+    stats: &mut DeliveryStats,
+) -> ChunkResult {
+    let mut retry = 0;
+    loop {
+        stats.requests += 1;
+        match destination.send(ctx, chunk).await {
+            Attempt::Delivered => return ChunkResult::Delivered,
+            Attempt::Rejected(reason) => return ChunkResult::Rejected(reason),
+            Attempt::Fatal(reason) => return ChunkResult::Fatal(reason),
+            Attempt::Transient { message, retry_after } => {
+                if retry >= policy.max_retries {
+                    return ChunkResult::Failed(format!(
+                        "retries exhausted after {} attempts; last error: {message}",
+                        retry + 1
+                    ));
+                }
+                retry += 1;
+                stats.retries += 1;
+                let wait = policy.backoff(retry, retry_after);
+                tracing::warn!(
+                    sync = %ctx.sync, run_id = ctx.run_id, batch = ctx.batch_no, records = chunk.len(),
+                    retry, wait_ms = wait.as_millis() as u64, error = %message,
+                    "transient destination error; retrying"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Delivers `records` and returns one outcome per record, in order.
+pub async fn deliver(
+    destination: &dyn Destination,
+    ctx: &BatchContext,
+    records: &[OutboundRecord],
+    policy: RetryPolicy,
+) -> (Vec<RecordOutcome>, DeliveryStats) {
+    let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
+    let mut stats = DeliveryStats::default();
+    let mut pending: Vec<Range<usize>> = Vec::new();
+    if !records.is_empty() {
+        pending.push(0..records.len());
+    }
+    while let Some(range) = pending.pop() {
+        let chunk = &records[range.clone()];
+        let result = send_with_retry(destination, ctx, chunk, policy, &mut stats).await;
+        let set = |outcomes: &mut Vec<Option<RecordOutcome>>, range: Range<usize>, outcome: RecordOutcome| {
+            for slot in &mut outcomes[range] {
+                *slot = Some(outcome.clone());
+            }
+        };
+        match result {
+            ChunkResult::Delivered => set(&mut outcomes, range, RecordOutcome::Delivered),
+            ChunkResult::Rejected(reason) if chunk.len() == 1 => set(
+                &mut outcomes,
+                range,
+                RecordOutcome::Rejected(truncate_message(&reason, MAX_REASON_CHARS)),
+            ),
+            ChunkResult::Rejected(_) => {
+                stats.splits += 1;
+                let mid = range.start + range.len() / 2;
+                pending.push(mid..range.end);
+                pending.push(range.start..mid);
+            }
+            ChunkResult::Failed(reason) => set(
+                &mut outcomes,
+                range,
+                RecordOutcome::Failed(truncate_message(&reason, MAX_REASON_CHARS)),
+            ),
+            ChunkResult::Fatal(reason) => {
+                // Nothing in this batch can succeed; do not spend requests on the rest.
+                let reason = truncate_message(&reason, MAX_REASON_CHARS);
+                set(&mut outcomes, range, RecordOutcome::Failed(reason.clone()));
+                for rest in pending.drain(..) {
+                    set(&mut outcomes, rest, RecordOutcome::Failed(reason.clone()));
+                }
+            }
+        }
+    }
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| RecordOutcome::Failed("internal error: record was never sent".into())))
+        .collect();
+    (outcomes, stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::batch::Op;
+
+    /// Rejects any request containing a key in `bad`; fails transiently the
+    /// first `flaky` requests.
+    struct Scripted {
+        bad: Vec<&'static str>,
+        flaky: Mutex<u32>,
+        fatal: bool,
+        requests: Mutex<u32>,
+    }
+
+    impl Destination for Scripted {
+        fn send<'a>(&'a self, _ctx: &'a BatchContext, records: &'a [OutboundRecord]) -> BoxFuture<'a, Attempt> {
+            Box::pin(async move {
+                *self.requests.lock().unwrap() += 1;
+                if self.fatal {
+                    return Attempt::Fatal("401 Unauthorized".into());
+                }
+                {
+                    let mut flaky = self.flaky.lock().unwrap();
+                    if *flaky > 0 {
+                        *flaky -= 1;
+                        return Attempt::Transient { message: "503".into(), retry_after: None };
+                    }
+                }
+                match records.iter().find(|r| self.bad.contains(&r.key.as_str())) {
+                    Some(r) => Attempt::Rejected(format!("bad email for {}", r.key)),
+                    None => Attempt::Delivered,
+                }
+            })
+        }
+    }
+
+    fn records(n: usize) -> Vec<OutboundRecord> {
+        (0..n)
+            .map(|i| OutboundRecord { key: i.to_string(), op: Op::Upsert, fields: None, version: None })
+            .collect()
+    }
+
+    fn ctx() -> BatchContext {
+        BatchContext { sync: "s".into(), destination: "d".into(), run_id: 1, batch_no: 0 }
+    }
+
+    fn fast(max_retries: u32) -> RetryPolicy {
+        RetryPolicy { max_retries, initial_backoff: Duration::from_millis(1), max_backoff: Duration::from_millis(2) }
+    }
+
+    fn scripted(bad: Vec<&'static str>, flaky: u32, fatal: bool) -> Scripted {
+        Scripted { bad, flaky: Mutex::new(flaky), fatal, requests: Mutex::new(0) }
+    }
+
+    #[tokio::test]
+    async fn one_bad_record_rejects_only_itself() {
+        let dest = scripted(vec!["37"], 0, false);
+        let (outcomes, stats) = deliver(&dest, &ctx(), &records(100), fast(0)).await;
+        for (i, o) in outcomes.iter().enumerate() {
+            if i == 37 {
+                assert_eq!(o, &RecordOutcome::Rejected("bad email for 37".into()));
+            } else {
+                assert_eq!(o, &RecordOutcome::Delivered, "record {i}");
+            }
+        }
+        assert!(stats.requests <= 2 * 7 + 1, "bisection should be logarithmic: {stats:?}");
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_then_fail_with_reason() {
+        let dest = scripted(vec![], 2, false);
+        let (outcomes, stats) = deliver(&dest, &ctx(), &records(3), fast(5)).await;
+        assert!(outcomes.iter().all(|o| o == &RecordOutcome::Delivered));
+        assert_eq!(stats.retries, 2);
+
+        let dest = scripted(vec![], 10, false);
+        let (outcomes, _) = deliver(&dest, &ctx(), &records(3), fast(2)).await;
+        for o in outcomes {
+            match o {
+                RecordOutcome::Failed(reason) => assert!(reason.contains("retries exhausted after 3 attempts"), "{reason}"),
+                other => panic!("expected failure, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn fatal_errors_fail_the_whole_batch_without_splitting() {
+        let dest = scripted(vec![], 0, true);
+        let (outcomes, stats) = deliver(&dest, &ctx(), &records(50), fast(3)).await;
+        assert_eq!(stats.requests, 1);
+        assert!(outcomes.iter().all(|o| matches!(o, RecordOutcome::Failed(r) if r.contains("401"))));
+    }
+}

@@ -1,0 +1,61 @@
+//! How a destination answered one request, and what that means per record.
+
+use std::time::Duration;
+
+/// The answer to one request carrying a chunk of records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    /// The destination applied every record of the request.
+    Delivered,
+    /// The destination refused the content (validation, constraint). When a
+    /// request carried several records, the chunk is split to find which.
+    Rejected(String),
+    /// Worth retrying later: 429, 5xx, timeouts, lost connections. A
+    /// `retry_after` from the destination is honoured.
+    Transient { message: String, retry_after: Option<Duration> },
+    /// Retrying or splitting cannot help (bad credentials, missing table,
+    /// wrong URL): every record of the batch fails with this message.
+    Fatal(String),
+}
+
+/// The final outcome of one record in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Delivered,
+    /// The destination refused this record; it goes to the DLQ.
+    Rejected(String),
+    /// Retries were exhausted or the destination is misconfigured; it goes to
+    /// the DLQ and the run is marked failed.
+    Failed(String),
+    /// A newer version of the record was delivered already; not sent.
+    Superseded,
+}
+
+impl RecordOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            RecordOutcome::Delivered => "delivered",
+            RecordOutcome::Rejected(_) => "rejected",
+            RecordOutcome::Failed(_) => "failed",
+            RecordOutcome::Superseded => "superseded",
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            RecordOutcome::Rejected(r) | RecordOutcome::Failed(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Limits a destination's message to what is useful in a DLQ entry.
+pub fn truncate_message(message: &str, max_chars: usize) -> String {
+    let trimmed = message.trim();
+    if trimmed.chars().count() <= max_chars {
+        trimmed.to_owned()
+    } else {
+        let cut: String = trimmed.chars().take(max_chars).collect();
+        format!("{cut}… (truncated)")
+    }
+}

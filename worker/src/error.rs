@@ -1,0 +1,21 @@
+//! Worker errors. Destination failures are not errors here: they are record
+//! outcomes (see `destinations::util::outcome`). These are the failures that
+//! leave a batch unsettled, to be retried from the queue.
+
+use ebb_shared::{QueueError, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Config(#[from] ebb_shared::config::ConfigError),
+    #[error("run {run_id} batch {batch_no}: sync `{sync}` is not in this worker's config; deploy the same ebb.toml to planner and workers")]
+    UnknownSync { run_id: i64, batch_no: i32, sync: String },
+    #[error("destination `{destination}`: {message}")]
+    DestinationSetup { destination: String, message: String },
+    #[error("worker pool stopped: {0}")]
+    Monitor(String),
+}

@@ -1,0 +1,42 @@
+//! `ebb-worker`: drains Ebb's queue until SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ebb_shared::config::Config;
+use ebb_worker::pool::{self, PoolOptions};
+
+#[derive(Parser)]
+#[command(name = "ebb-worker", version, about = "Ebb worker: delivers queued batches to destinations")]
+struct Cli {
+    /// Path to ebb.toml (the same file the planner uses).
+    #[arg(long, env = "EBB_CONFIG", default_value = "ebb.toml")]
+    config: PathBuf,
+    /// Batches processed at once by this process.
+    #[arg(long, env = "EBB_WORKER_CONCURRENCY", default_value_t = 8)]
+    concurrency: usize,
+    /// Name prefix in Redis; defaults to $HOSTNAME (the pod name on Kubernetes).
+    #[arg(long, env = "HOSTNAME", default_value = "ebb-worker")]
+    name: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    ebb_shared::telemetry::init("warn,ebb_worker=info");
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match pool::run(config, PoolOptions { concurrency: cli.concurrency, name: cli.name }).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

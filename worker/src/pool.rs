@@ -1,0 +1,66 @@
+//! The worker pool: an apalis monitor draining the write queue until SIGTERM.
+//! On SIGTERM apalis stops fetching, waits for in-flight batches up to
+//! `[worker].shutdown_timeout_secs`, puts prefetched tasks back on the queue
+//! and exits; a batch cut off mid-flight was never committed and is picked up
+//! again by another worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
+use ebb_shared::config::Config;
+use ebb_shared::queue;
+
+use crate::destinations::Registry;
+use crate::error::WorkerError;
+use crate::handler::{WorkerState, write_batch};
+
+pub struct PoolOptions {
+    /// Batches processed at once by this process.
+    pub concurrency: usize,
+    /// Prefix of the worker's name in Redis (the pod name in Kubernetes).
+    pub name: String,
+}
+
+pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError> {
+    let concurrency = options.concurrency.max(1);
+    // One connection per in-flight batch (its transaction) plus headroom.
+    let pool = ebb_shared::db::connect_and_migrate(&config.state.database_url, concurrency as u32 + 2).await?;
+    let registry = Registry::build(&config)?;
+    let conn = queue::connect(&config.state).await?;
+    let storage = queue::storage(conn, &config.state, &config.worker, concurrency);
+    let state = Arc::new(WorkerState { pool, registry });
+    // Unique per process: apalis refuses a name seen within the orphan window,
+    // and PIDs repeat across containers.
+    let base_name = format!("{}-{}", options.name, uuid::Uuid::now_v7().simple());
+    tracing::info!(worker = %base_name, concurrency, queue = %queue::queue_name(&config.state.queue_prefix), "worker started");
+    Monitor::new()
+        .register(move |restarts| {
+            WorkerBuilder::new(format!("{base_name}-r{restarts}"))
+                .backend(storage.clone())
+                .data(state.clone())
+                .catch_panic()
+                .concurrency(concurrency)
+                .build(write_batch)
+        })
+        .should_restart(|ctx, error| {
+            tracing::warn!(worker = %ctx.name(), %error, "worker stopped; restarting");
+            true
+        })
+        .shutdown_timeout(Duration::from_secs(config.worker.shutdown_timeout_secs))
+        .run_with_signal(shutdown_signal())
+        .await
+        .map_err(|e| WorkerError::Monitor(e.to_string()))?;
+    tracing::info!("worker stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight batches");
+    Ok(())
+}

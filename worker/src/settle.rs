@@ -1,0 +1,166 @@
+//! Settling a batch: record outcomes, advance the ledger for what the
+//! destination acknowledged, dead-letter what it refused, add to the run's
+//! totals, and mark the run done when its last batch settles. Runs inside the
+//! batch's transaction (see `handler`), so all of it commits or none.
+
+use ebb_shared::StateError;
+use sqlx::PgConnection;
+
+use crate::batch::BatchContext;
+use crate::destinations::util::outcome::RecordOutcome;
+
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub delivered: i64,
+    pub rejected: i64,
+    pub failed: i64,
+    pub superseded: i64,
+    /// The run's final state, when this batch was its last.
+    pub run_finished: Option<String>,
+}
+
+pub async fn settle(
+    tx: &mut PgConnection,
+    ctx: &BatchContext,
+    outcomes: &[(String, RecordOutcome)],
+) -> Result<Settled, StateError> {
+    let q = StateError::query;
+    let keys: Vec<&str> = outcomes.iter().map(|(k, _)| k.as_str()).collect();
+    let labels: Vec<&str> = outcomes.iter().map(|(_, o)| o.label()).collect();
+    sqlx::query(
+        "UPDATE ebb_run_records rr SET outcome = x.outcome \
+         FROM UNNEST($3::text[], $4::text[]) AS x(record_key, outcome) \
+         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.record_key = x.record_key AND rr.outcome IS NULL",
+    )
+    .bind(ctx.run_id)
+    .bind(ctx.batch_no)
+    .bind(&keys)
+    .bind(&labels)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("recording record outcomes"))?;
+
+    // The ledger only moves forward: an older snapshot never overwrites a newer one.
+    sqlx::query(
+        "INSERT INTO ebb_ledger (sync_name, record_key, content_hash, snapshot_run_id, delivered_run_id) \
+         SELECT $3, rr.record_key, rr.content_hash, rr.snapshot_run_id, $1 FROM ebb_run_records rr \
+         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome = 'delivered' AND rr.op = 'upsert' \
+         ON CONFLICT (sync_name, record_key) DO UPDATE SET content_hash = EXCLUDED.content_hash, \
+             snapshot_run_id = EXCLUDED.snapshot_run_id, delivered_run_id = EXCLUDED.delivered_run_id, delivered_at = now() \
+         WHERE ebb_ledger.snapshot_run_id <= EXCLUDED.snapshot_run_id",
+    )
+    .bind(ctx.run_id)
+    .bind(ctx.batch_no)
+    .bind(&ctx.sync)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("advancing the ledger"))?;
+    sqlx::query(
+        "DELETE FROM ebb_ledger l USING ebb_run_records rr \
+         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome = 'delivered' AND rr.op = 'delete' \
+           AND l.sync_name = $3 AND l.record_key = rr.record_key AND l.snapshot_run_id <= rr.snapshot_run_id",
+    )
+    .bind(ctx.run_id)
+    .bind(ctx.batch_no)
+    .bind(&ctx.sync)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("removing deleted records from the ledger"))?;
+
+    // A delivered (or superseded) version closes open DLQ entries of the same
+    // record that are not newer than it.
+    sqlx::query(
+        "UPDATE ebb_dlq d SET \
+             status = CASE rr.outcome WHEN 'delivered' THEN 'resolved' ELSE 'superseded' END, \
+             resolved_at = now(), \
+             resolution = CASE rr.outcome WHEN 'delivered' THEN 'delivered by run ' || $1 \
+                          ELSE 'not sent by run ' || $1 || ': a newer version was already delivered' END \
+         FROM ebb_run_records rr \
+         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome IN ('delivered', 'superseded') \
+           AND d.sync_name = $3 AND d.record_key = rr.record_key AND d.status = 'open' \
+           AND d.stage = 'destination' AND d.snapshot_run_id <= rr.snapshot_run_id",
+    )
+    .bind(ctx.run_id)
+    .bind(ctx.batch_no)
+    .bind(&ctx.sync)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("resolving DLQ entries"))?;
+
+    let mut dead_keys = Vec::new();
+    let mut dead_kinds = Vec::new();
+    let mut dead_reasons = Vec::new();
+    for (key, outcome) in outcomes {
+        if let Some(reason) = outcome.reason() {
+            dead_keys.push(key.as_str());
+            dead_kinds.push(if matches!(outcome, RecordOutcome::Failed(_)) { "failed" } else { "rejected" });
+            dead_reasons.push(reason);
+        }
+    }
+    if !dead_keys.is_empty() {
+        sqlx::query(
+            "INSERT INTO ebb_dlq (sync_name, destination, stage, kind, record_key, op, content_hash, \
+                                  snapshot_run_id, first_run_id, last_run_id, payload, reason) \
+             SELECT $3, $4, 'destination', x.kind, rr.record_key, rr.op, rr.content_hash, rr.snapshot_run_id, $1, $1, rr.payload, x.reason \
+             FROM UNNEST($5::text[], $6::text[], $7::text[]) AS x(record_key, kind, reason) \
+             JOIN ebb_run_records rr ON rr.run_id = $1 AND rr.batch_no = $2 AND rr.record_key = x.record_key \
+             ON CONFLICT (sync_name, record_key) WHERE status = 'open' AND stage = 'destination' DO UPDATE SET \
+                 kind = EXCLUDED.kind, reason = EXCLUDED.reason, attempts = ebb_dlq.attempts + 1, \
+                 last_run_id = EXCLUDED.last_run_id, last_failed_at = now(), op = EXCLUDED.op, \
+                 payload = EXCLUDED.payload, content_hash = EXCLUDED.content_hash, snapshot_run_id = EXCLUDED.snapshot_run_id",
+        )
+        .bind(ctx.run_id)
+        .bind(ctx.batch_no)
+        .bind(&ctx.sync)
+        .bind(&ctx.destination)
+        .bind(&dead_keys)
+        .bind(&dead_kinds)
+        .bind(&dead_reasons)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("dead-lettering records"))?;
+    }
+
+    let mut settled = Settled::default();
+    for (_, outcome) in outcomes {
+        match outcome {
+            RecordOutcome::Delivered => settled.delivered += 1,
+            RecordOutcome::Rejected(_) => settled.rejected += 1,
+            RecordOutcome::Failed(_) => settled.failed += 1,
+            RecordOutcome::Superseded => settled.superseded += 1,
+        }
+    }
+    sqlx::query("UPDATE ebb_batches SET state = 'settled', settled_at = now() WHERE run_id = $1 AND batch_no = $2")
+        .bind(ctx.run_id)
+        .bind(ctx.batch_no)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("settling a batch"))?;
+    let (batches_settled, batches_total): (i32, i32) = sqlx::query_as(
+        "UPDATE ebb_runs SET batches_settled = batches_settled + 1, delivered = delivered + $2, \
+             rejected = rejected + $3, failed = failed + $4, superseded = superseded + $5 \
+         WHERE id = $1 RETURNING batches_settled, batches_total",
+    )
+    .bind(ctx.run_id)
+    .bind(settled.delivered)
+    .bind(settled.rejected)
+    .bind(settled.failed)
+    .bind(settled.superseded)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(q("adding to the run's totals"))?;
+    if batches_settled >= batches_total {
+        let state: String = sqlx::query_scalar(
+            "UPDATE ebb_runs SET finished_at = now(), \
+                 state = CASE WHEN failed > 0 THEN 'failed' ELSE 'succeeded' END, \
+                 error = CASE WHEN failed > 0 THEN failed || ' record(s) could not be delivered (see `ebb dlq list`)' END \
+             WHERE id = $1 RETURNING state",
+        )
+        .bind(ctx.run_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(q("finishing the run"))?;
+        settled.run_finished = Some(state);
+    }
+    Ok(settled)
+}
