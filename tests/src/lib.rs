@@ -1,1 +1,234 @@
+//! Test harness for Ebb's integration tests: real Postgres and Redis on
+//! 127.0.0.1, the real `ebb` and `ebb-worker` binaries, and destination
+//! emulators. Each [`TestEnv`] has its own databases and Redis key prefix, so
+//! tests run in parallel.
 
+pub mod receiver;
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+
+pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Where cargo put `ebb` and `ebb-worker` (next to the test binary's folder).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    path
+}
+
+pub struct TestEnv {
+    pub id: String,
+    pub dir: PathBuf,
+    pub state: PgPool,
+    pub warehouse: PgPool,
+    pub app: PgPool,
+    pub urls: Urls,
+    workers: Vec<Child>,
+}
+
+#[derive(Clone)]
+pub struct Urls {
+    pub state: String,
+    pub warehouse: String,
+    pub app: String,
+    pub prefix: String,
+}
+
+impl TestEnv {
+    /// Creates the databases; `config` is written as ebb.toml after replacing
+    /// `{STATE_URL}`, `{WAREHOUSE_URL}`, `{APP_URL}`, `{PREFIX}` and any
+    /// `extra` placeholders.
+    pub async fn new(config: &str, extra: &[(&str, String)]) -> TestEnv {
+        let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+        let admin = PgPool::connect(ADMIN_URL).await.expect("connect to the local Postgres as postgres");
+        let mut urls = Urls {
+            state: String::new(),
+            warehouse: String::new(),
+            app: String::new(),
+            prefix: format!("ebbtest-{id}"),
+        };
+        for (role, slot) in [("state", &mut urls.state), ("wh", &mut urls.warehouse), ("app", &mut urls.app)] {
+            let db = format!("ebb_t_{id}_{role}");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                .execute(&admin)
+                .await
+                .expect("create test database");
+            *slot = format!("postgres://postgres@127.0.0.1:5432/{db}");
+        }
+        admin.close().await;
+        let dir = std::env::temp_dir().join(format!("ebb-test-{id}"));
+        std::fs::create_dir_all(dir.join("models")).expect("temp dir");
+        let env = TestEnv {
+            state: PgPool::connect(&urls.state).await.expect("state db"),
+            warehouse: PgPool::connect(&urls.warehouse).await.expect("warehouse db"),
+            app: PgPool::connect(&urls.app).await.expect("app db"),
+            id,
+            dir,
+            urls,
+            workers: Vec::new(),
+        };
+        env.write_config(config, extra);
+        env
+    }
+
+    pub fn write_config(&self, config: &str, extra: &[(&str, String)]) {
+        let mut text = config
+            .replace("{STATE_URL}", &self.urls.state)
+            .replace("{WAREHOUSE_URL}", &self.urls.warehouse)
+            .replace("{APP_URL}", &self.urls.app)
+            .replace("{PREFIX}", &self.urls.prefix);
+        for (k, v) in extra {
+            text = text.replace(k, v);
+        }
+        std::fs::write(self.dir.join("ebb.toml"), text).expect("write ebb.toml");
+    }
+
+    pub fn write_file(&self, relative: &str, content: &str) {
+        std::fs::write(self.dir.join(relative), content).expect("write file");
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("ebb.toml")
+    }
+
+    /// Runs `ebb ARGS` to completion (at most two minutes).
+    pub async fn ebb(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("ebb"));
+        cmd.arg("--config").arg(self.config_path()).args(args);
+        cmd.env("RUST_LOG", "warn").env("EBB_LOG_TEXT", "1").stdin(Stdio::null());
+        tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("`ebb {}` did not finish within 2 minutes", args.join(" ")))
+            .expect("spawn ebb")
+    }
+
+    /// Runs `ebb ARGS --json`, expecting success, and parses stdout.
+    pub async fn ebb_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = self.ebb(&all).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "`ebb {}` printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {}",
+                all.join(" "),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// `ebb run SYNC --json` → the run object; asserts the command's exit code
+    /// matches the run state.
+    pub async fn run_sync(&self, sync: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["run", sync];
+        args.extend_from_slice(extra);
+        let summary = self.ebb_json(&args).await;
+        summary["run"].clone()
+    }
+
+    pub fn start_worker(&mut self, concurrency: usize) -> u32 {
+        let log = std::fs::File::create(self.dir.join(format!("worker-{}.log", self.workers.len()))).expect("log file");
+        let child = Command::new(bin("ebb-worker"))
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--concurrency")
+            .arg(concurrency.to_string())
+            .arg("--name")
+            .arg(format!("test-{}-{}", self.id, self.workers.len()))
+            .env("RUST_LOG", "info")
+            .env("EBB_LOG_TEXT", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn ebb-worker");
+        let pid = child.id().expect("worker pid");
+        self.workers.push(child);
+        pid
+    }
+
+    /// Sends SIGTERM to worker `index` and waits for it to exit; returns
+    /// whether it exited successfully.
+    pub async fn terminate_worker(&mut self, index: usize) -> bool {
+        let child = &mut self.workers[index];
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .expect("worker did not exit within 60 s of SIGTERM")
+            .expect("wait for worker");
+        status.success()
+    }
+
+    pub fn worker_log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("worker-{index}.log"))).unwrap_or_default()
+    }
+
+    pub async fn scalar_i64(pool: &PgPool, sql: &'static str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.expect(sql)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.start_kill();
+        }
+        // Best effort: leave no databases or Redis keys behind.
+        let id = self.id.clone();
+        let prefix = self.urls.prefix.clone();
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sleep 0.5; for r in state wh app; do psql -q '{ADMIN_URL}' -c \"DROP DATABASE IF EXISTS ebb_t_{id}_$r WITH (FORCE)\" >/dev/null 2>&1; done; \
+                 redis-cli -h 127.0.0.1 --scan --pattern '{{{prefix}:*' | xargs -r redis-cli -h 127.0.0.1 del >/dev/null 2>&1; \
+                 rm -rf '{}'",
+                self.dir.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+    }
+}
+
+/// Creates `analytics.customers` in the warehouse with `n` valid rows.
+pub async fn seed_customers(warehouse: &PgPool, n: i64) {
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS analytics").execute(warehouse).await.expect("schema");
+    sqlx::query(
+        "CREATE TABLE analytics.customers (id BIGINT, email TEXT, first_name TEXT, plan TEXT, ltv NUMERIC(12,2))",
+    )
+    .execute(warehouse)
+    .await
+    .expect("table");
+    sqlx::query(
+        "INSERT INTO analytics.customers SELECT g, 'user' || g || '@example.com', 'Name' || g, \
+         (ARRAY['free','pro'])[1 + g % 2], g * 1.5 FROM generate_series(1, $1) g",
+    )
+    .bind(n)
+    .execute(warehouse)
+    .await
+    .expect("seed");
+}
+
+/// The replica table used by postgres-destination tests.
+pub async fn create_replica(app: &PgPool) {
+    sqlx::query(
+        "CREATE TABLE public.customers_synced (customer_id BIGINT PRIMARY KEY, \
+         email TEXT NOT NULL CHECK (email LIKE '%@%'), first_name TEXT NOT NULL, plan TEXT, lifetime_value NUMERIC(12,2))",
+    )
+    .execute(app)
+    .await
+    .expect("replica table");
+}

@@ -1,0 +1,284 @@
+//! End-to-end syncs into the `postgres` destination through the real planner,
+//! Redis queue and worker processes.
+
+use ebb_tests::{TestEnv, create_replica, seed_customers};
+
+const CONFIG: &str = r#"
+[state]
+database_url = "{STATE_URL}"
+redis_url = "redis://127.0.0.1:6379"
+queue_prefix = "{PREFIX}"
+
+[worker]
+heartbeat_secs = 2
+missed_heartbeats = 3
+requeue_after_secs = 20
+
+[sources.warehouse]
+type = "postgres"
+url = "{WAREHOUSE_URL}"
+
+[destinations.replica]
+type = "postgres"
+url = "{APP_URL}"
+table = "public.customers_synced"
+batch_size = 100
+
+[syncs.customers]
+source = "warehouse"
+model = "SELECT id, email, first_name, plan, ltv FROM analytics.customers"
+primary_key = "id"
+destination = "replica"
+mode = "{MODE}"
+
+[syncs.customers.mapping]
+customer_id = "id"
+email = "email"
+first_name = "first_name"
+plan = "plan"
+lifetime_value = "ltv"
+"#;
+
+async fn env(mode: &str, rows: i64) -> TestEnv {
+    let env = TestEnv::new(CONFIG, &[("{MODE}", mode.to_owned())]).await;
+    seed_customers(&env.warehouse, rows).await;
+    create_replica(&env.app).await;
+    env
+}
+
+fn n(run: &serde_json::Value, field: &str) -> i64 {
+    run[field].as_i64().unwrap_or_else(|| panic!("run has no `{field}`: {run}"))
+}
+
+/// Destination rows must equal the model's valid rows, field by field.
+async fn assert_replica_matches_model(env: &TestEnv, excluded_ids: &[i64]) {
+    let model: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+        "SELECT id, email, first_name, plan, ltv::text FROM analytics.customers WHERE NOT (id = ANY($1)) ORDER BY id",
+    )
+    .bind(excluded_ids)
+    .fetch_all(&env.warehouse)
+    .await
+    .unwrap();
+    let replica: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+        "SELECT customer_id, email, first_name, plan, lifetime_value::text FROM customers_synced ORDER BY customer_id",
+    )
+    .fetch_all(&env.app)
+    .await
+    .unwrap();
+    assert_eq!(model.len(), replica.len(), "row counts differ");
+    assert!(model == replica, "destination differs from the model");
+}
+
+#[tokio::test]
+async fn first_run_delivers_valid_rows_and_dead_letters_invalid_ones() {
+    let mut env = env("upsert", 1000).await;
+    // 6 rows (150, 300, … 900) break the destination's CHECK, 1 row has no key, id 10 is duplicated.
+    sqlx::query("UPDATE analytics.customers SET email = 'broken-' || id WHERE id % 150 = 0")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO analytics.customers VALUES (NULL, 'nokey@example.com', 'N', 'free', 1), (10, 'dupe@example.com', 'D', 'pro', 2)")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    env.start_worker(4);
+    env.start_worker(4);
+
+    let plan = env.ebb_json(&["plan", "customers"]).await;
+    assert_eq!(plan["added"], 999, "{plan}");
+    assert_eq!(plan["rejected"], 3, "{plan}");
+    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await, 0, "plan must send nothing");
+
+    let run = env.run_sync("customers", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(n(&run, "to_send"), 999);
+    assert_eq!(n(&run, "delivered"), 993);
+    assert_eq!(n(&run, "rejected"), 6);
+    assert_eq!(n(&run, "rejected_at_plan"), 3);
+
+    let broken: Vec<i64> = (1..=1000).filter(|i| i % 150 == 0).collect();
+    let mut excluded = broken.clone();
+    excluded.push(10);
+    assert_replica_matches_model(&env, &excluded).await;
+
+    let dlq = env.ebb_json(&["dlq", "list", "--sync", "customers"]).await;
+    let entries = dlq.as_array().unwrap();
+    assert_eq!(entries.len(), 9, "{dlq}");
+    let mut dead_keys: Vec<i64> = entries
+        .iter()
+        .filter(|e| e["stage"] == "destination")
+        .map(|e| e["record_key"].as_str().unwrap().parse().unwrap())
+        .collect();
+    dead_keys.sort();
+    assert_eq!(dead_keys, broken);
+    for e in entries.iter().filter(|e| e["stage"] == "destination") {
+        let reason = e["reason"].as_str().unwrap();
+        assert!(reason.contains("customers_synced_email_check"), "the destination's own message: {reason}");
+        assert!(e["payload"]["email"].as_str().unwrap().starts_with("broken-"));
+    }
+    let plan_stage: Vec<&serde_json::Value> = entries.iter().filter(|e| e["stage"] == "plan").collect();
+    assert_eq!(plan_stage.len(), 3);
+    assert!(plan_stage.iter().any(|e| e["record_key"].is_null() && e["reason"].as_str().unwrap().contains("is NULL")));
+    assert_eq!(plan_stage.iter().filter(|e| e["record_key"] == "10").count(), 2);
+    assert_eq!(TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await, 993);
+}
+
+#[tokio::test]
+async fn unchanged_rerun_sends_nothing_and_changed_rows_send_exactly_those() {
+    let mut env = env("upsert", 2000).await;
+    env.start_worker(4);
+    let first = env.run_sync("customers", &[]).await;
+    assert_eq!(n(&first, "delivered"), 2000, "{first}");
+
+    let second = env.run_sync("customers", &[]).await;
+    assert_eq!(second["state"], "succeeded");
+    assert_eq!(n(&second, "to_send"), 0, "{second}");
+    assert_eq!(n(&second, "delivered"), 0);
+    assert_eq!(n(&second, "unchanged"), 2000);
+
+    sqlx::query("UPDATE analytics.customers SET plan = 'enterprise' WHERE id % 20 = 0")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    let third = env.run_sync("customers", &[]).await;
+    assert_eq!(n(&third, "planned_changed"), 100, "{third}");
+    assert_eq!(n(&third, "to_send"), 100);
+    assert_eq!(n(&third, "delivered"), 100);
+    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced WHERE plan = 'enterprise'").await, 100);
+    assert_replica_matches_model(&env, &[]).await;
+
+    let resync = env.run_sync("customers", &["--full-resync"]).await;
+    assert_eq!(n(&resync, "delivered"), 2000, "full resync sends everything: {resync}");
+}
+
+#[tokio::test]
+async fn mirror_mode_deletes_rows_that_left_the_model() {
+    let mut env = env("mirror", 500).await;
+    env.start_worker(4);
+    assert_eq!(n(&env.run_sync("customers", &[]).await, "delivered"), 500);
+    sqlx::query("DELETE FROM analytics.customers WHERE id <= 50").execute(&env.warehouse).await.unwrap();
+    let run = env.run_sync("customers", &[]).await;
+    assert_eq!(n(&run, "planned_removed"), 50, "{run}");
+    assert_eq!(n(&run, "delivered"), 50);
+    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced WHERE customer_id <= 50").await, 0);
+    assert_eq!(TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await, 450);
+    assert_replica_matches_model(&env, &[]).await;
+    // A row that comes back is added again.
+    sqlx::query("INSERT INTO analytics.customers VALUES (7, 'back@example.com', 'Back', 'pro', 3)")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    let back = env.run_sync("customers", &[]).await;
+    assert_eq!(n(&back, "planned_added"), 1, "{back}");
+    assert_replica_matches_model(&env, &[]).await;
+}
+
+#[tokio::test]
+async fn upsert_mode_keeps_rows_that_left_the_model() {
+    let mut env = env("upsert", 100).await;
+    env.start_worker(2);
+    env.run_sync("customers", &[]).await;
+    sqlx::query("DELETE FROM analytics.customers WHERE id <= 10").execute(&env.warehouse).await.unwrap();
+    let run = env.run_sync("customers", &[]).await;
+    assert_eq!(n(&run, "planned_removed"), 10);
+    assert_eq!(n(&run, "to_send"), 0, "{run}");
+    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await, 100);
+}
+
+#[tokio::test]
+async fn insert_and_update_modes_send_only_what_they_promise() {
+    let mut env = env("insert", 100).await;
+    env.start_worker(2);
+    assert_eq!(n(&env.run_sync("customers", &[]).await, "delivered"), 100);
+    sqlx::query("UPDATE analytics.customers SET plan = 'changed' WHERE id <= 10").execute(&env.warehouse).await.unwrap();
+    sqlx::query("INSERT INTO analytics.customers SELECT g, 'new' || g || '@example.com', 'New', 'free', 1 FROM generate_series(101, 105) g")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    let insert_run = env.run_sync("customers", &[]).await;
+    assert_eq!(n(&insert_run, "delivered"), 5, "insert sends only never-seen records: {insert_run}");
+    assert_eq!(n(&insert_run, "skipped_by_mode"), 10);
+    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced WHERE plan = 'changed'").await, 0);
+
+    // The same sync switched to update mode: changed records are sent, new ones are not.
+    env.write_config(CONFIG, &[("{MODE}", "update".into())]);
+    sqlx::query("INSERT INTO analytics.customers SELECT g, 'later' || g || '@example.com', 'Later', 'free', 1 FROM generate_series(106, 108) g")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    let update_run = env.run_sync("customers", &[]).await;
+    assert_eq!(n(&update_run, "delivered"), 10, "update sends changed records only: {update_run}");
+    assert_eq!(n(&update_run, "skipped_by_mode"), 3);
+    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced WHERE plan = 'changed'").await, 10);
+    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced WHERE customer_id > 105").await, 0);
+}
+
+#[tokio::test]
+async fn dlq_replay_after_fixing_the_destination_delivers_and_clears() {
+    let mut env = env("upsert", 300).await;
+    sqlx::query("UPDATE analytics.customers SET email = 'no-at-sign' WHERE id IN (3, 30, 300)")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    env.start_worker(2);
+    let run = env.run_sync("customers", &[]).await;
+    assert_eq!(n(&run, "rejected"), 3, "{run}");
+
+    // The operator decides the destination's rule was wrong and drops it.
+    sqlx::query("ALTER TABLE customers_synced DROP CONSTRAINT customers_synced_email_check")
+        .execute(&env.app)
+        .await
+        .unwrap();
+    let replay = env.ebb_json(&["dlq", "replay", "--sync", "customers"]).await;
+    let replay_run = &replay[0]["run"];
+    assert_eq!(replay_run["kind"], "replay", "{replay}");
+    assert_eq!(n(replay_run, "delivered"), 3, "{replay}");
+    let open = env.ebb_json(&["dlq", "list", "--sync", "customers"]).await;
+    assert_eq!(open.as_array().unwrap().len(), 0, "{open}");
+    let all = env.ebb_json(&["dlq", "list", "--sync", "customers", "--all"]).await;
+    assert!(all.as_array().unwrap().iter().all(|e| e["status"] == "resolved"), "{all}");
+    assert_replica_matches_model(&env, &[]).await;
+    // The ledger now knows them, so the next run has nothing to send.
+    assert_eq!(n(&env.run_sync("customers", &[]).await, "to_send"), 0);
+}
+
+#[tokio::test]
+async fn stale_replay_never_overwrites_a_newer_delivered_version() {
+    let mut env = env("upsert", 50).await;
+    sqlx::query("UPDATE analytics.customers SET email = 'old-invalid' WHERE id = 7")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    env.start_worker(2);
+    env.run_sync("customers", &[]).await;
+    let entry_id = env.ebb_json(&["dlq", "list"]).await[0]["id"].as_i64().unwrap();
+
+    // The model is fixed and a newer version is delivered; that closes the entry.
+    sqlx::query("UPDATE analytics.customers SET email = 'fixed@example.com' WHERE id = 7")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    let run = env.run_sync("customers", &[]).await;
+    assert_eq!(n(&run, "delivered"), 1);
+    let entry = env.ebb_json(&["dlq", "show", &entry_id.to_string()]).await;
+    assert_eq!(entry["status"], "resolved", "{entry}");
+
+    // Simulate an operator replaying the old entry anyway (e.g. it was
+    // reopened by hand, or the replay was planned before the fix landed), with
+    // the destination now accepting the old payload.
+    sqlx::query("UPDATE ebb_dlq SET status = 'open' WHERE id = $1").bind(entry_id).execute(&env.state).await.unwrap();
+    sqlx::query("ALTER TABLE customers_synced DROP CONSTRAINT customers_synced_email_check")
+        .execute(&env.app)
+        .await
+        .unwrap();
+    let replay = env.ebb_json(&["dlq", "replay", &entry_id.to_string()]).await;
+    assert_eq!(n(&replay[0]["run"], "delivered"), 0, "{replay}");
+    assert_eq!(n(&replay[0]["run"], "superseded"), 1, "{replay}");
+    let email: String = sqlx::query_scalar("SELECT email FROM customers_synced WHERE customer_id = 7")
+        .fetch_one(&env.app)
+        .await
+        .unwrap();
+    assert_eq!(email, "fixed@example.com");
+    let entry = env.ebb_json(&["dlq", "show", &entry_id.to_string()]).await;
+    assert_eq!(entry["status"], "superseded", "{entry}");
+}
