@@ -1,0 +1,168 @@
+//! End-to-end syncs into the generic `http` destination, against the receiver
+//! emulator in `ebb_tests::receiver`.
+
+use std::time::Duration;
+
+use ebb_tests::receiver::Receiver;
+use ebb_tests::{TestEnv, seed_customers};
+
+const CONFIG: &str = r#"
+[state]
+database_url = "{STATE_URL}"
+redis_url = "redis://127.0.0.1:6379"
+queue_prefix = "{PREFIX}"
+
+[worker]
+heartbeat_secs = 2
+missed_heartbeats = 3
+shutdown_timeout_secs = 20
+requeue_after_secs = 20
+
+[sources.warehouse]
+type = "postgres"
+url = "{WAREHOUSE_URL}"
+
+[destinations.crm]
+type = "http"
+url = "{RECEIVER_URL}"
+headers = { Authorization = "Bearer ${EBB_TEST_CRM_TOKEN}" }
+batch_size = {BATCH}
+max_retries = 4
+
+[syncs.contacts]
+source = "warehouse"
+model = "SELECT id, email, plan FROM analytics.customers"
+primary_key = "id"
+destination = "crm"
+mode = "mirror"
+"#;
+
+async fn env(receiver: &Receiver, rows: i64, batch: usize) -> TestEnv {
+    // SAFETY: tests in this binary set the same value; no test reads a different one.
+    unsafe { std::env::set_var("EBB_TEST_CRM_TOKEN", "tok-secret-42") };
+    let env = TestEnv::new(CONFIG, &[("{RECEIVER_URL}", receiver.url()), ("{BATCH}", batch.to_string())]).await;
+    seed_customers(&env.warehouse, rows).await;
+    env
+}
+
+#[tokio::test]
+async fn bad_records_are_isolated_and_the_rest_delivered_with_headers() {
+    let receiver = Receiver::start().await;
+    let mut env = env(&receiver, 1000, 100).await;
+    sqlx::query("UPDATE analytics.customers SET email = 'nope' WHERE id IN (17, 450, 999)")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    env.start_worker(4);
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 997);
+    assert_eq!(run["rejected"], 3);
+    receiver.with(|s| {
+        assert_eq!(s.records.len(), 997);
+        assert!(!s.records.contains_key("17") && !s.records.contains_key("450") && !s.records.contains_key("999"));
+        assert_eq!(s.records["18"]["email"], "user18@example.com");
+        assert!(s.applied.values().all(|&n| n == 1), "no record applied twice");
+        assert_eq!(s.last_auth.as_deref(), Some("Bearer tok-secret-42"));
+        // 10 batches + bisection of 3 of them: far fewer than one request per record.
+        assert!(s.requests < 60, "requests: {}", s.requests);
+    });
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    let reasons: Vec<&str> = dlq.as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons.len(), 3);
+    assert!(reasons.iter().all(|r| r.contains("422") && r.contains("invalid email address")), "{reasons:?}");
+
+    // Mirror deletes reach the receiver as `op: delete`.
+    sqlx::query("DELETE FROM analytics.customers WHERE id <= 5").execute(&env.warehouse).await.unwrap();
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["delivered"], 5, "{run}");
+    receiver.with(|s| assert_eq!(s.records.len(), 992));
+    // Secrets stay out of logs.
+    assert!(!env.worker_log(0).contains("tok-secret-42"));
+}
+
+#[tokio::test]
+async fn unavailable_destination_is_retried_honouring_retry_after() {
+    let receiver = Receiver::start().await;
+    let mut env = env(&receiver, 50, 50).await;
+    receiver.with(|s| s.unavailable_left = 2);
+    env.start_worker(1);
+    let started = std::time::Instant::now();
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 50);
+    assert!(started.elapsed() >= Duration::from_secs(2), "two Retry-After: 1 answers were waited out");
+    receiver.with(|s| assert_eq!(s.requests, 3));
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_the_run_and_dead_letter_with_the_last_error() {
+    let receiver = Receiver::start().await;
+    let mut env = env(&receiver, 10, 10).await;
+    receiver.with(|s| s.unavailable_left = 1000);
+    env.start_worker(1);
+    let out = env.ebb(&["run", "contacts", "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "a failed run exits 1");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["run"]["state"], "failed");
+    assert_eq!(summary["run"]["failed"], 10);
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    let entries = dlq.as_array().unwrap();
+    assert_eq!(entries.len(), 10);
+    for e in entries {
+        let reason = e["reason"].as_str().unwrap();
+        assert!(reason.contains("retries exhausted after 5 attempts") && reason.contains("503"), "{reason}");
+        assert_eq!(e["kind"], "failed");
+    }
+    assert_eq!(TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await, 0, "nothing marked delivered");
+    // Once the destination recovers, the next run delivers them.
+    receiver.with(|s| s.unavailable_left = 0);
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["delivered"], 10, "{run}");
+    assert_eq!(env.ebb_json(&["dlq", "list"]).await.as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn worker_sigterm_mid_run_loses_nothing() {
+    let receiver = Receiver::start().await;
+    let mut env = env(&receiver, 3000, 30).await;
+    receiver.with(|s| s.latency = Duration::from_millis(40));
+    env.start_worker(2);
+    env.start_worker(2);
+    let run = {
+        let env_ref = &env;
+        let run = tokio::spawn({
+            let config = env_ref.config_path();
+            async move {
+                tokio::process::Command::new(ebb_tests::bin("ebb"))
+                    .arg("--config")
+                    .arg(config)
+                    .args(["run", "contacts", "--json"])
+                    .env("RUST_LOG", "warn")
+                    .output()
+                    .await
+                    .unwrap()
+            }
+        });
+        // Wait until delivery is under way, then stop one worker.
+        for _ in 0..100 {
+            if receiver.with(|s| s.records.len()) > 300 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let in_flight_before = receiver.with(|s| s.records.len());
+        assert!(in_flight_before < 3000, "the run finished before SIGTERM; make it slower");
+        let clean = env.terminate_worker(0).await;
+        assert!(clean, "worker exits 0 on SIGTERM");
+        tokio::time::timeout(Duration::from_secs(120), run).await.unwrap().unwrap()
+    };
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(summary["run"]["state"], "succeeded", "{summary}");
+    assert_eq!(summary["run"]["delivered"], 3000);
+    receiver.with(|s| {
+        assert_eq!(s.records.len(), 3000);
+    });
+    assert_eq!(TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await, 3000);
+    assert!(env.worker_log(0).contains("worker stopped cleanly"), "{}", env.worker_log(0));
+}
