@@ -1,1 +1,42 @@
+//! Kubernetes manifests for Ebb (`deploy/k8s/`), embedded so tests can check
+//! they agree with the code: the KEDA trigger must watch the list apalis-redis
+//! actually uses, and the grace period must cover the worker's shutdown.
 
+pub const WORKER: &str = include_str!("../k8s/worker.yaml");
+pub const PLANNER: &str = include_str!("../k8s/planner.yaml");
+pub const KEDA: &str = include_str!("../k8s/keda.yaml");
+
+/// The `active` list of the default queue, as apalis-redis names it.
+pub fn default_active_list() -> String {
+    format!("{{{}:writes}}:active", "ebb")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value_of<'a>(manifest: &'a str, key: &str) -> Option<&'a str> {
+        manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .map(|v| v.trim().trim_matches('"'))
+    }
+
+    #[test]
+    fn keda_watches_the_queue_the_workers_drain() {
+        assert_eq!(value_of(KEDA, "listName:"), Some(default_active_list().as_str()));
+    }
+
+    #[test]
+    fn grace_period_exceeds_the_default_shutdown_timeout() {
+        let grace: u64 = value_of(WORKER, "terminationGracePeriodSeconds:")
+            .and_then(|v| v.parse().ok())
+            .expect("grace period");
+        assert!(grace > 30, "default [worker].shutdown_timeout_secs is 30");
+    }
+
+    #[test]
+    fn planner_probes_the_health_endpoints() {
+        assert!(PLANNER.contains("path: /healthz") && PLANNER.contains("path: /readyz"));
+    }
+}
