@@ -47,7 +47,7 @@ async fn open_source(config: &Config, sync: &SyncConfig) -> Result<PostgresSourc
     PostgresSource::connect(&sync.source, source).await
 }
 
-fn batch_size(config: &Config, sync: &SyncConfig) -> Result<usize, PlannerError> {
+pub(crate) fn batch_size(config: &Config, sync: &SyncConfig) -> Result<usize, PlannerError> {
     config
         .destination(&sync.destination)
         .map(|d| d.batch_size())

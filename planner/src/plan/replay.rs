@@ -18,10 +18,7 @@ pub async fn plan_replay(
     sync: &SyncConfig,
     ids: Option<&[i64]>,
 ) -> Result<PlannedRun, PlannerError> {
-    let batch_size = config
-        .destination(&sync.destination)
-        .map(|d| d.batch_size())
-        .ok_or_else(|| PlannerError::Usage(format!("sync `{}` names unknown destination `{}`", sync.name, sync.destination)))?;
+    let batch_size = super::batch_size(config, sync)?;
     let run_id = runs::start(
         pool,
         NewRun {
