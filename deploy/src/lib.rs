@@ -24,7 +24,10 @@ mod tests {
 
     #[test]
     fn keda_watches_the_queue_the_workers_drain() {
-        assert_eq!(value_of(KEDA, "listName:"), Some(default_active_list().as_str()));
+        assert_eq!(
+            value_of(KEDA, "listName:"),
+            Some(default_active_list().as_str())
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ impl Context {
         Ok(Context { config, pool })
     }
 
-    pub async fn queue(&self) -> Result<(ConnectionManager, RedisStorage<WriteBatchTask>), PlannerError> {
+    pub async fn queue(
+        &self,
+    ) -> Result<(ConnectionManager, RedisStorage<WriteBatchTask>), PlannerError> {
         let conn = queue::connect(&self.config.state).await?;
         let storage = queue::storage(conn.clone(), &self.config.state, &self.config.worker, 1);
         Ok((conn, storage))

@@ -45,7 +45,12 @@ pub async fn enqueue_run(
                 attempt += 1;
             }
             Err(e) => {
-                runs::fail(pool, run_id, &format!("could not enqueue the run's batches: {e}")).await?;
+                runs::fail(
+                    pool,
+                    run_id,
+                    &format!("could not enqueue the run's batches: {e}"),
+                )
+                .await?;
                 return Err(e.into());
             }
         }

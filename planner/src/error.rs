@@ -26,7 +26,9 @@ pub enum PlannerError {
     },
     #[error("sync `{sync}`: {message}")]
     Mapping { sync: String, message: String },
-    #[error("sync `{sync}`: reading the model from source `{source_name}` failed after {rows} rows: {message}")]
+    #[error(
+        "sync `{sync}`: reading the model from source `{source_name}` failed after {rows} rows: {message}"
+    )]
     SourceRead {
         sync: String,
         source_name: String,

@@ -6,15 +6,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use ebb_planner::PlannerError;
 use ebb_planner::commands::{self, print_json};
 use ebb_planner::context::Context;
 use ebb_planner::plan;
-use ebb_planner::PlannerError;
 use ebb_shared::config::Config;
 use ebb_shared::state::{dlq, runs};
 
 #[derive(Parser)]
-#[command(name = "ebb", version, about = "Ebb: reverse ETL from your warehouse into business tools")]
+#[command(
+    name = "ebb",
+    version,
+    about = "Ebb: reverse ETL from your warehouse into business tools"
+)]
 struct Cli {
     /// Path to ebb.toml.
     #[arg(long, global = true, env = "EBB_CONFIG", default_value = "ebb.toml")]
@@ -142,7 +146,11 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
             println!("state database schema is up to date");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { sync, full_resync, json } => {
+        Command::Plan {
+            sync,
+            full_resync,
+            json,
+        } => {
             let ctx = Context::open(config).await?;
             let sync = ctx.config.sync(&sync)?;
             let report = plan::dry_run(&ctx.config, &ctx.pool, sync, full_resync).await?;
@@ -153,7 +161,11 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { sync, full_resync, json } => {
+        Command::Run {
+            sync,
+            full_resync,
+            json,
+        } => {
             let ctx = Context::open(config).await?;
             let sync = ctx.config.sync(&sync)?.clone();
             let planned = plan::plan_run(&ctx.config, &ctx.pool, &sync, full_resync, "cli").await?;
@@ -161,7 +173,14 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
                 let c = &planned.report.counts;
                 eprintln!(
                     "run #{} planned: {} rows read, {} to send ({} added, {} changed, {} deletes), {} unchanged, {} rejected",
-                    planned.run_id, c.rows_read, c.to_send, c.added, c.changed, c.deletes, c.unchanged, c.rejected
+                    planned.run_id,
+                    c.rows_read,
+                    c.to_send,
+                    c.added,
+                    c.changed,
+                    c.deletes,
+                    c.unchanged,
+                    c.rejected
                 );
             }
             let summary = commands::run::enqueue_and_wait(&ctx, planned, json).await?;
@@ -202,7 +221,12 @@ fn finish_run(summary: &commands::run::RunSummary, json: bool) -> Result<ExitCod
 async fn dlq_command(config: Config, cmd: DlqCommand) -> Result<ExitCode, PlannerError> {
     let ctx = Context::open(config).await?;
     match cmd {
-        DlqCommand::List { sync, all, limit, json } => {
+        DlqCommand::List {
+            sync,
+            all,
+            limit,
+            json,
+        } => {
             let entries = dlq::list(
                 &ctx.pool,
                 &dlq::DlqFilter {
@@ -221,7 +245,9 @@ async fn dlq_command(config: Config, cmd: DlqCommand) -> Result<ExitCode, Planne
         }
         DlqCommand::Show { id, json } => {
             let Some(entry) = dlq::get(&ctx.pool, id).await? else {
-                return Err(PlannerError::Usage(format!("DLQ entry #{id} does not exist; see `ebb dlq list`")));
+                return Err(PlannerError::Usage(format!(
+                    "DLQ entry #{id} does not exist; see `ebb dlq list`"
+                )));
             };
             if json {
                 print_json(&entry);
@@ -231,8 +257,13 @@ async fn dlq_command(config: Config, cmd: DlqCommand) -> Result<ExitCode, Planne
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Discard { selection } => {
-            let discarded = dlq::discard(&ctx.pool, &selection.ids, selection.sync.as_deref()).await?;
-            println!("discarded {} entr{}", discarded.len(), if discarded.len() == 1 { "y" } else { "ies" });
+            let discarded =
+                dlq::discard(&ctx.pool, &selection.ids, selection.sync.as_deref()).await?;
+            println!(
+                "discarded {} entr{}",
+                discarded.len(),
+                if discarded.len() == 1 { "y" } else { "ies" }
+            );
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Replay { selection, json } => {
@@ -241,7 +272,9 @@ async fn dlq_command(config: Config, cmd: DlqCommand) -> Result<ExitCode, Planne
             let mut summaries = Vec::new();
             for (sync_name, ids) in targets {
                 let sync = ctx.config.sync(&sync_name)?.clone();
-                let planned = plan::replay::plan_replay(&ctx.config, &ctx.pool, &sync, ids.as_deref()).await?;
+                let planned =
+                    plan::replay::plan_replay(&ctx.config, &ctx.pool, &sync, ids.as_deref())
+                        .await?;
                 let summary = commands::run::enqueue_and_wait(&ctx, planned, json).await?;
                 if summary.run.state != "succeeded" {
                     code = ExitCode::from(EXIT_RUN_FAILED);
@@ -261,17 +294,25 @@ async fn dlq_command(config: Config, cmd: DlqCommand) -> Result<ExitCode, Planne
 
 /// Groups the selected entries by sync. Planning-stage entries cannot be
 /// replayed: their fix is in the model, and the next run re-checks them.
-async fn replay_targets(ctx: &Context, selection: &Selection) -> Result<Vec<(String, Option<Vec<i64>>)>, PlannerError> {
+async fn replay_targets(
+    ctx: &Context,
+    selection: &Selection,
+) -> Result<Vec<(String, Option<Vec<i64>>)>, PlannerError> {
     if let Some(sync) = &selection.sync {
         return Ok(vec![(sync.clone(), None)]);
     }
     let mut by_sync: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
     for &id in &selection.ids {
-        let entry = dlq::get(&ctx.pool, id)
-            .await?
-            .ok_or_else(|| PlannerError::Usage(format!("DLQ entry #{id} does not exist; see `ebb dlq list`")))?;
+        let entry = dlq::get(&ctx.pool, id).await?.ok_or_else(|| {
+            PlannerError::Usage(format!(
+                "DLQ entry #{id} does not exist; see `ebb dlq list`"
+            ))
+        })?;
         if entry.status != "open" {
-            return Err(PlannerError::Usage(format!("DLQ entry #{id} is {}, not open; nothing to replay", entry.status)));
+            return Err(PlannerError::Usage(format!(
+                "DLQ entry #{id} is {}, not open; nothing to replay",
+                entry.status
+            )));
         }
         if entry.stage == "plan" {
             return Err(PlannerError::Usage(format!(

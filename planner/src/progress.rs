@@ -56,7 +56,13 @@ impl Waiter<'_> {
                 None if !self.quiet && last_line.elapsed() >= PLAIN_LINE_EVERY => {
                     eprintln!(
                         "run #{run_id} {}: {done}/{} records settled ({} delivered, {} rejected, {} failed), {}/{} batches",
-                        run.sync_name, run.to_send, run.delivered, run.rejected, run.failed, run.batches_settled, run.batches_total
+                        run.sync_name,
+                        run.to_send,
+                        run.delivered,
+                        run.rejected,
+                        run.failed,
+                        run.batches_settled,
+                        run.batches_total
                     );
                     last_line = Instant::now();
                 }
@@ -70,7 +76,11 @@ impl Waiter<'_> {
             let depth = queue::depth(&mut self.conn, &self.storage, self.worker).await;
             match depth {
                 Ok(depth) => {
-                    if depth.live_workers == 0 && !hinted && started.elapsed() > NO_WORKER_HINT_AFTER && !self.quiet {
+                    if depth.live_workers == 0
+                        && !hinted
+                        && started.elapsed() > NO_WORKER_HINT_AFTER
+                        && !self.quiet
+                    {
                         let msg = "no ebb-worker is alive on this queue; start one with `ebb-worker --config ...`";
                         match &bar {
                             Some(bar) => bar.println(msg),
@@ -81,8 +91,18 @@ impl Waiter<'_> {
                     if depth.pending + depth.scheduled + depth.in_flight == 0 {
                         let since = *idle_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= requeue_after {
-                            let n = requeue_unsettled(self.pool, &mut self.storage, run_id, &run.sync_name).await?;
-                            tracing::warn!(run_id, batches = n, "queue had no tasks for unsettled batches; re-enqueued them from Postgres");
+                            let n = requeue_unsettled(
+                                self.pool,
+                                &mut self.storage,
+                                run_id,
+                                &run.sync_name,
+                            )
+                            .await?;
+                            tracing::warn!(
+                                run_id,
+                                batches = n,
+                                "queue had no tasks for unsettled batches; re-enqueued them from Postgres"
+                            );
                             idle_since = None;
                         }
                     } else {

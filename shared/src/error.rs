@@ -2,7 +2,9 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot connect to Ebb's state database ({url}): {source}. Is Postgres running and is [state].database_url right?")]
+    #[error(
+        "cannot connect to Ebb's state database ({url}): {source}. Is Postgres running and is [state].database_url right?"
+    )]
     Connect {
         url: String,
         #[source]
@@ -16,8 +18,14 @@ pub enum StateError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("sync `{sync}` already has an active run #{run_id} ({state}); wait for it to finish (see `ebb runs --sync {sync}`)")]
-    RunActive { sync: String, run_id: i64, state: String },
+    #[error(
+        "sync `{sync}` already has an active run #{run_id} ({state}); wait for it to finish (see `ebb runs --sync {sync}`)"
+    )]
+    RunActive {
+        sync: String,
+        run_id: i64,
+        state: String,
+    },
     #[error("run #{0} does not exist")]
     NoSuchRun(i64),
 }
@@ -31,7 +39,9 @@ impl StateError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("cannot connect to Redis ({url}): {source}. Is Redis running and is [state].redis_url right?")]
+    #[error(
+        "cannot connect to Redis ({url}): {source}. Is Redis running and is [state].redis_url right?"
+    )]
     Connect {
         url: String,
         #[source]

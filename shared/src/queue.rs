@@ -48,7 +48,10 @@ pub async fn connect(state: &StateConfig) -> Result<ConnectionManager, QueueErro
         .get_connection_manager_with_config(config)
         .await
         .map_err(connect_error)?;
-    let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(connect_error)?;
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(connect_error)?;
     Ok(conn)
 }
 
@@ -78,10 +81,13 @@ pub async fn enqueue(
     let mut tasks = tasks;
     while !tasks.is_empty() {
         let rest = tasks.split_off(tasks.len().min(PUSH_CHUNK));
-        storage.push_bulk(tasks).await.map_err(|e| QueueError::Push {
-            queue: queue.clone(),
-            message: e.to_string(),
-        })?;
+        storage
+            .push_bulk(tasks)
+            .await
+            .map_err(|e| QueueError::Push {
+                queue: queue.clone(),
+                message: e.to_string(),
+            })?;
         tasks = rest;
     }
     Ok(())
@@ -105,7 +111,10 @@ pub async fn depth(
 ) -> Result<QueueDepth, QueueError> {
     let config = storage.get_config();
     let ctx = |context| move |source| QueueError::Redis { context, source };
-    let pending: u64 = conn.llen(config.active_jobs_list()).await.map_err(ctx("reading queue length"))?;
+    let pending: u64 = conn
+        .llen(config.active_jobs_list())
+        .await
+        .map_err(ctx("reading queue length"))?;
     let scheduled: u64 = conn
         .zcard(config.scheduled_jobs_set())
         .await
@@ -123,7 +132,10 @@ pub async fn depth(
     let mut in_flight = 0;
     for w in &workers {
         let inflight_key = format!("{}:{w}", config.inflight_jobs_set());
-        let n: u64 = conn.scard(inflight_key).await.map_err(ctx("reading in-flight tasks"))?;
+        let n: u64 = conn
+            .scard(inflight_key)
+            .await
+            .map_err(ctx("reading in-flight tasks"))?;
         in_flight += n;
     }
     Ok(QueueDepth {

@@ -73,7 +73,10 @@ mod tests {
             redact_url("postgres://ebb:pw@db:5432/state?sslmode=disable"),
             "postgres://ebb:***@db:5432/state?sslmode=disable"
         );
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
         assert_eq!(redact_url("not a url"), "***");
     }
 }

@@ -20,7 +20,11 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -48,14 +52,20 @@ impl TestEnv {
     /// `extra` placeholders.
     pub async fn new(config: &str, extra: &[(&str, String)]) -> TestEnv {
         let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
-        let admin = PgPool::connect(ADMIN_URL).await.expect("connect to the local Postgres as postgres");
+        let admin = PgPool::connect(ADMIN_URL)
+            .await
+            .expect("connect to the local Postgres as postgres");
         let mut urls = Urls {
             state: String::new(),
             warehouse: String::new(),
             app: String::new(),
             prefix: format!("ebbtest-{id}"),
         };
-        for (role, slot) in [("state", &mut urls.state), ("wh", &mut urls.warehouse), ("app", &mut urls.app)] {
+        for (role, slot) in [
+            ("state", &mut urls.state),
+            ("wh", &mut urls.warehouse),
+            ("app", &mut urls.app),
+        ] {
             let db = format!("ebb_t_{id}_{role}");
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
                 .execute(&admin)
@@ -68,7 +78,9 @@ impl TestEnv {
         std::fs::create_dir_all(dir.join("models")).expect("temp dir");
         let env = TestEnv {
             state: PgPool::connect(&urls.state).await.expect("state db"),
-            warehouse: PgPool::connect(&urls.warehouse).await.expect("warehouse db"),
+            warehouse: PgPool::connect(&urls.warehouse)
+                .await
+                .expect("warehouse db"),
             app: PgPool::connect(&urls.app).await.expect("app db"),
             id,
             dir,
@@ -103,7 +115,9 @@ impl TestEnv {
     pub async fn ebb(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(bin("ebb"));
         cmd.arg("--config").arg(self.config_path()).args(args);
-        cmd.env("RUST_LOG", "warn").env("EBB_LOG_TEXT", "1").stdin(Stdio::null());
+        cmd.env("RUST_LOG", "warn")
+            .env("EBB_LOG_TEXT", "1")
+            .stdin(Stdio::null());
         tokio::time::timeout(Duration::from_secs(120), cmd.output())
             .await
             .unwrap_or_else(|_| panic!("`ebb {}` did not finish within 2 minutes", args.join(" ")))
@@ -136,7 +150,9 @@ impl TestEnv {
     }
 
     pub fn start_worker(&mut self, concurrency: usize) -> u32 {
-        let log = std::fs::File::create(self.dir.join(format!("worker-{}.log", self.workers.len()))).expect("log file");
+        let log =
+            std::fs::File::create(self.dir.join(format!("worker-{}.log", self.workers.len())))
+                .expect("log file");
         let child = Command::new(bin("ebb-worker"))
             .arg("--config")
             .arg(self.config_path())
@@ -162,7 +178,10 @@ impl TestEnv {
     pub async fn terminate_worker(&mut self, index: usize) -> bool {
         let child = &mut self.workers[index];
         if let Some(pid) = child.id() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
         }
         let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
             .await
@@ -176,7 +195,10 @@ impl TestEnv {
     }
 
     pub async fn scalar_i64(pool: &PgPool, sql: &'static str) -> i64 {
-        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.expect(sql)
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .expect(sql)
     }
 }
 
@@ -205,7 +227,10 @@ impl Drop for TestEnv {
 
 /// Creates `analytics.customers` in the warehouse with `n` valid rows.
 pub async fn seed_customers(warehouse: &PgPool, n: i64) {
-    sqlx::query("CREATE SCHEMA IF NOT EXISTS analytics").execute(warehouse).await.expect("schema");
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS analytics")
+        .execute(warehouse)
+        .await
+        .expect("schema");
     sqlx::query(
         "CREATE TABLE analytics.customers (id BIGINT, email TEXT, first_name TEXT, plan TEXT, ltv NUMERIC(12,2))",
     )

@@ -39,8 +39,12 @@ pub struct Receiver {
 impl Receiver {
     pub async fn start() -> Receiver {
         let state = Arc::new(Mutex::new(ReceiverState::default()));
-        let app = Router::new().route("/contacts/batch", post(batch)).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let app = Router::new()
+            .route("/contacts/batch", post(batch))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver addr");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -57,14 +61,26 @@ impl Receiver {
     }
 }
 
-async fn batch(State(state): State<Arc<Mutex<ReceiverState>>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn batch(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let latency = {
         let mut s = state.lock().expect("lock");
         s.requests += 1;
-        s.last_auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        s.last_auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         if s.unavailable_left > 0 {
             s.unavailable_left -= 1;
-            return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], "overloaded").into_response();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "1")],
+                "overloaded",
+            )
+                .into_response();
         }
         s.latency
     };
@@ -72,21 +88,31 @@ async fn batch(State(state): State<Arc<Mutex<ReceiverState>>>, headers: HeaderMa
         tokio::time::sleep(latency).await;
     }
     let Some(records) = body["records"].as_array() else {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "missing records"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "missing records"})),
+        )
+            .into_response();
     };
     let mut errors = Vec::new();
     for r in records {
         if r["op"] == "upsert" {
             let email = r["fields"]["email"].as_str().unwrap_or("");
             if !email.contains('@') {
-                errors.push(json!({"key": r["key"], "error": format!("invalid email address: {email:?}")}));
+                errors.push(
+                    json!({"key": r["key"], "error": format!("invalid email address: {email:?}")}),
+                );
             }
         }
     }
     let mut s = state.lock().expect("lock");
     if !errors.is_empty() {
         s.rejected_requests += 1;
-        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"errors": errors}))).into_response();
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"errors": errors})),
+        )
+            .into_response();
     }
     for r in records {
         let key = r["key"].as_str().unwrap_or_default().to_owned();

@@ -40,7 +40,14 @@ mode = "mirror"
 async fn env(receiver: &Receiver, rows: i64, batch: usize) -> TestEnv {
     // SAFETY: tests in this binary set the same value; no test reads a different one.
     unsafe { std::env::set_var("EBB_TEST_CRM_TOKEN", "tok-secret-42") };
-    let env = TestEnv::new(CONFIG, &[("{RECEIVER_URL}", receiver.url()), ("{BATCH}", batch.to_string())]).await;
+    let env = TestEnv::new(
+        CONFIG,
+        &[
+            ("{RECEIVER_URL}", receiver.url()),
+            ("{BATCH}", batch.to_string()),
+        ],
+    )
+    .await;
     seed_customers(&env.warehouse, rows).await;
     env
 }
@@ -60,20 +67,40 @@ async fn bad_records_are_isolated_and_the_rest_delivered_with_headers() {
     assert_eq!(run["rejected"], 3);
     receiver.with(|s| {
         assert_eq!(s.records.len(), 997);
-        assert!(!s.records.contains_key("17") && !s.records.contains_key("450") && !s.records.contains_key("999"));
+        assert!(
+            !s.records.contains_key("17")
+                && !s.records.contains_key("450")
+                && !s.records.contains_key("999")
+        );
         assert_eq!(s.records["18"]["email"], "user18@example.com");
-        assert!(s.applied.values().all(|&n| n == 1), "no record applied twice");
+        assert!(
+            s.applied.values().all(|&n| n == 1),
+            "no record applied twice"
+        );
         assert_eq!(s.last_auth.as_deref(), Some("Bearer tok-secret-42"));
         // 10 batches + bisection of 3 of them: far fewer than one request per record.
         assert!(s.requests < 60, "requests: {}", s.requests);
     });
     let dlq = env.ebb_json(&["dlq", "list"]).await;
-    let reasons: Vec<&str> = dlq.as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = dlq
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons.len(), 3);
-    assert!(reasons.iter().all(|r| r.contains("422") && r.contains("invalid email address")), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.contains("422") && r.contains("invalid email address")),
+        "{reasons:?}"
+    );
 
     // Mirror deletes reach the receiver as `op: delete`.
-    sqlx::query("DELETE FROM analytics.customers WHERE id <= 5").execute(&env.warehouse).await.unwrap();
+    sqlx::query("DELETE FROM analytics.customers WHERE id <= 5")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
     let run = env.run_sync("contacts", &[]).await;
     assert_eq!(run["delivered"], 5, "{run}");
     receiver.with(|s| assert_eq!(s.records.len(), 992));
@@ -91,7 +118,10 @@ async fn unavailable_destination_is_retried_honouring_retry_after() {
     let run = env.run_sync("contacts", &[]).await;
     assert_eq!(run["state"], "succeeded", "{run}");
     assert_eq!(run["delivered"], 50);
-    assert!(started.elapsed() >= Duration::from_secs(2), "two Retry-After: 1 answers were waited out");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "two Retry-After: 1 answers were waited out"
+    );
     receiver.with(|s| assert_eq!(s.requests, 3));
 }
 
@@ -111,15 +141,29 @@ async fn exhausted_retries_fail_the_run_and_dead_letter_with_the_last_error() {
     assert_eq!(entries.len(), 10);
     for e in entries {
         let reason = e["reason"].as_str().unwrap();
-        assert!(reason.contains("retries exhausted after 5 attempts") && reason.contains("503"), "{reason}");
+        assert!(
+            reason.contains("retries exhausted after 5 attempts") && reason.contains("503"),
+            "{reason}"
+        );
         assert_eq!(e["kind"], "failed");
     }
-    assert_eq!(TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await, 0, "nothing marked delivered");
+    assert_eq!(
+        TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await,
+        0,
+        "nothing marked delivered"
+    );
     // Once the destination recovers, the next run delivers them.
     receiver.with(|s| s.unavailable_left = 0);
     let run = env.run_sync("contacts", &[]).await;
     assert_eq!(run["delivered"], 10, "{run}");
-    assert_eq!(env.ebb_json(&["dlq", "list"]).await.as_array().unwrap().len(), 0);
+    assert_eq!(
+        env.ebb_json(&["dlq", "list"])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -152,10 +196,16 @@ async fn worker_sigterm_mid_run_loses_nothing() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let in_flight_before = receiver.with(|s| s.records.len());
-        assert!(in_flight_before < 3000, "the run finished before SIGTERM; make it slower");
+        assert!(
+            in_flight_before < 3000,
+            "the run finished before SIGTERM; make it slower"
+        );
         let clean = env.terminate_worker(0).await;
         assert!(clean, "worker exits 0 on SIGTERM");
-        tokio::time::timeout(Duration::from_secs(120), run).await.unwrap().unwrap()
+        tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .unwrap()
+            .unwrap()
     };
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(summary["run"]["state"], "succeeded", "{summary}");
@@ -163,6 +213,13 @@ async fn worker_sigterm_mid_run_loses_nothing() {
     receiver.with(|s| {
         assert_eq!(s.records.len(), 3000);
     });
-    assert_eq!(TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await, 3000);
-    assert!(env.worker_log(0).contains("worker stopped cleanly"), "{}", env.worker_log(0));
+    assert_eq!(
+        TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await,
+        3000
+    );
+    assert!(
+        env.worker_log(0).contains("worker stopped cleanly"),
+        "{}",
+        env.worker_log(0)
+    );
 }

@@ -47,7 +47,9 @@ async fn env(mode: &str, rows: i64) -> TestEnv {
 }
 
 fn n(run: &serde_json::Value, field: &str) -> i64 {
-    run[field].as_i64().unwrap_or_else(|| panic!("run has no `{field}`: {run}"))
+    run[field]
+        .as_i64()
+        .unwrap_or_else(|| panic!("run has no `{field}`: {run}"))
 }
 
 /// Destination rows must equal the model's valid rows, field by field.
@@ -87,7 +89,11 @@ async fn first_run_delivers_valid_rows_and_dead_letters_invalid_ones() {
     let plan = env.ebb_json(&["plan", "customers"]).await;
     assert_eq!(plan["added"], 999, "{plan}");
     assert_eq!(plan["rejected"], 3, "{plan}");
-    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await, 0, "plan must send nothing");
+    assert_eq!(
+        TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await,
+        0,
+        "plan must send nothing"
+    );
 
     let run = env.run_sync("customers", &[]).await;
     assert_eq!(run["state"], "succeeded", "{run}");
@@ -113,14 +119,32 @@ async fn first_run_delivers_valid_rows_and_dead_letters_invalid_ones() {
     assert_eq!(dead_keys, broken);
     for e in entries.iter().filter(|e| e["stage"] == "destination") {
         let reason = e["reason"].as_str().unwrap();
-        assert!(reason.contains("customers_synced_email_check"), "the destination's own message: {reason}");
-        assert!(e["payload"]["email"].as_str().unwrap().starts_with("broken-"));
+        assert!(
+            reason.contains("customers_synced_email_check"),
+            "the destination's own message: {reason}"
+        );
+        assert!(
+            e["payload"]["email"]
+                .as_str()
+                .unwrap()
+                .starts_with("broken-")
+        );
     }
-    let plan_stage: Vec<&serde_json::Value> = entries.iter().filter(|e| e["stage"] == "plan").collect();
+    let plan_stage: Vec<&serde_json::Value> =
+        entries.iter().filter(|e| e["stage"] == "plan").collect();
     assert_eq!(plan_stage.len(), 3);
     assert!(plan_stage.iter().any(|e| e["record_key"].is_null() && e["reason"].as_str().unwrap().contains("is NULL")));
-    assert_eq!(plan_stage.iter().filter(|e| e["record_key"] == "10").count(), 2);
-    assert_eq!(TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await, 993);
+    assert_eq!(
+        plan_stage
+            .iter()
+            .filter(|e| e["record_key"] == "10")
+            .count(),
+        2
+    );
+    assert_eq!(
+        TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await,
+        993
+    );
 }
 
 #[tokio::test]
@@ -144,11 +168,22 @@ async fn unchanged_rerun_sends_nothing_and_changed_rows_send_exactly_those() {
     assert_eq!(n(&third, "planned_changed"), 100, "{third}");
     assert_eq!(n(&third, "to_send"), 100);
     assert_eq!(n(&third, "delivered"), 100);
-    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced WHERE plan = 'enterprise'").await, 100);
+    assert_eq!(
+        TestEnv::scalar_i64(
+            &env.app,
+            "SELECT count(*) FROM customers_synced WHERE plan = 'enterprise'"
+        )
+        .await,
+        100
+    );
     assert_replica_matches_model(&env, &[]).await;
 
     let resync = env.run_sync("customers", &["--full-resync"]).await;
-    assert_eq!(n(&resync, "delivered"), 2000, "full resync sends everything: {resync}");
+    assert_eq!(
+        n(&resync, "delivered"),
+        2000,
+        "full resync sends everything: {resync}"
+    );
 }
 
 #[tokio::test]
@@ -156,12 +191,25 @@ async fn mirror_mode_deletes_rows_that_left_the_model() {
     let mut env = env("mirror", 500).await;
     env.start_worker(4);
     assert_eq!(n(&env.run_sync("customers", &[]).await, "delivered"), 500);
-    sqlx::query("DELETE FROM analytics.customers WHERE id <= 50").execute(&env.warehouse).await.unwrap();
+    sqlx::query("DELETE FROM analytics.customers WHERE id <= 50")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
     let run = env.run_sync("customers", &[]).await;
     assert_eq!(n(&run, "planned_removed"), 50, "{run}");
     assert_eq!(n(&run, "delivered"), 50);
-    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced WHERE customer_id <= 50").await, 0);
-    assert_eq!(TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await, 450);
+    assert_eq!(
+        TestEnv::scalar_i64(
+            &env.app,
+            "SELECT count(*) FROM customers_synced WHERE customer_id <= 50"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await,
+        450
+    );
     assert_replica_matches_model(&env, &[]).await;
     // A row that comes back is added again.
     sqlx::query("INSERT INTO analytics.customers VALUES (7, 'back@example.com', 'Back', 'pro', 3)")
@@ -178,11 +226,17 @@ async fn upsert_mode_keeps_rows_that_left_the_model() {
     let mut env = env("upsert", 100).await;
     env.start_worker(2);
     env.run_sync("customers", &[]).await;
-    sqlx::query("DELETE FROM analytics.customers WHERE id <= 10").execute(&env.warehouse).await.unwrap();
+    sqlx::query("DELETE FROM analytics.customers WHERE id <= 10")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
     let run = env.run_sync("customers", &[]).await;
     assert_eq!(n(&run, "planned_removed"), 10);
     assert_eq!(n(&run, "to_send"), 0, "{run}");
-    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await, 100);
+    assert_eq!(
+        TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await,
+        100
+    );
 }
 
 #[tokio::test]
@@ -190,15 +244,29 @@ async fn insert_and_update_modes_send_only_what_they_promise() {
     let mut env = env("insert", 100).await;
     env.start_worker(2);
     assert_eq!(n(&env.run_sync("customers", &[]).await, "delivered"), 100);
-    sqlx::query("UPDATE analytics.customers SET plan = 'changed' WHERE id <= 10").execute(&env.warehouse).await.unwrap();
+    sqlx::query("UPDATE analytics.customers SET plan = 'changed' WHERE id <= 10")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO analytics.customers SELECT g, 'new' || g || '@example.com', 'New', 'free', 1 FROM generate_series(101, 105) g")
         .execute(&env.warehouse)
         .await
         .unwrap();
     let insert_run = env.run_sync("customers", &[]).await;
-    assert_eq!(n(&insert_run, "delivered"), 5, "insert sends only never-seen records: {insert_run}");
+    assert_eq!(
+        n(&insert_run, "delivered"),
+        5,
+        "insert sends only never-seen records: {insert_run}"
+    );
     assert_eq!(n(&insert_run, "skipped_by_mode"), 10);
-    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced WHERE plan = 'changed'").await, 0);
+    assert_eq!(
+        TestEnv::scalar_i64(
+            &env.app,
+            "SELECT count(*) FROM customers_synced WHERE plan = 'changed'"
+        )
+        .await,
+        0
+    );
 
     // The same sync switched to update mode: changed records are sent, new ones are not.
     env.write_config(CONFIG, &[("{MODE}", "update".into())]);
@@ -207,10 +275,28 @@ async fn insert_and_update_modes_send_only_what_they_promise() {
         .await
         .unwrap();
     let update_run = env.run_sync("customers", &[]).await;
-    assert_eq!(n(&update_run, "delivered"), 10, "update sends changed records only: {update_run}");
+    assert_eq!(
+        n(&update_run, "delivered"),
+        10,
+        "update sends changed records only: {update_run}"
+    );
     assert_eq!(n(&update_run, "skipped_by_mode"), 3);
-    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced WHERE plan = 'changed'").await, 10);
-    assert_eq!(TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced WHERE customer_id > 105").await, 0);
+    assert_eq!(
+        TestEnv::scalar_i64(
+            &env.app,
+            "SELECT count(*) FROM customers_synced WHERE plan = 'changed'"
+        )
+        .await,
+        10
+    );
+    assert_eq!(
+        TestEnv::scalar_i64(
+            &env.app,
+            "SELECT count(*) FROM customers_synced WHERE customer_id > 105"
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -229,14 +315,24 @@ async fn dlq_replay_after_fixing_the_destination_delivers_and_clears() {
         .execute(&env.app)
         .await
         .unwrap();
-    let replay = env.ebb_json(&["dlq", "replay", "--sync", "customers"]).await;
+    let replay = env
+        .ebb_json(&["dlq", "replay", "--sync", "customers"])
+        .await;
     let replay_run = &replay[0]["run"];
     assert_eq!(replay_run["kind"], "replay", "{replay}");
     assert_eq!(n(replay_run, "delivered"), 3, "{replay}");
     let open = env.ebb_json(&["dlq", "list", "--sync", "customers"]).await;
     assert_eq!(open.as_array().unwrap().len(), 0, "{open}");
-    let all = env.ebb_json(&["dlq", "list", "--sync", "customers", "--all"]).await;
-    assert!(all.as_array().unwrap().iter().all(|e| e["status"] == "resolved"), "{all}");
+    let all = env
+        .ebb_json(&["dlq", "list", "--sync", "customers", "--all"])
+        .await;
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["status"] == "resolved"),
+        "{all}"
+    );
     assert_replica_matches_model(&env, &[]).await;
     // The ledger now knows them, so the next run has nothing to send.
     assert_eq!(n(&env.run_sync("customers", &[]).await, "to_send"), 0);
@@ -251,7 +347,9 @@ async fn stale_replay_never_overwrites_a_newer_delivered_version() {
         .unwrap();
     env.start_worker(2);
     env.run_sync("customers", &[]).await;
-    let entry_id = env.ebb_json(&["dlq", "list"]).await[0]["id"].as_i64().unwrap();
+    let entry_id = env.ebb_json(&["dlq", "list"]).await[0]["id"]
+        .as_i64()
+        .unwrap();
 
     // The model is fixed and a newer version is delivered; that closes the entry.
     sqlx::query("UPDATE analytics.customers SET email = 'fixed@example.com' WHERE id = 7")
@@ -266,18 +364,25 @@ async fn stale_replay_never_overwrites_a_newer_delivered_version() {
     // Simulate an operator replaying the old entry anyway (e.g. it was
     // reopened by hand, or the replay was planned before the fix landed), with
     // the destination now accepting the old payload.
-    sqlx::query("UPDATE ebb_dlq SET status = 'open' WHERE id = $1").bind(entry_id).execute(&env.state).await.unwrap();
+    sqlx::query("UPDATE ebb_dlq SET status = 'open' WHERE id = $1")
+        .bind(entry_id)
+        .execute(&env.state)
+        .await
+        .unwrap();
     sqlx::query("ALTER TABLE customers_synced DROP CONSTRAINT customers_synced_email_check")
         .execute(&env.app)
         .await
         .unwrap();
-    let replay = env.ebb_json(&["dlq", "replay", &entry_id.to_string()]).await;
+    let replay = env
+        .ebb_json(&["dlq", "replay", &entry_id.to_string()])
+        .await;
     assert_eq!(n(&replay[0]["run"], "delivered"), 0, "{replay}");
     assert_eq!(n(&replay[0]["run"], "superseded"), 1, "{replay}");
-    let email: String = sqlx::query_scalar("SELECT email FROM customers_synced WHERE customer_id = 7")
-        .fetch_one(&env.app)
-        .await
-        .unwrap();
+    let email: String =
+        sqlx::query_scalar("SELECT email FROM customers_synced WHERE customer_id = 7")
+            .fetch_one(&env.app)
+            .await
+            .unwrap();
     assert_eq!(email, "fixed@example.com");
     let entry = env.ebb_json(&["dlq", "show", &entry_id.to_string()]).await;
     assert_eq!(entry["status"], "superseded", "{entry}");

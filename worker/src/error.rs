@@ -12,10 +12,19 @@ pub enum WorkerError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Config(#[from] ebb_shared::config::ConfigError),
-    #[error("run {run_id} batch {batch_no}: sync `{sync}` is not in this worker's config; deploy the same ebb.toml to planner and workers")]
-    UnknownSync { run_id: i64, batch_no: i32, sync: String },
+    #[error(
+        "run {run_id} batch {batch_no}: sync `{sync}` is not in this worker's config; deploy the same ebb.toml to planner and workers"
+    )]
+    UnknownSync {
+        run_id: i64,
+        batch_no: i32,
+        sync: String,
+    },
     #[error("destination `{destination}`: {message}")]
-    DestinationSetup { destination: String, message: String },
+    DestinationSetup {
+        destination: String,
+        message: String,
+    },
     #[error("worker pool stopped: {0}")]
     Monitor(String),
 }

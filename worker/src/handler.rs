@@ -29,7 +29,10 @@ pub struct WorkerState {
 }
 
 /// The apalis handler.
-pub async fn write_batch(task: WriteBatchTask, state: Data<Arc<WorkerState>>) -> Result<(), BoxDynError> {
+pub async fn write_batch(
+    task: WriteBatchTask,
+    state: Data<Arc<WorkerState>>,
+) -> Result<(), BoxDynError> {
     match process(&state, &task).await {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -60,11 +63,14 @@ fn hex(bytes: &[u8]) -> String {
 
 pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), WorkerError> {
     let q = StateError::query;
-    let target = state.registry.for_sync(&task.sync).ok_or_else(|| WorkerError::UnknownSync {
-        run_id: task.run_id,
-        batch_no: task.batch_no,
-        sync: task.sync.clone(),
-    })?;
+    let target = state
+        .registry
+        .for_sync(&task.sync)
+        .ok_or_else(|| WorkerError::UnknownSync {
+            run_id: task.run_id,
+            batch_no: task.batch_no,
+            sync: task.sync.clone(),
+        })?;
     let mut tx = state.pool.begin().await.map_err(q("starting a batch"))?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1::int4, $2)")
         .bind((task.run_id % i32::MAX as i64) as i32)
@@ -73,7 +79,11 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
         .await
         .map_err(q("locking a batch"))?;
     if !locked {
-        tracing::debug!(run_id = task.run_id, batch = task.batch_no, "another worker holds this batch; skipping duplicate task");
+        tracing::debug!(
+            run_id = task.run_id,
+            batch = task.batch_no,
+            "another worker holds this batch; skipping duplicate task"
+        );
         return Ok(());
     }
     let batch: Option<BatchRow> = sqlx::query_as(
@@ -86,7 +96,11 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
     .await
     .map_err(q("reading a batch"))?;
     let Some(batch) = batch else {
-        tracing::warn!(run_id = task.run_id, batch = task.batch_no, "task for an unknown batch; dropping it");
+        tracing::warn!(
+            run_id = task.run_id,
+            batch = task.batch_no,
+            "task for an unknown batch; dropping it"
+        );
         return Ok(());
     };
     if batch.batch_state == "settled" {
@@ -96,12 +110,14 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
         tracing::info!(run_id = task.run_id, batch = task.batch_no, run_state = %batch.run_state, "run is not running; batch skipped");
         return Ok(());
     }
-    sqlx::query("UPDATE ebb_batches SET deliveries = deliveries + 1 WHERE run_id = $1 AND batch_no = $2")
-        .bind(task.run_id)
-        .bind(task.batch_no)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("counting a batch delivery"))?;
+    sqlx::query(
+        "UPDATE ebb_batches SET deliveries = deliveries + 1 WHERE run_id = $1 AND batch_no = $2",
+    )
+    .bind(task.run_id)
+    .bind(task.batch_no)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("counting a batch delivery"))?;
 
     // `stale`: the ledger holds a newer version than this one (a replay of an
     // old DLQ entry); sending it would overwrite newer data.
@@ -127,11 +143,18 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
             settled.push((row.record_key, RecordOutcome::Superseded));
             continue;
         }
-        let op = if row.op == "delete" { Op::Delete } else { Op::Upsert };
+        let op = if row.op == "delete" {
+            Op::Delete
+        } else {
+            Op::Upsert
+        };
         let fields = match row.payload.map(RawValue::from_string).transpose() {
             Ok(fields) => fields,
             Err(e) => {
-                settled.push((row.record_key, RecordOutcome::Rejected(format!("stored payload is not JSON: {e}"))));
+                settled.push((
+                    row.record_key,
+                    RecordOutcome::Rejected(format!("stored payload is not JSON: {e}")),
+                ));
                 continue;
             }
         };
@@ -148,7 +171,8 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
         run_id: task.run_id,
         batch_no: task.batch_no,
     };
-    let (outcomes, stats) = deliver(target.destination.as_ref(), &ctx, &sendable, target.retry).await;
+    let (outcomes, stats) =
+        deliver(target.destination.as_ref(), &ctx, &sendable, target.retry).await;
     settled.extend(sendable.into_iter().map(|r| r.key).zip(outcomes));
 
     let result = settle::settle(&mut tx, &ctx, &settled).await?;
@@ -159,7 +183,11 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
         requests = stats.requests, retries = stats.retries, splits = stats.splits,
         "batch settled"
     );
-    if let Settled { run_finished: Some(run_state), .. } = &result {
+    if let Settled {
+        run_finished: Some(run_state),
+        ..
+    } = &result
+    {
         tracing::info!(run_id = task.run_id, sync = %task.sync, state = %run_state, "run finished");
         if let Err(e) = ebb_shared::state::runs::purge_records(&state.pool, task.run_id).await {
             tracing::warn!(run_id = task.run_id, error = %e, "could not purge the finished run's records");

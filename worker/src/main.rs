@@ -8,7 +8,11 @@ use ebb_shared::config::Config;
 use ebb_worker::pool::{self, PoolOptions};
 
 #[derive(Parser)]
-#[command(name = "ebb-worker", version, about = "Ebb worker: delivers queued batches to destinations")]
+#[command(
+    name = "ebb-worker",
+    version,
+    about = "Ebb worker: delivers queued batches to destinations"
+)]
 struct Cli {
     /// Path to ebb.toml (the same file the planner uses).
     #[arg(long, env = "EBB_CONFIG", default_value = "ebb.toml")]
@@ -32,7 +36,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match pool::run(config, PoolOptions { concurrency: cli.concurrency, name: cli.name }).await {
+    match pool::run(
+        config,
+        PoolOptions {
+            concurrency: cli.concurrency,
+            name: cli.name,
+        },
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -25,7 +25,9 @@ pub struct PoolOptions {
 pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError> {
     let concurrency = options.concurrency.max(1);
     // One connection per in-flight batch (its transaction) plus headroom.
-    let pool = ebb_shared::db::connect_and_migrate(&config.state.database_url, concurrency as u32 + 2).await?;
+    let pool =
+        ebb_shared::db::connect_and_migrate(&config.state.database_url, concurrency as u32 + 2)
+            .await?;
     let registry = Registry::build(&config)?;
     let conn = queue::connect(&config.state).await?;
     let storage = queue::storage(conn, &config.state, &config.worker, concurrency);

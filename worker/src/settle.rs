@@ -93,7 +93,11 @@ pub async fn settle(
     for (key, outcome) in outcomes {
         if let Some(reason) = outcome.reason() {
             dead_keys.push(key.as_str());
-            dead_kinds.push(if matches!(outcome, RecordOutcome::Failed(_)) { "failed" } else { "rejected" });
+            dead_kinds.push(if matches!(outcome, RecordOutcome::Failed(_)) {
+                "failed"
+            } else {
+                "rejected"
+            });
             dead_reasons.push(reason);
         }
     }

@@ -26,7 +26,10 @@ pub async fn check(config: &Config) -> usize {
             sources.insert(sync.source.as_str(), connected);
         }
         let Some(Some(source)) = sources.get(sync.source.as_str()) else {
-            eprintln!("skipped: sync `{}` (source `{}` unreachable)", sync.name, sync.source);
+            eprintln!(
+                "skipped: sync `{}` (source `{}` unreachable)",
+                sync.name, sync.source
+            );
             continue;
         };
         match source.resolve_mapping(sync).await {

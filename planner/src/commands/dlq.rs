@@ -32,17 +32,35 @@ pub fn print_table(entries: &[DlqEntry]) {
 pub fn print_entry(e: &DlqEntry) {
     println!("DLQ entry #{}", e.id);
     println!("  sync         {} → {}", e.sync_name, e.destination);
-    println!("  record key   {}", e.record_key.as_deref().unwrap_or("(NULL)"));
+    println!(
+        "  record key   {}",
+        e.record_key.as_deref().unwrap_or("(NULL)")
+    );
     println!("  operation    {}", e.op);
     println!("  stage        {} ({})", e.stage, e.kind);
-    println!("  status       {}{}", e.status, e.resolution.as_deref().map(|r| format!(" ({r})")).unwrap_or_default());
+    println!(
+        "  status       {}{}",
+        e.status,
+        e.resolution
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
     println!("  attempts     {}", e.attempts);
-    println!("  runs         first {}, last {}, snapshot {}", e.first_run_id, e.last_run_id, e.snapshot_run_id);
+    println!(
+        "  runs         first {}, last {}, snapshot {}",
+        e.first_run_id, e.last_run_id, e.snapshot_run_id
+    );
     println!("  first failed {}", e.first_failed_at);
     println!("  last failed  {}", e.last_failed_at);
     println!("  reason       {}", e.reason);
     match &e.payload {
-        Some(p) => println!("  payload      {}", serde_json::to_string_pretty(p).unwrap_or_default().replace('\n', "\n               ")),
+        Some(p) => println!(
+            "  payload      {}",
+            serde_json::to_string_pretty(p)
+                .unwrap_or_default()
+                .replace('\n', "\n               ")
+        ),
         None => println!("  payload      (none: a delete)"),
     }
 }

@@ -9,7 +9,11 @@ pub fn print_report(report: &PlanReport) {
         report.sync,
         report.destination,
         report.mode,
-        if report.full_resync { ", full resync" } else { "" }
+        if report.full_resync {
+            ", full resync"
+        } else {
+            ""
+        }
     );
     println!("  rows read          {:>10}", c.rows_read);
     println!("  added              {:>10}", c.added);
@@ -18,7 +22,13 @@ pub fn print_report(report: &PlanReport) {
     println!(
         "  removed            {:>10}{}",
         c.removed,
-        if c.deletes > 0 { "  (will be deleted)" } else if c.removed > 0 { "  (kept: only mirror mode deletes)" } else { "" }
+        if c.deletes > 0 {
+            "  (will be deleted)"
+        } else if c.removed > 0 {
+            "  (kept: only mirror mode deletes)"
+        } else {
+            ""
+        }
     );
     println!("  skipped by mode    {:>10}", c.skipped_by_mode);
     println!("  rejected           {:>10}", c.rejected);
@@ -26,7 +36,11 @@ pub fn print_report(report: &PlanReport) {
     if !report.rejections.is_empty() {
         println!("rejected records (first {}):", report.rejections.len());
         for r in &report.rejections {
-            println!("  {:<20} {}", r.record_key.as_deref().unwrap_or("(NULL key)"), r.reason);
+            println!(
+                "  {:<20} {}",
+                r.record_key.as_deref().unwrap_or("(NULL key)"),
+                r.reason
+            );
         }
     }
 }

@@ -25,17 +25,33 @@ pub struct RunSummary {
 }
 
 /// Enqueues a planned run and waits for the workers to settle it.
-pub async fn enqueue_and_wait(ctx: &Context, planned: PlannedRun, quiet: bool) -> Result<RunSummary, PlannerError> {
+pub async fn enqueue_and_wait(
+    ctx: &Context,
+    planned: PlannedRun,
+    quiet: bool,
+) -> Result<RunSummary, PlannerError> {
     let (conn, mut storage) = match ctx.queue().await {
         Ok(q) => q,
         Err(e) => {
-            runs::fail(&ctx.pool, planned.run_id, &format!("queue unreachable: {e}")).await?;
+            runs::fail(
+                &ctx.pool,
+                planned.run_id,
+                &format!("queue unreachable: {e}"),
+            )
+            .await?;
             return Err(e);
         }
     };
     let sync = &planned.report.sync;
     if !planned.batches.is_empty() {
-        enqueue_run(&ctx.pool, &mut storage, planned.run_id, sync, &planned.batches).await?;
+        enqueue_run(
+            &ctx.pool,
+            &mut storage,
+            planned.run_id,
+            sync,
+            &planned.batches,
+        )
+        .await?;
     }
     let mut waiter = Waiter {
         pool: &ctx.pool,
@@ -49,7 +65,11 @@ pub async fn enqueue_and_wait(ctx: &Context, planned: PlannedRun, quiet: bool) -
     summarize(ctx, run, planned.report.rejections).await
 }
 
-async fn summarize(ctx: &Context, run: Run, plan_rejections: Vec<PlanRejection>) -> Result<RunSummary, PlannerError> {
+async fn summarize(
+    ctx: &Context,
+    run: Run,
+    plan_rejections: Vec<PlanRejection>,
+) -> Result<RunSummary, PlannerError> {
     let entries = dlq::list(
         &ctx.pool,
         &DlqFilter {
@@ -83,7 +103,11 @@ pub fn print_summary(summary: &RunSummary) {
     println!(
         "run #{} {} `{}` → `{}` ({} mode{}): {} in {secs:.1}s",
         r.id,
-        if r.kind == "replay" { "replaying DLQ of" } else { "of sync" },
+        if r.kind == "replay" {
+            "replaying DLQ of"
+        } else {
+            "of sync"
+        },
         r.sync_name,
         r.destination,
         r.mode,
@@ -101,19 +125,33 @@ pub fn print_summary(summary: &RunSummary) {
         r.delivered,
         r.rejected,
         r.failed,
-        if r.superseded > 0 { format!(", {} superseded by newer versions", r.superseded) } else { String::new() }
+        if r.superseded > 0 {
+            format!(", {} superseded by newer versions", r.superseded)
+        } else {
+            String::new()
+        }
     );
     if r.rejected_at_plan > 0 {
-        println!("  rejected   {} rows at planning (NULL or duplicate primary keys), in the DLQ", r.rejected_at_plan);
+        println!(
+            "  rejected   {} rows at planning (NULL or duplicate primary keys), in the DLQ",
+            r.rejected_at_plan
+        );
         for rej in summary.plan_rejections.iter().take(DLQ_SAMPLE) {
-            println!("             {:<16} {}", rej.record_key.as_deref().unwrap_or("(NULL)"), one_line(&rej.reason, 90));
+            println!(
+                "             {:<16} {}",
+                rej.record_key.as_deref().unwrap_or("(NULL)"),
+                one_line(&rej.reason, 90)
+            );
         }
     }
     if let Some(error) = &r.error {
         println!("  error      {error}");
     }
     if !summary.dlq_sample.is_empty() {
-        println!("  dead letters from this run (first {}):", summary.dlq_sample.len());
+        println!(
+            "  dead letters from this run (first {}):",
+            summary.dlq_sample.len()
+        );
         for e in &summary.dlq_sample {
             println!(
                 "    #{:<6} key {:<16} {}",

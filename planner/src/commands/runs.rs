@@ -11,12 +11,27 @@ pub fn print_table(runs: &[Run]) {
     }
     println!(
         "{:>6}  {:<24} {:<7} {:<10} {:>9} {:>9} {:>9} {:>8} {:>7}  {:<20} {}",
-        "RUN", "SYNC", "KIND", "STATE", "TO SEND", "DELIVERED", "REJECTED", "FAILED", "SECS", "STARTED", "ERROR"
+        "RUN",
+        "SYNC",
+        "KIND",
+        "STATE",
+        "TO SEND",
+        "DELIVERED",
+        "REJECTED",
+        "FAILED",
+        "SECS",
+        "STARTED",
+        "ERROR"
     );
     for r in runs {
         let secs = r
             .finished_at
-            .map(|f| format!("{:.1}", (f - r.created_at).num_milliseconds() as f64 / 1000.0))
+            .map(|f| {
+                format!(
+                    "{:.1}",
+                    (f - r.created_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
             .unwrap_or_else(|| "-".into());
         println!(
             "{:>6}  {:<24} {:<7} {:<10} {:>9} {:>9} {:>9} {:>8} {:>7}  {:<20} {}",
@@ -30,7 +45,10 @@ pub fn print_table(runs: &[Run]) {
             r.failed,
             secs,
             r.created_at.format("%Y-%m-%d %H:%M:%S"),
-            r.error.as_deref().map(|e| one_line(e, 60)).unwrap_or_default()
+            r.error
+                .as_deref()
+                .map(|e| one_line(e, 60))
+                .unwrap_or_default()
         );
     }
 }

@@ -52,13 +52,18 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, String) {
     let redis = ebb_shared::queue::connect(&ctx.config.state).await;
     match (db, redis) {
         (Ok(_), Ok(_)) => (StatusCode::OK, "ready".into()),
-        (Err(e), _) => (StatusCode::SERVICE_UNAVAILABLE, format!("state database: {e}")),
+        (Err(e), _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("state database: {e}"),
+        ),
         (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("queue: {e}")),
     }
 }
 
 async fn schedule_loop(ctx: Arc<Context>, sync: SyncConfig) {
-    let Some(schedule) = sync.schedule.clone() else { return };
+    let Some(schedule) = sync.schedule.clone() else {
+        return;
+    };
     loop {
         let Some(next) = schedule.schedule.upcoming(Utc).next() else {
             tracing::warn!(sync = %sync.name, "schedule has no future fire time");
@@ -81,7 +86,14 @@ async fn fire(ctx: &Context, sync: &SyncConfig) -> Result<Option<i64>, PlannerEr
     let planned = plan::plan_run(&ctx.config, &ctx.pool, sync, false, "schedule").await?;
     if !planned.batches.is_empty() {
         let (_, mut storage) = ctx.queue().await?;
-        enqueue_run(&ctx.pool, &mut storage, planned.run_id, &sync.name, &planned.batches).await?;
+        enqueue_run(
+            &ctx.pool,
+            &mut storage,
+            planned.run_id,
+            &sync.name,
+            &planned.batches,
+        )
+        .await?;
     }
     Ok(Some(planned.run_id))
 }

@@ -96,7 +96,11 @@ const REJECTIONS: &str = "SELECT s.record_key, \
      FROM ebb_snapshot s LEFT JOIN ebb_dup_keys d ON d.record_key = s.record_key \
      WHERE s.record_key IS NULL OR d.record_key IS NOT NULL";
 
-pub async fn count(conn: &mut PgConnection, sync: &str, rule: SendRule) -> Result<PlanCounts, StateError> {
+pub async fn count(
+    conn: &mut PgConnection,
+    sync: &str,
+    rule: SendRule,
+) -> Result<PlanCounts, StateError> {
     let by_change: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT change, count(*) FROM ({CLASSIFIED}) c GROUP BY change"
     )))
@@ -104,11 +108,13 @@ pub async fn count(conn: &mut PgConnection, sync: &str, rule: SendRule) -> Resul
     .fetch_all(&mut *conn)
     .await
     .map_err(q("diffing the snapshot against the ledger"))?;
-    let removed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM ({REMOVED}) r")))
-        .bind(sync)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(q("finding removed records"))?;
+    let removed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM ({REMOVED}) r"
+    )))
+    .bind(sync)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(q("finding removed records"))?;
     let rejected: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM ebb_snapshot s \
          WHERE s.record_key IS NULL OR EXISTS (SELECT 1 FROM ebb_dup_keys d WHERE d.record_key = s.record_key)",

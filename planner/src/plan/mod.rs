@@ -42,7 +42,10 @@ pub struct PlannedRun {
 
 async fn open_source(config: &Config, sync: &SyncConfig) -> Result<PostgresSource, PlannerError> {
     let source = config.source(&sync.source).ok_or_else(|| {
-        PlannerError::Usage(format!("sync `{}` names unknown source `{}`", sync.name, sync.source))
+        PlannerError::Usage(format!(
+            "sync `{}` names unknown source `{}`",
+            sync.name, sync.source
+        ))
     })?;
     PostgresSource::connect(&sync.source, source).await
 }
@@ -51,28 +54,48 @@ pub(crate) fn batch_size(config: &Config, sync: &SyncConfig) -> Result<usize, Pl
     config
         .destination(&sync.destination)
         .map(|d| d.batch_size())
-        .ok_or_else(|| PlannerError::Usage(format!("sync `{}` names unknown destination `{}`", sync.name, sync.destination)))
+        .ok_or_else(|| {
+            PlannerError::Usage(format!(
+                "sync `{}` names unknown destination `{}`",
+                sync.name, sync.destination
+            ))
+        })
 }
 
 /// `ebb plan`: everything a run would do up to sending, then rolled back.
-pub async fn dry_run(config: &Config, pool: &PgPool, sync: &SyncConfig, full_resync: bool) -> Result<PlanReport, PlannerError> {
+pub async fn dry_run(
+    config: &Config,
+    pool: &PgPool,
+    sync: &SyncConfig,
+    full_resync: bool,
+) -> Result<PlanReport, PlannerError> {
     let source = open_source(config, sync).await?;
     let mapping = source.resolve_mapping(sync).await?;
     let rule = SendRule {
         mode: sync.mode,
         full_resync,
     };
-    let mut tx = pool.begin().await.map_err(StateError::query("starting the plan"))?;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(StateError::query("starting the plan"))?;
     let rows = snapshot::snapshot(&mut tx, &source, sync, &mapping, None).await?;
     diff::find_duplicates(&mut tx).await?;
     let mut counts = diff::count(&mut tx, &sync.name, rule).await?;
     counts.rows_read = rows;
     let rejections = diff::sample_rejections(&mut tx, &sync.primary_key, REJECTION_SAMPLE).await?;
-    tx.rollback().await.map_err(StateError::query("ending the dry run"))?;
+    tx.rollback()
+        .await
+        .map_err(StateError::query("ending the dry run"))?;
     Ok(report(sync, full_resync, counts, rejections))
 }
 
-fn report(sync: &SyncConfig, full_resync: bool, counts: PlanCounts, rejections: Vec<PlanRejection>) -> PlanReport {
+fn report(
+    sync: &SyncConfig,
+    full_resync: bool,
+    counts: PlanCounts,
+    rejections: Vec<PlanRejection>,
+) -> PlanReport {
     PlanReport {
         sync: sync.name.clone(),
         destination: sync.destination.clone(),
@@ -129,16 +152,28 @@ async fn plan_committed(
         mode: sync.mode,
         full_resync,
     };
-    let mut tx = pool.begin().await.map_err(StateError::query("starting the plan"))?;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(StateError::query("starting the plan"))?;
     let rows = snapshot::snapshot(&mut tx, &source, sync, &mapping, Some((pool, run_id))).await?;
     diff::find_duplicates(&mut tx).await?;
     let mut counts = diff::count(&mut tx, &sync.name, rule).await?;
     counts.rows_read = rows;
     let rejections = diff::sample_rejections(&mut tx, &sync.primary_key, REJECTION_SAMPLE).await?;
-    diff::record_rejections(&mut tx, run_id, &sync.name, &sync.destination, &sync.primary_key).await?;
+    diff::record_rejections(
+        &mut tx,
+        run_id,
+        &sync.name,
+        &sync.destination,
+        &sync.primary_key,
+    )
+    .await?;
     let batches = diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
     mark_planned(&mut tx, run_id, &counts, batches.len()).await?;
-    tx.commit().await.map_err(StateError::query("committing the plan"))?;
+    tx.commit()
+        .await
+        .map_err(StateError::query("committing the plan"))?;
     Ok(PlannedRun {
         run_id,
         batches,

@@ -9,8 +9,8 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::error::PlannerError;
 use crate::source::postgres::{PostgresSource, SourceRow};
-use ebb_shared::config::{FieldMapping, SyncConfig};
 use ebb_shared::StateError;
+use ebb_shared::config::{FieldMapping, SyncConfig};
 
 /// COPY data is sent in chunks of about this size.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
@@ -112,7 +112,9 @@ pub async fn snapshot(
             .await
             .map_err(StateError::query("writing the snapshot"))?;
     }
-    copy.finish().await.map_err(StateError::query("finishing the snapshot COPY"))?;
+    copy.finish()
+        .await
+        .map_err(StateError::query("finishing the snapshot COPY"))?;
     sqlx::query("ANALYZE ebb_snapshot")
         .execute(&mut *conn)
         .await
@@ -134,11 +136,21 @@ mod tests {
     #[test]
     fn rows_render_null_keys_and_hex_hashes() {
         let mut buf = Vec::new();
-        push_row(&mut buf, &SourceRow { key: None, payload: "{\"a\": \"x\\\"y\"}".into() });
+        push_row(
+            &mut buf,
+            &SourceRow {
+                key: None,
+                payload: "{\"a\": \"x\\\"y\"}".into(),
+            },
+        );
         let line = String::from_utf8(buf).unwrap();
         let cols: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
         assert_eq!(cols[0], "\\N");
-        assert!(cols[1].starts_with("\\\\x") && cols[1].len() == 3 + 32, "{}", cols[1]);
+        assert!(
+            cols[1].starts_with("\\\\x") && cols[1].len() == 3 + 32,
+            "{}",
+            cols[1]
+        );
         assert_eq!(cols[2], "{\"a\": \"x\\\\\"y\"}");
     }
 

@@ -33,14 +33,21 @@ pub struct SourceRow {
 }
 
 impl PostgresSource {
-    pub async fn connect(name: &str, config: &SourceConfig) -> Result<PostgresSource, PlannerError> {
+    pub async fn connect(
+        name: &str,
+        config: &SourceConfig,
+    ) -> Result<PostgresSource, PlannerError> {
         let SourceConfig::Postgres(pg) = config;
         let connect_error = |message: String| PlannerError::SourceConnect {
             source_name: name.to_owned(),
             url: redact_url(pg.url.expose()),
             message,
         };
-        let options: PgConnectOptions = pg.url.expose().parse().map_err(|e: sqlx::Error| connect_error(e.to_string()))?;
+        let options: PgConnectOptions = pg
+            .url
+            .expose()
+            .parse()
+            .map_err(|e: sqlx::Error| connect_error(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(15))
@@ -55,18 +62,28 @@ impl PostgresSource {
 
     /// The model's column names, or an error located in the model SQL.
     pub async fn describe(&self, sync: &SyncConfig) -> Result<Vec<String>, PlannerError> {
-        let sql = format!("{DESCRIBE_PREFIX}{}\n) AS ebb_model", sync.model.as_subquery());
+        let sql = format!(
+            "{DESCRIBE_PREFIX}{}\n) AS ebb_model",
+            sync.model.as_subquery()
+        );
         let statement = self
             .pool
             .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(sql)))
             .await
             .map_err(|e| model_error(sync, e, DESCRIBE_PREFIX.chars().count()))?;
-        Ok(statement.columns().iter().map(|c| c.name().to_owned()).collect())
+        Ok(statement
+            .columns()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect())
     }
 
     /// Checks the mapping against the model's columns and returns the
     /// effective mapping (every column under its own name when none is set).
-    pub async fn resolve_mapping(&self, sync: &SyncConfig) -> Result<Vec<FieldMapping>, PlannerError> {
+    pub async fn resolve_mapping(
+        &self,
+        sync: &SyncConfig,
+    ) -> Result<Vec<FieldMapping>, PlannerError> {
         let columns = self.describe(sync).await?;
         let mapping_error = |message: String| PlannerError::Mapping {
             sync: sync.name.clone(),

@@ -28,12 +28,14 @@ pub fn interpolate(
                 });
             };
             let name = &body[..end];
-            let valid = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(ConfigError::Interpolation {
                     key: key_path.to_owned(),
-                    message: format!("`${{{name}}}` is not a valid variable name (letters, digits, `_`)"),
+                    message: format!(
+                        "`${{{name}}}` is not a valid variable name (letters, digits, `_`)"
+                    ),
                 });
             }
             match lookup(name) {
@@ -69,9 +71,15 @@ mod tests {
 
     #[test]
     fn substitutes_and_escapes() {
-        assert_eq!(interpolate("Bearer ${TOKEN}", "k", &env).unwrap(), "Bearer abc");
+        assert_eq!(
+            interpolate("Bearer ${TOKEN}", "k", &env).unwrap(),
+            "Bearer abc"
+        );
         assert_eq!(interpolate("a${EMPTY}b", "k", &env).unwrap(), "ab");
-        assert_eq!(interpolate("cost $5 $${X}", "k", &env).unwrap(), "cost $5 ${X}");
+        assert_eq!(
+            interpolate("cost $5 $${X}", "k", &env).unwrap(),
+            "cost $5 ${X}"
+        );
     }
 
     #[test]

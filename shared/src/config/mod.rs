@@ -70,7 +70,12 @@ impl SourceText<'_> {
         self.text[..end].bytes().filter(|b| *b == b'\n').count() + 1
     }
 
-    fn invalid(&self, offset: Option<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    fn invalid(
+        &self,
+        offset: Option<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_owned(),
             line: offset.map(|o| self.line_of(o)),
@@ -220,12 +225,19 @@ impl Config {
 
     /// Parses config text; `lookup` resolves `${VAR}` (the environment, or a
     /// map in tests).
-    pub fn parse(path: &Path, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let src = SourceText { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             let line = src.line_of(offset);
-            let line_start = text[..offset.min(text.len())].rfind('\n').map(|i| i + 1).unwrap_or(0);
+            let line_start = text[..offset.min(text.len())]
+                .rfind('\n')
+                .map(|i| i + 1)
+                .unwrap_or(0);
             ConfigError::Syntax {
                 path: path.to_owned(),
                 line,
@@ -244,7 +256,10 @@ impl Config {
         }
         let mut destinations = BTreeMap::new();
         for (name, table) in raw.destinations {
-            destinations.insert(name.clone(), resolve_destination(&src, &name, table, lookup)?);
+            destinations.insert(
+                name.clone(),
+                resolve_destination(&src, &name, table, lookup)?,
+            );
         }
         let mut syncs = BTreeMap::new();
         for (name, sync) in raw.syncs {
@@ -252,7 +267,11 @@ impl Config {
             syncs.insert(name, sync);
         }
         if syncs.is_empty() {
-            return Err(src.invalid(None, "syncs", "no sync is defined; add a [syncs.NAME] table"));
+            return Err(src.invalid(
+                None,
+                "syncs",
+                "no sync is defined; add a [syncs.NAME] table",
+            ));
         }
         Ok(Config {
             path: path.to_owned(),
@@ -310,9 +329,18 @@ fn resolve_state(
         raw.database_url.span().start,
         lookup,
     )?;
-    let redis_url = secret_at(src, raw.redis_url.get_ref(), "state.redis_url", raw.redis_url.span().start, lookup)?;
+    let redis_url = secret_at(
+        src,
+        raw.redis_url.get_ref(),
+        "state.redis_url",
+        raw.redis_url.span().start,
+        lookup,
+    )?;
     let valid_prefix = !raw.queue_prefix.is_empty()
-        && raw.queue_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
+        && raw
+            .queue_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
     if !valid_prefix {
         return Err(src.invalid(
             None,
@@ -343,18 +371,29 @@ fn typed<T: DeserializeOwned>(
     })
 }
 
-fn type_of(src: &SourceText<'_>, key: &str, table: &Spanned<toml::Table>, known: &[&str]) -> Result<String, ConfigError> {
+fn type_of(
+    src: &SourceText<'_>,
+    key: &str,
+    table: &Spanned<toml::Table>,
+    known: &[&str],
+) -> Result<String, ConfigError> {
     match table.get_ref().get("type") {
         Some(toml::Value::String(t)) if known.contains(&t.as_str()) => Ok(t.clone()),
         Some(toml::Value::String(t)) => Err(src.invalid(
             Some(src.field_offset(table.span().start, "type")),
             format!("{key}.type"),
-            format!("unknown type `{t}`; supported types are: {}", known.join(", ")),
+            format!(
+                "unknown type `{t}`; supported types are: {}",
+                known.join(", ")
+            ),
         )),
         _ => Err(src.invalid(
             Some(table.span().start),
             key,
-            format!("missing `type = \"...\"`; supported types are: {}", known.join(", ")),
+            format!(
+                "missing `type = \"...\"`; supported types are: {}",
+                known.join(", ")
+            ),
         )),
     }
 }
@@ -369,7 +408,13 @@ fn resolve_source(
     type_of(src, &key, &table, &["postgres"])?;
     let raw: RawPostgresSource = typed(src, &key, &table)?;
     let url_key = format!("{key}.url");
-    let url = secret_at(src, &raw.url, &url_key, src.field_offset(table.span().start, "url"), lookup)?;
+    let url = secret_at(
+        src,
+        &raw.url,
+        &url_key,
+        src.field_offset(table.span().start, "url"),
+        lookup,
+    )?;
     Ok(SourceConfig::Postgres(PostgresSourceConfig { url }))
 }
 
@@ -397,7 +442,13 @@ fn resolve_destination(
         "http" => {
             let raw: RawHttpDestination = typed(src, &key, &table)?;
             check_batch(raw.batch_size)?;
-            let url = secret_at(src, &raw.url, &format!("{key}.url"), src.field_offset(start, "url"), lookup)?;
+            let url = secret_at(
+                src,
+                &raw.url,
+                &format!("{key}.url"),
+                src.field_offset(start, "url"),
+                lookup,
+            )?;
             if !(url.expose().starts_with("http://") || url.expose().starts_with("https://")) {
                 return Err(src.invalid(
                     Some(src.field_offset(start, "url")),
@@ -408,7 +459,13 @@ fn resolve_destination(
             let mut headers = BTreeMap::new();
             for (header, value) in raw.headers {
                 let header_key = format!("{key}.headers.{header}");
-                let value = secret_at(src, &value, &header_key, src.field_offset(start, "headers"), lookup)?;
+                let value = secret_at(
+                    src,
+                    &value,
+                    &header_key,
+                    src.field_offset(start, "headers"),
+                    lookup,
+                )?;
                 headers.insert(header, value);
             }
             if raw.timeout_secs == 0 {
@@ -429,9 +486,19 @@ fn resolve_destination(
         _ => {
             let raw: RawPostgresDestination = typed(src, &key, &table)?;
             check_batch(raw.batch_size)?;
-            let url = secret_at(src, &raw.url, &format!("{key}.url"), src.field_offset(start, "url"), lookup)?;
+            let url = secret_at(
+                src,
+                &raw.url,
+                &format!("{key}.url"),
+                src.field_offset(start, "url"),
+                lookup,
+            )?;
             let table_name = TableName::from_str(&raw.table).map_err(|message| {
-                src.invalid(Some(src.field_offset(start, "table")), format!("{key}.table"), message)
+                src.invalid(
+                    Some(src.field_offset(start, "table")),
+                    format!("{key}.table"),
+                    message,
+                )
             })?;
             Ok(DestinationConfig::Postgres(PostgresDestinationConfig {
                 url,
@@ -524,7 +591,11 @@ fn resolve_sync(
     };
     let primary_key = raw.primary_key.get_ref().trim().to_owned();
     if primary_key.is_empty() {
-        return Err(src.invalid(Some(raw.primary_key.span().start), format!("{key}.primary_key"), "must name a model column"));
+        return Err(src.invalid(
+            Some(raw.primary_key.span().start),
+            format!("{key}.primary_key"),
+            "must name a model column",
+        ));
     }
     let mut mapping = Vec::with_capacity(raw.mapping.len());
     for (field, column) in raw.mapping {
@@ -558,7 +629,10 @@ fn resolve_sync(
         destination: raw.destination.into_inner(),
         model,
         primary_key,
-        mode: raw.mode.map(Spanned::into_inner).unwrap_or(SyncMode::Upsert),
+        mode: raw
+            .mode
+            .map(Spanned::into_inner)
+            .unwrap_or(SyncMode::Upsert),
         schedule,
         mapping,
     })

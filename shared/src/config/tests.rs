@@ -45,7 +45,9 @@ fn env() -> HashMap<&'static str, &'static str> {
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     let env = env();
-    Config::parse(Path::new("ebb.toml"), text, &|k| env.get(k).map(|v| v.to_string()))
+    Config::parse(Path::new("ebb.toml"), text, &|k| {
+        env.get(k).map(|v| v.to_string())
+    })
 }
 
 #[test]
@@ -75,7 +77,10 @@ fn missing_env_var_names_variable_key_and_line() {
     let text = VALID.replace("${CRM_TOKEN}", "${CRM_TOKEN_MISSING}");
     let msg = parse(&text).unwrap_err().to_string();
     assert!(msg.contains("CRM_TOKEN_MISSING"), "{msg}");
-    assert!(msg.contains("destinations.crm_webhook.headers.Authorization"), "{msg}");
+    assert!(
+        msg.contains("destinations.crm_webhook.headers.Authorization"),
+        "{msg}"
+    );
     assert!(msg.starts_with("ebb.toml:13:"), "{msg}");
 }
 
@@ -94,7 +99,10 @@ fn unknown_sync_field_and_bad_mode_are_syntax_errors_with_position() {
     assert!(msg.starts_with("ebb.toml:26:"), "{msg}");
     assert!(msg.contains("mirrror"), "{msg}");
 
-    let text = VALID.replace("primary_key = \"id\"", "primary_key = \"id\"\nprimary_keys = \"x\"");
+    let text = VALID.replace(
+        "primary_key = \"id\"",
+        "primary_key = \"id\"\nprimary_keys = \"x\"",
+    );
     let msg = parse(&text).unwrap_err().to_string();
     assert!(msg.contains("unknown field `primary_keys`"), "{msg}");
 }
@@ -159,13 +167,18 @@ fn syntax_errors_report_line_and_column() {
 fn model_errors_are_located_in_the_model_file_or_config() {
     let model = Model {
         sql: "SELECT id,\n  emial\nFROM t;".into(),
-        origin: ModelOrigin::File { path: "models/c.sql".into() },
+        origin: ModelOrigin::File {
+            path: "models/c.sql".into(),
+        },
     };
     assert_eq!(model.as_subquery(), "SELECT id,\n  emial\nFROM t");
     assert_eq!(model.locate(14), "models/c.sql:2:3");
     let inline = Model {
         sql: "SELECT emial FROM t".into(),
-        origin: ModelOrigin::Inline { config_path: "ebb.toml".into(), line: 7 },
+        origin: ModelOrigin::Inline {
+            config_path: "ebb.toml".into(),
+            line: 7,
+        },
     };
     assert!(inline.locate(8).starts_with("ebb.toml:7"));
 }

@@ -142,7 +142,9 @@ impl FromStr for TableName {
                 schema: Some((*schema).to_owned()),
                 table: (*table).to_owned(),
             }),
-            _ => Err(format!("`{s}` is not a table name; use `table` or `schema.table`")),
+            _ => Err(format!(
+                "`{s}` is not a table name; use `table` or `schema.table`"
+            )),
         }
     }
 }
@@ -243,11 +245,23 @@ impl Model {
         let sql = self.as_subquery();
         let before: String = sql.chars().take(position.saturating_sub(1)).collect();
         let line_in_sql = before.matches('\n').count();
-        let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
         match &self.origin {
-            ModelOrigin::File { path } => format!("{}:{}:{}", path.display(), line_in_sql + 1, column),
+            ModelOrigin::File { path } => {
+                format!("{}:{}:{}", path.display(), line_in_sql + 1, column)
+            }
             ModelOrigin::Inline { config_path, line } => {
-                format!("{}:{} (model SQL line {}, column {column})", config_path.display(), line + line_in_sql, line_in_sql + 1)
+                format!(
+                    "{}:{} (model SQL line {}, column {column})",
+                    config_path.display(),
+                    line + line_in_sql,
+                    line_in_sql + 1
+                )
             }
         }
     }
@@ -255,7 +269,9 @@ impl Model {
     pub fn describe_origin(&self) -> String {
         match &self.origin {
             ModelOrigin::File { path } => path.display().to_string(),
-            ModelOrigin::Inline { config_path, line } => format!("{}:{line}", config_path.display()),
+            ModelOrigin::Inline { config_path, line } => {
+                format!("{}:{line}", config_path.display())
+            }
         }
     }
 }

@@ -67,16 +67,22 @@ pub async fn count_open(pool: &PgPool, sync: Option<&str>) -> Result<i64, StateE
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<Option<DlqEntry>, StateError> {
-    sqlx::query_as::<_, DlqEntry>(sqlx::AssertSqlSafe(format!("SELECT {DLQ_COLUMNS} FROM ebb_dlq WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(StateError::query("reading a DLQ entry"))
+    sqlx::query_as::<_, DlqEntry>(sqlx::AssertSqlSafe(format!(
+        "SELECT {DLQ_COLUMNS} FROM ebb_dlq WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(StateError::query("reading a DLQ entry"))
 }
 
 /// Marks open entries as discarded: an operator decided not to deliver them.
 /// Returns the ids actually discarded.
-pub async fn discard(pool: &PgPool, ids: &[i64], sync: Option<&str>) -> Result<Vec<i64>, StateError> {
+pub async fn discard(
+    pool: &PgPool,
+    ids: &[i64],
+    sync: Option<&str>,
+) -> Result<Vec<i64>, StateError> {
     sqlx::query_scalar::<_, i64>(
         "UPDATE ebb_dlq SET status = 'discarded', resolved_at = now(), resolution = 'discarded by operator' \
          WHERE status = 'open' AND (id = ANY($1) OR ($2::text IS NOT NULL AND sync_name = $2)) RETURNING id",

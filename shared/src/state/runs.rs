@@ -94,7 +94,9 @@ pub async fn start(pool: &PgPool, new: NewRun<'_>) -> Result<i64, StateError> {
     .await;
     match inserted {
         Ok(id) => Ok(id),
-        Err(sqlx::Error::Database(db)) if db.constraint() == Some("ebb_runs_one_active_per_sync") => {
+        Err(sqlx::Error::Database(db))
+            if db.constraint() == Some("ebb_runs_one_active_per_sync") =>
+        {
             let active = sqlx::query_as::<_, (i64, String)>(
                 "SELECT id, state FROM ebb_runs WHERE sync_name = $1 AND state IN ('planning', 'running')",
             )
@@ -139,12 +141,14 @@ pub async fn fail(pool: &PgPool, run_id: i64, error: &str) -> Result<(), StateEr
 }
 
 pub async fn get(pool: &PgPool, run_id: i64) -> Result<Run, StateError> {
-    sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM ebb_runs WHERE id = $1")))
-        .bind(run_id)
-        .fetch_optional(pool)
-        .await
-        .map_err(StateError::query("reading a run"))?
-        .ok_or(StateError::NoSuchRun(run_id))
+    sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE id = $1"
+    )))
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(StateError::query("reading a run"))?
+    .ok_or(StateError::NoSuchRun(run_id))
 }
 
 pub async fn list(pool: &PgPool, sync: Option<&str>, limit: i64) -> Result<Vec<Run>, StateError> {

@@ -20,7 +20,11 @@ use util::retry::RetryPolicy;
 /// of a batch and classifies the answer; retries and splitting are done by
 /// [`util::delivery::deliver`].
 pub trait Destination: Send + Sync {
-    fn send<'a>(&'a self, ctx: &'a BatchContext, records: &'a [OutboundRecord]) -> BoxFuture<'a, Attempt>;
+    fn send<'a>(
+        &'a self,
+        ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> BoxFuture<'a, Attempt>;
 }
 
 /// What a worker needs to deliver one sync's batches.

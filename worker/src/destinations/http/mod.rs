@@ -45,7 +45,11 @@ impl HttpDestination {
 }
 
 impl Destination for HttpDestination {
-    fn send<'a>(&'a self, ctx: &'a BatchContext, records: &'a [OutboundRecord]) -> BoxFuture<'a, Attempt> {
+    fn send<'a>(
+        &'a self,
+        ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
             match build_body(ctx, records) {
                 Ok(body) => service::post(&self.client, &self.config, body).await,

@@ -32,7 +32,10 @@ struct RecordBody<'a> {
     fields: Option<&'a RawValue>,
 }
 
-pub fn build_body(ctx: &BatchContext, records: &[OutboundRecord]) -> Result<Vec<u8>, serde_json::Error> {
+pub fn build_body(
+    ctx: &BatchContext,
+    records: &[OutboundRecord],
+) -> Result<Vec<u8>, serde_json::Error> {
     let body = Body {
         sync: &ctx.sync,
         run_id: ctx.run_id,
@@ -57,7 +60,12 @@ mod tests {
 
     #[test]
     fn body_matches_the_documented_format() {
-        let ctx = BatchContext { sync: "customers".into(), destination: "crm".into(), run_id: 12, batch_no: 3 };
+        let ctx = BatchContext {
+            sync: "customers".into(),
+            destination: "crm".into(),
+            run_id: 12,
+            batch_no: 3,
+        };
         let records = vec![
             OutboundRecord {
                 key: "42".into(),
@@ -65,9 +73,15 @@ mod tests {
                 fields: Some(RawValue::from_string("{\"email\": \"a@b.co\"}".into()).unwrap()),
                 version: Some("9f2c".into()),
             },
-            OutboundRecord { key: "17".into(), op: Op::Delete, fields: None, version: None },
+            OutboundRecord {
+                key: "17".into(),
+                op: Op::Delete,
+                fields: None,
+                version: None,
+            },
         ];
-        let body: serde_json::Value = serde_json::from_slice(&build_body(&ctx, &records).unwrap()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&build_body(&ctx, &records).unwrap()).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"sync": "customers", "run_id": 12, "batch": 3, "records": [

@@ -13,7 +13,11 @@ use crate::destinations::util::outcome::Attempt;
 
 const MAX_BODY_CHARS: usize = 1000;
 
-pub async fn post(client: &reqwest::Client, config: &HttpDestinationConfig, body: Vec<u8>) -> Attempt {
+pub async fn post(
+    client: &reqwest::Client,
+    config: &HttpDestinationConfig,
+    body: Vec<u8>,
+) -> Attempt {
     let mut request = client
         .post(config.url.expose())
         .timeout(Duration::from_secs(config.timeout_secs))
@@ -47,7 +51,9 @@ fn describe_send_error(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let source = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
+    let source = std::error::Error::source(e)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
     format!("{kind}{source}")
 }
 
@@ -60,9 +66,15 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &str) -
     };
     match status.as_u16() {
         200..=299 => Attempt::Delivered,
-        408 | 425 | 429 => Attempt::Transient { message, retry_after },
+        408 | 425 | 429 => Attempt::Transient {
+            message,
+            retry_after,
+        },
         501 | 505 => Attempt::Fatal(message),
-        500..=599 => Attempt::Transient { message, retry_after },
+        500..=599 => Attempt::Transient {
+            message,
+            retry_after,
+        },
         401 | 403 | 404 | 405 | 407 => Attempt::Fatal(message),
         400..=499 => Attempt::Rejected(message),
         // 1xx/3xx after redirects: the receiver did not take the batch.
@@ -89,15 +101,33 @@ mod tests {
     #[test]
     fn classification_follows_the_documented_table() {
         assert_eq!(classify(StatusCode::OK, None, ""), Attempt::Delivered);
-        assert_eq!(classify(StatusCode::NO_CONTENT, None, ""), Attempt::Delivered);
-        assert!(matches!(classify(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(2)), ""),
-            Attempt::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(2)));
-        assert!(matches!(classify(StatusCode::SERVICE_UNAVAILABLE, None, ""), Attempt::Transient { .. }));
-        assert!(matches!(classify(StatusCode::NOT_IMPLEMENTED, None, ""), Attempt::Fatal(_)));
-        assert!(matches!(classify(StatusCode::UNAUTHORIZED, None, "bad token"), Attempt::Fatal(m) if m.contains("bad token")));
-        assert!(matches!(classify(StatusCode::UNPROCESSABLE_ENTITY, None, "{\"error\":\"invalid email\"}"),
-            Attempt::Rejected(m) if m.contains("invalid email")));
-        assert!(matches!(classify(StatusCode::PAYLOAD_TOO_LARGE, None, ""), Attempt::Rejected(_)));
+        assert_eq!(
+            classify(StatusCode::NO_CONTENT, None, ""),
+            Attempt::Delivered
+        );
+        assert!(
+            matches!(classify(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(2)), ""),
+            Attempt::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(2))
+        );
+        assert!(matches!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, None, ""),
+            Attempt::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::NOT_IMPLEMENTED, None, ""),
+            Attempt::Fatal(_)
+        ));
+        assert!(
+            matches!(classify(StatusCode::UNAUTHORIZED, None, "bad token"), Attempt::Fatal(m) if m.contains("bad token"))
+        );
+        assert!(
+            matches!(classify(StatusCode::UNPROCESSABLE_ENTITY, None, "{\"error\":\"invalid email\"}"),
+            Attempt::Rejected(m) if m.contains("invalid email"))
+        );
+        assert!(matches!(
+            classify(StatusCode::PAYLOAD_TOO_LARGE, None, ""),
+            Attempt::Rejected(_)
+        ));
     }
 
     #[test]
@@ -105,7 +135,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), None);
     }
 }

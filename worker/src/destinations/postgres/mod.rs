@@ -24,10 +24,15 @@ use crate::error::WorkerError;
 /// Connects on first use, so a worker starts even while a destination
 /// database is down (its batches retry instead).
 pub fn connect_lazy(name: &str, config: &PostgresDestinationConfig) -> Result<PgPool, WorkerError> {
-    let options: PgConnectOptions = config.url.expose().parse().map_err(|e: sqlx::Error| WorkerError::DestinationSetup {
-        destination: name.to_owned(),
-        message: format!("invalid url {}: {e}", redact_url(config.url.expose())),
-    })?;
+    let options: PgConnectOptions =
+        config
+            .url
+            .expose()
+            .parse()
+            .map_err(|e: sqlx::Error| WorkerError::DestinationSetup {
+                destination: name.to_owned(),
+                message: format!("invalid url {}: {e}", redact_url(config.url.expose())),
+            })?;
     Ok(PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
@@ -58,7 +63,16 @@ impl PostgresDestination {
 }
 
 impl Destination for PostgresDestination {
-    fn send<'a>(&'a self, _ctx: &'a BatchContext, records: &'a [OutboundRecord]) -> BoxFuture<'a, Attempt> {
-        Box::pin(service::apply(&self.pool, &self.table, &self.key_column, records))
+    fn send<'a>(
+        &'a self,
+        _ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> BoxFuture<'a, Attempt> {
+        Box::pin(service::apply(
+            &self.pool,
+            &self.table,
+            &self.key_column,
+            records,
+        ))
     }
 }

@@ -10,14 +10,24 @@ use super::statements;
 use crate::batch::{Op, OutboundRecord};
 use crate::destinations::util::outcome::Attempt;
 
-pub async fn apply(pool: &PgPool, table: &TableName, key_column: &str, records: &[OutboundRecord]) -> Attempt {
+pub async fn apply(
+    pool: &PgPool,
+    table: &TableName,
+    key_column: &str,
+    records: &[OutboundRecord],
+) -> Attempt {
     match try_apply(pool, table, key_column, records).await {
         Ok(()) => Attempt::Delivered,
         Err(e) => classify(&e, table),
     }
 }
 
-async fn try_apply(pool: &PgPool, table: &TableName, key_column: &str, records: &[OutboundRecord]) -> Result<(), sqlx::Error> {
+async fn try_apply(
+    pool: &PgPool,
+    table: &TableName,
+    key_column: &str,
+    records: &[OutboundRecord],
+) -> Result<(), sqlx::Error> {
     let upserts: Vec<&OutboundRecord> = records.iter().filter(|r| r.op == Op::Upsert).collect();
     let deletes: Vec<&OutboundRecord> = records.iter().filter(|r| r.op == Op::Delete).collect();
     let mut tx = pool.begin().await?;
@@ -31,10 +41,12 @@ async fn try_apply(pool: &PgPool, table: &TableName, key_column: &str, records: 
             rows.push_str(r.fields.as_ref().map(|f| f.get()).unwrap_or("{}"));
         }
         rows.push(']');
-        sqlx::query(sqlx::AssertSqlSafe(statements::upsert(table, key_column, &columns)))
-            .bind(rows)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(statements::upsert(
+            table, key_column, &columns,
+        )))
+        .bind(rows)
+        .execute(&mut *tx)
+        .await?;
     }
     if !deletes.is_empty() {
         let keys: Vec<serde_json::Value> = deletes
@@ -55,7 +67,9 @@ fn field_names(record: &OutboundRecord) -> Vec<String> {
     record
         .fields
         .as_ref()
-        .and_then(|f| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(f.get()).ok())
+        .and_then(|f| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(f.get()).ok()
+        })
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default()
 }
@@ -72,7 +86,10 @@ fn classify(error: &sqlx::Error, table: &TableName) -> Attempt {
             let message = format!("{}{detail} [SQLSTATE {code}]", db.message());
             match code.get(..2).unwrap_or("") {
                 "22" | "23" => Attempt::Rejected(message),
-                "08" | "40" | "53" | "55" | "57" => Attempt::Transient { message, retry_after: None },
+                "08" | "40" | "53" | "55" | "57" => Attempt::Transient {
+                    message,
+                    retry_after: None,
+                },
                 "42" if code == "42P10" => Attempt::Fatal(format!(
                     "table {table} needs a unique index or primary key on the mapped key column to upsert: {message}"
                 )),

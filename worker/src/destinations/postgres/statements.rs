@@ -42,10 +42,19 @@ mod tests {
 
     #[test]
     fn statements_quote_identifiers() {
-        let table = TableName { schema: Some("public".into()), table: "cust\"omers".into() };
+        let table = TableName {
+            schema: Some("public".into()),
+            table: "cust\"omers".into(),
+        };
         let sql = upsert(&table, "id", &["id".into(), "email".into()]);
-        assert!(sql.starts_with("INSERT INTO \"public\".\"cust\"\"omers\" (\"id\", \"email\")"), "{sql}");
-        assert!(sql.ends_with("ON CONFLICT (\"id\") DO UPDATE SET \"email\" = EXCLUDED.\"email\""), "{sql}");
+        assert!(
+            sql.starts_with("INSERT INTO \"public\".\"cust\"\"omers\" (\"id\", \"email\")"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("ON CONFLICT (\"id\") DO UPDATE SET \"email\" = EXCLUDED.\"email\""),
+            "{sql}"
+        );
         assert!(upsert(&table, "id", &["id".into()]).ends_with("DO NOTHING"));
         assert!(delete(&table, "id").contains("WHERE t.\"id\" = d.\"id\""));
     }

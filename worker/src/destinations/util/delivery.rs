@@ -40,7 +40,10 @@ async fn send_with_retry(
             Attempt::Delivered => return ChunkResult::Delivered,
             Attempt::Rejected(reason) => return ChunkResult::Rejected(reason),
             Attempt::Fatal(reason) => return ChunkResult::Fatal(reason),
-            Attempt::Transient { message, retry_after } => {
+            Attempt::Transient {
+                message,
+                retry_after,
+            } => {
                 if retry >= policy.max_retries {
                     return ChunkResult::Failed(format!(
                         "retries exhausted after {} attempts; last error: {message}",
@@ -77,7 +80,9 @@ pub async fn deliver(
     while let Some(range) = pending.pop() {
         let chunk = &records[range.clone()];
         let result = send_with_retry(destination, ctx, chunk, policy, &mut stats).await;
-        let set = |outcomes: &mut Vec<Option<RecordOutcome>>, range: Range<usize>, outcome: RecordOutcome| {
+        let set = |outcomes: &mut Vec<Option<RecordOutcome>>,
+                   range: Range<usize>,
+                   outcome: RecordOutcome| {
             for slot in &mut outcomes[range] {
                 *slot = Some(outcome.clone());
             }
@@ -112,7 +117,11 @@ pub async fn deliver(
     }
     let outcomes = outcomes
         .into_iter()
-        .map(|o| o.unwrap_or_else(|| RecordOutcome::Failed("internal error: record was never sent".into())))
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                RecordOutcome::Failed("internal error: record was never sent".into())
+            })
+        })
         .collect();
     (outcomes, stats)
 }
@@ -137,7 +146,11 @@ mod tests {
     }
 
     impl Destination for Scripted {
-        fn send<'a>(&'a self, _ctx: &'a BatchContext, records: &'a [OutboundRecord]) -> BoxFuture<'a, Attempt> {
+        fn send<'a>(
+            &'a self,
+            _ctx: &'a BatchContext,
+            records: &'a [OutboundRecord],
+        ) -> BoxFuture<'a, Attempt> {
             Box::pin(async move {
                 *self.requests.lock().unwrap() += 1;
                 if self.fatal {
@@ -147,7 +160,10 @@ mod tests {
                     let mut flaky = self.flaky.lock().unwrap();
                     if *flaky > 0 {
                         *flaky -= 1;
-                        return Attempt::Transient { message: "503".into(), retry_after: None };
+                        return Attempt::Transient {
+                            message: "503".into(),
+                            retry_after: None,
+                        };
                     }
                 }
                 match records.iter().find(|r| self.bad.contains(&r.key.as_str())) {
@@ -160,20 +176,39 @@ mod tests {
 
     fn records(n: usize) -> Vec<OutboundRecord> {
         (0..n)
-            .map(|i| OutboundRecord { key: i.to_string(), op: Op::Upsert, fields: None, version: None })
+            .map(|i| OutboundRecord {
+                key: i.to_string(),
+                op: Op::Upsert,
+                fields: None,
+                version: None,
+            })
             .collect()
     }
 
     fn ctx() -> BatchContext {
-        BatchContext { sync: "s".into(), destination: "d".into(), run_id: 1, batch_no: 0 }
+        BatchContext {
+            sync: "s".into(),
+            destination: "d".into(),
+            run_id: 1,
+            batch_no: 0,
+        }
     }
 
     fn fast(max_retries: u32) -> RetryPolicy {
-        RetryPolicy { max_retries, initial_backoff: Duration::from_millis(1), max_backoff: Duration::from_millis(2) }
+        RetryPolicy {
+            max_retries,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        }
     }
 
     fn scripted(bad: Vec<&'static str>, flaky: u32, fatal: bool) -> Scripted {
-        Scripted { bad, flaky: Mutex::new(flaky), fatal, requests: Mutex::new(0) }
+        Scripted {
+            bad,
+            flaky: Mutex::new(flaky),
+            fatal,
+            requests: Mutex::new(0),
+        }
     }
 
     #[tokio::test]
@@ -187,7 +222,10 @@ mod tests {
                 assert_eq!(o, &RecordOutcome::Delivered, "record {i}");
             }
         }
-        assert!(stats.requests <= 2 * 7 + 1, "bisection should be logarithmic: {stats:?}");
+        assert!(
+            stats.requests <= 2 * 7 + 1,
+            "bisection should be logarithmic: {stats:?}"
+        );
     }
 
     #[tokio::test]
@@ -201,7 +239,10 @@ mod tests {
         let (outcomes, _) = deliver(&dest, &ctx(), &records(3), fast(2)).await;
         for o in outcomes {
             match o {
-                RecordOutcome::Failed(reason) => assert!(reason.contains("retries exhausted after 3 attempts"), "{reason}"),
+                RecordOutcome::Failed(reason) => assert!(
+                    reason.contains("retries exhausted after 3 attempts"),
+                    "{reason}"
+                ),
                 other => panic!("expected failure, got {other:?}"),
             }
         }
@@ -212,6 +253,10 @@ mod tests {
         let dest = scripted(vec![], 0, true);
         let (outcomes, stats) = deliver(&dest, &ctx(), &records(50), fast(3)).await;
         assert_eq!(stats.requests, 1);
-        assert!(outcomes.iter().all(|o| matches!(o, RecordOutcome::Failed(r) if r.contains("401"))));
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, RecordOutcome::Failed(r) if r.contains("401")))
+        );
     }
 }

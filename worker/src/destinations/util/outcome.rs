@@ -12,7 +12,10 @@ pub enum Attempt {
     Rejected(String),
     /// Worth retrying later: 429, 5xx, timeouts, lost connections. A
     /// `retry_after` from the destination is honoured.
-    Transient { message: String, retry_after: Option<Duration> },
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// Retrying or splitting cannot help (bad credentials, missing table,
     /// wrong URL): every record of the batch fails with this message.
     Fatal(String),

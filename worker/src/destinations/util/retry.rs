@@ -51,6 +51,9 @@ mod tests {
             assert!(p.backoff(30, None) <= Duration::from_secs(30));
             assert!(p.backoff(1, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
         }
-        assert_eq!(p.backoff(1, Some(Duration::from_secs(3600))), Duration::from_secs(300));
+        assert_eq!(
+            p.backoff(1, Some(Duration::from_secs(3600))),
+            Duration::from_secs(300)
+        );
     }
 }
