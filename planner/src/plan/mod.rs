@@ -79,11 +79,8 @@ pub async fn dry_run(
         .begin()
         .await
         .map_err(StateError::query("starting the plan"))?;
-    let rows = snapshot::snapshot(&mut tx, &source, sync, &mapping, None).await?;
-    diff::find_duplicates(&mut tx).await?;
-    let mut counts = diff::count(&mut tx, &sync.name, rule).await?;
-    counts.rows_read = rows;
-    let rejections = diff::sample_rejections(&mut tx, &sync.primary_key, REJECTION_SAMPLE).await?;
+    let (counts, rejections) =
+        snapshot_and_diff(&mut tx, &source, sync, &mapping, rule, None).await?;
     tx.rollback()
         .await
         .map_err(StateError::query("ending the dry run"))?;
@@ -104,6 +101,25 @@ fn report(
         counts,
         rejections,
     }
+}
+
+/// The steps a dry run and a real run share: snapshot the model into the
+/// transaction's temp table, find duplicate keys, count the diff and sample
+/// the planning rejections.
+async fn snapshot_and_diff(
+    tx: &mut sqlx::PgConnection,
+    source: &PostgresSource,
+    sync: &SyncConfig,
+    mapping: &[ebb_shared::config::FieldMapping],
+    rule: SendRule,
+    heartbeat: Option<(&PgPool, i64)>,
+) -> Result<(PlanCounts, Vec<PlanRejection>), PlannerError> {
+    let rows = snapshot::snapshot(tx, source, sync, mapping, heartbeat).await?;
+    diff::find_duplicates(tx).await?;
+    let mut counts = diff::count(tx, &sync.name, rule).await?;
+    counts.rows_read = rows;
+    let rejections = diff::sample_rejections(tx, &sync.primary_key, REJECTION_SAMPLE).await?;
+    Ok((counts, rejections))
 }
 
 /// Creates a run and commits its plan. On any error the run is marked failed
@@ -156,11 +172,8 @@ async fn plan_committed(
         .begin()
         .await
         .map_err(StateError::query("starting the plan"))?;
-    let rows = snapshot::snapshot(&mut tx, &source, sync, &mapping, Some((pool, run_id))).await?;
-    diff::find_duplicates(&mut tx).await?;
-    let mut counts = diff::count(&mut tx, &sync.name, rule).await?;
-    counts.rows_read = rows;
-    let rejections = diff::sample_rejections(&mut tx, &sync.primary_key, REJECTION_SAMPLE).await?;
+    let (counts, rejections) =
+        snapshot_and_diff(&mut tx, &source, sync, &mapping, rule, Some((pool, run_id))).await?;
     diff::record_rejections(
         &mut tx,
         run_id,
