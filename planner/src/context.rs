@@ -1,10 +1,9 @@
 //! Connections a command needs, opened once: state database, queue, config.
 
-use apalis_redis::{ConnectionManager, RedisStorage};
 use ebb_shared::config::Config;
-use ebb_shared::queue::{self, WriteBatchTask};
 use sqlx::PgPool;
 
+use crate::enqueue::Queue;
 use crate::error::PlannerError;
 
 pub struct Context {
@@ -19,11 +18,7 @@ impl Context {
         Ok(Context { config, pool })
     }
 
-    pub async fn queue(
-        &self,
-    ) -> Result<(ConnectionManager, RedisStorage<WriteBatchTask>), PlannerError> {
-        let conn = queue::connect(&self.config.state).await?;
-        let storage = queue::storage(conn.clone(), &self.config.state, &self.config.worker, 1);
-        Ok((conn, storage))
+    pub async fn queue(&self) -> Result<Queue, PlannerError> {
+        Ok(Queue::connect(&self.config.state, &self.config.worker).await?)
     }
 }

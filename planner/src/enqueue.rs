@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use apalis_redis::RedisStorage;
+use apalis_redis::{ConnectionManager, RedisStorage};
+use ebb_shared::config::{StateConfig, WorkerSettings};
+use ebb_shared::error::QueueError;
 use ebb_shared::queue::{self, WriteBatchTask};
 use ebb_shared::state::runs;
 use sqlx::PgPool;
@@ -11,6 +13,53 @@ use sqlx::PgPool;
 use crate::error::PlannerError;
 
 const PUSH_ATTEMPTS: u32 = 4;
+
+/// The planner's handle on the task queue.
+pub struct Queue {
+    pub conn: ConnectionManager,
+    pub storage: RedisStorage<WriteBatchTask>,
+    pub state: StateConfig,
+    pub worker: WorkerSettings,
+}
+
+impl Queue {
+    pub async fn connect(
+        state: &StateConfig,
+        worker: &WorkerSettings,
+    ) -> Result<Queue, QueueError> {
+        let conn = queue::connect(state).await?;
+        let storage = queue::storage(conn.clone(), state, worker, 1);
+        Ok(Queue {
+            conn,
+            storage,
+            state: state.clone(),
+            worker: worker.clone(),
+        })
+    }
+
+    /// See [`queue::epoch`].
+    pub async fn epoch(&mut self) -> Result<String, QueueError> {
+        queue::epoch(&mut self.conn, &self.state).await
+    }
+
+    pub async fn depth(&mut self) -> Result<queue::QueueDepth, QueueError> {
+        queue::depth(&mut self.conn, &self.storage, &self.worker).await
+    }
+
+    /// Records the current epoch on the run, then pushes its batches.
+    async fn push(
+        &mut self,
+        pool: &PgPool,
+        run_id: i64,
+        sync: &str,
+        batches: &[i32],
+    ) -> Result<(), PlannerError> {
+        let epoch = self.epoch().await?;
+        runs::set_queue_epoch(pool, run_id, &epoch).await?;
+        queue::enqueue(&mut self.storage, tasks(run_id, sync, batches)).await?;
+        Ok(())
+    }
+}
 
 fn tasks(run_id: i64, sync: &str, batches: &[i32]) -> Vec<WriteBatchTask> {
     batches
@@ -28,7 +77,7 @@ fn tasks(run_id: i64, sync: &str, batches: &[i32]) -> Vec<WriteBatchTask> {
 /// plans the same records again.
 pub async fn enqueue_run(
     pool: &PgPool,
-    storage: &mut RedisStorage<WriteBatchTask>,
+    queue: &mut Queue,
     run_id: i64,
     sync: &str,
     batches: &[i32],
@@ -36,9 +85,9 @@ pub async fn enqueue_run(
     let mut delay = Duration::from_millis(500);
     let mut attempt = 1;
     loop {
-        match queue::enqueue(storage, tasks(run_id, sync, batches)).await {
+        match queue.push(pool, run_id, sync, batches).await {
             Ok(()) => return Ok(()),
-            Err(e) if attempt < PUSH_ATTEMPTS => {
+            Err(e @ PlannerError::Queue(_)) if attempt < PUSH_ATTEMPTS => {
                 tracing::warn!(run_id, attempt, error = %e, "enqueue failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
@@ -51,7 +100,7 @@ pub async fn enqueue_run(
                     &format!("could not enqueue the run's batches: {e}"),
                 )
                 .await?;
-                return Err(e.into());
+                return Err(e);
             }
         }
     }
@@ -62,13 +111,13 @@ pub async fn enqueue_run(
 /// another worker holds.
 pub async fn requeue_unsettled(
     pool: &PgPool,
-    storage: &mut RedisStorage<WriteBatchTask>,
+    queue: &mut Queue,
     run_id: i64,
     sync: &str,
 ) -> Result<usize, PlannerError> {
     let batches = runs::unsettled_batches(pool, run_id).await?;
     if !batches.is_empty() {
-        queue::enqueue(storage, tasks(run_id, sync, &batches)).await?;
+        queue.push(pool, run_id, sync, &batches).await?;
     }
     Ok(batches.len())
 }

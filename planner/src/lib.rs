@@ -9,5 +9,6 @@ pub mod error;
 pub mod plan;
 pub mod progress;
 pub mod source;
+pub mod watchdog;
 
 pub use error::PlannerError;

@@ -4,15 +4,12 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use apalis_redis::{ConnectionManager, RedisStorage};
-use ebb_shared::config::WorkerSettings;
-use ebb_shared::queue::{self, WriteBatchTask};
 use ebb_shared::state::runs::{self, Run};
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 
-use crate::enqueue::requeue_unsettled;
 use crate::error::PlannerError;
+use crate::watchdog::Watchdog;
 
 const POLL: Duration = Duration::from_millis(250);
 const PLAIN_LINE_EVERY: Duration = Duration::from_secs(5);
@@ -20,9 +17,7 @@ const NO_WORKER_HINT_AFTER: Duration = Duration::from_secs(15);
 
 pub struct Waiter<'a> {
     pub pool: &'a PgPool,
-    pub conn: ConnectionManager,
-    pub storage: RedisStorage<WriteBatchTask>,
-    pub worker: &'a WorkerSettings,
+    pub watchdog: Watchdog,
     /// No progress output at all (for `--json`).
     pub quiet: bool,
 }
@@ -44,9 +39,7 @@ impl Waiter<'_> {
         });
         let started = Instant::now();
         let mut last_line = Instant::now();
-        let mut idle_since: Option<Instant> = None;
         let mut hinted = false;
-        let requeue_after = Duration::from_secs(self.worker.requeue_after_secs);
         while !run.is_finished() {
             tokio::time::sleep(POLL).await;
             run = runs::get(self.pool, run_id).await?;
@@ -71,12 +64,14 @@ impl Waiter<'_> {
             if run.is_finished() {
                 break;
             }
-            // Redis holds nothing Postgres cannot rebuild: an empty queue with
-            // unsettled batches means the tasks were lost, so put them back.
-            let depth = queue::depth(&mut self.conn, &self.storage, self.worker).await;
-            match depth {
-                Ok(depth) => {
-                    if depth.live_workers == 0
+            // Redis holds nothing Postgres cannot rebuild: put back what it lost.
+            match self
+                .watchdog
+                .check(self.pool, std::slice::from_ref(&run))
+                .await
+            {
+                Ok(check) => {
+                    if check.depth.live_workers == 0
                         && !hinted
                         && started.elapsed() > NO_WORKER_HINT_AFTER
                         && !self.quiet
@@ -88,28 +83,8 @@ impl Waiter<'_> {
                         }
                         hinted = true;
                     }
-                    if depth.pending + depth.scheduled + depth.in_flight == 0 {
-                        let since = *idle_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= requeue_after {
-                            let n = requeue_unsettled(
-                                self.pool,
-                                &mut self.storage,
-                                run_id,
-                                &run.sync_name,
-                            )
-                            .await?;
-                            tracing::warn!(
-                                run_id,
-                                batches = n,
-                                "queue had no tasks for unsettled batches; re-enqueued them from Postgres"
-                            );
-                            idle_since = None;
-                        }
-                    } else {
-                        idle_since = None;
-                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read queue depth; will retry"),
+                Err(e) => tracing::warn!(error = %e, "cannot check the queue; will retry"),
             }
         }
         if let Some(bar) = bar {

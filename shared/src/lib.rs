@@ -4,6 +4,7 @@
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod hex;
 pub mod queue;
 pub mod secret;
 pub mod state;

@@ -93,6 +93,33 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// The queue's epoch: a random id kept in Redis next to the queue, created
+/// when missing. Redis losing its data (FLUSHALL, a restart without
+/// persistence) loses the epoch too, so a run whose recorded epoch differs
+/// from the current one has lost its tasks and must be re-enqueued.
+pub async fn epoch(
+    conn: &mut ConnectionManager,
+    state: &StateConfig,
+) -> Result<String, QueueError> {
+    let key = format!("{}:epoch", queue_name(&state.queue_prefix));
+    let ctx = |context| move |source| QueueError::Redis { context, source };
+    let fresh = uuid::Uuid::now_v7().to_string();
+    let _: Option<String> = redis::cmd("SET")
+        .arg(&key)
+        .arg(&fresh)
+        .arg("NX")
+        .query_async(conn)
+        .await
+        .map_err(ctx("creating the queue epoch"))?;
+    let current: Option<String> = conn
+        .get(&key)
+        .await
+        .map_err(ctx("reading the queue epoch"))?;
+    // Missing only if Redis lost it again between the two commands: the next
+    // check sees a new epoch and re-enqueues.
+    Ok(current.unwrap_or(fresh))
+}
+
 /// Queue depth as an operator (or an autoscaler) sees it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct QueueDepth {

@@ -28,6 +28,19 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// What every test config starts with: `{HEADER}` in a config given to
+/// [`TestEnv::new`] becomes this env's `[state]` and `[sources.warehouse]`.
+const HEADER: &str = r#"
+[state]
+database_url = "{STATE_URL}"
+redis_url = "redis://127.0.0.1:6379"
+queue_prefix = "{PREFIX}"
+
+[sources.warehouse]
+type = "postgres"
+url = "{WAREHOUSE_URL}"
+"#;
+
 pub struct TestEnv {
     pub id: String,
     pub dir: PathBuf,
@@ -48,7 +61,7 @@ pub struct Urls {
 
 impl TestEnv {
     /// Creates the databases; `config` is written as ebb.toml after replacing
-    /// `{STATE_URL}`, `{WAREHOUSE_URL}`, `{APP_URL}`, `{PREFIX}` and any
+    /// `{HEADER}`, `{STATE_URL}`, `{WAREHOUSE_URL}`, `{APP_URL}`, `{PREFIX}` and any
     /// `extra` placeholders.
     pub async fn new(config: &str, extra: &[(&str, String)]) -> TestEnv {
         let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
@@ -93,6 +106,7 @@ impl TestEnv {
 
     pub fn write_config(&self, config: &str, extra: &[(&str, String)]) {
         let mut text = config
+            .replace("{HEADER}", HEADER)
             .replace("{STATE_URL}", &self.urls.state)
             .replace("{WAREHOUSE_URL}", &self.urls.warehouse)
             .replace("{APP_URL}", &self.urls.app)
@@ -111,13 +125,19 @@ impl TestEnv {
         self.dir.join("ebb.toml")
     }
 
-    /// Runs `ebb ARGS` to completion (at most two minutes).
-    pub async fn ebb(&self, args: &[&str]) -> Output {
+    /// `ebb --config <this env's ebb.toml> ARGS`, logging warnings as text.
+    pub fn ebb_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("ebb"));
         cmd.arg("--config").arg(self.config_path()).args(args);
         cmd.env("RUST_LOG", "warn")
             .env("EBB_LOG_TEXT", "1")
             .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `ebb ARGS` to completion (at most two minutes).
+    pub async fn ebb(&self, args: &[&str]) -> Output {
+        let mut cmd = self.ebb_command(args);
         tokio::time::timeout(Duration::from_secs(120), cmd.output())
             .await
             .unwrap_or_else(|_| panic!("`ebb {}` did not finish within 2 minutes", args.join(" ")))
@@ -188,6 +208,54 @@ impl TestEnv {
             .expect("worker did not exit within 60 s of SIGTERM")
             .expect("wait for worker");
         status.success()
+    }
+
+    /// Deletes every Redis key of this env's queue, as FLUSHALL or a Redis
+    /// restart without persistence would (scoped, so parallel tests survive).
+    pub async fn wipe_queue(&self) -> usize {
+        let client = redis::Client::open(REDIS_URL).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}:*", self.urls.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .expect("DEL");
+        }
+        keys.len()
+    }
+
+    /// Tasks waiting on this env's queue: apalis-redis pushes them into the
+    /// `scheduled` ZSET, and a worker's fetch promotes them to the `active` list.
+    pub async fn queued_tasks(&self) -> i64 {
+        let client = redis::Client::open(REDIS_URL).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis");
+        let queue = format!("{{{}:writes}}", self.urls.prefix);
+        let (active, scheduled): (i64, i64) = redis::pipe()
+            .cmd("LLEN")
+            .arg(format!("{queue}:active"))
+            .cmd("ZCARD")
+            .arg(format!("{queue}:scheduled"))
+            .query_async(&mut conn)
+            .await
+            .expect("queue length");
+        active + scheduled
+    }
+
+    /// Process ids of the workers started so far (None once one has exited).
+    pub fn worker_pids(&self) -> Vec<Option<u32>> {
+        self.workers.iter().map(Child::id).collect()
     }
 
     pub fn worker_log(&self, index: usize) -> String {

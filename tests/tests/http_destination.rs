@@ -7,20 +7,13 @@ use ebb_tests::receiver::Receiver;
 use ebb_tests::{TestEnv, seed_customers};
 
 const CONFIG: &str = r#"
-[state]
-database_url = "{STATE_URL}"
-redis_url = "redis://127.0.0.1:6379"
-queue_prefix = "{PREFIX}"
+{HEADER}
 
 [worker]
 heartbeat_secs = 2
 missed_heartbeats = 3
 shutdown_timeout_secs = 20
 requeue_after_secs = 20
-
-[sources.warehouse]
-type = "postgres"
-url = "{WAREHOUSE_URL}"
 
 [destinations.crm]
 type = "http"
@@ -123,6 +116,48 @@ async fn unavailable_destination_is_retried_honouring_retry_after() {
         "two Retry-After: 1 answers were waited out"
     );
     receiver.with(|s| assert_eq!(s.requests, 3));
+}
+
+/// "The destination applied it, the connection dropped": the retry carries
+/// the same idempotency keys, so the receiver drops the repeats and no
+/// record takes effect twice.
+#[tokio::test]
+async fn lost_responses_are_retried_with_the_same_idempotency_keys() {
+    let receiver = Receiver::start().await;
+    let mut env = env(&receiver, 300, 100).await;
+    receiver.with(|s| s.drop_after_apply_left = 2);
+    env.start_worker(2);
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 300);
+    receiver.with(|s| {
+        assert_eq!(s.drop_after_apply_left, 0, "both drops happened");
+        assert_eq!(s.records.len(), 300);
+        assert_eq!(
+            s.duplicates_dropped, 200,
+            "the two applied-then-dropped batches were resent with unchanged keys"
+        );
+        assert!(
+            s.applied.values().all(|&n| n == 1),
+            "no record applied twice"
+        );
+        assert_eq!(
+            s.requests_without_key, 0,
+            "every request has Idempotency-Key"
+        );
+    });
+
+    // A new version of a record gets a new key and is applied.
+    sqlx::query("UPDATE analytics.customers SET plan = 'enterprise' WHERE id = 7")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["delivered"], 1, "{run}");
+    receiver.with(|s| {
+        assert_eq!(s.applied["7"], 2);
+        assert_eq!(s.records["7"]["plan"], "enterprise");
+    });
 }
 
 #[tokio::test]

@@ -4,19 +4,12 @@
 use ebb_tests::{TestEnv, create_replica, seed_customers};
 
 const CONFIG: &str = r#"
-[state]
-database_url = "{STATE_URL}"
-redis_url = "redis://127.0.0.1:6379"
-queue_prefix = "{PREFIX}"
+{HEADER}
 
 [worker]
 heartbeat_secs = 2
 missed_heartbeats = 3
 requeue_after_secs = 20
-
-[sources.warehouse]
-type = "postgres"
-url = "{WAREHOUSE_URL}"
 
 [destinations.replica]
 type = "postgres"

@@ -27,6 +27,24 @@ pub struct OutboundRecord {
     pub fields: Option<Box<RawValue>>,
     /// Hex content hash of this version (None for deletes).
     pub version: Option<String>,
+    /// The run whose snapshot produced this version; unchanged by task
+    /// redeliveries, retries and DLQ replays of the same version.
+    pub snapshot_run_id: i64,
+}
+
+impl OutboundRecord {
+    /// Names this record version's effect: the same for every retry,
+    /// redelivery and replay of it, and different for any other version
+    /// (including a revert to older content, which comes from a newer
+    /// snapshot). `sync:key:version:snapshot_run` (`delete` for deletes).
+    pub fn idempotency_key(&self, sync: &str) -> String {
+        format!(
+            "{sync}:{}:{}:{}",
+            self.key,
+            self.version.as_deref().unwrap_or("delete"),
+            self.snapshot_run_id
+        )
+    }
 }
 
 /// Identifies a batch in logs and request bodies.

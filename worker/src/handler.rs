@@ -54,11 +54,8 @@ struct RecordRow {
     op: String,
     payload: Option<String>,
     content_hash: Option<Vec<u8>>,
+    snapshot_run_id: i64,
     stale: bool,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), WorkerError> {
@@ -122,7 +119,7 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
     // `stale`: the ledger holds a newer version than this one (a replay of an
     // old DLQ entry); sending it would overwrite newer data.
     let rows: Vec<RecordRow> = sqlx::query_as(
-        "SELECT rr.record_key, rr.op, rr.payload::text AS payload, rr.content_hash, \
+        "SELECT rr.record_key, rr.op, rr.payload::text AS payload, rr.content_hash, rr.snapshot_run_id, \
                 COALESCE(l.snapshot_run_id > rr.snapshot_run_id, false) AS stale \
          FROM ebb_run_records rr \
          LEFT JOIN ebb_ledger l ON l.sync_name = $3 AND l.record_key = rr.record_key \
@@ -162,7 +159,8 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
             key: row.record_key,
             op,
             fields,
-            version: row.content_hash.as_deref().map(hex),
+            version: row.content_hash.as_deref().map(ebb_shared::hex::encode),
+            snapshot_run_id: row.snapshot_run_id,
         });
     }
     let ctx = BatchContext {

@@ -10,6 +10,7 @@ use crate::enqueue::enqueue_run;
 use crate::error::PlannerError;
 use crate::plan::{PlanRejection, PlannedRun};
 use crate::progress::Waiter;
+use crate::watchdog::Watchdog;
 
 use super::one_line;
 
@@ -30,7 +31,7 @@ pub async fn enqueue_and_wait(
     planned: PlannedRun,
     quiet: bool,
 ) -> Result<RunSummary, PlannerError> {
-    let (conn, mut storage) = match ctx.queue().await {
+    let mut queue = match ctx.queue().await {
         Ok(q) => q,
         Err(e) => {
             runs::fail(
@@ -46,7 +47,7 @@ pub async fn enqueue_and_wait(
     if !planned.batches.is_empty() {
         enqueue_run(
             &ctx.pool,
-            &mut storage,
+            &mut queue,
             planned.run_id,
             sync,
             &planned.batches,
@@ -55,9 +56,7 @@ pub async fn enqueue_and_wait(
     }
     let mut waiter = Waiter {
         pool: &ctx.pool,
-        conn,
-        storage,
-        worker: &ctx.config.worker,
+        watchdog: Watchdog::new(queue),
         quiet,
     };
     let run = waiter.wait(planned.run_id).await?;

@@ -1,9 +1,11 @@
 //! `ebb serve`: the planner daemon. Fires each sync on its cron schedule (a
-//! sync with an active run is skipped, never doubled) and answers `/healthz`
-//! (process alive) and `/readyz` (state database and Redis reachable).
+//! sync with an active run is skipped, never doubled), re-enqueues work the
+//! queue lost (see `watchdog`), and answers `/healthz` (process alive) and
+//! `/readyz` (state database and Redis reachable).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -17,6 +19,7 @@ use crate::context::Context;
 use crate::enqueue::enqueue_run;
 use crate::error::PlannerError;
 use crate::plan;
+use crate::watchdog::Watchdog;
 
 pub async fn serve(ctx: Arc<Context>, listen: SocketAddr) -> Result<(), PlannerError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -36,13 +39,15 @@ pub async fn serve(ctx: Arc<Context>, listen: SocketAddr) -> Result<(), PlannerE
         schedulers.push(tokio::spawn(async move { schedule_loop(ctx, sync).await }));
     }
     if schedulers.is_empty() {
-        tracing::warn!("no sync has a `schedule`; serve only answers health checks");
+        tracing::warn!("no sync has a `schedule`; serve only watches running runs");
     }
+    let watchdog = tokio::spawn(watchdog_loop(ctx.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
     for s in schedulers {
         s.abort();
     }
+    watchdog.abort();
     server.abort();
     Ok(())
 }
@@ -82,13 +87,39 @@ async fn schedule_loop(ctx: Arc<Context>, sync: SyncConfig) {
     }
 }
 
+/// How often serve looks for running runs whose tasks the queue lost.
+const WATCHDOG_EVERY: Duration = Duration::from_secs(2);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+async fn watchdog_loop(ctx: Arc<Context>) {
+    let mut backoff = Duration::from_secs(1);
+    let queue = loop {
+        match ctx.queue().await {
+            Ok(queue) => break queue,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "queue unreachable; the watchdog waits");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+            }
+        }
+    };
+    // The connection manager reconnects by itself from here on.
+    let mut watchdog = Watchdog::new(queue);
+    loop {
+        tokio::time::sleep(WATCHDOG_EVERY).await;
+        if let Err(e) = watchdog.check_all(&ctx.pool).await {
+            tracing::warn!(error = %e, "watchdog check failed; will retry");
+        }
+    }
+}
+
 async fn fire(ctx: &Context, sync: &SyncConfig) -> Result<Option<i64>, PlannerError> {
     let planned = plan::plan_run(&ctx.config, &ctx.pool, sync, false, "schedule").await?;
     if !planned.batches.is_empty() {
-        let (_, mut storage) = ctx.queue().await?;
+        let mut queue = ctx.queue().await?;
         enqueue_run(
             &ctx.pool,
-            &mut storage,
+            &mut queue,
             planned.run_id,
             &sync.name,
             &planned.batches,

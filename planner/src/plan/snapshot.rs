@@ -43,11 +43,7 @@ fn push_row(buf: &mut Vec<u8>, row: &SourceRow) {
         None => buf.extend_from_slice(b"\\N"),
     }
     buf.extend_from_slice(b"\t\\\\x");
-    for byte in content_hash(&row.payload) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        buf.push(HEX[(byte >> 4) as usize]);
-        buf.push(HEX[(byte & 0xf) as usize]);
-    }
+    ebb_shared::hex::push_encoded(buf, &content_hash(&row.payload));
     buf.push(b'\t');
     push_copy_text(buf, &row.payload);
     buf.push(b'\n');

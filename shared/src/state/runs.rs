@@ -30,6 +30,8 @@ pub struct Run {
     pub failed: i64,
     pub superseded: i64,
     pub error: Option<String>,
+    /// The Redis dataset its tasks were pushed into (see `queue::epoch`).
+    pub queue_epoch: Option<String>,
     pub created_at: DateTime<Utc>,
     pub planned_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -49,7 +51,7 @@ impl Run {
 const RUN_COLUMNS: &str = "id, sync_name, destination, kind, trigger, mode, full_resync, state, \
     planned_added, planned_changed, planned_removed, unchanged, skipped_by_mode, rejected_at_plan, \
     to_send, batches_total, batches_settled, delivered, rejected, failed, superseded, error, \
-    created_at, planned_at, finished_at";
+    queue_epoch, created_at, planned_at, finished_at";
 
 /// What starts a run.
 #[derive(Debug, Clone)]
@@ -160,6 +162,28 @@ pub async fn list(pool: &PgPool, sync: Option<&str>, limit: i64) -> Result<Vec<R
     .fetch_all(pool)
     .await
     .map_err(StateError::query("listing runs"))
+}
+
+/// Runs whose batches are on the queue (or should be).
+pub async fn running(pool: &PgPool) -> Result<Vec<Run>, StateError> {
+    sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE state = 'running' ORDER BY id"
+    )))
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("listing running runs"))
+}
+
+/// Records which Redis dataset a run's tasks are being pushed into. Written
+/// before the push, so a loss right after it still shows as a changed epoch.
+pub async fn set_queue_epoch(pool: &PgPool, run_id: i64, epoch: &str) -> Result<(), StateError> {
+    sqlx::query("UPDATE ebb_runs SET queue_epoch = $2 WHERE id = $1")
+        .bind(run_id)
+        .bind(epoch)
+        .execute(pool)
+        .await
+        .map_err(StateError::query("recording the queue epoch"))?;
+    Ok(())
 }
 
 /// Batches of a run that no worker has settled yet.

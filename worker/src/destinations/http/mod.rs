@@ -16,7 +16,7 @@ use crate::destinations::Destination;
 use crate::destinations::util::outcome::Attempt;
 use crate::error::WorkerError;
 
-pub use request_builder::build_body;
+pub use request_builder::{build_body, request_idempotency_key};
 
 /// One pooled client per worker process.
 pub fn client() -> Result<reqwest::Client, WorkerError> {
@@ -52,7 +52,10 @@ impl Destination for HttpDestination {
     ) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
             match build_body(ctx, records) {
-                Ok(body) => service::post(&self.client, &self.config, body).await,
+                Ok(body) => {
+                    let key = request_idempotency_key(&ctx.sync, records);
+                    service::post(&self.client, &self.config, body, &key).await
+                }
                 Err(e) => Attempt::Fatal(format!("cannot encode the request body: {e}")),
             }
         })

@@ -10,18 +10,24 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
 use crate::destinations::util::outcome::Attempt;
+use crate::destinations::util::retry::parse_retry_after;
 
 const MAX_BODY_CHARS: usize = 1000;
+
+/// As in the IETF draft "The Idempotency-Key HTTP Header Field" (and Stripe).
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 pub async fn post(
     client: &reqwest::Client,
     config: &HttpDestinationConfig,
     body: Vec<u8>,
+    idempotency_key: &str,
 ) -> Attempt {
     let mut request = client
         .post(config.url.expose())
         .timeout(Duration::from_secs(config.timeout_secs))
-        .header(CONTENT_TYPE, "application/json");
+        .header(CONTENT_TYPE, "application/json")
+        .header(IDEMPOTENCY_KEY, idempotency_key);
     for (name, value) in &config.headers {
         request = request.header(name.as_str(), value.expose());
     }
@@ -82,16 +88,8 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &str) -
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare for APIs and ignored).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?, chrono::Utc::now())
 }
 
 #[cfg(test)]
@@ -128,17 +126,5 @@ mod tests {
             classify(StatusCode::PAYLOAD_TOO_LARGE, None, ""),
             Attempt::Rejected(_)
         ));
-    }
-
-    #[test]
-    fn retry_after_seconds_are_parsed() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), None);
     }
 }

@@ -177,6 +177,7 @@ mod tests {
     fn records(n: usize) -> Vec<OutboundRecord> {
         (0..n)
             .map(|i| OutboundRecord {
+                snapshot_run_id: 1,
                 key: i.to_string(),
                 op: Op::Upsert,
                 fields: None,

@@ -1,0 +1,97 @@
+//! Rebuilding lost queue work from Postgres. Redis is transport only; when
+//! it loses tasks, the unsettled batches of running runs are pushed again.
+//! Two signals:
+//! - the queue's epoch changed (Redis lost its data: FLUSHALL, a restart
+//!   without persistence): re-enqueue at once;
+//! - the queue stayed empty for `requeue_after_secs` while runs are unsettled
+//!   (a task lost some other way, e.g. dead-lettered by apalis): re-enqueue.
+//!
+//! Re-enqueued duplicates are harmless: a worker skips settled batches and
+//! batches another worker holds.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ebb_shared::queue::QueueDepth;
+use ebb_shared::state::runs::{self, Run};
+use sqlx::PgPool;
+
+use crate::enqueue::{Queue, requeue_unsettled};
+use crate::error::PlannerError;
+
+pub struct Watchdog {
+    pub queue: Queue,
+    requeue_after: Duration,
+    idle_since: Option<Instant>,
+}
+
+/// What one check did.
+#[derive(Debug, Default)]
+pub struct Check {
+    pub depth: QueueDepth,
+    /// `(run id, batches re-enqueued)`.
+    pub requeued: Vec<(i64, usize)>,
+}
+
+impl Watchdog {
+    pub fn new(queue: Queue) -> Watchdog {
+        let requeue_after = Duration::from_secs(queue.worker.requeue_after_secs);
+        Watchdog {
+            queue,
+            requeue_after,
+            idle_since: None,
+        }
+    }
+
+    /// Checks the given runs once (runs that are not `running` are ignored).
+    pub async fn check(&mut self, pool: &PgPool, runs: &[Run]) -> Result<Check, PlannerError> {
+        let running: Vec<&Run> = runs.iter().filter(|r| r.state == "running").collect();
+        let mut check = Check::default();
+        let epoch = self.queue.epoch().await?;
+        for run in &running {
+            let lost = match &run.queue_epoch {
+                Some(recorded) => *recorded != epoch,
+                // Planned but never pushed: the planner died in between, or
+                // is pushing right now; give it `requeue_after` to finish.
+                None => run.planned_at.is_none_or(|at| {
+                    (Utc::now() - at).to_std().unwrap_or_default() >= self.requeue_after
+                }),
+            };
+            if lost {
+                let n = requeue_unsettled(pool, &mut self.queue, run.id, &run.sync_name).await?;
+                tracing::warn!(
+                    run_id = run.id,
+                    batches = n,
+                    "the queue lost this run's tasks (Redis data lost or never pushed); re-enqueued them from Postgres"
+                );
+                check.requeued.push((run.id, n));
+            }
+        }
+        check.depth = self.queue.depth().await?;
+        let depth = &check.depth;
+        if running.is_empty() || depth.pending + depth.scheduled + depth.in_flight > 0 {
+            self.idle_since = None;
+            return Ok(check);
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.requeue_after {
+            for run in &running {
+                let n = requeue_unsettled(pool, &mut self.queue, run.id, &run.sync_name).await?;
+                tracing::warn!(
+                    run_id = run.id,
+                    batches = n,
+                    "queue had no tasks for unsettled batches; re-enqueued them from Postgres"
+                );
+                check.requeued.push((run.id, n));
+            }
+            self.idle_since = None;
+        }
+        Ok(check)
+    }
+
+    /// Checks every running run of the state database.
+    pub async fn check_all(&mut self, pool: &PgPool) -> Result<Check, PlannerError> {
+        let running = runs::running(pool).await?;
+        self.check(pool, &running).await
+    }
+}

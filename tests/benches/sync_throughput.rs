@@ -1,0 +1,287 @@
+//! Throughput benchmark (not a test): syncs a generated model of N rows
+//! (default 1,000,000) through the real planner, Redis queue and worker
+//! processes into the `postgres` destination and into a local HTTP receiver,
+//! and prints a Markdown report: rows/s for the first sync, a no-change
+//! re-sync and a 1%-changed re-sync, peak memory of the planner and the
+//! workers, and each time as a ratio of a plain `COPY (model) TO STDOUT` of the
+//! same query measured in the same run.
+//!
+//! Run it with `scripts/bench.sh` (release build); see docs/benchmarks.md.
+//! Arguments: `--rows N`, `--workers N`, `--concurrency N`, `--batch N`.
+
+use std::time::{Duration, Instant};
+
+use ebb_tests::receiver::Receiver;
+use ebb_tests::{TestEnv, create_replica, seed_customers};
+
+const MODEL: &str = "SELECT id, email, first_name, plan, ltv FROM analytics.customers";
+
+const CONFIG: &str = r#"
+{HEADER}
+
+[destinations.replica]
+type = "postgres"
+url = "{APP_URL}"
+table = "public.customers_synced"
+batch_size = {BATCH}
+
+[destinations.receiver]
+type = "http"
+url = "{RECEIVER_URL}"
+batch_size = {BATCH}
+
+[syncs.to_postgres]
+source = "warehouse"
+model = "{MODEL}"
+primary_key = "id"
+destination = "replica"
+mode = "upsert"
+
+[syncs.to_postgres.mapping]
+customer_id = "id"
+email = "email"
+first_name = "first_name"
+plan = "plan"
+lifetime_value = "ltv"
+
+[syncs.to_http]
+source = "warehouse"
+model = "{MODEL}"
+primary_key = "id"
+destination = "receiver"
+mode = "upsert"
+"#;
+
+struct Args {
+    rows: i64,
+    workers: usize,
+    concurrency: usize,
+    batch: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        rows: 1_000_000,
+        workers: 2,
+        concurrency: 4,
+        batch: 1000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| -> usize {
+            it.next()
+                .and_then(|v| v.replace('_', "").parse().ok())
+                .unwrap_or_else(|| panic!("{name} needs a positive number"))
+        };
+        match flag.as_str() {
+            "--rows" => args.rows = value("--rows") as i64,
+            "--workers" => args.workers = value("--workers"),
+            "--concurrency" => args.concurrency = value("--concurrency"),
+            "--batch" => args.batch = value("--batch"),
+            // cargo bench passes `--bench` to harness-less benchmarks.
+            "--bench" => {}
+            other => {
+                panic!("unknown argument {other:?}; use --rows, --workers, --concurrency, --batch")
+            }
+        }
+    }
+    args
+}
+
+/// Peak resident memory (VmHWM) of a live process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+struct Phase {
+    name: String,
+    seconds: f64,
+    plan_seconds: f64,
+    sent: i64,
+    planner_peak_kib: u64,
+}
+
+/// Runs `ebb run SYNC --json`, sampling the planner's peak memory every 20 ms
+/// (VmHWM only grows, so the last sample before exit is the peak within one
+/// sampling interval).
+async fn timed_run(env: &TestEnv, sync: &str, phase: &str, extra: &[&str]) -> Phase {
+    let mut args = vec!["run", sync, "--json"];
+    args.extend_from_slice(extra);
+    let mut cmd = env.ebb_command(&args);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let started = Instant::now();
+    let child = cmd.spawn().expect("spawn ebb run");
+    let pid = child.id().expect("planner pid");
+    let output = child.wait_with_output();
+    tokio::pin!(output);
+    let mut peak = 0;
+    let output = loop {
+        tokio::select! {
+            out = &mut output => break out.expect("wait for ebb run"),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+            }
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "`ebb run {sync}` printed no JSON ({e}); stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let run = &summary["run"];
+    assert_eq!(run["state"], "succeeded", "{phase}: {run}");
+    assert_eq!(run["rejected"], 0, "{phase}: {run}");
+    let at = |field: &str| {
+        run[field]
+            .as_str()
+            .and_then(|t| chrono_seconds(t))
+            .unwrap_or_else(|| panic!("run has no {field}: {run}"))
+    };
+    Phase {
+        name: phase.to_owned(),
+        seconds,
+        plan_seconds: at("planned_at") - at("created_at"),
+        sent: run["delivered"].as_i64().unwrap_or(-1),
+        planner_peak_kib: peak,
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 timestamp as serialized by chrono.
+fn chrono_seconds(text: &str) -> Option<f64> {
+    let parsed = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    Some(parsed.timestamp_micros() as f64 / 1e6)
+}
+
+/// Streams `COPY (model) TO STDOUT` to the end, discarding the bytes.
+async fn copy_out_seconds(env: &TestEnv) -> (f64, u64) {
+    use futures::TryStreamExt;
+    let mut conn = env.warehouse.acquire().await.expect("warehouse connection");
+    let started = Instant::now();
+    let mut stream = conn
+        .copy_out_raw(&format!("COPY ({MODEL}) TO STDOUT"))
+        .await
+        .expect("COPY TO STDOUT");
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.try_next().await.expect("COPY chunk") {
+        bytes += chunk.len() as u64;
+    }
+    (started.elapsed().as_secs_f64(), bytes)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let receiver = Receiver::start().await;
+    receiver.with(|s| s.count_only = true);
+    let config = CONFIG.replace("{MODEL}", MODEL);
+    let mut env = TestEnv::new(
+        &config,
+        &[
+            ("{RECEIVER_URL}", receiver.url()),
+            ("{BATCH}", args.batch.to_string()),
+        ],
+    )
+    .await;
+    eprintln!("seeding {} rows…", args.rows);
+    seed_customers(&env.warehouse, args.rows).await;
+    sqlx::query("ANALYZE analytics.customers")
+        .execute(&env.warehouse)
+        .await
+        .expect("analyze");
+    create_replica(&env.app).await;
+
+    // The baseline: best of three, so a cold cache does not flatter Ebb.
+    let mut copy_seconds = f64::MAX;
+    let mut copy_bytes = 0;
+    for _ in 0..3 {
+        let (s, b) = copy_out_seconds(&env).await;
+        copy_seconds = copy_seconds.min(s);
+        copy_bytes = b;
+    }
+    eprintln!("COPY baseline: {copy_seconds:.2} s, {copy_bytes} bytes");
+
+    for _ in 0..args.workers {
+        env.start_worker(args.concurrency);
+    }
+    let one_percent = "UPDATE analytics.customers SET plan = plan || '+' WHERE id % 100 = 0";
+
+    let mut rows = Vec::new();
+    for (sync, label) in [("to_postgres", "postgres"), ("to_http", "http")] {
+        let first = timed_run(&env, sync, &format!("{label}: first sync"), &[]).await;
+        assert_eq!(first.sent, args.rows, "first sync sends every row");
+        let unchanged = timed_run(&env, sync, &format!("{label}: no-change re-sync"), &[]).await;
+        assert_eq!(unchanged.sent, 0, "no-change re-sync sends nothing");
+        sqlx::query(one_percent)
+            .execute(&env.warehouse)
+            .await
+            .expect("change 1%");
+        let changed = timed_run(&env, sync, &format!("{label}: 1%-changed re-sync"), &[]).await;
+        assert_eq!(changed.sent, args.rows / 100, "1% re-sync sends the 1%");
+        rows.extend([first, unchanged, changed]);
+    }
+
+    let replica_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM public.customers_synced")
+        .fetch_one(&env.app)
+        .await
+        .expect("count replica");
+    assert_eq!(replica_rows, args.rows, "replica holds every row");
+    let http_applied = receiver.with(|s| s.applied_total);
+    assert_eq!(
+        http_applied,
+        (args.rows + args.rows / 100) as u64,
+        "receiver got every row once plus the changed 1%"
+    );
+    let worker_peaks: Vec<u64> = env
+        .worker_pids()
+        .into_iter()
+        .map(|pid| pid.and_then(peak_rss_kib).unwrap_or(0))
+        .collect();
+
+    println!(
+        "model: {} rows ({:.1} MB as COPY text); {} worker process(es) × concurrency {}; batch size {}\n",
+        args.rows,
+        copy_bytes as f64 / 1e6,
+        args.workers,
+        args.concurrency,
+        args.batch
+    );
+    println!(
+        "| phase | records sent | wall time (s) | of which planning (s) | model rows/s | × COPY time | planner peak RSS (MiB) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| `COPY (model) TO STDOUT` (baseline) | – | {copy_seconds:.2} | – | {:.0} | 1.0 | – |",
+        args.rows as f64 / copy_seconds
+    );
+    for p in &rows {
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} |",
+            p.name,
+            p.sent,
+            p.seconds,
+            p.plan_seconds,
+            args.rows as f64 / p.seconds,
+            p.seconds / copy_seconds,
+            p.planner_peak_kib as f64 / 1024.0
+        );
+    }
+    let peaks: Vec<String> = worker_peaks
+        .iter()
+        .map(|k| format!("{:.0}", *k as f64 / 1024.0))
+        .collect();
+    println!(
+        "\nworker peak RSS (MiB, per process, over all phases): {}",
+        peaks.join(", ")
+    );
+    for i in 0..args.workers {
+        env.terminate_worker(i).await;
+    }
+}

@@ -1,0 +1,259 @@
+//! `ebb serve` (cron schedules, health endpoints) and the planner's
+//! watchdog, which rebuilds from Postgres the tasks Redis lost.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ebb_tests::{TestEnv, bin, create_replica, seed_customers};
+
+const CONFIG: &str = r#"
+{HEADER}
+
+[worker]
+heartbeat_secs = 2
+missed_heartbeats = 3
+# Long on purpose: recovery below must come from the queue epoch, not from
+# the "queue idle for requeue_after_secs" fallback.
+requeue_after_secs = 600
+
+[destinations.replica]
+type = "postgres"
+url = "{APP_URL}"
+table = "public.customers_synced"
+batch_size = 50
+
+[syncs.customers]
+source = "warehouse"
+model = "SELECT id, email, first_name, plan, ltv FROM analytics.customers"
+primary_key = "id"
+destination = "replica"
+mode = "mirror"
+{SCHEDULE}
+
+[syncs.customers.mapping]
+customer_id = "id"
+email = "email"
+first_name = "first_name"
+plan = "plan"
+lifetime_value = "ltv"
+"#;
+
+async fn env(schedule: &str, rows: i64) -> TestEnv {
+    let env = TestEnv::new(CONFIG, &[("{SCHEDULE}", schedule.to_owned())]).await;
+    seed_customers(&env.warehouse, rows).await;
+    create_replica(&env.app).await;
+    env
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn serve(env: &TestEnv, port: u16) -> tokio::process::Child {
+    let log = std::fs::File::create(env.dir.join("serve.log")).expect("serve log");
+    tokio::process::Command::new(bin("ebb"))
+        .arg("--config")
+        .arg(env.config_path())
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .env("EBB_LOG_TEXT", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ebb serve")
+}
+
+async fn http_status(url: &str) -> Option<u16> {
+    let client = reqwest::Client::new();
+    let response = client
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
+/// Polls `check` every 200 ms until it returns Some, or panics after `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn runs(env: &TestEnv) -> Vec<serde_json::Value> {
+    env.ebb_json(&["runs"])
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn serve_fires_scheduled_runs_one_at_a_time_and_answers_health_checks() {
+    // Every 2 seconds (6-field cron with seconds).
+    let mut env = env("schedule = \"*/2 * * * * *\"", 300).await;
+    let port = free_port();
+    let mut daemon = serve(&env, port);
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(20), "/healthz", || async {
+        (http_status(&format!("{base}/healthz")).await == Some(200)).then_some(())
+    })
+    .await;
+    assert_eq!(http_status(&format!("{base}/readyz")).await, Some(200));
+
+    // No worker yet: the first scheduled run stays active, and later ticks
+    // must skip the sync instead of planning it a second time.
+    let first = eventually(Duration::from_secs(20), "a scheduled run", || async {
+        runs(&env)
+            .await
+            .into_iter()
+            .find(|r| r["state"] == "running")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let while_active = runs(&env).await;
+    assert_eq!(
+        while_active.len(),
+        1,
+        "ticks during an active run start nothing: {while_active:?}"
+    );
+    assert_eq!(first["trigger"], "schedule");
+
+    env.start_worker(4);
+    let done = eventually(Duration::from_secs(60), "the run to finish", || async {
+        let all = runs(&env).await;
+        all.iter()
+            .find(|r| r["id"] == first["id"] && r["state"] == "succeeded")
+            .cloned()
+    })
+    .await;
+    assert_eq!(done["delivered"], 300, "{done}");
+    let replica = TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await;
+    assert_eq!(replica, 300);
+
+    // Later ticks plan again, find nothing changed and send nothing.
+    let later = eventually(Duration::from_secs(20), "a later scheduled run", || async {
+        runs(&env)
+            .await
+            .into_iter()
+            .find(|r| r["id"].as_i64() > first["id"].as_i64() && r["state"] == "succeeded")
+    })
+    .await;
+    assert_eq!(later["to_send"], 0, "{later}");
+    assert_eq!(later["unchanged"], 300, "{later}");
+
+    let pid = daemon.id().expect("serve pid");
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(20), daemon.wait())
+        .await
+        .expect("serve exits after SIGTERM")
+        .expect("wait for serve");
+    assert!(status.success(), "serve exit status {status}");
+}
+
+#[tokio::test]
+async fn readyz_reports_an_unreachable_queue() {
+    let env = TestEnv::new(CONFIG, &[("{SCHEDULE}", String::new())]).await;
+    // Point the daemon at a Redis port nobody listens on.
+    let dead_port = free_port();
+    let text = std::fs::read_to_string(env.config_path()).expect("config");
+    std::fs::write(
+        env.config_path(),
+        text.replace(
+            "redis://127.0.0.1:6379",
+            &format!("redis://127.0.0.1:{dead_port}"),
+        ),
+    )
+    .expect("rewrite config");
+    let port = free_port();
+    let _daemon = serve(&env, port);
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(20), "/healthz", || async {
+        (http_status(&format!("{base}/healthz")).await == Some(200)).then_some(())
+    })
+    .await;
+    assert_eq!(http_status(&format!("{base}/readyz")).await, Some(503));
+}
+
+/// Redis loses the queue's data mid-run (what FLUSHALL or a restart without
+/// persistence does): `ebb run` notices the new queue epoch and re-enqueues
+/// the unsettled batches from Postgres, long before `requeue_after_secs`.
+#[tokio::test]
+async fn a_run_survives_redis_losing_its_queue() {
+    let mut env = env("", 1000).await;
+    let run = env.ebb_command(&["run", "customers", "--json"]);
+    let run = run_in_background(run);
+    eventually(Duration::from_secs(30), "tasks on the queue", || async {
+        (env.queued_tasks().await == 20).then_some(())
+    })
+    .await;
+    assert!(env.wipe_queue().await > 0);
+    assert_eq!(env.queued_tasks().await, 0);
+    env.start_worker(4);
+    let out = tokio::time::timeout(Duration::from_secs(60), run.wait_with_output())
+        .await
+        .expect("run finishes after the queue was rebuilt")
+        .expect("ebb run output");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("ebb run --json output");
+    assert_eq!(summary["run"]["state"], "succeeded", "{summary}");
+    assert_eq!(summary["run"]["delivered"], 1000, "{summary}");
+    let replica = TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await;
+    assert_eq!(replica, 1000);
+}
+
+/// The planner that started a run dies and Redis loses the tasks: `ebb
+/// serve`'s watchdog finds the running run and finishes it from Postgres.
+#[tokio::test]
+async fn serve_finishes_a_run_whose_planner_died_and_whose_tasks_were_lost() {
+    let mut env = env("", 500).await;
+    let mut run = run_in_background(env.ebb_command(&["run", "customers", "--json"]));
+    eventually(Duration::from_secs(30), "tasks on the queue", || async {
+        (env.queued_tasks().await == 10).then_some(())
+    })
+    .await;
+    run.kill().await.expect("kill the planner");
+    env.wipe_queue().await;
+
+    let port = free_port();
+    let _daemon = serve(&env, port);
+    env.start_worker(4);
+    let done = eventually(Duration::from_secs(60), "the run to finish", || async {
+        runs(&env)
+            .await
+            .into_iter()
+            .find(|r| r["state"] == "succeeded")
+    })
+    .await;
+    assert_eq!(done["delivered"], 500, "{done}");
+    let replica = TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await;
+    assert_eq!(replica, 500);
+}
+
+fn run_in_background(mut cmd: tokio::process::Command) -> tokio::process::Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ebb run")
+}
