@@ -65,9 +65,11 @@ pub fn storage(
     let config = apalis_redis::Config::default()
         .queue(queue_name(&state.queue_prefix))
         .batch_size(prefetch.max(1))
-        .heartbeat_interval(worker.heartbeat())
-        // Config::default() sets 10, i.e. a 5-minute orphan timeout.
-        .missed_heartbeats(worker.missed_heartbeats.max(2))
+        // An idle worker fetches only when its heartbeat fires: beat at the
+        // poll interval, and count the orphan timeout in those beats.
+        // (Config::default() sets 10 missed beats, a 5-minute timeout.)
+        .heartbeat_interval(worker.poll_interval())
+        .missed_heartbeats(worker.missed_polls())
         .emit_events(false);
     RedisStorage::new(conn).with_config(config)
 }
@@ -151,7 +153,7 @@ pub async fn depth(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    let alive_since = now.saturating_sub(worker.heartbeat_secs * worker.missed_heartbeats as u64);
+    let alive_since = now.saturating_sub(worker.orphan_timeout().as_secs());
     let workers: Vec<String> = conn
         .zrangebyscore(config.workers_set(), alive_since, "+inf")
         .await

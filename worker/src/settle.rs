@@ -25,20 +25,31 @@ pub async fn settle(
     outcomes: &[(String, RecordOutcome)],
 ) -> Result<Settled, StateError> {
     let q = StateError::query;
-    let keys: Vec<&str> = outcomes.iter().map(|(k, _)| k.as_str()).collect();
-    let labels: Vec<&str> = outcomes.iter().map(|(_, o)| o.label()).collect();
-    sqlx::query(
-        "UPDATE ebb_run_records rr SET outcome = x.outcome \
-         FROM UNNEST($3::text[], $4::text[]) AS x(record_key, outcome) \
-         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.record_key = x.record_key AND rr.outcome IS NULL",
-    )
-    .bind(ctx.run_id)
-    .bind(ctx.batch_no)
-    .bind(&keys)
-    .bind(&labels)
-    .execute(&mut *tx)
-    .await
-    .map_err(q("recording record outcomes"))?;
+    // One statement per outcome (usually one), each an index lookup by
+    // `record_key = ANY(…)`. A join on UNNEST looked the same but, once
+    // Postgres switched the prepared statement to a generic plan, scanned
+    // the whole run: 10× slower settles mid-run.
+    let mut by_outcome: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (key, outcome) in outcomes {
+        let label = outcome.label();
+        match by_outcome.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, keys)) => keys.push(key.as_str()),
+            None => by_outcome.push((label, vec![key.as_str()])),
+        }
+    }
+    for (label, keys) in &by_outcome {
+        sqlx::query(
+            "UPDATE ebb_run_records SET outcome = $3 \
+             WHERE run_id = $1 AND batch_no = $2 AND record_key = ANY($4) AND outcome IS NULL",
+        )
+        .bind(ctx.run_id)
+        .bind(ctx.batch_no)
+        .bind(label)
+        .bind(keys)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("recording record outcomes"))?;
+    }
 
     // The ledger only moves forward: an older snapshot never overwrites a newer one.
     sqlx::query(
@@ -134,7 +145,7 @@ pub async fn settle(
             RecordOutcome::Superseded => settled.superseded += 1,
         }
     }
-    sqlx::query("UPDATE ebb_batches SET state = 'settled', settled_at = now() WHERE run_id = $1 AND batch_no = $2")
+    sqlx::query("UPDATE ebb_batches SET state = 'settled', settled_at = clock_timestamp() WHERE run_id = $1 AND batch_no = $2")
         .bind(ctx.run_id)
         .bind(ctx.batch_no)
         .execute(&mut *tx)
@@ -155,7 +166,7 @@ pub async fn settle(
     .map_err(q("adding to the run's totals"))?;
     if batches_settled >= batches_total {
         let state: String = sqlx::query_scalar(
-            "UPDATE ebb_runs SET finished_at = now(), \
+            "UPDATE ebb_runs SET finished_at = clock_timestamp(), \
                  state = CASE WHEN failed > 0 THEN 'failed' ELSE 'succeeded' END, \
                  error = CASE WHEN failed > 0 THEN failed || ' record(s) could not be delivered (see `ebb dlq list`)' END \
              WHERE id = $1 RETURNING state",

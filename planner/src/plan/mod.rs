@@ -204,9 +204,9 @@ pub(crate) async fn mark_planned(
 ) -> Result<(), StateError> {
     sqlx::query(
         "UPDATE ebb_runs SET planned_added = $2, planned_changed = $3, planned_removed = $4, unchanged = $5, \
-             skipped_by_mode = $6, rejected_at_plan = $7, to_send = $8, batches_total = $9, planned_at = now(), \
+             skipped_by_mode = $6, rejected_at_plan = $7, to_send = $8, batches_total = $9, planned_at = clock_timestamp(), \
              state = CASE WHEN $9 = 0 THEN 'succeeded' ELSE 'running' END, \
-             finished_at = CASE WHEN $9 = 0 THEN now() END \
+             finished_at = CASE WHEN $9 = 0 THEN clock_timestamp() END \
          WHERE id = $1",
     )
     .bind(run_id)

@@ -33,14 +33,18 @@ pub struct StateConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
-    /// How often a worker proves it is alive.
+    /// A worker silent for `heartbeat_secs × missed_heartbeats` is taken for
+    /// dead, and another worker takes over its tasks.
     pub heartbeat_secs: u64,
-    /// After this many missed heartbeats another worker takes over its tasks.
     pub missed_heartbeats: usize,
+    /// How often an idle worker looks for new tasks. apalis-redis wakes an
+    /// idle worker only on its heartbeat, so workers beat this often.
+    pub poll_interval_ms: u64,
     /// On SIGTERM, how long in-flight batches may take before the worker exits.
     pub shutdown_timeout_secs: u64,
-    /// `ebb run` re-enqueues unsettled batches from Postgres after this long
-    /// without progress (covers a Redis that lost its data).
+    /// The planner's watchdog re-enqueues unsettled batches from Postgres
+    /// when the queue held no task for this long (a task lost other than by
+    /// Redis losing its data, which the queue epoch catches at once).
     pub requeue_after_secs: u64,
 }
 
@@ -49,6 +53,7 @@ impl Default for WorkerSettings {
         Self {
             heartbeat_secs: 10,
             missed_heartbeats: 3,
+            poll_interval_ms: 500,
             shutdown_timeout_secs: 30,
             requeue_after_secs: 120,
         }
@@ -56,8 +61,21 @@ impl Default for WorkerSettings {
 }
 
 impl WorkerSettings {
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_secs(self.heartbeat_secs.max(1))
+    /// How long a silent worker is still presumed alive.
+    pub fn orphan_timeout(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.max(1) * self.missed_heartbeats.max(2) as u64)
+    }
+
+    /// The interval apalis-redis heartbeats (and so polls) at.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.clamp(50, 60_000)).min(self.orphan_timeout())
+    }
+
+    /// Missed apalis heartbeats (at [`Self::poll_interval`]) that add up to
+    /// [`Self::orphan_timeout`].
+    pub fn missed_polls(&self) -> usize {
+        let polls = self.orphan_timeout().as_millis() / self.poll_interval().as_millis().max(1);
+        (polls as usize).max(2)
     }
 }
 
