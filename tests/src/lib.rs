@@ -48,7 +48,13 @@ pub struct TestEnv {
     pub warehouse: PgPool,
     pub app: PgPool,
     pub urls: Urls,
-    workers: Vec<Child>,
+    workers: Vec<(Child, WorkerSpec)>,
+}
+
+/// How a worker was started, to restart it the same way.
+struct WorkerSpec {
+    concurrency: usize,
+    env: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -170,33 +176,79 @@ impl TestEnv {
     }
 
     pub fn start_worker(&mut self, concurrency: usize) -> u32 {
-        let log =
-            std::fs::File::create(self.dir.join(format!("worker-{}.log", self.workers.len())))
-                .expect("log file");
-        let child = Command::new(bin("ebb-worker"))
+        self.start_worker_with(concurrency, &[])
+    }
+
+    /// Starts a worker with extra environment (e.g. `EBB_FAULTS`); returns its pid.
+    pub fn start_worker_with(&mut self, concurrency: usize, env: &[(&str, &str)]) -> u32 {
+        let spec = WorkerSpec {
+            concurrency,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let child = self.spawn_worker(&spec, self.workers.len());
+        let pid = child.id().expect("worker pid");
+        self.workers.push((child, spec));
+        pid
+    }
+
+    fn spawn_worker(&self, spec: &WorkerSpec, index: usize) -> Child {
+        // Appends, so a restarted worker's log follows its predecessor's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("worker-{index}.log")))
+            .expect("log file");
+        Command::new(bin("ebb-worker"))
             .arg("--config")
             .arg(self.config_path())
             .arg("--concurrency")
-            .arg(concurrency.to_string())
+            .arg(spec.concurrency.to_string())
             .arg("--name")
-            .arg(format!("test-{}-{}", self.id, self.workers.len()))
+            .arg(format!("test-{}-{index}", self.id))
             .env("RUST_LOG", "info")
             .env("EBB_LOG_TEXT", "1")
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn ebb-worker");
-        let pid = child.id().expect("worker pid");
-        self.workers.push(child);
-        pid
+            .expect("spawn ebb-worker")
+    }
+
+    /// Restarts every worker that has exited, as Kubernetes would; returns
+    /// how many were restarted.
+    pub fn restart_dead_workers(&mut self) -> usize {
+        let mut restarted = 0;
+        for index in 0..self.workers.len() {
+            let exited = matches!(self.workers[index].0.try_wait(), Ok(Some(_)));
+            if exited {
+                let child = self.spawn_worker(&self.workers[index].1, index);
+                self.workers[index].0 = child;
+                restarted += 1;
+            }
+        }
+        restarted
+    }
+
+    /// SIGKILLs worker `index` (no cleanup, no acks) and reaps it.
+    pub async fn kill_worker(&mut self, index: usize) {
+        let child = &mut self.workers[index].0;
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
     }
 
     /// Sends SIGTERM to worker `index` and waits for it to exit; returns
     /// whether it exited successfully.
     pub async fn terminate_worker(&mut self, index: usize) -> bool {
-        let child = &mut self.workers[index];
+        let child = &mut self.workers[index].0;
         if let Some(pid) = child.id() {
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
@@ -255,7 +307,7 @@ impl TestEnv {
 
     /// Process ids of the workers started so far (None once one has exited).
     pub fn worker_pids(&self) -> Vec<Option<u32>> {
-        self.workers.iter().map(Child::id).collect()
+        self.workers.iter().map(|(c, _)| c.id()).collect()
     }
 
     pub fn worker_log(&self, index: usize) -> String {
@@ -272,7 +324,7 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        for w in &mut self.workers {
+        for (w, _) in &mut self.workers {
             let _ = w.start_kill();
         }
         // Best effort: leave no databases or Redis keys behind.

@@ -25,6 +25,8 @@ pub enum WorkerError {
         destination: String,
         message: String,
     },
+    #[error("{0}")]
+    Faults(String),
     #[error("worker pool stopped: {0}")]
     Monitor(String),
 }

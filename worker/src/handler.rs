@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::RwLock;
+
 use apalis::prelude::{BoxDynError, Data};
 use ebb_shared::StateError;
 use ebb_shared::queue::WriteBatchTask;
@@ -22,11 +24,17 @@ use crate::destinations::Registry;
 use crate::destinations::util::delivery::deliver;
 use crate::destinations::util::outcome::RecordOutcome;
 use crate::error::WorkerError;
+use crate::faults::{Faults, Point};
 use crate::settle::{self, Settled};
 
 pub struct WorkerState {
     pub pool: PgPool,
     pub registry: Registry,
+    /// Deliveries of one batch's task after which it is quarantined.
+    pub max_deliveries: u32,
+    pub faults: Faults,
+    /// Held shared by first deliveries, exclusively by redeliveries.
+    pub solo: RwLock<()>,
 }
 
 /// The apalis handler.
@@ -69,6 +77,30 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
             batch_no: task.batch_no,
             sync: task.sync.clone(),
         })?;
+    // A batch that did not settle on an earlier delivery may be what crashed
+    // its worker: run it alone in this process, so that if it crashes again
+    // the delivery is charged to it and not to innocent neighbours.
+    let earlier: Option<i32> = sqlx::query_scalar(
+        "SELECT deliveries FROM ebb_batches WHERE run_id = $1 AND batch_no = $2 AND state = 'pending'",
+    )
+    .bind(task.run_id)
+    .bind(task.batch_no)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(q("reading a batch's deliveries"))?;
+    // Held until the batch is settled.
+    let (_alone, _shared) = match earlier {
+        Some(n) if n > 0 => {
+            tracing::info!(
+                run_id = task.run_id,
+                batch = task.batch_no,
+                earlier_deliveries = n,
+                "redelivered batch; running it alone in this worker"
+            );
+            (Some(state.solo.write().await), None)
+        }
+        _ => (None, Some(state.solo.read().await)),
+    };
     let started = Instant::now();
     let mut tx = state.pool.begin().await.map_err(q("starting a batch"))?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1::int4, $2)")
@@ -109,14 +141,18 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
         tracing::info!(run_id = task.run_id, batch = task.batch_no, run_state = %batch.run_state, "run is not running; batch skipped");
         return Ok(());
     }
-    sqlx::query(
-        "UPDATE ebb_batches SET deliveries = deliveries + 1 WHERE run_id = $1 AND batch_no = $2",
+    // Counted on the pool, not in `tx`: a crash before commit must still
+    // count, or a task that kills its worker would loop forever.
+    let deliveries: i32 = sqlx::query_scalar(
+        "UPDATE ebb_batches SET deliveries = deliveries + 1 WHERE run_id = $1 AND batch_no = $2 \
+         RETURNING deliveries",
     )
     .bind(task.run_id)
     .bind(task.batch_no)
-    .execute(&mut *tx)
+    .fetch_one(&state.pool)
     .await
     .map_err(q("counting a batch delivery"))?;
+    let quarantine = deliveries > state.max_deliveries as i32;
 
     // `stale`: the ledger holds a newer version than this one (a replay of an
     // old DLQ entry); sending it would overwrite newer data. A scalar
@@ -139,6 +175,24 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
 
     let mut settled = Vec::with_capacity(rows.len());
     let mut sendable = Vec::with_capacity(rows.len());
+    if quarantine {
+        tracing::error!(
+            run_id = task.run_id, batch = task.batch_no, sync = %task.sync, deliveries,
+            "poison batch: delivered too often without settling; quarantining its records to the DLQ"
+        );
+        let reason = format!(
+            "quarantined: the batch's task was delivered {deliveries} times without settling \
+             (a worker crashed on it or settling kept failing; see the worker logs); \
+             replay with `ebb dlq replay` once the cause is fixed"
+        );
+        settled.extend(rows.iter().map(|row| {
+            (
+                row.record_key.clone(),
+                RecordOutcome::Failed(reason.clone()),
+            )
+        }));
+    }
+    let rows = if quarantine { Vec::new() } else { rows };
     for row in rows {
         if row.stale {
             settled.push((row.record_key, RecordOutcome::Superseded));
@@ -173,13 +227,29 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
         run_id: task.run_id,
         batch_no: task.batch_no,
     };
+    let keys = || sendable.iter().map(|r| r.key.as_str()).collect();
+    state.faults.check(Point::BeforeSend, keys);
     let loaded_ms = started.elapsed().as_millis() as u64;
     let (outcomes, stats) =
         deliver(target.destination.as_ref(), &ctx, &sendable, target.retry).await;
     let delivered_ms = started.elapsed().as_millis() as u64;
+    state.faults.check(Point::AfterSend, keys);
     settled.extend(sendable.into_iter().map(|r| r.key).zip(outcomes));
 
-    let result = settle::settle(&mut tx, &ctx, &settled).await?;
+    let result = settle::settle(&mut tx, &ctx, &settled, stats.retries).await?;
+    if quarantine {
+        sqlx::query(
+            "UPDATE ebb_batches SET quarantined = true WHERE run_id = $1 AND batch_no = $2",
+        )
+        .bind(task.run_id)
+        .bind(task.batch_no)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("quarantining a batch"))?;
+    }
+    state.faults.check(Point::BeforeCommit, || {
+        settled.iter().map(|(k, _)| k.as_str()).collect()
+    });
     tx.commit().await.map_err(q("committing a batch"))?;
     tracing::info!(
         run_id = task.run_id, batch = task.batch_no, sync = %task.sync,

@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod destinations;
 pub mod error;
+pub mod faults;
 pub mod handler;
 pub mod pool;
 pub mod settle;

@@ -13,6 +13,7 @@ use ebb_shared::queue;
 
 use crate::destinations::Registry;
 use crate::error::WorkerError;
+use crate::faults::Faults;
 use crate::handler::{WorkerState, write_batch};
 
 pub struct PoolOptions {
@@ -24,14 +25,21 @@ pub struct PoolOptions {
 
 pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError> {
     let concurrency = options.concurrency.max(1);
-    // One connection per in-flight batch (its transaction) plus headroom.
+    // Two connections per in-flight batch (its transaction, and the
+    // delivery counter that must commit outside it) plus headroom.
     let pool =
-        ebb_shared::db::connect_and_migrate(&config.state.database_url, concurrency as u32 + 2)
+        ebb_shared::db::connect_and_migrate(&config.state.database_url, 2 * concurrency as u32 + 2)
             .await?;
     let registry = Registry::build(&config)?;
     let conn = queue::connect(&config.state).await?;
     let storage = queue::storage(conn, &config.state, &config.worker, concurrency);
-    let state = Arc::new(WorkerState { pool, registry });
+    let state = Arc::new(WorkerState {
+        pool,
+        registry,
+        max_deliveries: config.worker.max_deliveries,
+        faults: Faults::from_env().map_err(WorkerError::Faults)?,
+        solo: Default::default(),
+    });
     // Unique per process: apalis refuses a name seen within the orphan window,
     // and PIDs repeat across containers.
     let base_name = format!("{}-{}", options.name, uuid::Uuid::now_v7().simple());

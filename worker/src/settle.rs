@@ -23,6 +23,7 @@ pub async fn settle(
     tx: &mut PgConnection,
     ctx: &BatchContext,
     outcomes: &[(String, RecordOutcome)],
+    retries: u32,
 ) -> Result<Settled, StateError> {
     let q = StateError::query;
     // One statement per outcome (usually one), each an index lookup by
@@ -153,7 +154,7 @@ pub async fn settle(
         .map_err(q("settling a batch"))?;
     let (batches_settled, batches_total): (i32, i32) = sqlx::query_as(
         "UPDATE ebb_runs SET batches_settled = batches_settled + 1, delivered = delivered + $2, \
-             rejected = rejected + $3, failed = failed + $4, superseded = superseded + $5 \
+             rejected = rejected + $3, failed = failed + $4, superseded = superseded + $5, retries = retries + $6 \
          WHERE id = $1 RETURNING batches_settled, batches_total",
     )
     .bind(ctx.run_id)
@@ -161,6 +162,7 @@ pub async fn settle(
     .bind(settled.rejected)
     .bind(settled.failed)
     .bind(settled.superseded)
+    .bind(retries as i64)
     .fetch_one(&mut *tx)
     .await
     .map_err(q("adding to the run's totals"))?;

@@ -46,6 +46,9 @@ pub struct WorkerSettings {
     /// when the queue held no task for this long (a task lost other than by
     /// Redis losing its data, which the queue epoch catches at once).
     pub requeue_after_secs: u64,
+    /// A batch whose task was delivered this many times without settling
+    /// (its worker crashed on it each time) is quarantined to the DLQ.
+    pub max_deliveries: u32,
 }
 
 impl Default for WorkerSettings {
@@ -56,6 +59,7 @@ impl Default for WorkerSettings {
             poll_interval_ms: 500,
             shutdown_timeout_secs: 30,
             requeue_after_secs: 120,
+            max_deliveries: 5,
         }
     }
 }

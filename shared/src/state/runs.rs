@@ -29,6 +29,13 @@ pub struct Run {
     pub rejected: i64,
     pub failed: i64,
     pub superseded: i64,
+    /// Destination retries (429, 5xx, timeouts) of the attempts that settled.
+    pub retries: i64,
+    /// Task deliveries beyond the first, over all batches (worker crashes,
+    /// lost acks, tasks re-enqueued after Redis lost them).
+    pub redeliveries: i64,
+    /// Batches quarantined as poison (see `[worker].max_deliveries`).
+    pub quarantined_batches: i64,
     pub error: Option<String>,
     /// The Redis dataset its tasks were pushed into (see `queue::epoch`).
     pub queue_epoch: Option<String>,
@@ -50,8 +57,11 @@ impl Run {
 
 const RUN_COLUMNS: &str = "id, sync_name, destination, kind, trigger, mode, full_resync, state, \
     planned_added, planned_changed, planned_removed, unchanged, skipped_by_mode, rejected_at_plan, \
-    to_send, batches_total, batches_settled, delivered, rejected, failed, superseded, error, \
-    queue_epoch, created_at, planned_at, finished_at";
+    to_send, batches_total, batches_settled, delivered, rejected, failed, superseded, retries, \
+    (SELECT COALESCE(sum(b.deliveries - 1), 0)::bigint FROM ebb_batches b \
+     WHERE b.run_id = ebb_runs.id AND b.deliveries > 1) AS redeliveries, \
+    (SELECT count(*) FROM ebb_batches b WHERE b.run_id = ebb_runs.id AND b.quarantined) AS quarantined_batches, \
+    error, queue_epoch, created_at, planned_at, finished_at";
 
 /// What starts a run.
 #[derive(Debug, Clone)]

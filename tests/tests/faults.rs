@@ -1,0 +1,241 @@
+//! Fault injection: workers crash at the worst moments (before the send,
+//! after the destination applied a batch but before Ebb committed it, just
+//! before the commit) and get SIGKILLed from outside, while a supervisor
+//! restarts them as Kubernetes would. Afterwards every record is checked:
+//! the destination equals the model, nothing took effect twice, the ledger
+//! matches the destination. See also `planner_daemon.rs` for Redis losing
+//! its data.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ebb_tests::receiver::Receiver;
+use ebb_tests::{TestEnv, create_replica, seed_customers};
+use rand::Rng;
+
+/// A dead worker's tasks go back to the queue after 1 s × 2 missed beats.
+const WORKER: &str = r#"
+[worker]
+heartbeat_secs = 1
+missed_heartbeats = 2
+poll_interval_ms = 200
+requeue_after_secs = 10
+max_deliveries = {MAX_DELIVERIES}
+"#;
+
+const POSTGRES: &str = r#"
+[destinations.replica]
+type = "postgres"
+url = "{APP_URL}"
+table = "public.customers_synced"
+batch_size = 50
+
+[syncs.customers]
+source = "warehouse"
+model = "SELECT id, email, first_name, plan, ltv FROM analytics.customers"
+primary_key = "id"
+destination = "replica"
+mode = "mirror"
+
+[syncs.customers.mapping]
+customer_id = "id"
+email = "email"
+first_name = "first_name"
+plan = "plan"
+lifetime_value = "ltv"
+"#;
+
+const HTTP: &str = r#"
+[destinations.crm]
+type = "http"
+url = "{RECEIVER_URL}"
+batch_size = 50
+timeout_secs = 5
+
+[syncs.contacts]
+source = "warehouse"
+model = "SELECT id, email, plan FROM analytics.customers"
+primary_key = "id"
+destination = "crm"
+mode = "mirror"
+"#;
+
+/// Runs `ebb run SYNC --json` while restarting crashed workers every 200 ms
+/// and calling `chaos` on each tick; returns (exit code, summary).
+async fn run_supervised(
+    env: &mut TestEnv,
+    sync: &str,
+    limit: Duration,
+    mut chaos: impl FnMut(&mut TestEnv, Duration) -> Option<usize>,
+) -> (Option<i32>, serde_json::Value, usize) {
+    let mut cmd = env.ebb_command(&["run", sync, "--json"]);
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let run = cmd.spawn().expect("spawn ebb run");
+    let output = run.wait_with_output();
+    tokio::pin!(output);
+    let started = Instant::now();
+    let mut restarts = 0;
+    let output = loop {
+        tokio::select! {
+            out = &mut output => break out.expect("ebb run output"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                assert!(started.elapsed() < limit, "the run did not finish within {limit:?}");
+                if let Some(victim) = chaos(env, started.elapsed()) {
+                    env.kill_worker(victim).await;
+                }
+                restarts += env.restart_dead_workers();
+            }
+        }
+    };
+    let summary = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ebb run printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), summary, restarts)
+}
+
+/// A batch that crashes its worker on every delivery is quarantined after
+/// `max_deliveries`: its records fail into the DLQ with the reason, the
+/// rest of the run is delivered, and a replay delivers them once the cause
+/// is gone.
+#[tokio::test]
+async fn a_poison_batch_is_quarantined_instead_of_looping() {
+    let config = format!("{{HEADER}}{WORKER}{POSTGRES}");
+    let mut env = TestEnv::new(&config, &[("{MAX_DELIVERIES}", "3".into())]).await;
+    seed_customers(&env.warehouse, 300).await;
+    create_replica(&env.app).await;
+    env.start_worker_with(2, &[("EBB_FAULTS", "before_send:key=17")]);
+
+    let (code, summary, restarts) =
+        run_supervised(&mut env, "customers", Duration::from_secs(90), |_, _| None).await;
+    let run = &summary["run"];
+    assert_eq!(
+        code,
+        Some(1),
+        "a run with failed records exits 1: {summary}"
+    );
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["delivered"], 250, "{run}");
+    assert_eq!(run["failed"], 50, "{run}");
+    assert_eq!(run["quarantined_batches"], 1, "{run}");
+    assert!(
+        run["redeliveries"].as_i64() >= Some(3),
+        "the poison batch came back at least max_deliveries times: {run}"
+    );
+    assert!(restarts >= 3, "the worker crashed on each delivery");
+    assert!(
+        env.worker_log(0)
+            .contains("fault injection: aborting the worker")
+    );
+
+    let open = env.ebb_json(&["dlq", "list"]).await;
+    let open = open.as_array().expect("dlq list is an array");
+    assert_eq!(open.len(), 50);
+    assert!(open.iter().any(|e| e["record_key"] == "17"));
+    for entry in open {
+        assert_eq!(entry["kind"], "failed", "{entry}");
+        let reason = entry["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("quarantined") && reason.contains("delivered 4 times"),
+            "{reason}"
+        );
+    }
+    let replica = TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await;
+    assert_eq!(replica, 250);
+
+    // The cause is fixed (a worker without the crash): the replay delivers.
+    env.kill_worker(0).await;
+    env.start_worker(2);
+    let replay = env
+        .ebb_json(&["dlq", "replay", "--sync", "customers"])
+        .await;
+    assert_eq!(replay[0]["run"]["state"], "succeeded", "{replay}");
+    assert_eq!(replay[0]["run"]["delivered"], 50, "{replay}");
+    let replica = TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await;
+    assert_eq!(replica, 300);
+    assert_eq!(env.ebb_json(&["dlq", "list"]).await, serde_json::json!([]));
+}
+
+/// Three workers crash at random points (≈3% per point per batch) and one
+/// is SIGKILLed from outside every 1.5 s. The receiver applies each record
+/// idempotency key once, as the README asks of receivers. Afterwards the
+/// receiver holds exactly the model, no record took effect twice, and the
+/// ledger names exactly the delivered records.
+#[tokio::test]
+async fn workers_crashing_at_random_lose_nothing_and_apply_nothing_twice() {
+    let receiver = Receiver::start().await;
+    receiver.with(|s| s.latency = Duration::from_millis(30));
+    let config = format!("{{HEADER}}{WORKER}{HTTP}");
+    let mut env = TestEnv::new(
+        &config,
+        &[
+            ("{MAX_DELIVERIES}", "25".into()),
+            ("{RECEIVER_URL}", receiver.url()),
+        ],
+    )
+    .await;
+    seed_customers(&env.warehouse, 3000).await;
+    for _ in 0..3 {
+        env.start_worker_with(3, &[("EBB_FAULTS", "any:0.03")]);
+    }
+    let mut next_kill = Duration::from_millis(1500);
+    let (code, summary, restarts) = run_supervised(
+        &mut env,
+        "contacts",
+        Duration::from_secs(150),
+        |env, elapsed| {
+            if elapsed < next_kill {
+                return None;
+            }
+            next_kill += Duration::from_millis(1500);
+            Some(rand::rng().random_range(0..env.worker_count()))
+        },
+    )
+    .await;
+    let run = &summary["run"];
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 3000, "{run}");
+    assert_eq!(run["quarantined_batches"], 0, "{run}");
+    eprintln!(
+        "chaos cost: {restarts} worker restarts, {} task redeliveries, {} receiver duplicates dropped",
+        run["redeliveries"],
+        receiver.with(|s| s.duplicates_dropped)
+    );
+
+    let model: HashMap<String, (String, String)> = sqlx::query_as::<_, (String, String, String)>(
+        "SELECT id::text, email, plan FROM analytics.customers",
+    )
+    .fetch_all(&env.warehouse)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(id, email, plan)| (id, (email, plan)))
+    .collect();
+    receiver.with(|s| {
+        assert_eq!(s.records.len(), model.len());
+        for (key, (email, plan)) in &model {
+            let got = &s.records[key];
+            assert_eq!(got["email"], email.as_str(), "record {key}");
+            assert_eq!(got["plan"], plan.as_str(), "record {key}");
+            assert_eq!(s.applied[key], 1, "record {key} took effect once");
+        }
+    });
+    let ledger: Vec<String> =
+        sqlx::query_scalar("SELECT record_key FROM ebb_ledger WHERE sync_name = 'contacts'")
+            .fetch_all(&env.state)
+            .await
+            .unwrap();
+    assert_eq!(ledger.len(), model.len());
+    assert!(ledger.iter().all(|k| model.contains_key(k)));
+    assert_eq!(env.ebb_json(&["dlq", "list"]).await, serde_json::json!([]));
+
+    // Nothing changed: the next run sends nothing, whatever the crashes did.
+    let again = env.run_sync("contacts", &[]).await;
+    assert_eq!(again["to_send"], 0, "{again}");
+}
