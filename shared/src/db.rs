@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::error::StateError;
@@ -10,10 +11,18 @@ use crate::secret::{Secret, redact_url};
 /// Ebb's schema migrations, embedded in every binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Connection options every Ebb connection to Postgres starts from: sqlx
+/// logs statements slower than 1 s as warnings with their full text, which
+/// for a model stream of millions of rows is expected, not alarming.
+pub fn options(url: &Secret) -> Result<PgConnectOptions, sqlx::Error> {
+    let options: PgConnectOptions = url.expose().parse()?;
+    Ok(options.log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(10)))
+}
+
 /// Opens a pool on a Postgres URL from config; errors show the URL without
 /// its password.
 pub async fn connect(url: &Secret, max_connections: u32) -> Result<PgPool, StateError> {
-    let options: PgConnectOptions = url.expose().parse().map_err(|source| StateError::Connect {
+    let options = self::options(url).map_err(|source| StateError::Connect {
         url: redact_url(url.expose()),
         source,
     })?;

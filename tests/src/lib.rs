@@ -33,7 +33,7 @@ pub fn bin(name: &str) -> PathBuf {
 const HEADER: &str = r#"
 [state]
 database_url = "{STATE_URL}"
-redis_url = "redis://127.0.0.1:6379"
+redis_url = "{REDIS_URL}"
 queue_prefix = "{PREFIX}"
 
 [sources.warehouse]
@@ -63,6 +63,7 @@ pub struct Urls {
     pub warehouse: String,
     pub app: String,
     pub prefix: String,
+    pub redis: String,
 }
 
 impl TestEnv {
@@ -70,6 +71,11 @@ impl TestEnv {
     /// `{HEADER}`, `{STATE_URL}`, `{WAREHOUSE_URL}`, `{APP_URL}`, `{PREFIX}` and any
     /// `extra` placeholders.
     pub async fn new(config: &str, extra: &[(&str, String)]) -> TestEnv {
+        TestEnv::new_on_redis(config, extra, REDIS_URL).await
+    }
+
+    /// Like [`TestEnv::new`], with the queue on another Redis (`{REDIS_URL}`).
+    pub async fn new_on_redis(config: &str, extra: &[(&str, String)], redis: &str) -> TestEnv {
         let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
         let admin = PgPool::connect(ADMIN_URL)
             .await
@@ -79,6 +85,7 @@ impl TestEnv {
             warehouse: String::new(),
             app: String::new(),
             prefix: format!("ebbtest-{id}"),
+            redis: redis.to_owned(),
         };
         for (role, slot) in [
             ("state", &mut urls.state),
@@ -116,7 +123,8 @@ impl TestEnv {
             .replace("{STATE_URL}", &self.urls.state)
             .replace("{WAREHOUSE_URL}", &self.urls.warehouse)
             .replace("{APP_URL}", &self.urls.app)
-            .replace("{PREFIX}", &self.urls.prefix);
+            .replace("{PREFIX}", &self.urls.prefix)
+            .replace("{REDIS_URL}", &self.urls.redis);
         for (k, v) in extra {
             text = text.replace(k, v);
         }
@@ -265,7 +273,7 @@ impl TestEnv {
     /// Deletes every Redis key of this env's queue, as FLUSHALL or a Redis
     /// restart without persistence would (scoped, so parallel tests survive).
     pub async fn wipe_queue(&self) -> usize {
-        let client = redis::Client::open(REDIS_URL).expect("redis url");
+        let client = redis::Client::open(self.urls.redis.as_str()).expect("redis url");
         let mut conn = client
             .get_multiplexed_async_connection()
             .await
@@ -288,7 +296,7 @@ impl TestEnv {
     /// Tasks waiting on this env's queue: apalis-redis pushes them into the
     /// `scheduled` ZSET, and a worker's fetch promotes them to the `active` list.
     pub async fn queued_tasks(&self) -> i64 {
-        let client = redis::Client::open(REDIS_URL).expect("redis url");
+        let client = redis::Client::open(self.urls.redis.as_str()).expect("redis url");
         let mut conn = client
             .get_multiplexed_async_connection()
             .await
@@ -342,6 +350,69 @@ impl Drop for TestEnv {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
+    }
+}
+
+/// A Redis of a test's own on a random port, without persistence, that the
+/// test can kill and start again (as a crash or a restart without
+/// persistence would).
+pub struct PrivateRedis {
+    pub port: u16,
+    server: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut redis = PrivateRedis { port, server: None };
+        redis.start_again();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port, empty, and waits for it.
+    pub fn start_again(&mut self) {
+        let server = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (scripts/ensure-services.sh installs it)");
+        self.server = Some(server);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private redis did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.server.is_none()
+    }
+
+    /// SIGKILLs the server: its data is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

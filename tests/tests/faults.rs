@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ebb_tests::receiver::Receiver;
-use ebb_tests::{TestEnv, create_replica, seed_customers};
+use ebb_tests::{PrivateRedis, TestEnv, create_replica, seed_customers};
 use rand::Rng;
 
 /// A dead worker's tasks go back to the queue after 1 s × 2 missed beats.
@@ -238,4 +238,73 @@ async fn workers_crashing_at_random_lose_nothing_and_apply_nothing_twice() {
     // Nothing changed: the next run sends nothing, whatever the crashes did.
     let again = env.run_sync("contacts", &[]).await;
     assert_eq!(again["to_send"], 0, "{again}");
+}
+
+/// Redis dies mid-run and comes back empty (no persistence): workers
+/// reconnect by themselves, `ebb run` notices the new queue epoch and
+/// re-enqueues the unsettled batches from Postgres, and the run completes
+/// with nothing lost and nothing applied twice.
+#[tokio::test]
+async fn a_run_survives_a_redis_restart_without_persistence() {
+    let mut redis = PrivateRedis::start();
+    let receiver = Receiver::start().await;
+    receiver.with(|s| s.latency = Duration::from_millis(150));
+    let config = format!("{{HEADER}}{WORKER}{HTTP}");
+    let mut env = TestEnv::new_on_redis(
+        &config,
+        &[
+            ("{MAX_DELIVERIES}", "5".into()),
+            ("{RECEIVER_URL}", receiver.url()),
+        ],
+        &redis.url(),
+    )
+    .await;
+    seed_customers(&env.warehouse, 2000).await;
+    env.start_worker(2);
+    env.start_worker(2);
+
+    let mut outage = None;
+    let (code, summary, restarts) = run_supervised(
+        &mut env,
+        "contacts",
+        Duration::from_secs(120),
+        |_, elapsed| {
+            let applied = receiver.with(|s| s.applied.len());
+            match outage {
+                None if applied >= 200 => {
+                    redis.kill();
+                    outage = Some(elapsed);
+                }
+                Some(at) if elapsed >= at + Duration::from_secs(3) && redis.is_stopped() => {
+                    redis.start_again();
+                }
+                _ => {}
+            }
+            None
+        },
+    )
+    .await;
+    assert!(outage.is_some(), "Redis was killed mid-run");
+    let run = &summary["run"];
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(run["delivered"], 2000, "{run}");
+    assert_eq!(restarts, 0, "workers rode out the outage without exiting");
+    // While Redis is down a worker's apalis loop fails and is restarted;
+    // each attempt waits out the connection manager's reconnect backoff,
+    // so a 3-second outage costs a handful of restarts, not a busy loop.
+    let in_process_restarts = env
+        .worker_log(0)
+        .matches("worker stopped; restarting")
+        .count();
+    assert!(
+        (1..=20).contains(&in_process_restarts),
+        "{in_process_restarts} in-process restarts during the outage"
+    );
+    receiver.with(|s| {
+        assert_eq!(s.records.len(), 2000);
+        assert!(
+            s.applied.values().all(|&n| n == 1),
+            "no record applied twice"
+        );
+    });
 }

@@ -7,7 +7,7 @@ use ebb_shared::config::{FieldMapping, SourceConfig, SyncConfig, quote_ident};
 use ebb_shared::secret::redact_url;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Column, Executor, Statement};
 
 use crate::error::PlannerError;
@@ -43,10 +43,7 @@ impl PostgresSource {
             url: redact_url(pg.url.expose()),
             message,
         };
-        let options: PgConnectOptions = pg
-            .url
-            .expose()
-            .parse()
+        let options = ebb_shared::db::options(&pg.url)
             .map_err(|e: sqlx::Error| connect_error(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(2)

@@ -14,7 +14,7 @@ use std::time::Duration;
 use ebb_shared::config::{PostgresDestinationConfig, SyncConfig};
 use ebb_shared::secret::redact_url;
 use futures::future::BoxFuture;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::batch::{BatchContext, OutboundRecord};
 use crate::destinations::Destination;
@@ -24,15 +24,11 @@ use crate::error::WorkerError;
 /// Connects on first use, so a worker starts even while a destination
 /// database is down (its batches retry instead).
 pub fn connect_lazy(name: &str, config: &PostgresDestinationConfig) -> Result<PgPool, WorkerError> {
-    let options: PgConnectOptions =
-        config
-            .url
-            .expose()
-            .parse()
-            .map_err(|e: sqlx::Error| WorkerError::DestinationSetup {
-                destination: name.to_owned(),
-                message: format!("invalid url {}: {e}", redact_url(config.url.expose())),
-            })?;
+    let options =
+        ebb_shared::db::options(&config.url).map_err(|e| WorkerError::DestinationSetup {
+            destination: name.to_owned(),
+            message: format!("invalid url {}: {e}", redact_url(config.url.expose())),
+        })?;
     Ok(PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
