@@ -14,6 +14,9 @@ use crate::watchdog::Watchdog;
 const POLL: Duration = Duration::from_millis(250);
 const PLAIN_LINE_EVERY: Duration = Duration::from_secs(5);
 const NO_WORKER_HINT_AFTER: Duration = Duration::from_secs(15);
+/// How long `ebb run` waits out an unreachable state database before giving
+/// up (the run itself goes on: workers and `ebb serve` carry it).
+const STATE_OUTAGE_LIMIT: Duration = Duration::from_secs(600);
 
 pub struct Waiter<'a> {
     pub pool: &'a PgPool,
@@ -40,9 +43,29 @@ impl Waiter<'_> {
         let started = Instant::now();
         let mut last_line = Instant::now();
         let mut hinted = false;
+        let mut outage: Option<Instant> = None;
         while !run.is_finished() {
             tokio::time::sleep(POLL).await;
-            run = runs::get(self.pool, run_id).await?;
+            // The state database going away for a while (failover, restart)
+            // is waited out; workers wait for it too.
+            run = match runs::get(self.pool, run_id).await {
+                Ok(run) => {
+                    if outage.take().is_some() {
+                        tracing::warn!(run_id, "state database reachable again");
+                    }
+                    run
+                }
+                Err(e) => {
+                    let since = *outage.get_or_insert_with(|| {
+                        tracing::warn!(run_id, error = %e, "state database unreachable; waiting for it");
+                        Instant::now()
+                    });
+                    if since.elapsed() > STATE_OUTAGE_LIMIT {
+                        return Err(e.into());
+                    }
+                    continue;
+                }
+            };
             let done = run.settled_records().max(0) as u64;
             match &bar {
                 Some(bar) => bar.set_position(done),

@@ -49,6 +49,7 @@ pub struct TestEnv {
     pub app: PgPool,
     pub urls: Urls,
     workers: Vec<(Child, WorkerSpec)>,
+    template: (String, Vec<(String, String)>),
 }
 
 /// How a worker was started, to restart it the same way.
@@ -112,6 +113,13 @@ impl TestEnv {
             dir,
             urls,
             workers: Vec::new(),
+            template: (
+                config.to_owned(),
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+            ),
         };
         env.write_config(config, extra);
         env
@@ -129,6 +137,30 @@ impl TestEnv {
             text = text.replace(k, v);
         }
         std::fs::write(self.dir.join("ebb.toml"), text).expect("write ebb.toml");
+    }
+
+    /// Moves Ebb's state database to another server (e.g. a
+    /// [`PrivatePostgres`] the test can crash), before anything ran.
+    pub async fn move_state_to(&mut self, admin_url: &str) {
+        let admin = PgPool::connect(admin_url)
+            .await
+            .expect("connect to the other server");
+        let db = format!("ebb_t_{}_state", self.id);
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&admin)
+            .await
+            .expect("create state database");
+        admin.close().await;
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(admin_url);
+        self.urls.state = format!("{base}/{db}");
+        self.state = PgPool::connect(&self.urls.state).await.expect("state db");
+        let (config, extra) = self.template.clone();
+        let extra: Vec<(&str, String)> =
+            extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        self.write_config(&config, &extra);
     }
 
     pub fn write_file(&self, relative: &str, content: &str) {
@@ -413,6 +445,145 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Postgres server of a test's own (initdb in a temp dir, random port)
+/// that the test can crash (immediate shutdown, as a failover or an OOM kill
+/// would) and start again on the same data.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+    /// The user the server runs as (postgres refuses root).
+    uid: Option<u32>,
+    server: Option<std::process::Child>,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries in /usr/lib/postgresql (scripts/ensure-services.sh installs them)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql/*/bin");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let dir =
+            std::env::temp_dir().join(format!("ebb-pg-{port}-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).expect("pg dir");
+        let uid_of = |args: &[&str]| -> u32 {
+            let out = std::process::Command::new("id")
+                .args(args)
+                .output()
+                .expect("run id");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .expect("numeric uid")
+        };
+        let uid = if uid_of(&["-u"]) == 0 {
+            let uid = uid_of(&["-u", "postgres"]);
+            let status = std::process::Command::new("chown")
+                .arg("-R")
+                .arg("postgres")
+                .arg(&dir)
+                .status()
+                .expect("chown");
+            assert!(status.success());
+            Some(uid)
+        } else {
+            None
+        };
+        let mut initdb = std::process::Command::new(bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(uid) = uid {
+            std::os::unix::process::CommandExt::uid(&mut initdb, uid);
+        }
+        assert!(
+            initdb.status().expect("run initdb").success(),
+            "initdb failed"
+        );
+        let mut pg = PrivatePostgres {
+            port,
+            dir,
+            bin,
+            uid,
+            server: None,
+        };
+        pg.start_again();
+        pg
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.server.is_none()
+    }
+
+    /// Starts the server on its data directory and waits until it accepts
+    /// connections.
+    pub fn start_again(&mut self) {
+        let mut postgres = std::process::Command::new(self.bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", self.dir.display()))
+            .args(["-c", "fsync=off", "-c", "max_connections=100"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(uid) = self.uid {
+            std::os::unix::process::CommandExt::uid(&mut postgres, uid);
+        }
+        self.server = Some(postgres.spawn().expect("spawn postgres"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = std::process::Command::new(self.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private postgres did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Immediate shutdown (SIGQUIT): connections drop at once, nothing is
+    /// flushed; the next start recovers from the WAL.
+    pub fn crash(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = std::process::Command::new("kill")
+                .arg("-QUIT")
+                .arg(server.id().to_string())
+                .status();
+            let _ = server.wait();
+        }
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.crash();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

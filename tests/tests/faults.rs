@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ebb_tests::receiver::Receiver;
-use ebb_tests::{PrivateRedis, TestEnv, create_replica, seed_customers};
+use ebb_tests::{PrivatePostgres, PrivateRedis, TestEnv, create_replica, seed_customers};
 use rand::Rng;
 
 /// A dead worker's tasks go back to the queue after 1 s × 2 missed beats.
@@ -300,6 +300,64 @@ async fn a_run_survives_a_redis_restart_without_persistence() {
         (1..=20).contains(&in_process_restarts),
         "{in_process_restarts} in-process restarts during the outage"
     );
+    receiver.with(|s| {
+        assert_eq!(s.records.len(), 2000);
+        assert!(
+            s.applied.values().all(|&n| n == 1),
+            "no record applied twice"
+        );
+    });
+}
+
+/// Ebb's state database crashes mid-run (immediate shutdown) and comes back
+/// 3 s later: workers and `ebb run` wait for it, batches cut off before
+/// their commit are redone (the receiver drops the repeats by idempotency
+/// key), and the run completes with every record applied once.
+#[tokio::test]
+async fn a_run_survives_a_state_database_crash() {
+    let mut postgres = PrivatePostgres::start();
+    let receiver = Receiver::start().await;
+    receiver.with(|s| s.latency = Duration::from_millis(150));
+    let config = format!("{{HEADER}}{WORKER}{HTTP}");
+    let mut env = TestEnv::new(
+        &config,
+        &[
+            ("{MAX_DELIVERIES}", "5".into()),
+            ("{RECEIVER_URL}", receiver.url()),
+        ],
+    )
+    .await;
+    env.move_state_to(&postgres.admin_url()).await;
+    seed_customers(&env.warehouse, 2000).await;
+    env.start_worker(2);
+    env.start_worker(2);
+
+    let mut outage = None;
+    let (code, summary, restarts) = run_supervised(
+        &mut env,
+        "contacts",
+        Duration::from_secs(150),
+        |_, elapsed| {
+            let applied = receiver.with(|s| s.applied.len());
+            match outage {
+                None if applied >= 200 => {
+                    postgres.crash();
+                    outage = Some(elapsed);
+                }
+                Some(at) if elapsed >= at + Duration::from_secs(3) && postgres.is_stopped() => {
+                    postgres.start_again();
+                }
+                _ => {}
+            }
+            None
+        },
+    )
+    .await;
+    assert!(outage.is_some(), "the state database crashed mid-run");
+    let run = &summary["run"];
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(run["delivered"], 2000, "{run}");
+    assert_eq!(restarts, 0, "workers rode out the outage without exiting");
     receiver.with(|s| {
         assert_eq!(s.records.len(), 2000);
         assert!(
