@@ -161,13 +161,9 @@ async fn a_poison_batch_is_quarantined_instead_of_looping() {
     assert_eq!(env.ebb_json(&["dlq", "list"]).await, serde_json::json!([]));
 }
 
-/// Three workers crash at random points (≈3% per point per batch) and one
-/// is SIGKILLed from outside every 1.5 s. The receiver applies each record
-/// idempotency key once, as the README asks of receivers. Afterwards the
-/// receiver holds exactly the model, no record took effect twice, and the
-/// ledger names exactly the delivered records.
-#[tokio::test]
-async fn workers_crashing_at_random_lose_nothing_and_apply_nothing_twice() {
+/// A receiver with latency, and three workers that crash at random points
+/// (≈3% per point per batch).
+async fn chaos_env(rows: i64) -> (TestEnv, Receiver) {
     let receiver = Receiver::start().await;
     receiver.with(|s| s.latency = Duration::from_millis(30));
     let config = format!("{{HEADER}}{WORKER}{HTTP}");
@@ -179,35 +175,41 @@ async fn workers_crashing_at_random_lose_nothing_and_apply_nothing_twice() {
         ],
     )
     .await;
-    seed_customers(&env.warehouse, 3000).await;
+    seed_customers(&env.warehouse, rows).await;
     for _ in 0..3 {
         env.start_worker_with(3, &[("EBB_FAULTS", "any:0.03")]);
     }
+    (env, receiver)
+}
+
+/// `ebb run contacts` while a random worker is SIGKILLed every 1.5 s and
+/// crashed workers are restarted; asserts the run succeeded.
+async fn run_with_random_crashes(env: &mut TestEnv, receiver: &Receiver) -> serde_json::Value {
     let mut next_kill = Duration::from_millis(1500);
-    let (code, summary, restarts) = run_supervised(
-        &mut env,
-        "contacts",
-        Duration::from_secs(150),
-        |env, elapsed| {
+    let (code, summary, restarts) =
+        run_supervised(env, "contacts", Duration::from_secs(150), |env, elapsed| {
             if elapsed < next_kill {
                 return None;
             }
             next_kill += Duration::from_millis(1500);
             Some(rand::rng().random_range(0..env.worker_count()))
-        },
-    )
-    .await;
-    let run = &summary["run"];
+        })
+        .await;
+    let run = summary["run"].clone();
     assert_eq!(code, Some(0), "{summary}");
     assert_eq!(run["state"], "succeeded", "{run}");
-    assert_eq!(run["delivered"], 3000, "{run}");
     assert_eq!(run["quarantined_batches"], 0, "{run}");
     eprintln!(
         "chaos cost: {restarts} worker restarts, {} task redeliveries, {} receiver duplicates dropped",
         run["redeliveries"],
         receiver.with(|s| s.duplicates_dropped)
     );
+    run
+}
 
+/// Record by record: the receiver holds exactly the model, the ledger names
+/// exactly the model's keys, and the DLQ is empty.
+async fn assert_receiver_matches_model(env: &TestEnv, receiver: &Receiver) {
     let model: HashMap<String, (String, String)> = sqlx::query_as::<_, (String, String, String)>(
         "SELECT id::text, email, plan FROM analytics.customers",
     )
@@ -223,7 +225,6 @@ async fn workers_crashing_at_random_lose_nothing_and_apply_nothing_twice() {
             let got = &s.records[key];
             assert_eq!(got["email"], email.as_str(), "record {key}");
             assert_eq!(got["plan"], plan.as_str(), "record {key}");
-            assert_eq!(s.applied[key], 1, "record {key} took effect once");
         }
     });
     let ledger: Vec<String> =
@@ -234,10 +235,73 @@ async fn workers_crashing_at_random_lose_nothing_and_apply_nothing_twice() {
     assert_eq!(ledger.len(), model.len());
     assert!(ledger.iter().all(|k| model.contains_key(k)));
     assert_eq!(env.ebb_json(&["dlq", "list"]).await, serde_json::json!([]));
+}
+
+/// Three workers crash at random points and one is SIGKILLed from outside
+/// every 1.5 s. The receiver applies each record idempotency key once, as
+/// the README asks of receivers. Afterwards the receiver holds exactly the
+/// model, no record took effect twice, and the ledger names exactly the
+/// delivered records.
+#[tokio::test]
+async fn workers_crashing_at_random_lose_nothing_and_apply_nothing_twice() {
+    let (mut env, receiver) = chaos_env(3000).await;
+    let run = run_with_random_crashes(&mut env, &receiver).await;
+    assert_eq!(run["delivered"], 3000, "{run}");
+    assert_receiver_matches_model(&env, &receiver).await;
+    receiver.with(|s| {
+        assert!(
+            s.applied.values().all(|&n| n == 1),
+            "no record took effect twice"
+        );
+    });
 
     // Nothing changed: the next run sends nothing, whatever the crashes did.
     let again = env.run_sync("contacts", &[]).await;
     assert_eq!(again["to_send"], 0, "{again}");
+}
+
+/// Soak mode (opt-in, long): `EBB_SOAK_SECS=600 cargo test -p ebb-tests
+/// --test faults -- --ignored soak`. Repeats random-crash runs while the
+/// model changes between them (updates, deletes, inserts; mirror mode), and
+/// checks the receiver against the model after every run.
+#[tokio::test]
+#[ignore = "long: run with --ignored and EBB_SOAK_SECS"]
+async fn soak_random_crashes_over_a_changing_model() {
+    let soak = Duration::from_secs(
+        std::env::var("EBB_SOAK_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(600),
+    );
+    let (mut env, receiver) = chaos_env(5000).await;
+    let started = Instant::now();
+    let mut rounds = 0;
+    let mut next_id = 5001;
+    while started.elapsed() < soak {
+        run_with_random_crashes(&mut env, &receiver).await;
+        assert_receiver_matches_model(&env, &receiver).await;
+        rounds += 1;
+        // Change ~10% of the rows, delete ~1%, add 50.
+        sqlx::query("UPDATE analytics.customers SET plan = plan || '+' WHERE random() < 0.1")
+            .execute(&env.warehouse)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM analytics.customers WHERE random() < 0.01")
+            .execute(&env.warehouse)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO analytics.customers SELECT g, 'user' || g || '@example.com', 'Name' || g, 'free', 1 \
+             FROM generate_series($1::bigint, $1::bigint + 49) g",
+        )
+        .bind(next_id)
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+        next_id += 50;
+    }
+    eprintln!("soak: {rounds} rounds in {:?}", started.elapsed());
+    assert!(rounds > 0);
 }
 
 /// Redis dies mid-run and comes back empty (no persistence): workers

@@ -257,3 +257,32 @@ fn run_in_background(mut cmd: tokio::process::Command) -> tokio::process::Child 
         .spawn()
         .expect("spawn ebb run")
 }
+
+/// Two planners for one sync (a second `ebb run`, or a second `ebb serve`
+/// by mistake): the second is refused while the first run is active, and
+/// nothing is planned twice.
+#[tokio::test]
+async fn a_second_planner_is_refused_while_a_run_is_active() {
+    let mut env = env("", 200).await;
+    let first = run_in_background(env.ebb_command(&["run", "customers", "--json"]));
+    eventually(Duration::from_secs(30), "the first run's tasks", || async {
+        (env.queued_tasks().await == 4).then_some(())
+    })
+    .await;
+    let second = env.ebb(&["run", "customers"]).await;
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("sync `customers` already has an active run #1"),
+        "{stderr}"
+    );
+    env.start_worker(2);
+    let out = tokio::time::timeout(Duration::from_secs(60), first.wait_with_output())
+        .await
+        .expect("first run finishes")
+        .expect("ebb run output");
+    assert_eq!(out.status.code(), Some(0));
+    let all = runs(&env).await;
+    assert_eq!(all.len(), 1, "one run only: {all:?}");
+    assert_eq!(all[0]["delivered"], 200);
+}
