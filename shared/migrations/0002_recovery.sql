@@ -14,3 +14,9 @@ ALTER TABLE ebb_batches ADD COLUMN quarantined BOOLEAN NOT NULL DEFAULT false;
 -- What faults cost a run: destination retries (429/5xx/timeouts) of the
 -- attempts that settled.
 ALTER TABLE ebb_runs ADD COLUMN retries BIGINT NOT NULL DEFAULT 0;
+
+-- What a destination's limits cost a run: requests answered 429 (throttled,
+-- waited out without spending retries) and time spent waiting for the
+-- destination's concurrency slots, rate tokens and pauses.
+ALTER TABLE ebb_runs ADD COLUMN throttled BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE ebb_runs ADD COLUMN limiter_wait_ms BIGINT NOT NULL DEFAULT 0;

@@ -6,6 +6,11 @@
 //! repeats. Knobs: latency per request, a number of 503 answers (with
 //! `Retry-After`), a number of requests that are applied and then lose their
 //! response (the connection drops), and a count-only mode for benchmarks.
+//!
+//! Like a SaaS API it can enforce limits per account: a cap on requests in
+//! flight and a rolling-window rate (e.g. HubSpot's 100 requests per 10 s).
+//! A request over a limit is a *violation*: it is counted and answered 429
+//! with `Retry-After`, as the vendors do.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -39,6 +44,18 @@ pub struct ReceiverState {
     pub rejected_requests: u32,
     pub unavailable_left: u32,
     pub latency: Duration,
+    /// Requests in flight allowed at once (None: no cap).
+    pub concurrency_cap: Option<u32>,
+    /// At most this many requests in any window of this length.
+    pub rate_window: Option<(usize, Duration)>,
+    /// The next this many requests are answered 429 with `Retry-After: 1`.
+    pub throttle_left: u32,
+    pub in_flight: u32,
+    pub max_in_flight: u32,
+    /// Arrival times of requests within the limits.
+    pub arrivals: Vec<std::time::Instant>,
+    /// Requests over a limit (answered 429).
+    pub violations: u32,
     /// Keep only counts, not the records (for benchmarks of millions of rows).
     pub count_only: bool,
     /// Records applied in total (upserts plus deletes), also in count-only mode.
@@ -82,9 +99,40 @@ async fn batch(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    let _in_flight = InFlight::enter(&state);
     let latency = {
         let mut s = state.lock().expect("lock");
         s.requests += 1;
+        let now = std::time::Instant::now();
+        let over_concurrency = s.concurrency_cap.is_some_and(|cap| s.in_flight > cap);
+        let over_rate = s.rate_window.is_some_and(|(limit, window)| {
+            let recent = s
+                .arrivals
+                .iter()
+                .rev()
+                .take_while(|t| now.duration_since(**t) < window)
+                .count();
+            recent >= limit
+        });
+        if over_concurrency || over_rate {
+            s.violations += 1;
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                Json(json!({"status": "error", "category": "RATE_LIMITS", "message": "You have reached your rate limit."})),
+            )
+                .into_response();
+        }
+        s.arrivals.push(now);
+        if s.throttle_left > 0 {
+            s.throttle_left -= 1;
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                Json(json!({"status": "error", "category": "RATE_LIMITS", "message": "You have reached your rate limit."})),
+            )
+                .into_response();
+        }
         s.last_auth = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -160,4 +208,24 @@ async fn batch(
         std::panic::resume_unwind(Box::new("emulated dropped connection"));
     }
     (StatusCode::OK, Json(json!({"accepted": records.len()}))).into_response()
+}
+
+/// Counts a request in flight for as long as its handler runs.
+struct InFlight(Arc<Mutex<ReceiverState>>);
+
+impl InFlight {
+    fn enter(state: &Arc<Mutex<ReceiverState>>) -> InFlight {
+        let mut s = state.lock().expect("lock");
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.in_flight -= 1;
+        }
+    }
 }

@@ -230,13 +230,12 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
     let keys = || sendable.iter().map(|r| r.key.as_str()).collect();
     state.faults.check(Point::BeforeSend, keys);
     let loaded_ms = started.elapsed().as_millis() as u64;
-    let (outcomes, stats) =
-        deliver(target.destination.as_ref(), &ctx, &sendable, target.retry).await;
+    let (outcomes, stats) = deliver(target.target(), &ctx, &sendable, target.retry).await;
     let delivered_ms = started.elapsed().as_millis() as u64;
     state.faults.check(Point::AfterSend, keys);
     settled.extend(sendable.into_iter().map(|r| r.key).zip(outcomes));
 
-    let result = settle::settle(&mut tx, &ctx, &settled, stats.retries).await?;
+    let result = settle::settle(&mut tx, &ctx, &settled, &stats).await?;
     if quarantine {
         sqlx::query(
             "UPDATE ebb_batches SET quarantined = true WHERE run_id = $1 AND batch_no = $2",
@@ -255,6 +254,7 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
         run_id = task.run_id, batch = task.batch_no, sync = %task.sync,
         delivered = result.delivered, rejected = result.rejected, failed = result.failed,
         requests = stats.requests, retries = stats.retries, splits = stats.splits,
+        throttled = stats.throttled, limiter_wait_ms = stats.limiter_wait.as_millis() as u64,
         load_ms = loaded_ms, send_ms = delivered_ms - loaded_ms,
         settle_ms = started.elapsed().as_millis() as u64 - delivered_ms,
         "batch settled"

@@ -30,8 +30,8 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
     let pool =
         ebb_shared::db::connect_and_migrate(&config.state.database_url, 2 * concurrency as u32 + 2)
             .await?;
-    let registry = Registry::build(&config)?;
     let conn = queue::connect(&config.state).await?;
+    let registry = Registry::build(&config, &conn)?;
     let storage = queue::storage(conn, &config.state, &config.worker, concurrency);
     let state = Arc::new(WorkerState {
         pool,

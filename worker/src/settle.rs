@@ -7,6 +7,7 @@ use ebb_shared::StateError;
 use sqlx::PgConnection;
 
 use crate::batch::BatchContext;
+use crate::destinations::util::delivery::DeliveryStats;
 use crate::destinations::util::outcome::RecordOutcome;
 
 #[derive(Debug, Default)]
@@ -23,7 +24,7 @@ pub async fn settle(
     tx: &mut PgConnection,
     ctx: &BatchContext,
     outcomes: &[(String, RecordOutcome)],
-    retries: u32,
+    stats: &DeliveryStats,
 ) -> Result<Settled, StateError> {
     let q = StateError::query;
     // One statement per outcome (usually one), each an index lookup by
@@ -154,7 +155,8 @@ pub async fn settle(
         .map_err(q("settling a batch"))?;
     let (batches_settled, batches_total): (i32, i32) = sqlx::query_as(
         "UPDATE ebb_runs SET batches_settled = batches_settled + 1, delivered = delivered + $2, \
-             rejected = rejected + $3, failed = failed + $4, superseded = superseded + $5, retries = retries + $6 \
+             rejected = rejected + $3, failed = failed + $4, superseded = superseded + $5, retries = retries + $6, \
+             throttled = throttled + $7, limiter_wait_ms = limiter_wait_ms + $8 \
          WHERE id = $1 RETURNING batches_settled, batches_total",
     )
     .bind(ctx.run_id)
@@ -162,7 +164,9 @@ pub async fn settle(
     .bind(settled.rejected)
     .bind(settled.failed)
     .bind(settled.superseded)
-    .bind(retries as i64)
+    .bind(i64::from(stats.retries))
+    .bind(i64::from(stats.throttled))
+    .bind(stats.limiter_wait.as_millis() as i64)
     .fetch_one(&mut *tx)
     .await
     .map_err(q("adding to the run's totals"))?;

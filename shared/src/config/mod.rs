@@ -181,6 +181,16 @@ struct RawHttpDestination {
     timeout_secs: u64,
     #[serde(default = "default_max_retries")]
     max_retries: u32,
+    #[serde(default = "default_http_max_concurrency")]
+    max_concurrency: u32,
+    rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    requests: u32,
+    per_seconds: f64,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +204,18 @@ struct RawPostgresDestination {
     batch_size: usize,
     #[serde(default = "default_max_retries")]
     max_retries: u32,
+    #[serde(default = "default_postgres_max_concurrency")]
+    max_concurrency: u32,
+    rate_limit: Option<RawRateLimit>,
+}
+
+/// Requests in flight to one generic HTTP endpoint, across all workers.
+fn default_http_max_concurrency() -> u32 {
+    8
+}
+/// Concurrent batch transactions against one destination database.
+fn default_postgres_max_concurrency() -> u32 {
+    8
 }
 
 fn default_http_batch_size() -> usize {
@@ -438,10 +460,41 @@ fn resolve_destination(
             Ok(())
         }
     };
+    let limits = |max_concurrency: u32, rate_limit: Option<RawRateLimit>| {
+        if max_concurrency == 0 {
+            return Err(src.invalid(
+                Some(src.field_offset(start, "max_concurrency")),
+                format!("{key}.max_concurrency"),
+                "must be at least 1",
+            ));
+        }
+        let rate_limit = match rate_limit {
+            None => None,
+            Some(r) if r.requests == 0 || !(r.per_seconds > 0.0 && r.per_seconds.is_finite()) => {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "rate_limit")),
+                    format!("{key}.rate_limit"),
+                    format!(
+                        "needs requests >= 1 and per_seconds > 0, got {{ requests = {}, per_seconds = {} }}",
+                        r.requests, r.per_seconds
+                    ),
+                ));
+            }
+            Some(r) => Some(RateLimit {
+                requests: r.requests,
+                per: std::time::Duration::from_secs_f64(r.per_seconds),
+            }),
+        };
+        Ok(Limits {
+            max_concurrency,
+            rate_limit,
+        })
+    };
     match kind.as_str() {
         "http" => {
             let raw: RawHttpDestination = typed(src, &key, &table)?;
             check_batch(raw.batch_size)?;
+            let limits = limits(raw.max_concurrency, raw.rate_limit)?;
             let url = secret_at(
                 src,
                 &raw.url,
@@ -481,11 +534,13 @@ fn resolve_destination(
                 batch_size: raw.batch_size,
                 timeout_secs: raw.timeout_secs,
                 max_retries: raw.max_retries,
+                limits,
             }))
         }
         _ => {
             let raw: RawPostgresDestination = typed(src, &key, &table)?;
             check_batch(raw.batch_size)?;
+            let limits = limits(raw.max_concurrency, raw.rate_limit)?;
             let url = secret_at(
                 src,
                 &raw.url,
@@ -505,6 +560,7 @@ fn resolve_destination(
                 table: table_name,
                 batch_size: raw.batch_size,
                 max_retries: raw.max_retries,
+                limits,
             }))
         }
     }

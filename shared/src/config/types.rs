@@ -113,6 +113,29 @@ impl DestinationConfig {
             DestinationConfig::Postgres(c) => c.batch_size,
         }
     }
+
+    pub fn limits(&self) -> &Limits {
+        match self {
+            DestinationConfig::Http(c) => &c.limits,
+            DestinationConfig::Postgres(c) => &c.limits,
+        }
+    }
+}
+
+/// A destination's limits, enforced across every worker through Redis:
+/// every sync that writes to the destination shares them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Requests in flight at once.
+    pub max_concurrency: u32,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// At most `requests` per `per`, in any window of that length.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +145,7 @@ pub struct HttpDestinationConfig {
     pub batch_size: usize,
     pub timeout_secs: u64,
     pub max_retries: u32,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +154,7 @@ pub struct PostgresDestinationConfig {
     pub table: TableName,
     pub batch_size: usize,
     pub max_retries: u32,
+    pub limits: Limits,
 }
 
 /// `schema.table` (schema optional), kept unquoted; [`TableName::quoted`]

@@ -31,6 +31,10 @@ pub struct Run {
     pub superseded: i64,
     /// Destination retries (429, 5xx, timeouts) of the attempts that settled.
     pub retries: i64,
+    /// Requests the destination answered 429 (waited out, not retries).
+    pub throttled: i64,
+    /// Time spent waiting for the destination's limits, summed over requests.
+    pub limiter_wait_ms: i64,
     /// Task deliveries beyond the first, over all batches (worker crashes,
     /// lost acks, tasks re-enqueued after Redis lost them).
     pub redeliveries: i64,
@@ -58,6 +62,7 @@ impl Run {
 const RUN_COLUMNS: &str = "id, sync_name, destination, kind, trigger, mode, full_resync, state, \
     planned_added, planned_changed, planned_removed, unchanged, skipped_by_mode, rejected_at_plan, \
     to_send, batches_total, batches_settled, delivered, rejected, failed, superseded, retries, \
+    throttled, limiter_wait_ms, \
     (SELECT COALESCE(sum(b.deliveries - 1), 0)::bigint FROM ebb_batches b \
      WHERE b.run_id = ebb_runs.id AND b.deliveries > 1) AS redeliveries, \
     (SELECT count(*) FROM ebb_batches b WHERE b.run_id = ebb_runs.id AND b.quarantined) AS quarantined_batches, \

@@ -13,6 +13,9 @@ use futures::future::BoxFuture;
 
 use crate::batch::{BatchContext, OutboundRecord};
 use crate::error::WorkerError;
+use apalis_redis::ConnectionManager;
+use util::delivery::Target;
+use util::limiter::Limiter;
 use util::outcome::Attempt;
 use util::retry::RetryPolicy;
 
@@ -31,7 +34,18 @@ pub trait Destination: Send + Sync {
 pub struct SyncTarget {
     pub destination_name: String,
     pub destination: Arc<dyn Destination>,
+    /// Shared by every sync writing to the destination.
+    pub limiter: Arc<Limiter>,
     pub retry: RetryPolicy,
+}
+
+impl SyncTarget {
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            destination: self.destination.as_ref(),
+            limiter: &self.limiter,
+        }
+    }
 }
 
 /// Destinations by sync name, built once per worker process.
@@ -40,9 +54,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn build(config: &Config) -> Result<Registry, WorkerError> {
+    /// `redis` carries the destinations' limits (see [`Limiter`]).
+    pub fn build(config: &Config, redis: &ConnectionManager) -> Result<Registry, WorkerError> {
         let http_client = http::client()?;
         let mut postgres_pools = HashMap::new();
+        let mut limiters: HashMap<String, Arc<Limiter>> = HashMap::new();
         let mut by_sync = HashMap::new();
         for sync in config.syncs.values() {
             let Some(dest_config) = config.destination(&sync.destination) else {
@@ -68,11 +84,23 @@ impl Registry {
                     )
                 }
             };
+            let limiter = limiters
+                .entry(sync.destination.clone())
+                .or_insert_with(|| {
+                    Arc::new(Limiter::new(
+                        redis.clone(),
+                        &config.state.queue_prefix,
+                        &sync.destination,
+                        dest_config.limits(),
+                    ))
+                })
+                .clone();
             by_sync.insert(
                 sync.name.clone(),
                 SyncTarget {
                     destination_name: sync.destination.clone(),
                     destination,
+                    limiter,
                     retry: RetryPolicy::new(max_retries),
                 },
             );

@@ -1,5 +1,6 @@
-//! Sending a body and classifying the answer: 2xx delivered; 408, 425, 429
-//! and 5xx (but 501/505) transient, honouring `Retry-After`; 401, 403, 404,
+//! Sending a body and classifying the answer: 2xx delivered; 429 throttled
+//! (back-pressure, honouring `Retry-After`); 408, 425 and 5xx (but 501/505)
+//! transient, honouring `Retry-After`; 401, 403, 404,
 //! 405, 407, 501 and 505 fatal (configuration, not content); any other 4xx
 //! rejects the content.
 
@@ -72,7 +73,8 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &str) -
     };
     match status.as_u16() {
         200..=299 => Attempt::Delivered,
-        408 | 425 | 429 => Attempt::Transient {
+        429 => Attempt::Throttled { retry_after },
+        408 | 425 => Attempt::Transient {
             message,
             retry_after,
         },
@@ -103,9 +105,15 @@ mod tests {
             classify(StatusCode::NO_CONTENT, None, ""),
             Attempt::Delivered
         );
-        assert!(
-            matches!(classify(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(2)), ""),
-            Attempt::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(2))
+        assert_eq!(
+            classify(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(Duration::from_secs(2)),
+                ""
+            ),
+            Attempt::Throttled {
+                retry_after: Some(Duration::from_secs(2))
+            }
         );
         assert!(matches!(
             classify(StatusCode::SERVICE_UNAVAILABLE, None, ""),

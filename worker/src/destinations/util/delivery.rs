@@ -3,7 +3,9 @@
 //! does not take its 99 neighbours to the DLQ.
 
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
+use super::limiter::Limiter;
 use super::outcome::{Attempt, RecordOutcome, truncate_message};
 use super::retry::RetryPolicy;
 use crate::batch::{BatchContext, OutboundRecord};
@@ -11,13 +13,20 @@ use crate::destinations::Destination;
 
 const MAX_REASON_CHARS: usize = 2000;
 
-/// Counts of what delivering one batch cost, for logs.
+/// Counts of what delivering one batch cost, for logs and the run report.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DeliveryStats {
     pub requests: u32,
     pub retries: u32,
     pub splits: u32,
+    /// Requests the destination answered with 429.
+    pub throttled: u32,
+    /// Time spent waiting for the destination's limits (slots, rate, pauses).
+    pub limiter_wait: Duration,
 }
+
+/// Back-pressure is waited out without spending retries, but not forever.
+const MAX_THROTTLED: Duration = Duration::from_secs(15 * 60);
 
 enum ChunkResult {
     Delivered,
@@ -27,17 +36,46 @@ enum ChunkResult {
 }
 
 async fn send_with_retry(
-    destination: &dyn Destination,
+    target: Target<'_>,
     ctx: &BatchContext,
     chunk: &[OutboundRecord],
     policy: RetryPolicy,
     stats: &mut DeliveryStats,
 ) -> ChunkResult {
     let mut retry = 0;
+    let mut throttles = 0;
+    let mut throttled_for = Duration::ZERO;
     loop {
+        let waiting = Instant::now();
+        let permit = target.limiter.acquire().await;
+        stats.limiter_wait += waiting.elapsed();
         stats.requests += 1;
-        match destination.send(ctx, chunk).await {
+        let attempt = target.destination.send(ctx, chunk).await;
+        permit.release().await;
+        match attempt {
             Attempt::Delivered => return ChunkResult::Delivered,
+            Attempt::Throttled { retry_after } => {
+                throttles += 1;
+                stats.throttled += 1;
+                let wait = retry_after
+                    .unwrap_or_else(|| policy.backoff(throttles, None))
+                    .min(Duration::from_secs(300));
+                throttled_for += wait;
+                if throttled_for > MAX_THROTTLED {
+                    return ChunkResult::Failed(format!(
+                        "the destination kept answering 429 (throttled) for over {} minutes",
+                        MAX_THROTTLED.as_secs() / 60
+                    ));
+                }
+                tracing::info!(
+                    sync = %ctx.sync, destination = %ctx.destination, run_id = ctx.run_id, batch = ctx.batch_no,
+                    wait_ms = wait.as_millis() as u64,
+                    "destination throttled (429); pausing it for every worker"
+                );
+                // The next acquire waits out the pause, here and in every
+                // other worker.
+                target.limiter.pause(wait).await;
+            }
             Attempt::Rejected(reason) => return ChunkResult::Rejected(reason),
             Attempt::Fatal(reason) => return ChunkResult::Fatal(reason),
             Attempt::Transient {
@@ -64,9 +102,17 @@ async fn send_with_retry(
     }
 }
 
+/// Where a batch goes: the destination and the limits it shares with every
+/// other sync and worker writing to it.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub destination: &'a dyn Destination,
+    pub limiter: &'a Limiter,
+}
+
 /// Delivers `records` and returns one outcome per record, in order.
 pub async fn deliver(
-    destination: &dyn Destination,
+    target: Target<'_>,
     ctx: &BatchContext,
     records: &[OutboundRecord],
     policy: RetryPolicy,
@@ -79,7 +125,7 @@ pub async fn deliver(
     }
     while let Some(range) = pending.pop() {
         let chunk = &records[range.clone()];
-        let result = send_with_retry(destination, ctx, chunk, policy, &mut stats).await;
+        let result = send_with_retry(target, ctx, chunk, policy, &mut stats).await;
         let set = |outcomes: &mut Vec<Option<RecordOutcome>>,
                    range: Range<usize>,
                    outcome: RecordOutcome| {
@@ -135,12 +181,15 @@ mod tests {
 
     use super::*;
     use crate::batch::Op;
+    use crate::destinations::util::limiter::tests::local_limiter;
+    use ebb_shared::config::Limits;
 
     /// Rejects any request containing a key in `bad`; fails transiently the
     /// first `flaky` requests.
     struct Scripted {
         bad: Vec<&'static str>,
         flaky: Mutex<u32>,
+        throttle: Mutex<u32>,
         fatal: bool,
         requests: Mutex<u32>,
     }
@@ -155,6 +204,15 @@ mod tests {
                 *self.requests.lock().unwrap() += 1;
                 if self.fatal {
                     return Attempt::Fatal("401 Unauthorized".into());
+                }
+                {
+                    let mut throttle = self.throttle.lock().unwrap();
+                    if *throttle > 0 {
+                        *throttle -= 1;
+                        return Attempt::Throttled {
+                            retry_after: Some(Duration::from_millis(50)),
+                        };
+                    }
                 }
                 {
                     let mut flaky = self.flaky.lock().unwrap();
@@ -207,15 +265,50 @@ mod tests {
         Scripted {
             bad,
             flaky: Mutex::new(flaky),
+            throttle: Mutex::new(0),
             fatal,
             requests: Mutex::new(0),
         }
     }
 
+    fn unlimited() -> Limits {
+        Limits {
+            max_concurrency: 100,
+            rate_limit: None,
+        }
+    }
+
+    async fn deliver_to(
+        dest: &Scripted,
+        records: &[OutboundRecord],
+        policy: RetryPolicy,
+    ) -> (Vec<RecordOutcome>, DeliveryStats) {
+        let limiter = local_limiter(unlimited()).await;
+        let target = Target {
+            destination: dest,
+            limiter: &limiter,
+        };
+        deliver(target, &ctx(), records, policy).await
+    }
+
+    #[tokio::test]
+    async fn throttling_waits_without_spending_retries() {
+        let dest = scripted(vec![], 0, false);
+        *dest.throttle.lock().unwrap() = 3;
+        let (outcomes, stats) = deliver_to(&dest, &records(5), fast(0)).await;
+        assert!(outcomes.iter().all(|o| o == &RecordOutcome::Delivered));
+        assert_eq!(stats.throttled, 3);
+        assert_eq!(stats.retries, 0);
+        assert!(
+            stats.limiter_wait >= Duration::from_millis(150),
+            "three 50 ms pauses were waited out: {stats:?}"
+        );
+    }
+
     #[tokio::test]
     async fn one_bad_record_rejects_only_itself() {
         let dest = scripted(vec!["37"], 0, false);
-        let (outcomes, stats) = deliver(&dest, &ctx(), &records(100), fast(0)).await;
+        let (outcomes, stats) = deliver_to(&dest, &records(100), fast(0)).await;
         for (i, o) in outcomes.iter().enumerate() {
             if i == 37 {
                 assert_eq!(o, &RecordOutcome::Rejected("bad email for 37".into()));
@@ -232,12 +325,12 @@ mod tests {
     #[tokio::test]
     async fn transient_errors_are_retried_then_fail_with_reason() {
         let dest = scripted(vec![], 2, false);
-        let (outcomes, stats) = deliver(&dest, &ctx(), &records(3), fast(5)).await;
+        let (outcomes, stats) = deliver_to(&dest, &records(3), fast(5)).await;
         assert!(outcomes.iter().all(|o| o == &RecordOutcome::Delivered));
         assert_eq!(stats.retries, 2);
 
         let dest = scripted(vec![], 10, false);
-        let (outcomes, _) = deliver(&dest, &ctx(), &records(3), fast(2)).await;
+        let (outcomes, _) = deliver_to(&dest, &records(3), fast(2)).await;
         for o in outcomes {
             match o {
                 RecordOutcome::Failed(reason) => assert!(
@@ -252,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn fatal_errors_fail_the_whole_batch_without_splitting() {
         let dest = scripted(vec![], 0, true);
-        let (outcomes, stats) = deliver(&dest, &ctx(), &records(50), fast(3)).await;
+        let (outcomes, stats) = deliver_to(&dest, &records(50), fast(3)).await;
         assert_eq!(stats.requests, 1);
         assert!(
             outcomes

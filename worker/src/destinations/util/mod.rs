@@ -1,7 +1,8 @@
 //! Machinery every destination shares, written once: outcome classes,
-//! retries with backoff and jitter, and splitting rejected batches to find
-//! the records at fault.
+//! retries with backoff and jitter, splitting rejected batches to find the
+//! records at fault, and limits shared by every worker.
 
 pub mod delivery;
+pub mod limiter;
 pub mod outcome;
 pub mod retry;

@@ -10,7 +10,11 @@ pub enum Attempt {
     /// The destination refused the content (validation, constraint). When a
     /// request carried several records, the chunk is split to find which.
     Rejected(String),
-    /// Worth retrying later: 429, 5xx, timeouts, lost connections. A
+    /// The destination asks Ebb to slow down (HTTP 429). Back-pressure, not
+    /// a failure: every worker pauses for `retry_after`, and no retry
+    /// attempt is spent.
+    Throttled { retry_after: Option<Duration> },
+    /// Worth retrying later: 5xx, timeouts, lost connections. A
     /// `retry_after` from the destination is honoured.
     Transient {
         message: String,
