@@ -6,9 +6,13 @@ pub const WORKER: &str = include_str!("../k8s/worker.yaml");
 pub const PLANNER: &str = include_str!("../k8s/planner.yaml");
 pub const KEDA: &str = include_str!("../k8s/keda.yaml");
 
-/// The `active` list of the default queue, as apalis-redis names it.
-pub fn default_active_list() -> String {
-    format!("{{{}:writes}}:active", "ebb")
+/// The `active` list of a destination's queue under the default prefix, as
+/// the workers drain it (apalis-redis appends `:active` to the queue name).
+pub fn active_list(destination: &str) -> String {
+    format!(
+        "{}:active",
+        ebb_shared::queue::queue_name("ebb", destination)
+    )
 }
 
 #[cfg(test)]
@@ -23,10 +27,15 @@ mod tests {
     }
 
     #[test]
-    fn keda_watches_the_queue_the_workers_drain() {
+    fn keda_watches_the_queues_the_workers_drain() {
+        let lists: Vec<&str> = KEDA
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("listName:"))
+            .map(|v| v.trim().trim_matches('"'))
+            .collect();
         assert_eq!(
-            value_of(KEDA, "listName:"),
-            Some(default_active_list().as_str())
+            lists,
+            vec![active_list("crm_webhook"), active_list("replica")]
         );
     }
 

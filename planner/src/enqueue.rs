@@ -1,25 +1,45 @@
 //! Putting a committed plan on the queue, and putting it back when the queue
 //! lost it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use apalis_redis::{ConnectionManager, RedisStorage};
 use ebb_shared::config::{StateConfig, WorkerSettings};
 use ebb_shared::error::QueueError;
 use ebb_shared::queue::{self, WriteBatchTask};
-use ebb_shared::state::runs;
+use ebb_shared::state::runs::{self, Run};
 use sqlx::PgPool;
 
 use crate::error::PlannerError;
 
 const PUSH_ATTEMPTS: u32 = 4;
 
-/// The planner's handle on the task queue.
+/// The planner's handle on the task queues (one per destination).
 pub struct Queue {
     pub conn: ConnectionManager,
-    pub storage: RedisStorage<WriteBatchTask>,
+    storages: HashMap<String, RedisStorage<WriteBatchTask>>,
     pub state: StateConfig,
     pub worker: WorkerSettings,
+}
+
+/// Which run, of which sync, writing to which destination (whose queue
+/// carries its tasks).
+#[derive(Debug, Clone, Copy)]
+pub struct RunRef<'a> {
+    pub id: i64,
+    pub sync: &'a str,
+    pub destination: &'a str,
+}
+
+impl<'a> From<&'a Run> for RunRef<'a> {
+    fn from(run: &'a Run) -> Self {
+        RunRef {
+            id: run.id,
+            sync: &run.sync_name,
+            destination: &run.destination,
+        }
+    }
 }
 
 impl Queue {
@@ -28,13 +48,20 @@ impl Queue {
         worker: &WorkerSettings,
     ) -> Result<Queue, QueueError> {
         let conn = queue::connect(state).await?;
-        let storage = queue::storage(conn.clone(), state, worker, 1);
         Ok(Queue {
             conn,
-            storage,
+            storages: HashMap::new(),
             state: state.clone(),
             worker: worker.clone(),
         })
+    }
+
+    fn storage(&mut self, destination: &str) -> &mut RedisStorage<WriteBatchTask> {
+        self.storages
+            .entry(destination.to_owned())
+            .or_insert_with(|| {
+                queue::storage(self.conn.clone(), &self.state, &self.worker, destination, 1)
+            })
     }
 
     /// See [`queue::epoch`].
@@ -42,21 +69,24 @@ impl Queue {
         queue::epoch(&mut self.conn, &self.state).await
     }
 
-    pub async fn depth(&mut self) -> Result<queue::QueueDepth, QueueError> {
-        queue::depth(&mut self.conn, &self.storage, &self.worker).await
+    /// Depth of one destination's queue.
+    pub async fn depth(&mut self, destination: &str) -> Result<queue::QueueDepth, QueueError> {
+        let mut conn = self.conn.clone();
+        let worker = self.worker.clone();
+        queue::depth(&mut conn, self.storage(destination), &worker).await
     }
 
     /// Records the current epoch on the run, then pushes its batches.
     async fn push(
         &mut self,
         pool: &PgPool,
-        run_id: i64,
-        sync: &str,
+        run: RunRef<'_>,
         batches: &[i32],
     ) -> Result<(), PlannerError> {
         let epoch = self.epoch().await?;
-        runs::set_queue_epoch(pool, run_id, &epoch).await?;
-        queue::enqueue(&mut self.storage, tasks(run_id, sync, batches)).await?;
+        runs::set_queue_epoch(pool, run.id, &epoch).await?;
+        let tasks = tasks(run.id, run.sync, batches);
+        queue::enqueue(self.storage(run.destination), tasks).await?;
         Ok(())
     }
 }
@@ -78,17 +108,16 @@ fn tasks(run_id: i64, sync: &str, batches: &[i32]) -> Vec<WriteBatchTask> {
 pub async fn enqueue_run(
     pool: &PgPool,
     queue: &mut Queue,
-    run_id: i64,
-    sync: &str,
+    run: RunRef<'_>,
     batches: &[i32],
 ) -> Result<(), PlannerError> {
     let mut delay = Duration::from_millis(500);
     let mut attempt = 1;
     loop {
-        match queue.push(pool, run_id, sync, batches).await {
+        match queue.push(pool, run, batches).await {
             Ok(()) => return Ok(()),
             Err(e @ PlannerError::Queue(_)) if attempt < PUSH_ATTEMPTS => {
-                tracing::warn!(run_id, attempt, error = %e, "enqueue failed; retrying");
+                tracing::warn!(run_id = run.id, attempt, error = %e, "enqueue failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
                 attempt += 1;
@@ -96,7 +125,7 @@ pub async fn enqueue_run(
             Err(e) => {
                 runs::fail(
                     pool,
-                    run_id,
+                    run.id,
                     &format!("could not enqueue the run's batches: {e}"),
                 )
                 .await?;
@@ -112,12 +141,11 @@ pub async fn enqueue_run(
 pub async fn requeue_unsettled(
     pool: &PgPool,
     queue: &mut Queue,
-    run_id: i64,
-    sync: &str,
+    run: RunRef<'_>,
 ) -> Result<usize, PlannerError> {
-    let batches = runs::unsettled_batches(pool, run_id).await?;
+    let batches = runs::unsettled_batches(pool, run.id).await?;
     if !batches.is_empty() {
-        queue.push(pool, run_id, sync, &batches).await?;
+        queue.push(pool, run, &batches).await?;
     }
     Ok(batches.len())
 }

@@ -94,7 +94,7 @@ impl Waiter<'_> {
                 .await
             {
                 Ok(check) => {
-                    if check.depth.live_workers == 0
+                    if check.live_workers == 0
                         && !hinted
                         && started.elapsed() > NO_WORKER_HINT_AFTER
                         && !self.quiet

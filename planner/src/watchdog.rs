@@ -3,16 +3,17 @@
 //! Two signals:
 //! - the queue's epoch changed (Redis lost its data: FLUSHALL, a restart
 //!   without persistence): re-enqueue at once;
-//! - the queue stayed empty for `requeue_after_secs` while runs are unsettled
-//!   (a task lost some other way, e.g. dead-lettered by apalis): re-enqueue.
+//! - a run's destination queue stayed empty for `requeue_after_secs` while
+//!   the run is unsettled (a task lost some other way, e.g. dead-lettered by
+//!   apalis): re-enqueue.
 //!
 //! Re-enqueued duplicates are harmless: a worker skips settled batches and
 //! batches another worker holds.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ebb_shared::queue::QueueDepth;
 use ebb_shared::state::runs::{self, Run};
 use sqlx::PgPool;
 
@@ -22,13 +23,15 @@ use crate::error::PlannerError;
 pub struct Watchdog {
     pub queue: Queue,
     requeue_after: Duration,
-    idle_since: Option<Instant>,
+    /// Since when each running run's destination queue has looked idle.
+    idle_since: HashMap<i64, Instant>,
 }
 
 /// What one check did.
 #[derive(Debug, Default)]
 pub struct Check {
-    pub depth: QueueDepth,
+    /// Workers alive on the checked runs' queues (the most on any one).
+    pub live_workers: u64,
     /// `(run id, batches re-enqueued)`.
     pub requeued: Vec<(i64, usize)>,
 }
@@ -39,16 +42,18 @@ impl Watchdog {
         Watchdog {
             queue,
             requeue_after,
-            idle_since: None,
+            idle_since: HashMap::new(),
         }
     }
 
     /// Checks the given runs once (runs that are not `running` are ignored).
     pub async fn check(&mut self, pool: &PgPool, runs: &[Run]) -> Result<Check, PlannerError> {
         let running: Vec<&Run> = runs.iter().filter(|r| r.state == "running").collect();
+        self.idle_since
+            .retain(|id, _| running.iter().any(|r| r.id == *id));
         let mut check = Check::default();
         let epoch = self.queue.epoch().await?;
-        for run in &running {
+        for run in running {
             let lost = match &run.queue_epoch {
                 Some(recorded) => *recorded != epoch,
                 // Planned but never pushed: the planner died in between, or
@@ -58,33 +63,33 @@ impl Watchdog {
                 }),
             };
             if lost {
-                let n = requeue_unsettled(pool, &mut self.queue, run.id, &run.sync_name).await?;
+                let n = requeue_unsettled(pool, &mut self.queue, run.into()).await?;
                 tracing::warn!(
                     run_id = run.id,
                     batches = n,
                     "the queue lost this run's tasks (Redis data lost or never pushed); re-enqueued them from Postgres"
                 );
                 check.requeued.push((run.id, n));
+                self.idle_since.remove(&run.id);
+                continue;
             }
-        }
-        check.depth = self.queue.depth().await?;
-        let depth = &check.depth;
-        if running.is_empty() || depth.pending + depth.scheduled + depth.in_flight > 0 {
-            self.idle_since = None;
-            return Ok(check);
-        }
-        let since = *self.idle_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= self.requeue_after {
-            for run in &running {
-                let n = requeue_unsettled(pool, &mut self.queue, run.id, &run.sync_name).await?;
+            let depth = self.queue.depth(&run.destination).await?;
+            check.live_workers = check.live_workers.max(depth.live_workers);
+            if depth.pending + depth.scheduled + depth.in_flight > 0 {
+                self.idle_since.remove(&run.id);
+                continue;
+            }
+            let since = *self.idle_since.entry(run.id).or_insert_with(Instant::now);
+            if since.elapsed() >= self.requeue_after {
+                let n = requeue_unsettled(pool, &mut self.queue, run.into()).await?;
                 tracing::warn!(
                     run_id = run.id,
                     batches = n,
-                    "queue had no tasks for unsettled batches; re-enqueued them from Postgres"
+                    "the destination's queue had no tasks for unsettled batches; re-enqueued them from Postgres"
                 );
                 check.requeued.push((run.id, n));
+                self.idle_since.remove(&run.id);
             }
-            self.idle_since = None;
         }
         Ok(check)
     }

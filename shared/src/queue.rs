@@ -1,6 +1,8 @@
-//! The Redis task queue (apalis-redis). It carries only `(run, batch)`
-//! references; everything needed to redo the work lives in Postgres, so a
-//! lost queue is rebuilt from `ebb_batches`.
+//! The Redis task queues (apalis-redis), one per destination, so that a slow
+//! or throttled destination fills only its own queue and its own worker
+//! slots, never the others'. They carry only `(run, batch)` references;
+//! everything needed to redo the work lives in Postgres, so a lost queue is
+//! rebuilt from `ebb_batches`.
 
 use std::time::Duration;
 
@@ -25,10 +27,10 @@ pub struct WriteBatchTask {
 /// call blocks Redis for too long.
 const PUSH_CHUNK: usize = 500;
 
-/// The queue name; the hash tag keeps every key of the queue in one Redis
-/// Cluster slot.
-pub fn queue_name(prefix: &str) -> String {
-    format!("{{{prefix}:writes}}")
+/// The queue of a destination's write tasks; the hash tag keeps every key of
+/// the queue in one Redis Cluster slot.
+pub fn queue_name(prefix: &str, destination: &str) -> String {
+    format!("{{{prefix}:writes:{destination}}}")
 }
 
 /// Connects with a response timeout far above redis-rs's 500 ms default,
@@ -55,15 +57,17 @@ pub async fn connect(state: &StateConfig) -> Result<ConnectionManager, QueueErro
     Ok(conn)
 }
 
-/// The apalis storage for write tasks, configured for Ebb's liveness settings.
+/// The apalis storage for a destination's write tasks, configured for Ebb's
+/// liveness settings.
 pub fn storage(
     conn: ConnectionManager,
     state: &StateConfig,
     worker: &WorkerSettings,
+    destination: &str,
     prefetch: usize,
 ) -> RedisStorage<WriteBatchTask> {
     let config = apalis_redis::Config::default()
-        .queue(queue_name(&state.queue_prefix))
+        .queue(queue_name(&state.queue_prefix, destination))
         .batch_size(prefetch.max(1))
         // An idle worker fetches only when its heartbeat fires: beat at the
         // poll interval, and count the orphan timeout in those beats.
@@ -103,7 +107,7 @@ pub async fn epoch(
     conn: &mut ConnectionManager,
     state: &StateConfig,
 ) -> Result<String, QueueError> {
-    let key = format!("{}:epoch", queue_name(&state.queue_prefix));
+    let key = format!("{{{}:queue}}:epoch", state.queue_prefix);
     let ctx = |context| move |source| QueueError::Redis { context, source };
     let fresh = uuid::Uuid::now_v7().to_string();
     let _: Option<String> = redis::cmd("SET")

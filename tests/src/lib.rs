@@ -325,24 +325,33 @@ impl TestEnv {
         keys.len()
     }
 
-    /// Tasks waiting on this env's queue: apalis-redis pushes them into the
-    /// `scheduled` ZSET, and a worker's fetch promotes them to the `active` list.
+    /// Tasks waiting on this env's queues (one per destination): apalis-redis
+    /// pushes them into the `scheduled` ZSET, and a worker's fetch promotes
+    /// them to the `active` list.
     pub async fn queued_tasks(&self) -> i64 {
         let client = redis::Client::open(self.urls.redis.as_str()).expect("redis url");
         let mut conn = client
             .get_multiplexed_async_connection()
             .await
             .expect("connect to redis");
-        let queue = format!("{{{}:writes}}", self.urls.prefix);
-        let (active, scheduled): (i64, i64) = redis::pipe()
-            .cmd("LLEN")
-            .arg(format!("{queue}:active"))
-            .cmd("ZCARD")
-            .arg(format!("{queue}:scheduled"))
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}:writes:*", self.urls.prefix))
             .query_async(&mut conn)
             .await
+            .expect("KEYS");
+        let mut waiting = 0;
+        for key in keys {
+            let n: i64 = if key.ends_with(":active") {
+                redis::cmd("LLEN").arg(&key).query_async(&mut conn).await
+            } else if key.ends_with(":scheduled") {
+                redis::cmd("ZCARD").arg(&key).query_async(&mut conn).await
+            } else {
+                continue;
+            }
             .expect("queue length");
-        active + scheduled
+            waiting += n;
+        }
+        waiting
     }
 
     /// Process ids of the workers started so far (None once one has exited).

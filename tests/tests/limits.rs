@@ -131,3 +131,97 @@ async fn a_429_slows_every_worker_down_without_spending_retries() {
         assert_eq!(s.violations, 0);
     });
 }
+
+const TWO_DESTINATIONS: &str = r#"
+{HEADER}
+
+[worker]
+heartbeat_secs = 2
+missed_heartbeats = 3
+poll_interval_ms = 200
+
+[destinations.slow]
+type = "http"
+url = "{SLOW_URL}"
+batch_size = 10
+rate_limit = { requests = 1, per_seconds = 1 }
+
+[destinations.fast]
+type = "http"
+url = "{FAST_URL}"
+batch_size = 10
+
+[syncs.to_slow]
+source = "warehouse"
+model = "SELECT id, email, plan FROM analytics.customers WHERE id <= 80"
+primary_key = "id"
+destination = "slow"
+
+[syncs.to_fast]
+source = "warehouse"
+model = "SELECT id, email, plan FROM analytics.customers"
+primary_key = "id"
+destination = "fast"
+"#;
+
+/// A throttled destination (1 request/s, 8 batches queued) shares the
+/// workers with a fast one. Each destination has its own queue and its own
+/// worker slots, so the fast sync takes about as long as it does alone:
+/// within the documented margin of 1.5× + 0.5 s. (Were slots shared, the
+/// slow batches would hold all four of them for seconds.)
+#[tokio::test]
+async fn a_throttled_destination_does_not_starve_a_fast_one() {
+    let slow = Receiver::start().await;
+    let fast = Receiver::start().await;
+    fast.with(|s| s.latency = Duration::from_millis(20));
+    slow.with(|s| s.rate_window = Some((1, Duration::from_secs(1))));
+    let mut env = TestEnv::new(
+        TWO_DESTINATIONS,
+        &[("{SLOW_URL}", slow.url()), ("{FAST_URL}", fast.url())],
+    )
+    .await;
+    seed_customers(&env.warehouse, 300).await;
+    env.start_worker(2);
+    env.start_worker(2);
+
+    let started = Instant::now();
+    let alone = env.run_sync("to_fast", &[]).await;
+    let alone_time = started.elapsed();
+    assert_eq!(alone["delivered"], 300, "{alone}");
+
+    let mut slow_run = env.ebb_command(&["run", "to_slow", "--json"]);
+    slow_run
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let slow_run = slow_run.spawn().expect("spawn the slow run");
+    let waiting = Instant::now();
+    while slow.with(|s| s.requests) < 2 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "the slow run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let shared = env.run_sync("to_fast", &["--full-resync"]).await;
+    let shared_time = started.elapsed();
+    assert_eq!(shared["delivered"], 300, "{shared}");
+    assert!(
+        slow.with(|s| s.requests) < 8,
+        "the slow run was still going while the fast one ran"
+    );
+    eprintln!("fast sync: {alone_time:?} alone, {shared_time:?} next to the throttled one");
+    assert!(
+        shared_time <= alone_time.mul_f64(1.5) + Duration::from_millis(500),
+        "fast sync took {shared_time:?} next to the throttled one, {alone_time:?} alone"
+    );
+
+    let out = tokio::time::timeout(Duration::from_secs(60), slow_run.wait_with_output())
+        .await
+        .expect("the slow run finishes")
+        .expect("slow run output");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(summary["run"]["delivered"], 80, "{summary}");
+    slow.with(|s| assert_eq!(s.violations, 0));
+}

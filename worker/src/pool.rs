@@ -4,6 +4,7 @@
 //! and exits; a batch cut off mid-flight was never committed and is picked up
 //! again by another worker.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use crate::faults::Faults;
 use crate::handler::{WorkerState, write_batch};
 
 pub struct PoolOptions {
-    /// Batches processed at once by this process.
+    /// Batches processed at once by this process, per destination.
     pub concurrency: usize,
     /// Prefix of the worker's name in Redis (the pod name in Kubernetes).
     pub name: String,
@@ -25,14 +26,26 @@ pub struct PoolOptions {
 
 pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError> {
     let concurrency = options.concurrency.max(1);
+    // One queue per destination a sync writes to, each drained with its own
+    // `concurrency` slots: a slow or throttled destination fills only its
+    // own slots and never starves the others.
+    let destinations: BTreeSet<&str> = config
+        .syncs
+        .values()
+        .map(|s| s.destination.as_str())
+        .collect();
+    if destinations.is_empty() {
+        return Err(WorkerError::Monitor(
+            "no sync in the config, so no queue to drain".into(),
+        ));
+    }
     // Two connections per in-flight batch (its transaction, and the
     // delivery counter that must commit outside it) plus headroom.
+    let in_flight = (concurrency * destinations.len()) as u32;
     let pool =
-        ebb_shared::db::connect_and_migrate(&config.state.database_url, 2 * concurrency as u32 + 2)
-            .await?;
+        ebb_shared::db::connect_and_migrate(&config.state.database_url, 2 * in_flight + 2).await?;
     let conn = queue::connect(&config.state).await?;
     let registry = Registry::build(&config, &conn)?;
-    let storage = queue::storage(conn, &config.state, &config.worker, concurrency);
     let state = Arc::new(WorkerState {
         pool,
         registry,
@@ -43,16 +56,28 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
     // Unique per process: apalis refuses a name seen within the orphan window,
     // and PIDs repeat across containers.
     let base_name = format!("{}-{}", options.name, uuid::Uuid::now_v7().simple());
-    tracing::info!(worker = %base_name, concurrency, queue = %queue::queue_name(&config.state.queue_prefix), "worker started");
-    Monitor::new()
-        .register(move |restarts| {
-            WorkerBuilder::new(format!("{base_name}-r{restarts}"))
+    let mut monitor = Monitor::new();
+    for destination in destinations {
+        let storage = queue::storage(
+            conn.clone(),
+            &config.state,
+            &config.worker,
+            destination,
+            concurrency,
+        );
+        let name = format!("{base_name}-{destination}");
+        tracing::info!(worker = %name, concurrency, queue = %queue::queue_name(&config.state.queue_prefix, destination), "draining queue");
+        let state = state.clone();
+        monitor = monitor.register(move |restarts| {
+            WorkerBuilder::new(format!("{name}-r{restarts}"))
                 .backend(storage.clone())
                 .data(state.clone())
                 .catch_panic()
                 .concurrency(concurrency)
                 .build(write_batch)
-        })
+        });
+    }
+    monitor
         .should_restart(|ctx, error| {
             tracing::warn!(worker = %ctx.name(), %error, "worker stopped; restarting");
             true

@@ -6,7 +6,7 @@ use ebb_shared::state::dlq::{self, DlqEntry, DlqFilter};
 use ebb_shared::state::runs::{self, Run};
 
 use crate::context::Context;
-use crate::enqueue::enqueue_run;
+use crate::enqueue::{RunRef, enqueue_run};
 use crate::error::PlannerError;
 use crate::plan::{PlanRejection, PlannedRun};
 use crate::progress::Waiter;
@@ -45,14 +45,12 @@ pub async fn enqueue_and_wait(
     };
     let sync = &planned.report.sync;
     if !planned.batches.is_empty() {
-        enqueue_run(
-            &ctx.pool,
-            &mut queue,
-            planned.run_id,
+        let run = RunRef {
+            id: planned.run_id,
             sync,
-            &planned.batches,
-        )
-        .await?;
+            destination: &planned.report.destination,
+        };
+        enqueue_run(&ctx.pool, &mut queue, run, &planned.batches).await?;
     }
     let mut waiter = Waiter {
         pool: &ctx.pool,

@@ -16,7 +16,7 @@ use ebb_shared::StateError;
 use ebb_shared::config::SyncConfig;
 
 use crate::context::Context;
-use crate::enqueue::enqueue_run;
+use crate::enqueue::{RunRef, enqueue_run};
 use crate::error::PlannerError;
 use crate::plan;
 use crate::watchdog::Watchdog;
@@ -117,14 +117,12 @@ async fn fire(ctx: &Context, sync: &SyncConfig) -> Result<Option<i64>, PlannerEr
     let planned = plan::plan_run(&ctx.config, &ctx.pool, sync, false, "schedule").await?;
     if !planned.batches.is_empty() {
         let mut queue = ctx.queue().await?;
-        enqueue_run(
-            &ctx.pool,
-            &mut queue,
-            planned.run_id,
-            &sync.name,
-            &planned.batches,
-        )
-        .await?;
+        let run = RunRef {
+            id: planned.run_id,
+            sync: &sync.name,
+            destination: &sync.destination,
+        };
+        enqueue_run(&ctx.pool, &mut queue, run, &planned.batches).await?;
     }
     Ok(Some(planned.run_id))
 }
