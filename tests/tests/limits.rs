@@ -225,3 +225,65 @@ async fn a_throttled_destination_does_not_starve_a_fast_one() {
     assert_eq!(summary["run"]["delivered"], 80, "{summary}");
     slow.with(|s| assert_eq!(s.violations, 0));
 }
+
+/// A worker SIGKILLed while holding both concurrency slots of a destination
+/// cannot release them; its leases stop being renewed and expire, so the
+/// capacity returns within the lease TTL (10 s) — and not before, which
+/// shows the slots really were held across processes.
+#[tokio::test]
+async fn slots_of_a_killed_worker_come_back_within_the_lease_ttl() {
+    let receiver = Receiver::start().await;
+    // Requests hang: the first worker holds both slots when it dies.
+    receiver.with(|s| s.latency = Duration::from_secs(60));
+    let config = CONFIG.replace("heartbeat_secs = 2", "heartbeat_secs = 1");
+    let mut env = TestEnv::new(
+        &config,
+        &[
+            ("{RECEIVER_URL}", receiver.url()),
+            ("{LIMITS}", "max_concurrency = 2".into()),
+            ("{MAX_RETRIES}", "3".into()),
+        ],
+    )
+    .await;
+    seed_customers(&env.warehouse, 40).await;
+    env.start_worker(4);
+    let mut run = env.ebb_command(&["run", "contacts", "--json"]);
+    run.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let run = run.spawn().expect("spawn ebb run");
+    let waiting = Instant::now();
+    while receiver.with(|s| s.requests) < 2 {
+        assert!(waiting.elapsed() < Duration::from_secs(30), "no request arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.with(|s| s.requests), 2, "the cap of 2 held");
+
+    env.kill_worker(0).await;
+    let killed = Instant::now();
+    receiver.with(|s| s.latency = Duration::ZERO);
+    env.start_worker(4);
+    while receiver.with(|s| s.requests) < 3 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "capacity did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let back_after = killed.elapsed();
+    assert!(
+        back_after <= Duration::from_secs(12),
+        "slots came back after {back_after:?}, over the 10 s lease TTL"
+    );
+    assert!(
+        back_after >= Duration::from_secs(5),
+        "slots came back after {back_after:?}: the dead worker's leases were not honoured"
+    );
+    let out = tokio::time::timeout(Duration::from_secs(60), run.wait_with_output())
+        .await
+        .expect("the run finishes")
+        .expect("run output");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(summary["run"]["delivered"], 40, "{summary}");
+}
