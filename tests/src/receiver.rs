@@ -50,6 +50,9 @@ pub struct ReceiverState {
     pub rate_window: Option<(usize, Duration)>,
     /// The next this many requests are answered 429 with `Retry-After: 1`.
     pub throttle_left: u32,
+    /// A struggling server: above this many requests in flight, answer 503.
+    pub overloaded_above: Option<u32>,
+    pub overloaded_answers: u32,
     pub in_flight: u32,
     pub max_in_flight: u32,
     /// Arrival times of requests within the limits.
@@ -122,6 +125,10 @@ async fn batch(
                 Json(json!({"status": "error", "category": "RATE_LIMITS", "message": "You have reached your rate limit."})),
             )
                 .into_response();
+        }
+        if s.overloaded_above.is_some_and(|n| s.in_flight > n) {
+            s.overloaded_answers += 1;
+            return (StatusCode::SERVICE_UNAVAILABLE, "overloaded").into_response();
         }
         s.arrivals.push(now);
         if s.throttle_left > 0 {

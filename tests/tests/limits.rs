@@ -90,7 +90,10 @@ async fn a_concurrency_cap_holds_across_three_workers_and_is_used_in_full() {
         s.latency = Duration::from_millis(150);
         s.concurrency_cap = Some(3);
     });
-    let mut env = env(&receiver, 600, "max_concurrency = 3", 4).await;
+    // A fixed share per worker, so the cap alone decides (adaptive
+    // concurrency has its own test below).
+    let limits = "max_concurrency = 3\nadaptive_concurrency = false";
+    let mut env = env(&receiver, 600, limits, 4).await;
     for _ in 0..3 {
         env.start_worker(8);
     }
@@ -240,7 +243,11 @@ async fn slots_of_a_killed_worker_come_back_within_the_lease_ttl() {
         &config,
         &[
             ("{RECEIVER_URL}", receiver.url()),
-            ("{LIMITS}", "max_concurrency = 2".into()),
+            // A fixed share: the one worker must take both slots at once.
+            (
+                "{LIMITS}",
+                "max_concurrency = 2\nadaptive_concurrency = false".into(),
+            ),
             ("{MAX_RETRIES}", "3".into()),
         ],
     )
@@ -254,7 +261,10 @@ async fn slots_of_a_killed_worker_come_back_within_the_lease_ttl() {
     let run = run.spawn().expect("spawn ebb run");
     let waiting = Instant::now();
     while receiver.with(|s| s.requests) < 2 {
-        assert!(waiting.elapsed() < Duration::from_secs(30), "no request arrived");
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "no request arrived"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -286,4 +296,33 @@ async fn slots_of_a_killed_worker_come_back_within_the_lease_ttl() {
         .expect("run output");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(summary["run"]["delivered"], 40, "{summary}");
+}
+
+/// A struggling destination (503 as soon as more than 2 requests are in
+/// flight) behind a generous cap of 16, once with a fixed share and once
+/// with adaptive concurrency. Adapting keeps the load near what the
+/// destination can take: it probes above it now and then, instead of
+/// hammering it, so it draws several times fewer overload answers.
+#[tokio::test]
+async fn adaptive_concurrency_backs_off_from_a_struggling_destination() {
+    let mut overloads = Vec::new();
+    for adaptive in [false, true] {
+        let receiver = Receiver::start().await;
+        receiver.with(|s| {
+            s.latency = Duration::from_millis(50);
+            s.overloaded_above = Some(2);
+        });
+        let limits = format!("max_concurrency = 16\nadaptive_concurrency = {adaptive}");
+        let mut env = env(&receiver, 600, &limits, 30).await;
+        env.start_worker(16);
+        let run = env.run_sync("contacts", &[]).await;
+        assert_eq!(run["delivered"], 600, "adaptive = {adaptive}: {run}");
+        overloads.push(receiver.with(|s| s.overloaded_answers));
+    }
+    let (fixed, adaptive) = (overloads[0], overloads[1]);
+    eprintln!("overload answers: {fixed} with a fixed share, {adaptive} adaptive");
+    assert!(
+        adaptive * 3 <= fixed,
+        "adaptive {adaptive} vs fixed {fixed} overload answers"
+    );
 }

@@ -17,7 +17,7 @@ struct Cli {
     /// Path to ebb.toml (the same file the planner uses).
     #[arg(long, env = "EBB_CONFIG", default_value = "ebb.toml")]
     config: PathBuf,
-    /// Batches processed at once by this process.
+    /// Batches processed at once by this process, per destination.
     #[arg(long, env = "EBB_WORKER_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
     /// Name prefix in Redis; defaults to $HOSTNAME (the pod name on Kubernetes).

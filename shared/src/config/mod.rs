@@ -184,6 +184,8 @@ struct RawHttpDestination {
     #[serde(default = "default_http_max_concurrency")]
     max_concurrency: u32,
     rate_limit: Option<RawRateLimit>,
+    #[serde(default = "yes")]
+    adaptive_concurrency: bool,
 }
 
 #[derive(Deserialize)]
@@ -207,6 +209,14 @@ struct RawPostgresDestination {
     #[serde(default = "default_postgres_max_concurrency")]
     max_concurrency: u32,
     rate_limit: Option<RawRateLimit>,
+    /// Off by default: Ebb's own database work dominates a postgres
+    /// destination's latency, so RTT says little about the destination.
+    #[serde(default)]
+    adaptive_concurrency: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Requests in flight to one generic HTTP endpoint, across all workers.
@@ -460,7 +470,7 @@ fn resolve_destination(
             Ok(())
         }
     };
-    let limits = |max_concurrency: u32, rate_limit: Option<RawRateLimit>| {
+    let limits = |max_concurrency: u32, rate_limit: Option<RawRateLimit>, adaptive: bool| {
         if max_concurrency == 0 {
             return Err(src.invalid(
                 Some(src.field_offset(start, "max_concurrency")),
@@ -488,13 +498,18 @@ fn resolve_destination(
         Ok(Limits {
             max_concurrency,
             rate_limit,
+            adaptive_concurrency: adaptive,
         })
     };
     match kind.as_str() {
         "http" => {
             let raw: RawHttpDestination = typed(src, &key, &table)?;
             check_batch(raw.batch_size)?;
-            let limits = limits(raw.max_concurrency, raw.rate_limit)?;
+            let limits = limits(
+                raw.max_concurrency,
+                raw.rate_limit,
+                raw.adaptive_concurrency,
+            )?;
             let url = secret_at(
                 src,
                 &raw.url,
@@ -540,7 +555,11 @@ fn resolve_destination(
         _ => {
             let raw: RawPostgresDestination = typed(src, &key, &table)?;
             check_batch(raw.batch_size)?;
-            let limits = limits(raw.max_concurrency, raw.rate_limit)?;
+            let limits = limits(
+                raw.max_concurrency,
+                raw.rate_limit,
+                raw.adaptive_concurrency,
+            )?;
             let url = secret_at(
                 src,
                 &raw.url,

@@ -129,6 +129,9 @@ pub struct Limits {
     /// Requests in flight at once.
     pub max_concurrency: u32,
     pub rate_limit: Option<RateLimit>,
+    /// Each worker process adapts its share below `max_concurrency` (AIMD
+    /// on latency and back-pressure).
+    pub adaptive_concurrency: bool,
 }
 
 /// At most `requests` per `per`, in any window of that length.

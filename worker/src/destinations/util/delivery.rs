@@ -5,6 +5,7 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use super::adaptive::Response;
 use super::limiter::Limiter;
 use super::outcome::{Attempt, RecordOutcome, truncate_message};
 use super::retry::RetryPolicy;
@@ -47,11 +48,18 @@ async fn send_with_retry(
     let mut throttled_for = Duration::ZERO;
     loop {
         let waiting = Instant::now();
+        let slot = target.limiter.local_slot().await;
         let permit = target.limiter.acquire().await;
         stats.limiter_wait += waiting.elapsed();
         stats.requests += 1;
         let attempt = target.destination.send(ctx, chunk).await;
         permit.release().await;
+        if let Some(slot) = slot {
+            slot.done(match attempt {
+                Attempt::Throttled { .. } | Attempt::Transient { .. } => Response::BackPressure,
+                _ => Response::Ok,
+            });
+        }
         match attempt {
             Attempt::Delivered => return ChunkResult::Delivered,
             Attempt::Throttled { retry_after } => {
@@ -275,6 +283,7 @@ mod tests {
         Limits {
             max_concurrency: 100,
             rate_limit: None,
+            adaptive_concurrency: true,
         }
     }
 

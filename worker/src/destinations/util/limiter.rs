@@ -23,6 +23,8 @@ use ebb_shared::config::Limits;
 use rand::Rng;
 use redis::Script;
 
+use super::adaptive::{AdaptiveConcurrency, Slot};
+
 /// The share of a configured rate Ebb uses.
 pub const RATE_HEADROOM: f64 = 0.95;
 /// How long a lease outlives its last renewal.
@@ -105,6 +107,8 @@ pub struct Limiter {
     /// GCRA emission interval, in µs, with headroom.
     interval_us: Option<u64>,
     lease_ttl: Duration,
+    /// This process's share, below the global cap (None: fixed at the cap).
+    adaptive: Option<AdaptiveConcurrency>,
 }
 
 /// A granted slot: a renewed lease, released by [`Permit::release`] (or,
@@ -135,6 +139,9 @@ impl Limiter {
             limits: limits.clone(),
             interval_us,
             lease_ttl: LEASE_TTL,
+            adaptive: limits
+                .adaptive_concurrency
+                .then(|| AdaptiveConcurrency::new(limits.max_concurrency as usize)),
         }
     }
 
@@ -146,6 +153,14 @@ impl Limiter {
 
     pub fn destination(&self) -> &str {
         &self.destination
+    }
+
+    /// Waits for this process's adaptive share (see `adaptive`), when on.
+    pub async fn local_slot(&self) -> Option<Slot<'_>> {
+        match &self.adaptive {
+            Some(adaptive) => Some(adaptive.acquire().await),
+            None => None,
+        }
     }
 
     /// Waits for a concurrency slot, then for a rate token, and returns the
@@ -315,6 +330,7 @@ pub(crate) mod tests {
         let limiter = local_limiter(Limits {
             max_concurrency: 2,
             rate_limit: None,
+            adaptive_concurrency: false,
         })
         .await;
         let a = limiter.acquire().await;
@@ -332,6 +348,7 @@ pub(crate) mod tests {
         let limiter = local_limiter(Limits {
             max_concurrency: 1,
             rate_limit: None,
+            adaptive_concurrency: false,
         })
         .await
         .with_lease_ttl(Duration::from_millis(600));
@@ -351,6 +368,7 @@ pub(crate) mod tests {
         let limiter = local_limiter(Limits {
             max_concurrency: 1,
             rate_limit: None,
+            adaptive_concurrency: false,
         })
         .await
         .with_lease_ttl(Duration::from_millis(300));
@@ -367,6 +385,7 @@ pub(crate) mod tests {
                 requests: 20,
                 per: Duration::from_secs(1),
             }),
+            adaptive_concurrency: false,
         })
         .await;
         let started = Instant::now();
@@ -384,6 +403,7 @@ pub(crate) mod tests {
         let limiter = local_limiter(Limits {
             max_concurrency: 10,
             rate_limit: None,
+            adaptive_concurrency: false,
         })
         .await;
         limiter.pause(Duration::from_millis(400)).await;

@@ -2,6 +2,7 @@
 //! retries with backoff and jitter, splitting rejected batches to find the
 //! records at fault, and limits shared by every worker.
 
+pub mod adaptive;
 pub mod delivery;
 pub mod limiter;
 pub mod outcome;
