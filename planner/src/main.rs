@@ -62,6 +62,11 @@ enum Command {
     /// Inspect, replay and discard dead-lettered records.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Each destination's limits: configured, and in use right now across all workers.
+    Limits {
+        #[arg(long)]
+        json: bool,
+    },
     /// The planner daemon: runs syncs on their schedules, serves /healthz and /readyz.
     Serve {
         #[arg(long, env = "EBB_LISTEN", default_value = "0.0.0.0:8080")]
@@ -197,6 +202,15 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(cmd) => dlq_command(config, cmd).await,
+        Command::Limits { json } => {
+            let rows = commands::limits::collect(&config).await?;
+            if json {
+                print_json(&rows);
+            } else {
+                commands::limits::print_table(&rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { listen } => {
             let ctx = Arc::new(Context::open(config).await?);
             commands::serve::serve(ctx, listen).await?;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod hex;
+pub mod limits;
 pub mod queue;
 pub mod secret;
 pub mod state;

@@ -81,6 +81,13 @@ async fn a_rate_limit_holds_across_three_workers_and_is_used_to_at_least_90_perc
     });
     assert_eq!(run["throttled"], 0, "{run}");
     assert!(run["limiter_wait_ms"].as_i64() > Some(0), "{run}");
+    let limits = env.ebb_json(&["limits"]).await;
+    assert_eq!(
+        limits[0]["rate_limit"],
+        serde_json::json!([20, 1.0]),
+        "{limits}"
+    );
+    assert_eq!(limits[0]["now"]["in_flight"], 0, "{limits}");
 }
 
 #[tokio::test]
@@ -269,6 +276,12 @@ async fn slots_of_a_killed_worker_come_back_within_the_lease_ttl() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.with(|s| s.requests), 2, "the cap of 2 held");
+    // Operators see the held slots.
+    let limits = env.ebb_json(&["limits"]).await;
+    assert_eq!(limits[0]["destination"], "crm", "{limits}");
+    assert_eq!(limits[0]["max_concurrency"], 2, "{limits}");
+    assert_eq!(limits[0]["now"]["in_flight"], 2, "{limits}");
+    assert_eq!(limits[0]["queue"]["live_workers"], 1, "{limits}");
 
     env.kill_worker(0).await;
     let killed = Instant::now();

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod dlq;
+pub mod limits;
 pub mod plan;
 pub mod run;
 pub mod runs;

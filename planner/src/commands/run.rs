@@ -128,6 +128,19 @@ pub fn print_summary(summary: &RunSummary) {
             String::new()
         }
     );
+    if r.retries + r.throttled + r.redeliveries + r.quarantined_batches > 0
+        || r.limiter_wait_ms >= 1000
+    {
+        println!(
+            "  cost       {} retries, {} throttled (429), {} task redeliveries, {} quarantined batches; \
+             {:.1}s waiting for destination limits",
+            r.retries,
+            r.throttled,
+            r.redeliveries,
+            r.quarantined_batches,
+            r.limiter_wait_ms as f64 / 1000.0
+        );
+    }
     if r.rejected_at_plan > 0 {
         println!(
             "  rejected   {} rows at planning (NULL or duplicate primary keys), in the DLQ",

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use apalis_redis::ConnectionManager;
 use ebb_shared::config::Limits;
+use ebb_shared::limits::LimitKeys;
 use rand::Rng;
 use redis::Script;
 
@@ -125,7 +126,7 @@ impl Limiter {
     /// `prefix` is `[state].queue_prefix`; the destination's keys share one
     /// hash tag, so they live in one Redis Cluster slot.
     pub fn new(conn: ConnectionManager, prefix: &str, destination: &str, limits: &Limits) -> Self {
-        let tag = format!("{{{prefix}:limits:{destination}}}");
+        let keys = LimitKeys::new(prefix, destination);
         let interval_us = limits.rate_limit.map(|r| {
             let per_request = r.per.as_secs_f64() / f64::from(r.requests) / RATE_HEADROOM;
             (per_request * 1e6).ceil() as u64
@@ -133,9 +134,9 @@ impl Limiter {
         Limiter {
             destination: destination.to_owned(),
             conn,
-            semaphore_key: format!("{tag}:inflight"),
-            pause_key: format!("{tag}:paused"),
-            token_key: format!("{tag}:gcra"),
+            semaphore_key: keys.inflight,
+            pause_key: keys.paused,
+            token_key: keys.gcra,
             limits: limits.clone(),
             interval_us,
             lease_ttl: LEASE_TTL,
