@@ -63,14 +63,8 @@ impl Watchdog {
                 }),
             };
             if lost {
-                let n = requeue_unsettled(pool, &mut self.queue, run.into()).await?;
-                tracing::warn!(
-                    run_id = run.id,
-                    batches = n,
-                    "the queue lost this run's tasks (Redis data lost or never pushed); re-enqueued them from Postgres"
-                );
-                check.requeued.push((run.id, n));
-                self.idle_since.remove(&run.id);
+                let why = "the queue lost this run's tasks (Redis data lost, or never pushed)";
+                check.requeued.push(self.requeue(pool, run, why).await?);
                 continue;
             }
             let depth = self.queue.depth(&run.destination).await?;
@@ -81,17 +75,27 @@ impl Watchdog {
             }
             let since = *self.idle_since.entry(run.id).or_insert_with(Instant::now);
             if since.elapsed() >= self.requeue_after {
-                let n = requeue_unsettled(pool, &mut self.queue, run.into()).await?;
-                tracing::warn!(
-                    run_id = run.id,
-                    batches = n,
-                    "the destination's queue had no tasks for unsettled batches; re-enqueued them from Postgres"
-                );
-                check.requeued.push((run.id, n));
-                self.idle_since.remove(&run.id);
+                let why = "the destination's queue held no task for the run's unsettled batches";
+                check.requeued.push(self.requeue(pool, run, why).await?);
             }
         }
         Ok(check)
+    }
+
+    async fn requeue(
+        &mut self,
+        pool: &PgPool,
+        run: &Run,
+        why: &str,
+    ) -> Result<(i64, usize), PlannerError> {
+        let batches = requeue_unsettled(pool, &mut self.queue, run.into()).await?;
+        tracing::warn!(
+            run_id = run.id,
+            batches,
+            "{why}; re-enqueued them from Postgres"
+        );
+        self.idle_since.remove(&run.id);
+        Ok((run.id, batches))
     }
 
     /// Checks every running run of the state database.

@@ -302,14 +302,18 @@ impl TestEnv {
         status.success()
     }
 
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.urls.redis.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis")
+    }
+
     /// Deletes every Redis key of this env's queue, as FLUSHALL or a Redis
     /// restart without persistence would (scoped, so parallel tests survive).
     pub async fn wipe_queue(&self) -> usize {
-        let client = redis::Client::open(self.urls.redis.as_str()).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to redis");
+        let mut conn = self.redis().await;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{{{}:*", self.urls.prefix))
             .query_async(&mut conn)
@@ -329,11 +333,7 @@ impl TestEnv {
     /// pushes them into the `scheduled` ZSET, and a worker's fetch promotes
     /// them to the `active` list.
     pub async fn queued_tasks(&self) -> i64 {
-        let client = redis::Client::open(self.urls.redis.as_str()).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to redis");
+        let mut conn = self.redis().await;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{{{}:writes:*", self.urls.prefix))
             .query_async(&mut conn)
@@ -394,6 +394,38 @@ impl Drop for TestEnv {
     }
 }
 
+/// A server a test can take down and bring back.
+pub trait Outage {
+    /// Takes the server down the hard way (crash, SIGKILL).
+    fn stop(&mut self);
+    fn start(&mut self);
+    fn is_stopped(&self) -> bool;
+}
+
+impl Outage for PrivateRedis {
+    fn stop(&mut self) {
+        self.kill();
+    }
+    fn start(&mut self) {
+        self.start_again();
+    }
+    fn is_stopped(&self) -> bool {
+        self.server.is_none()
+    }
+}
+
+impl Outage for PrivatePostgres {
+    fn stop(&mut self) {
+        self.crash();
+    }
+    fn start(&mut self) {
+        self.start_again();
+    }
+    fn is_stopped(&self) -> bool {
+        self.server.is_none()
+    }
+}
+
 /// A Redis of a test's own on a random port, without persistence, that the
 /// test can kill and start again (as a crash or a restart without
 /// persistence would).
@@ -436,10 +468,6 @@ impl PrivateRedis {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        self.server.is_none()
     }
 
     /// SIGKILLs the server: its data is gone.
@@ -534,10 +562,6 @@ impl PrivatePostgres {
 
     pub fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        self.server.is_none()
     }
 
     /// Starts the server on its data directory and waits until it accepts

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ebb_tests::receiver::Receiver;
-use ebb_tests::{PrivatePostgres, PrivateRedis, TestEnv, create_replica, seed_customers};
+use ebb_tests::{Outage, PrivatePostgres, PrivateRedis, TestEnv, create_replica, seed_customers};
 use rand::Rng;
 
 /// A dead worker's tasks go back to the queue after 1 s × 2 missed beats.
@@ -304,94 +304,27 @@ async fn soak_random_crashes_over_a_changing_model() {
     assert!(rounds > 0);
 }
 
-/// Redis dies mid-run and comes back empty (no persistence): workers
-/// reconnect by themselves, `ebb run` notices the new queue epoch and
-/// re-enqueues the unsettled batches from Postgres, and the run completes
-/// with nothing lost and nothing applied twice.
-#[tokio::test]
-async fn a_run_survives_a_redis_restart_without_persistence() {
-    let mut redis = PrivateRedis::start();
+/// Two workers sync 2,000 records to a receiver with latency; once 200 are
+/// applied, `server` goes down for 3 s and comes back. The run must complete
+/// with every record applied once, and the workers must ride the outage out
+/// without exiting. Returns the env, for checks of its own.
+async fn run_through_an_outage(
+    server: &mut impl Outage,
+    on_private_redis: Option<String>,
+    on_private_postgres: Option<String>,
+) -> TestEnv {
     let receiver = Receiver::start().await;
     receiver.with(|s| s.latency = Duration::from_millis(150));
     let config = format!("{{HEADER}}{WORKER}{HTTP}");
-    let mut env = TestEnv::new_on_redis(
-        &config,
-        &[
-            ("{MAX_DELIVERIES}", "5".into()),
-            ("{RECEIVER_URL}", receiver.url()),
-        ],
-        &redis.url(),
-    )
-    .await;
-    seed_customers(&env.warehouse, 2000).await;
-    env.start_worker(2);
-    env.start_worker(2);
-
-    let mut outage = None;
-    let (code, summary, restarts) = run_supervised(
-        &mut env,
-        "contacts",
-        Duration::from_secs(120),
-        |_, elapsed| {
-            let applied = receiver.with(|s| s.applied.len());
-            match outage {
-                None if applied >= 200 => {
-                    redis.kill();
-                    outage = Some(elapsed);
-                }
-                Some(at) if elapsed >= at + Duration::from_secs(3) && redis.is_stopped() => {
-                    redis.start_again();
-                }
-                _ => {}
-            }
-            None
-        },
-    )
-    .await;
-    assert!(outage.is_some(), "Redis was killed mid-run");
-    let run = &summary["run"];
-    assert_eq!(code, Some(0), "{summary}");
-    assert_eq!(run["delivered"], 2000, "{run}");
-    assert_eq!(restarts, 0, "workers rode out the outage without exiting");
-    // While Redis is down a worker's apalis loop fails and is restarted;
-    // each attempt waits out the connection manager's reconnect backoff,
-    // so a 3-second outage costs a handful of restarts, not a busy loop.
-    let in_process_restarts = env
-        .worker_log(0)
-        .matches("worker stopped; restarting")
-        .count();
-    assert!(
-        (1..=20).contains(&in_process_restarts),
-        "{in_process_restarts} in-process restarts during the outage"
-    );
-    receiver.with(|s| {
-        assert_eq!(s.records.len(), 2000);
-        assert!(
-            s.applied.values().all(|&n| n == 1),
-            "no record applied twice"
-        );
-    });
-}
-
-/// Ebb's state database crashes mid-run (immediate shutdown) and comes back
-/// 3 s later: workers and `ebb run` wait for it, batches cut off before
-/// their commit are redone (the receiver drops the repeats by idempotency
-/// key), and the run completes with every record applied once.
-#[tokio::test]
-async fn a_run_survives_a_state_database_crash() {
-    let mut postgres = PrivatePostgres::start();
-    let receiver = Receiver::start().await;
-    receiver.with(|s| s.latency = Duration::from_millis(150));
-    let config = format!("{{HEADER}}{WORKER}{HTTP}");
-    let mut env = TestEnv::new(
-        &config,
-        &[
-            ("{MAX_DELIVERIES}", "5".into()),
-            ("{RECEIVER_URL}", receiver.url()),
-        ],
-    )
-    .await;
-    env.move_state_to(&postgres.admin_url()).await;
+    let extra = [
+        ("{MAX_DELIVERIES}", "5".to_owned()),
+        ("{RECEIVER_URL}", receiver.url()),
+    ];
+    let redis = on_private_redis.unwrap_or_else(|| ebb_tests::REDIS_URL.to_owned());
+    let mut env = TestEnv::new_on_redis(&config, &extra, &redis).await;
+    if let Some(admin_url) = on_private_postgres {
+        env.move_state_to(&admin_url).await;
+    }
     seed_customers(&env.warehouse, 2000).await;
     env.start_worker(2);
     env.start_worker(2);
@@ -405,11 +338,11 @@ async fn a_run_survives_a_state_database_crash() {
             let applied = receiver.with(|s| s.applied.len());
             match outage {
                 None if applied >= 200 => {
-                    postgres.crash();
+                    server.stop();
                     outage = Some(elapsed);
                 }
-                Some(at) if elapsed >= at + Duration::from_secs(3) && postgres.is_stopped() => {
-                    postgres.start_again();
+                Some(at) if elapsed >= at + Duration::from_secs(3) && server.is_stopped() => {
+                    server.start();
                 }
                 _ => {}
             }
@@ -417,7 +350,7 @@ async fn a_run_survives_a_state_database_crash() {
         },
     )
     .await;
-    assert!(outage.is_some(), "the state database crashed mid-run");
+    assert!(outage.is_some(), "the server went down mid-run");
     let run = &summary["run"];
     assert_eq!(code, Some(0), "{summary}");
     assert_eq!(run["delivered"], 2000, "{run}");
@@ -429,4 +362,38 @@ async fn a_run_survives_a_state_database_crash() {
             "no record applied twice"
         );
     });
+    env
+}
+
+/// Redis dies mid-run and comes back empty (no persistence): workers
+/// reconnect by themselves, `ebb run` notices the new queue epoch and
+/// re-enqueues the unsettled batches from Postgres, and the run completes
+/// with nothing lost and nothing applied twice.
+#[tokio::test]
+async fn a_run_survives_a_redis_restart_without_persistence() {
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    let env = run_through_an_outage(&mut redis, Some(url), None).await;
+    // While Redis is down a worker's apalis loop fails and is restarted;
+    // each attempt waits out the connection manager's reconnect backoff,
+    // so a 3-second outage costs a handful of restarts, not a busy loop.
+    let in_process_restarts = env
+        .worker_log(0)
+        .matches("worker stopped; restarting")
+        .count();
+    assert!(
+        (1..=20).contains(&in_process_restarts),
+        "{in_process_restarts} in-process restarts during the outage"
+    );
+}
+
+/// Ebb's state database crashes mid-run (immediate shutdown) and comes back
+/// 3 s later: workers and `ebb run` wait for it, batches cut off before
+/// their commit are redone (the receiver drops the repeats by idempotency
+/// key), and the run completes with every record applied once.
+#[tokio::test]
+async fn a_run_survives_a_state_database_crash() {
+    let mut postgres = PrivatePostgres::start();
+    let admin_url = postgres.admin_url();
+    run_through_an_outage(&mut postgres, None, Some(admin_url)).await;
 }
