@@ -136,6 +136,27 @@ async fn serve_fires_scheduled_runs_one_at_a_time_and_answers_health_checks() {
     );
     assert_eq!(first["trigger"], "schedule");
 
+    // /metrics shows the waiting run (300 rows in batches of 50) and that
+    // no worker drains its queue.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    for line in [
+        "ebb_runs_active{sync=\"customers\"} 1",
+        "ebb_queue_waiting_tasks{destination=\"replica\"} 6",
+        "ebb_queue_live_workers{destination=\"replica\"} 0",
+        "ebb_limiter_max_concurrency{destination=\"replica\"} 8",
+        "ebb_metrics_errors 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
+
     env.start_worker(4);
     let done = eventually(Duration::from_secs(60), "the run to finish", || async {
         let all = runs(&env).await;
@@ -193,6 +214,17 @@ async fn readyz_reports_an_unreachable_queue() {
     })
     .await;
     assert_eq!(http_status(&format!("{base}/readyz")).await, Some(503));
+    // Metrics still answer, saying what they could not read.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(
+        metrics.lines().any(|l| l == "ebb_metrics_errors 1"),
+        "{metrics}"
+    );
 }
 
 /// Redis loses the queue's data mid-run (what FLUSHALL or a restart without

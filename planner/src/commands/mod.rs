@@ -3,6 +3,7 @@
 pub mod check;
 pub mod dlq;
 pub mod limits;
+pub mod metrics;
 pub mod plan;
 pub mod run;
 pub mod runs;

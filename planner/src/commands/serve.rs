@@ -1,7 +1,8 @@
 //! `ebb serve`: the planner daemon. Fires each sync on its cron schedule (a
 //! sync with an active run is skipped, never doubled), re-enqueues work the
-//! queue lost (see `watchdog`), and answers `/healthz` (process alive) and
-//! `/readyz` (state database and Redis reachable).
+//! queue lost (see `watchdog`), and answers `/healthz` (process alive),
+//! `/readyz` (state database and Redis reachable) and `/metrics`
+//! (Prometheus text, see `metrics`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub async fn serve(ctx: Arc<Context>, listen: SocketAddr) -> Result<(), PlannerE
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(ctx.clone());
     tracing::info!(%listen, "serving /healthz and /readyz");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -50,6 +52,13 @@ pub async fn serve(ctx: Arc<Context>, listen: SocketAddr) -> Result<(), PlannerE
     watchdog.abort();
     server.abort();
     Ok(())
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> ([(&'static str, &'static str); 1], String) {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        super::metrics::render(&ctx.config, &ctx.pool).await,
+    )
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, String) {
