@@ -27,6 +27,10 @@ pub enum WorkerError {
     },
     #[error("{0}")]
     Faults(String),
+    #[error(
+        "the config has no sync, so this worker has no queue to drain; add a [syncs.NAME] section"
+    )]
+    NoSyncs,
     #[error("worker pool stopped: {0}")]
     Monitor(String),
 }

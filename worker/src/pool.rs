@@ -35,9 +35,7 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
         .map(|s| s.destination.as_str())
         .collect();
     if destinations.is_empty() {
-        return Err(WorkerError::Monitor(
-            "no sync in the config, so no queue to drain".into(),
-        ));
+        return Err(WorkerError::NoSyncs);
     }
     // Two connections per in-flight batch (its transaction, and the
     // delivery counter that must commit outside it) plus headroom.
