@@ -182,3 +182,62 @@ fn model_errors_are_located_in_the_model_file_or_config() {
     };
     assert!(inline.locate(8).starts_with("ebb.toml:7"));
 }
+
+#[test]
+fn limits_default_per_destination_type() {
+    let config = parse(VALID).unwrap();
+    let http = config.destination("crm_webhook").unwrap().limits();
+    assert_eq!(
+        *http,
+        Limits {
+            max_concurrency: 8,
+            rate_limit: None,
+            adaptive_concurrency: true,
+        }
+    );
+    let postgres = config.destination("replica").unwrap().limits();
+    assert!(!postgres.adaptive_concurrency);
+    assert_eq!(postgres.max_concurrency, 8);
+}
+
+#[test]
+fn limits_are_read_and_validated() {
+    let with = |limits: &str| {
+        VALID.replace(
+            "batch_size = 100\n",
+            &format!("batch_size = 100\n{limits}\n"),
+        )
+    };
+    let config = parse(&with(
+        "max_concurrency = 3\nrate_limit = { requests = 100, per_seconds = 10 }\nadaptive_concurrency = false",
+    ))
+    .unwrap();
+    assert_eq!(
+        *config.destination("crm_webhook").unwrap().limits(),
+        Limits {
+            max_concurrency: 3,
+            rate_limit: Some(RateLimit {
+                requests: 100,
+                per: std::time::Duration::from_secs(10),
+            }),
+            adaptive_concurrency: false,
+        }
+    );
+
+    let err = parse(&with("max_concurrency = 0")).unwrap_err().to_string();
+    assert!(
+        err.contains("destinations.crm_webhook.max_concurrency") && err.contains("at least 1"),
+        "{err}"
+    );
+    let err = parse(&with("rate_limit = { requests = 0, per_seconds = 10 }"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("destinations.crm_webhook.rate_limit") && err.contains("requests >= 1"),
+        "{err}"
+    );
+    let err = parse(&with("rate_limit = { requests = 5, per_second = 1 }"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `per_second`"), "{err}");
+}
