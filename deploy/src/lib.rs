@@ -51,4 +51,11 @@ mod tests {
     fn planner_probes_the_health_endpoints() {
         assert!(PLANNER.contains("path: /healthz") && PLANNER.contains("path: /readyz"));
     }
+
+    #[test]
+    fn worker_serves_and_probes_its_health_endpoints() {
+        assert!(WORKER.contains("\"--listen\", \"0.0.0.0:8081\""));
+        assert!(WORKER.contains("containerPort: 8081"));
+        assert!(WORKER.contains("path: /healthz") && WORKER.contains("path: /readyz"));
+    }
 }

@@ -397,3 +397,53 @@ async fn a_run_survives_a_state_database_crash() {
     let admin_url = postgres.admin_url();
     run_through_an_outage(&mut postgres, None, Some(admin_url)).await;
 }
+
+/// A worker's `/readyz` reports a Redis outage and recovers with it, while
+/// `/healthz` keeps answering (the worker waits; restarting it would not
+/// help) and the process stays up.
+#[tokio::test]
+async fn worker_readiness_follows_a_redis_outage() {
+    let mut redis = PrivateRedis::start();
+    let config = format!("{{HEADER}}{WORKER}{POSTGRES}");
+    let mut env =
+        TestEnv::new_on_redis(&config, &[("{MAX_DELIVERIES}", "5".into())], &redis.url()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let listen = format!("127.0.0.1:{port}");
+    env.start_worker_with(2, &[("EBB_WORKER_LISTEN", listen.as_str())]);
+    let client = reqwest::Client::new();
+    let status = |path: &'static str| {
+        let request = client
+            .get(format!("http://{listen}{path}"))
+            .timeout(Duration::from_secs(3))
+            .send();
+        async move { request.await.ok().map(|r| r.status().as_u16()) }
+    };
+    let until = |want_ready: bool| async move {
+        let started = Instant::now();
+        loop {
+            let ready = status("/readyz").await == Some(200);
+            if ready == want_ready {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "readiness never became {want_ready}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    until(true).await;
+    redis.kill();
+    until(false).await;
+    assert_eq!(
+        status("/healthz").await,
+        Some(200),
+        "alive during the outage"
+    );
+    redis.start_again();
+    until(true).await;
+    assert_eq!(env.restart_dead_workers(), 0, "the worker never exited");
+}

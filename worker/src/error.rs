@@ -31,6 +31,8 @@ pub enum WorkerError {
         "the config has no sync, so this worker has no queue to drain; add a [syncs.NAME] section"
     )]
     NoSyncs,
+    #[error("{0}")]
+    Listen(String),
     #[error("worker pool stopped: {0}")]
     Monitor(String),
 }

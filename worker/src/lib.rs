@@ -12,6 +12,7 @@ pub mod destinations;
 pub mod error;
 pub mod faults;
 pub mod handler;
+pub mod health;
 pub mod pool;
 pub mod settle;
 

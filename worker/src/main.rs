@@ -23,6 +23,10 @@ struct Cli {
     /// Name prefix in Redis; defaults to $HOSTNAME (the pod name on Kubernetes).
     #[arg(long, env = "HOSTNAME", default_value = "ebb-worker")]
     name: String,
+    /// Serve /healthz (process alive) and /readyz (state database and Redis
+    /// reachable) on this address, for Kubernetes probes.
+    #[arg(long, env = "EBB_WORKER_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -41,6 +45,7 @@ async fn main() -> ExitCode {
         PoolOptions {
             concurrency: cli.concurrency,
             name: cli.name,
+            listen: cli.listen,
         },
     )
     .await

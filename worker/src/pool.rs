@@ -5,6 +5,7 @@
 //! again by another worker.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +17,15 @@ use crate::destinations::Registry;
 use crate::error::WorkerError;
 use crate::faults::Faults;
 use crate::handler::{WorkerState, write_batch};
+use crate::health;
 
 pub struct PoolOptions {
     /// Batches processed at once by this process, per destination.
     pub concurrency: usize,
     /// Prefix of the worker's name in Redis (the pod name in Kubernetes).
     pub name: String,
+    /// Where to serve the health endpoints, if anywhere.
+    pub listen: Option<SocketAddr>,
 }
 
 pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError> {
@@ -44,6 +48,9 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
         ebb_shared::db::connect_and_migrate(&config.state.database_url, 2 * in_flight + 2).await?;
     let conn = queue::connect(&config.state).await?;
     let registry = Registry::build(&config, &conn)?;
+    if let Some(listen) = options.listen {
+        health::serve(listen, pool.clone(), conn.clone()).await?;
+    }
     let state = Arc::new(WorkerState {
         pool,
         registry,

@@ -1,0 +1,58 @@
+//! The worker's health endpoints (with `--listen`): `/healthz` answers while
+//! the process runs; `/readyz` answers 200 only while the state database and
+//! Redis are both reachable. Point Kubernetes' liveness probe at `/healthz`
+//! only: during an outage a worker waits for its infrastructure to return,
+//! and restarting it would not help.
+
+use std::net::SocketAddr;
+
+use apalis_redis::ConnectionManager;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use sqlx::PgPool;
+
+use crate::error::WorkerError;
+
+#[derive(Clone)]
+struct Deps {
+    pool: PgPool,
+    redis: ConnectionManager,
+}
+
+/// Binds `listen` and serves in the background.
+pub async fn serve(
+    listen: SocketAddr,
+    pool: PgPool,
+    redis: ConnectionManager,
+) -> Result<(), WorkerError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| WorkerError::Listen(format!("cannot listen on {listen}: {e}")))?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(Deps { pool, redis });
+    tracing::info!(%listen, "serving /healthz and /readyz");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "health endpoints stopped");
+        }
+    });
+    Ok(())
+}
+
+async fn readyz(State(deps): State<Deps>) -> (StatusCode, String) {
+    let database = sqlx::query("SELECT 1").execute(&deps.pool).await;
+    let mut redis = deps.redis.clone();
+    let ping: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
+    match (database, ping) {
+        (Ok(_), Ok(_)) => (StatusCode::OK, "ready".into()),
+        (Err(e), _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("state database: {e}"),
+        ),
+        (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("queue: {e}")),
+    }
+}
