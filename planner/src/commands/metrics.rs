@@ -11,92 +11,51 @@ use sqlx::PgPool;
 
 use crate::error::PlannerError;
 
-use super::limits;
+use super::limits::{self, DestinationLimits};
 
 /// Renders every metric; a part that cannot be read (Redis down) is left
 /// out and counted in `ebb_metrics_errors`, so the rest still reports.
 pub async fn render(config: &Config, pool: &PgPool) -> String {
+    type PerDestination = fn(&DestinationLimits) -> u64;
+    const DESTINATION_GAUGES: [(&str, &str, PerDestination); 6] = [
+        (
+            "ebb_queue_waiting_tasks",
+            "Tasks waiting on a destination's queue.",
+            |r| r.queue.pending + r.queue.scheduled,
+        ),
+        (
+            "ebb_queue_running_tasks",
+            "Tasks fetched by live workers.",
+            |r| r.queue.in_flight,
+        ),
+        (
+            "ebb_queue_live_workers",
+            "Workers alive on a destination's queue.",
+            |r| r.queue.live_workers,
+        ),
+        (
+            "ebb_limiter_in_flight",
+            "Requests holding a concurrency lease.",
+            |r| r.now.in_flight,
+        ),
+        (
+            "ebb_limiter_max_concurrency",
+            "The destination's max_concurrency.",
+            |r| u64::from(r.max_concurrency),
+        ),
+        (
+            "ebb_limiter_paused_milliseconds",
+            "Pause left after a 429, for every worker.",
+            |r| r.now.paused_for_ms,
+        ),
+    ];
     let mut out = String::new();
     let mut errors = 0;
     match limits::collect(config).await {
         Ok(rows) => {
-            gauge_header(
-                &mut out,
-                "ebb_queue_waiting_tasks",
-                "Tasks waiting on a destination's queue.",
-            );
-            for r in &rows {
-                sample(
-                    &mut out,
-                    "ebb_queue_waiting_tasks",
-                    &r.destination,
-                    r.queue.pending + r.queue.scheduled,
-                );
-            }
-            gauge_header(
-                &mut out,
-                "ebb_queue_running_tasks",
-                "Tasks fetched by live workers.",
-            );
-            for r in &rows {
-                sample(
-                    &mut out,
-                    "ebb_queue_running_tasks",
-                    &r.destination,
-                    r.queue.in_flight,
-                );
-            }
-            gauge_header(
-                &mut out,
-                "ebb_queue_live_workers",
-                "Workers alive on a destination's queue.",
-            );
-            for r in &rows {
-                sample(
-                    &mut out,
-                    "ebb_queue_live_workers",
-                    &r.destination,
-                    r.queue.live_workers,
-                );
-            }
-            gauge_header(
-                &mut out,
-                "ebb_limiter_in_flight",
-                "Requests holding a concurrency lease.",
-            );
-            for r in &rows {
-                sample(
-                    &mut out,
-                    "ebb_limiter_in_flight",
-                    &r.destination,
-                    r.now.in_flight,
-                );
-            }
-            gauge_header(
-                &mut out,
-                "ebb_limiter_max_concurrency",
-                "The destination's max_concurrency.",
-            );
-            for r in &rows {
-                sample(
-                    &mut out,
-                    "ebb_limiter_max_concurrency",
-                    &r.destination,
-                    u64::from(r.max_concurrency),
-                );
-            }
-            gauge_header(
-                &mut out,
-                "ebb_limiter_paused_milliseconds",
-                "Pause left after a 429, for every worker.",
-            );
-            for r in &rows {
-                sample(
-                    &mut out,
-                    "ebb_limiter_paused_milliseconds",
-                    &r.destination,
-                    r.now.paused_for_ms,
-                );
+            for (name, help, value) in DESTINATION_GAUGES {
+                let samples = rows.iter().map(|r| (r.destination.as_str(), value(r)));
+                gauge(&mut out, name, help, "destination", samples);
             }
         }
         Err(e) => {
@@ -106,34 +65,39 @@ pub async fn render(config: &Config, pool: &PgPool) -> String {
     }
     match by_sync(pool).await {
         Ok(rows) => {
-            gauge_header(
+            let active = rows
+                .iter()
+                .map(|(sync, active, _)| (sync.as_str(), *active as u64));
+            gauge(
                 &mut out,
                 "ebb_runs_active",
                 "Runs planning or running, per sync.",
+                "sync",
+                active,
             );
-            for (sync, active, _) in &rows {
-                labelled(&mut out, "ebb_runs_active", "sync", sync, *active as u64);
-            }
-            gauge_header(
+            let open = rows
+                .iter()
+                .map(|(sync, _, open)| (sync.as_str(), *open as u64));
+            gauge(
                 &mut out,
                 "ebb_dlq_open_entries",
                 "Open dead-letter entries, per sync.",
+                "sync",
+                open,
             );
-            for (sync, _, open) in &rows {
-                labelled(&mut out, "ebb_dlq_open_entries", "sync", sync, *open as u64);
-            }
         }
         Err(e) => {
             tracing::warn!(error = %e, "metrics: cannot read the state database");
             errors += 1;
         }
     }
-    gauge_header(
+    gauge(
         &mut out,
         "ebb_metrics_errors",
         "Metric groups that could not be read.",
+        "",
+        [("", errors)],
     );
-    let _ = writeln!(out, "ebb_metrics_errors {errors}");
     out
 }
 
@@ -153,18 +117,24 @@ async fn by_sync(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, PlannerError>
     Ok(rows)
 }
 
-fn gauge_header(out: &mut String, name: &str, help: &str) {
+/// One gauge family; an empty `label` writes unlabelled samples.
+fn gauge<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, u64)>,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-}
-
-fn sample(out: &mut String, name: &str, destination: &str, value: u64) {
-    labelled(out, name, "destination", destination, value);
-}
-
-fn labelled(out: &mut String, name: &str, label: &str, value_of_label: &str, value: u64) {
-    let escaped = value_of_label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n");
-    let _ = writeln!(out, "{name}{{{label}=\"{escaped}\"}} {value}");
+    for (label_value, value) in samples {
+        if label.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+            continue;
+        }
+        let escaped = label_value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = writeln!(out, "{name}{{{label}=\"{escaped}\"}} {value}");
+    }
 }
