@@ -32,8 +32,6 @@ pub struct Watchdog {
 pub struct Check {
     /// Workers alive on the checked runs' queues (the most on any one).
     pub live_workers: u64,
-    /// `(run id, batches re-enqueued)`.
-    pub requeued: Vec<(i64, usize)>,
 }
 
 impl Watchdog {
@@ -64,7 +62,7 @@ impl Watchdog {
             };
             if lost {
                 let why = "the queue lost this run's tasks (Redis data lost, or never pushed)";
-                check.requeued.push(self.requeue(pool, run, why).await?);
+                self.requeue(pool, run, why).await?;
                 continue;
             }
             let depth = self.queue.depth(&run.destination).await?;
@@ -76,18 +74,13 @@ impl Watchdog {
             let since = *self.idle_since.entry(run.id).or_insert_with(Instant::now);
             if since.elapsed() >= self.requeue_after {
                 let why = "the destination's queue held no task for the run's unsettled batches";
-                check.requeued.push(self.requeue(pool, run, why).await?);
+                self.requeue(pool, run, why).await?;
             }
         }
         Ok(check)
     }
 
-    async fn requeue(
-        &mut self,
-        pool: &PgPool,
-        run: &Run,
-        why: &str,
-    ) -> Result<(i64, usize), PlannerError> {
+    async fn requeue(&mut self, pool: &PgPool, run: &Run, why: &str) -> Result<(), PlannerError> {
         let batches = requeue_unsettled(pool, &mut self.queue, run.into()).await?;
         tracing::warn!(
             run_id = run.id,
@@ -95,7 +88,7 @@ impl Watchdog {
             "{why}; re-enqueued them from Postgres"
         );
         self.idle_since.remove(&run.id);
-        Ok((run.id, batches))
+        Ok(())
     }
 
     /// Checks every running run of the state database.

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod health;
 pub mod hex;
 pub mod limits;
 pub mod queue;

@@ -394,6 +394,45 @@ impl Drop for TestEnv {
     }
 }
 
+/// Polls `check` every 200 ms until it returns Some, or panics after `limit`
+/// naming `what` it waited for.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_every(limit, Duration::from_millis(200), what, check).await
+}
+
+/// [`eventually`], polling every `every`.
+pub async fn eventually_every<T, F, Fut>(
+    limit: Duration,
+    every: Duration,
+    what: &str,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// A server a test can take down and bring back.
 pub trait Outage {
     /// Takes the server down the hard way (crash, SIGKILL).
@@ -436,10 +475,7 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = free_port();
         let mut redis = PrivateRedis { port, server: None };
         redis.start_again();
         redis
@@ -505,10 +541,7 @@ impl PrivatePostgres {
             .filter(|b| b.join("initdb").exists())
             .max()
             .expect("an initdb under /usr/lib/postgresql/*/bin");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("ebb-pg-{port}-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).expect("pg dir");

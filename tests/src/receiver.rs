@@ -119,12 +119,7 @@ async fn batch(
         });
         if over_concurrency || over_rate {
             s.violations += 1;
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", "1")],
-                Json(json!({"status": "error", "category": "RATE_LIMITS", "message": "You have reached your rate limit."})),
-            )
-                .into_response();
+            return rate_limited();
         }
         if s.overloaded_above.is_some_and(|n| s.in_flight > n) {
             s.overloaded_answers += 1;
@@ -133,12 +128,7 @@ async fn batch(
         s.arrivals.push(now);
         if s.throttle_left > 0 {
             s.throttle_left -= 1;
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", "1")],
-                Json(json!({"status": "error", "category": "RATE_LIMITS", "message": "You have reached your rate limit."})),
-            )
-                .into_response();
+            return rate_limited();
         }
         s.last_auth = headers
             .get("authorization")
@@ -215,6 +205,16 @@ async fn batch(
         std::panic::resume_unwind(Box::new("emulated dropped connection"));
     }
     (StatusCode::OK, Json(json!({"accepted": records.len()}))).into_response()
+}
+
+/// A 429 as rate-limited APIs send it (this body is HubSpot's).
+fn rate_limited() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [("retry-after", "1")],
+        Json(json!({"status": "error", "category": "RATE_LIMITS", "message": "You have reached your rate limit."})),
+    )
+        .into_response()
 }
 
 /// Counts a request in flight for as long as its handler runs.

@@ -11,7 +11,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ebb_tests::receiver::Receiver;
-use ebb_tests::{Outage, PrivatePostgres, PrivateRedis, TestEnv, create_replica, seed_customers};
+use ebb_tests::{
+    Outage, PrivatePostgres, PrivateRedis, TestEnv, create_replica, eventually, free_port,
+    seed_customers,
+};
 use rand::Rng;
 
 /// A dead worker's tasks go back to the queue after 1 s × 2 missed beats.
@@ -407,10 +410,7 @@ async fn worker_readiness_follows_a_redis_outage() {
     let config = format!("{{HEADER}}{WORKER}{POSTGRES}");
     let mut env =
         TestEnv::new_on_redis(&config, &[("{MAX_DELIVERIES}", "5".into())], &redis.url()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     env.start_worker_with(2, &[("EBB_WORKER_LISTEN", listen.as_str())]);
     let client = reqwest::Client::new();
@@ -421,19 +421,13 @@ async fn worker_readiness_follows_a_redis_outage() {
             .send();
         async move { request.await.ok().map(|r| r.status().as_u16()) }
     };
+    let status = &status;
     let until = |want_ready: bool| async move {
-        let started = Instant::now();
-        loop {
-            let ready = status("/readyz").await == Some(200);
-            if ready == want_ready {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "readiness never became {want_ready}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let what = format!("readiness to become {want_ready}");
+        eventually(Duration::from_secs(30), &what, || async {
+            ((status("/readyz").await == Some(200)) == want_ready).then_some(())
+        })
+        .await
     };
     until(true).await;
     redis.kill();

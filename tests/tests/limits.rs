@@ -6,7 +6,11 @@
 use std::time::{Duration, Instant};
 
 use ebb_tests::receiver::Receiver;
-use ebb_tests::{TestEnv, seed_customers};
+use ebb_tests::{TestEnv, eventually_every, seed_customers};
+
+/// How long a step may take to start, and how often the tests look.
+const SOON: Duration = Duration::from_secs(30);
+const TICK: Duration = Duration::from_millis(50);
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -205,14 +209,10 @@ async fn a_throttled_destination_does_not_starve_a_fast_one() {
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
     let slow_run = slow_run.spawn().expect("spawn the slow run");
-    let waiting = Instant::now();
-    while slow.with(|s| s.requests) < 2 {
-        assert!(
-            waiting.elapsed() < Duration::from_secs(30),
-            "the slow run never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_every(SOON, TICK, "the slow run to start", || async {
+        (slow.with(|s| s.requests) >= 2).then_some(())
+    })
+    .await;
     let started = Instant::now();
     let shared = env.run_sync("to_fast", &["--full-resync"]).await;
     let shared_time = started.elapsed();
@@ -266,14 +266,10 @@ async fn slots_of_a_killed_worker_come_back_within_the_lease_ttl() {
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
     let run = run.spawn().expect("spawn ebb run");
-    let waiting = Instant::now();
-    while receiver.with(|s| s.requests) < 2 {
-        assert!(
-            waiting.elapsed() < Duration::from_secs(30),
-            "no request arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_every(SOON, TICK, "two requests", || async {
+        (receiver.with(|s| s.requests) >= 2).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.with(|s| s.requests), 2, "the cap of 2 held");
     // Operators see the held slots.
@@ -287,13 +283,13 @@ async fn slots_of_a_killed_worker_come_back_within_the_lease_ttl() {
     let killed = Instant::now();
     receiver.with(|s| s.latency = Duration::ZERO);
     env.start_worker(4);
-    while receiver.with(|s| s.requests) < 3 {
-        assert!(
-            killed.elapsed() < Duration::from_secs(20),
-            "capacity did not come back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_every(
+        Duration::from_secs(20),
+        TICK,
+        "capacity to come back",
+        || async { (receiver.with(|s| s.requests) >= 3).then_some(()) },
+    )
+    .await;
     let back_after = killed.elapsed();
     assert!(
         back_after <= Duration::from_secs(12),

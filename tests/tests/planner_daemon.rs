@@ -2,9 +2,9 @@
 //! watchdog, which rebuilds from Postgres the tasks Redis lost.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ebb_tests::{TestEnv, bin, create_replica, seed_customers};
+use ebb_tests::{TestEnv, bin, create_replica, eventually, free_port, seed_customers};
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -45,13 +45,6 @@ async fn env(schedule: &str, rows: i64) -> TestEnv {
     env
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn serve(env: &TestEnv, port: u16) -> tokio::process::Child {
     let log = std::fs::File::create(env.dir.join("serve.log")).expect("serve log");
     tokio::process::Command::new(bin("ebb"))
@@ -79,22 +72,6 @@ async fn http_status(url: &str) -> Option<u16> {
         .await
         .ok()?;
     Some(response.status().as_u16())
-}
-
-/// Polls `check` every 200 ms until it returns Some, or panics after `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn runs(env: &TestEnv) -> Vec<serde_json::Value> {

@@ -44,15 +44,9 @@ pub async fn serve(
 }
 
 async fn readyz(State(deps): State<Deps>) -> (StatusCode, String) {
-    let database = sqlx::query("SELECT 1").execute(&deps.pool).await;
     let mut redis = deps.redis.clone();
-    let ping: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
-    match (database, ping) {
-        (Ok(_), Ok(_)) => (StatusCode::OK, "ready".into()),
-        (Err(e), _) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("state database: {e}"),
-        ),
-        (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("queue: {e}")),
+    match ebb_shared::health::ready(&deps.pool, &mut redis).await {
+        Ok(()) => (StatusCode::OK, "ready".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }

@@ -15,6 +15,7 @@ use axum::routing::get;
 use chrono::Utc;
 use ebb_shared::StateError;
 use ebb_shared::config::SyncConfig;
+use ebb_shared::health;
 
 use crate::context::Context;
 use crate::enqueue::{RunRef, enqueue_run};
@@ -62,15 +63,19 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> ([(&'static str, &'static s
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, String) {
-    let db = sqlx::query("SELECT 1").execute(&ctx.pool).await;
-    let redis = ebb_shared::queue::connect(&ctx.config.state).await;
-    match (db, redis) {
-        (Ok(_), Ok(_)) => (StatusCode::OK, "ready".into()),
-        (Err(e), _) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("state database: {e}"),
-        ),
-        (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("queue: {e}")),
+    let answer = async {
+        health::database_ready(&ctx.pool).await?;
+        // A fresh connection per probe: it proves Redis accepts
+        // connections (`queue::connect` pings it).
+        ebb_shared::queue::connect(&ctx.config.state)
+            .await
+            .map(drop)
+            .map_err(|e| format!("queue: {e}"))
+    }
+    .await;
+    match answer {
+        Ok(()) => (StatusCode::OK, "ready".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 

@@ -501,6 +501,15 @@ fn resolve_destination(
             adaptive_concurrency: adaptive,
         })
     };
+    let url_at = |raw_url: &str| {
+        secret_at(
+            src,
+            raw_url,
+            &format!("{key}.url"),
+            src.field_offset(start, "url"),
+            lookup,
+        )
+    };
     match kind.as_str() {
         "http" => {
             let raw: RawHttpDestination = typed(src, &key, &table)?;
@@ -510,13 +519,7 @@ fn resolve_destination(
                 raw.rate_limit,
                 raw.adaptive_concurrency,
             )?;
-            let url = secret_at(
-                src,
-                &raw.url,
-                &format!("{key}.url"),
-                src.field_offset(start, "url"),
-                lookup,
-            )?;
+            let url = url_at(&raw.url)?;
             if !(url.expose().starts_with("http://") || url.expose().starts_with("https://")) {
                 return Err(src.invalid(
                     Some(src.field_offset(start, "url")),
@@ -560,13 +563,7 @@ fn resolve_destination(
                 raw.rate_limit,
                 raw.adaptive_concurrency,
             )?;
-            let url = secret_at(
-                src,
-                &raw.url,
-                &format!("{key}.url"),
-                src.field_offset(start, "url"),
-                lookup,
-            )?;
+            let url = url_at(&raw.url)?;
             let table_name = TableName::from_str(&raw.table).map_err(|message| {
                 src.invalid(
                     Some(src.field_offset(start, "table")),

@@ -152,10 +152,6 @@ impl Limiter {
         self
     }
 
-    pub fn destination(&self) -> &str {
-        &self.destination
-    }
-
     /// Waits for this process's adaptive share (see `adaptive`), when on.
     pub async fn local_slot(&self) -> Option<Slot<'_>> {
         match &self.adaptive {
