@@ -11,8 +11,10 @@ pub fn init(default_filter: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let result = if std::io::stderr().is_terminal() || std::env::var_os("EBB_LOG_TEXT").is_some() {
-        builder.compact().try_init()
+    let terminal = std::io::stderr().is_terminal();
+    let result = if terminal || std::env::var_os("EBB_LOG_TEXT").is_some() {
+        // Colours only on a terminal: a log file keeps `key=value` greppable.
+        builder.compact().with_ansi(terminal).try_init()
     } else {
         builder.json().try_init()
     };

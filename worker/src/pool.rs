@@ -7,11 +7,15 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
 use ebb_shared::config::Config;
-use ebb_shared::queue;
+use apalis_redis::RedisStorage;
+use ebb_shared::queue::{self, WriteBatchTask};
 
 use crate::destinations::Registry;
 use crate::error::WorkerError;
@@ -61,7 +65,8 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
     // Unique per process: apalis refuses a name seen within the orphan window,
     // and PIDs repeat across containers.
     let base_name = format!("{}-{}", options.name, uuid::Uuid::now_v7().simple());
-    let mut monitor = Monitor::new();
+    let (stop, stopping) = watch::channel(false);
+    let mut supervisors = JoinSet::new();
     for destination in destinations {
         let storage = queue::storage(
             conn.clone(),
@@ -72,27 +77,98 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
         );
         let name = format!("{base_name}-{destination}");
         tracing::info!(worker = %name, concurrency, queue = %queue::queue_name(&config.state.queue_prefix, destination), "draining queue");
-        let state = state.clone();
-        monitor = monitor.register(move |restarts| {
-            WorkerBuilder::new(format!("{name}-r{restarts}"))
-                .backend(storage.clone())
-                .data(state.clone())
-                .catch_panic()
-                .concurrency(concurrency)
-                .build(write_batch)
-        });
+        supervisors.spawn(supervise(Drain {
+            name,
+            storage,
+            state: state.clone(),
+            concurrency,
+            shutdown_timeout: Duration::from_secs(config.worker.shutdown_timeout_secs),
+            stopping: stopping.clone(),
+        }));
     }
-    monitor
-        .should_restart(|ctx, error| {
-            tracing::warn!(worker = %ctx.name(), %error, "worker stopped; restarting");
-            true
-        })
-        .shutdown_timeout(Duration::from_secs(config.worker.shutdown_timeout_secs))
-        .run_with_signal(shutdown_signal())
+    shutdown_signal()
         .await
         .map_err(|e| WorkerError::Monitor(e.to_string()))?;
+    let _ = stop.send(true);
+    while supervisors.join_next().await.is_some() {}
     tracing::info!("worker stopped cleanly");
     Ok(())
+}
+
+/// One destination queue's apalis worker and what it needs.
+struct Drain {
+    name: String,
+    storage: RedisStorage<WriteBatchTask>,
+    state: Arc<WorkerState>,
+    concurrency: usize,
+    shutdown_timeout: Duration,
+    stopping: watch::Receiver<bool>,
+}
+
+/// Runs a destination queue's apalis worker until shutdown, restarting it
+/// when it fails (Redis unreachable, mostly) after an exponential backoff
+/// with jitter, so an outage costs a few reconnect attempts, not a busy
+/// loop. Each queue has its own supervisor: one failing never stops the
+/// others' in-flight batches.
+async fn supervise(mut drain: Drain) {
+    let mut failures: u32 = 0;
+    for attempt in 0u64.. {
+        let started = Instant::now();
+        let worker_name = format!("{}-r{attempt}", drain.name);
+        let (storage, state, concurrency) =
+            (drain.storage.clone(), drain.state.clone(), drain.concurrency);
+        let mut stopping = drain.stopping.clone();
+        let signal = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            Ok(())
+        };
+        let result = Monitor::new()
+            .register(move |_| {
+                WorkerBuilder::new(worker_name.clone())
+                    .backend(storage.clone())
+                    .data(state.clone())
+                    .catch_panic()
+                    .concurrency(concurrency)
+                    .build(write_batch)
+            })
+            .should_restart(|_, _| false)
+            .shutdown_timeout(drain.shutdown_timeout)
+            .run_with_signal(signal)
+            .await;
+        if *drain.stopping.borrow() {
+            return;
+        }
+        if started.elapsed() >= HEALTHY_UPTIME {
+            failures = 0;
+        }
+        failures += 1;
+        let wait = restart_backoff(failures);
+        let error = match result {
+            Ok(()) => "the worker ended".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(
+            worker = %drain.name, failures, wait_ms = wait.as_millis() as u64, %error,
+            "worker stopped; restarting after a backoff"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = drain.stopping.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// A worker that ran this long before failing starts its backoff afresh.
+const HEALTHY_UPTIME: Duration = Duration::from_secs(60);
+
+/// 250 ms doubling per consecutive failure up to 30 s, with the upper half
+/// jittered so restarted workers do not reconnect in lockstep.
+fn restart_backoff(failures: u32) -> Duration {
+    let ceiling = Duration::from_millis(250)
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
+        .min(Duration::from_secs(30));
+    let half = ceiling / 2;
+    half + Duration::from_millis(rand::random_range(0..=half.as_millis() as u64))
 }
 
 async fn shutdown_signal() -> std::io::Result<()> {
