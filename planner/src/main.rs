@@ -29,8 +29,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the config, model SQL and mappings.
-    Check,
+    /// Validate the config, model SQL and mappings (against each source).
+    Check {
+        /// Also connect to each destination: check credentials and
+        /// permissions, and the mapping against the destination's schema
+        /// (e.g. HubSpot's properties).
+        #[arg(long)]
+        connect: bool,
+    },
     /// Create or upgrade Ebb's schema in the state database.
     Migrate,
     /// Dry run: what a run would add, change, remove and reject. Sends nothing.
@@ -137,8 +143,8 @@ async fn main() -> ExitCode {
 async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
     let config = Config::load(&cli.config)?;
     match cli.command {
-        Command::Check => {
-            let problems = commands::check::check(&config).await;
+        Command::Check { connect } => {
+            let problems = commands::check::check(&config, connect).await;
             if problems > 0 {
                 eprintln!("{problems} problem(s) found in {}", config.path.display());
                 return Ok(ExitCode::from(EXIT_ERROR));

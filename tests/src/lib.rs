@@ -3,6 +3,7 @@
 //! emulators. Each [`TestEnv`] has its own databases and Redis key prefix, so
 //! tests run in parallel.
 
+pub mod hubspot;
 pub mod receiver;
 
 use std::path::{Path, PathBuf};
@@ -272,6 +273,11 @@ impl TestEnv {
             }
         }
         restarted
+    }
+
+    /// Whether worker `index` has exited (and is not restarted).
+    pub fn worker_exited(&mut self, index: usize) -> bool {
+        matches!(self.workers[index].0.try_wait(), Ok(Some(_)))
     }
 
     /// SIGKILLs worker `index` (no cleanup, no acks) and reaps it.

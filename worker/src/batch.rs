@@ -30,6 +30,9 @@ pub struct OutboundRecord {
     /// The run whose snapshot produced this version; unchanged by task
     /// redeliveries, retries and DLQ replays of the same version.
     pub snapshot_run_id: i64,
+    /// The destination's id for the record, from the ledger, when an
+    /// earlier version was delivered to a destination that has ids.
+    pub destination_id: Option<String>,
 }
 
 impl OutboundRecord {

@@ -65,6 +65,7 @@ struct RecordRow {
     content_hash: Option<Vec<u8>>,
     snapshot_run_id: i64,
     stale: bool,
+    destination_id: Option<String>,
 }
 
 pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), WorkerError> {
@@ -161,7 +162,9 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
     let rows: Vec<RecordRow> = sqlx::query_as(
         "SELECT rr.record_key, rr.op, rr.payload::text AS payload, rr.content_hash, rr.snapshot_run_id, \
                 COALESCE((SELECT l.snapshot_run_id > rr.snapshot_run_id FROM ebb_ledger l \
-                          WHERE l.sync_name = $3 AND l.record_key = rr.record_key), false) AS stale \
+                          WHERE l.sync_name = $3 AND l.record_key = rr.record_key), false) AS stale, \
+                (SELECT l.destination_id FROM ebb_ledger l \
+                 WHERE l.sync_name = $3 AND l.record_key = rr.record_key) AS destination_id \
          FROM ebb_run_records rr \
          WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome IS NULL \
          ORDER BY rr.record_key",
@@ -219,6 +222,7 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
             fields,
             version: row.content_hash.as_deref().map(ebb_shared::hex::encode),
             snapshot_run_id: row.snapshot_run_id,
+            destination_id: row.destination_id,
         });
     }
     let ctx = BatchContext {

@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
-use ebb_shared::config::Config;
 use apalis_redis::RedisStorage;
+use ebb_shared::config::Config;
 use ebb_shared::queue::{self, WriteBatchTask};
 
 use crate::destinations::Registry;
@@ -51,7 +51,7 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
     let pool =
         ebb_shared::db::connect_and_migrate(&config.state.database_url, 2 * in_flight + 2).await?;
     let conn = queue::connect(&config.state).await?;
-    let registry = Registry::build(&config, &conn)?;
+    let registry = Registry::build(&config, &conn, &pool)?;
     if let Some(listen) = options.listen {
         health::serve(listen, pool.clone(), conn.clone()).await?;
     }
@@ -115,8 +115,11 @@ async fn supervise(mut drain: Drain) {
     for attempt in 0u64.. {
         let started = Instant::now();
         let worker_name = format!("{}-r{attempt}", drain.name);
-        let (storage, state, concurrency) =
-            (drain.storage.clone(), drain.state.clone(), drain.concurrency);
+        let (storage, state, concurrency) = (
+            drain.storage.clone(),
+            drain.state.clone(),
+            drain.concurrency,
+        );
         let mut stopping = drain.stopping.clone();
         let signal = async move {
             let _ = stopping.wait_for(|stop| *stop).await;

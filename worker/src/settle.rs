@@ -68,6 +68,47 @@ pub async fn settle(
     .execute(&mut *tx)
     .await
     .map_err(q("advancing the ledger"))?;
+    let (id_keys, ids): (Vec<&str>, Vec<&str>) = outcomes
+        .iter()
+        .filter_map(|(key, outcome)| match outcome {
+            RecordOutcome::Delivered {
+                destination_id: Some(id),
+            } => Some((key.as_str(), id.as_str())),
+            _ => None,
+        })
+        .unzip();
+    if !id_keys.is_empty() {
+        sqlx::query(
+            "UPDATE ebb_ledger l SET destination_id = x.id \
+             FROM UNNEST($2::text[], $3::text[]) AS x(record_key, id) \
+             WHERE l.sync_name = $1 AND l.record_key = x.record_key",
+        )
+        .bind(&ctx.sync)
+        .bind(&id_keys)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("recording destination ids"))?;
+    }
+    // A create intent is answered once its record was applied (its id is in
+    // the ledger now) or refused (nothing was created). A failed record keeps
+    // its intent: its create may have happened.
+    let answered: Vec<&str> = outcomes
+        .iter()
+        .filter(|(_, o)| {
+            matches!(
+                o,
+                RecordOutcome::Delivered { .. } | RecordOutcome::Rejected(_)
+            )
+        })
+        .map(|(key, _)| key.as_str())
+        .collect();
+    sqlx::query("DELETE FROM ebb_intents WHERE sync_name = $1 AND record_key = ANY($2)")
+        .bind(&ctx.sync)
+        .bind(&answered)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("clearing answered create intents"))?;
     sqlx::query(
         "DELETE FROM ebb_ledger l USING ebb_run_records rr \
          WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome = 'delivered' AND rr.op = 'delete' \
@@ -141,7 +182,7 @@ pub async fn settle(
     let mut settled = Settled::default();
     for (_, outcome) in outcomes {
         match outcome {
-            RecordOutcome::Delivered => settled.delivered += 1,
+            RecordOutcome::Delivered { .. } => settled.delivered += 1,
             RecordOutcome::Rejected(_) => settled.rejected += 1,
             RecordOutcome::Failed(_) => settled.failed += 1,
             RecordOutcome::Superseded => settled.superseded += 1,
@@ -156,7 +197,8 @@ pub async fn settle(
     let (batches_settled, batches_total): (i32, i32) = sqlx::query_as(
         "UPDATE ebb_runs SET batches_settled = batches_settled + 1, delivered = delivered + $2, \
              rejected = rejected + $3, failed = failed + $4, superseded = superseded + $5, retries = retries + $6, \
-             throttled = throttled + $7, limiter_wait_ms = limiter_wait_ms + $8 \
+             throttled = throttled + $7, limiter_wait_ms = limiter_wait_ms + $8, \
+             lookups_before_create = lookups_before_create + $9 \
          WHERE id = $1 RETURNING batches_settled, batches_total",
     )
     .bind(ctx.run_id)
@@ -167,6 +209,7 @@ pub async fn settle(
     .bind(i64::from(stats.retries))
     .bind(i64::from(stats.throttled))
     .bind(stats.limiter_wait.as_millis() as i64)
+    .bind(i64::from(stats.lookups_before_create))
     .fetch_one(&mut *tx)
     .await
     .map_err(q("adding to the run's totals"))?;

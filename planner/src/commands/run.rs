@@ -128,16 +128,18 @@ pub fn print_summary(summary: &RunSummary) {
             String::new()
         }
     );
-    if r.retries + r.throttled + r.redeliveries + r.quarantined_batches > 0
+    if r.retries + r.throttled + r.redeliveries + r.quarantined_batches + r.lookups_before_create
+        > 0
         || r.limiter_wait_ms >= 1000
     {
         println!(
-            "  cost       {} retries, {} throttled (429), {} task redeliveries, {} quarantined batches; \
-             {:.1}s waiting for destination limits",
+            "  cost       {} retries, {} throttled (429), {} task redeliveries, {} quarantined batches, \
+             {} lookups before create; {:.1}s waiting for destination limits",
             r.retries,
             r.throttled,
             r.redeliveries,
             r.quarantined_batches,
+            r.lookups_before_create,
             r.limiter_wait_ms as f64 / 1000.0
         );
     }

@@ -190,6 +190,53 @@ struct RawHttpDestination {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawHubSpotDestination {
+    #[serde(rename = "type")]
+    _type: String,
+    access_token: String,
+    object: String,
+    match_on: String,
+    #[serde(default = "default_hubspot_base_url")]
+    base_url: String,
+    #[serde(default = "default_hubspot_batch_size")]
+    batch_size: usize,
+    #[serde(default = "default_timeout_secs")]
+    timeout_secs: u64,
+    #[serde(default = "default_max_retries")]
+    max_retries: u32,
+    #[serde(default = "default_hubspot_max_concurrency")]
+    max_concurrency: u32,
+    #[serde(default = "default_hubspot_rate_limit")]
+    rate_limit: Option<RawRateLimit>,
+    #[serde(default = "yes")]
+    adaptive_concurrency: bool,
+}
+
+fn default_hubspot_base_url() -> String {
+    "https://api.hubapi.com".to_owned()
+}
+/// HubSpot's batch endpoints take at most 100 inputs.
+pub const HUBSPOT_MAX_BATCH: usize = 100;
+fn default_hubspot_batch_size() -> usize {
+    HUBSPOT_MAX_BATCH
+}
+/// HubSpot documents no cap on requests in flight; a handful keeps well
+/// inside the rate limit without queueing at HubSpot.
+fn default_hubspot_max_concurrency() -> u32 {
+    5
+}
+/// HubSpot's burst limit for a private app on Free and Starter accounts:
+/// 100 requests per 10 seconds, per account (Professional and Enterprise
+/// allow 190; raise it in config).
+fn default_hubspot_rate_limit() -> Option<RawRateLimit> {
+    Some(RawRateLimit {
+        requests: 100,
+        per_seconds: 10.0,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRateLimit {
     requests: u32,
     per_seconds: f64,
@@ -458,7 +505,7 @@ fn resolve_destination(
 ) -> Result<DestinationConfig, ConfigError> {
     let key = format!("destinations.{name}");
     let start = table.span().start;
-    let kind = type_of(src, &key, &table, &["http", "postgres"])?;
+    let kind = type_of(src, &key, &table, &["http", "postgres", "hubspot"])?;
     let check_batch = |batch_size: usize| {
         if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
             Err(src.invalid(
@@ -551,6 +598,71 @@ fn resolve_destination(
                 headers,
                 batch_size: raw.batch_size,
                 timeout_secs: raw.timeout_secs,
+                max_retries: raw.max_retries,
+                limits,
+            }))
+        }
+        "hubspot" => {
+            let raw: RawHubSpotDestination = typed(src, &key, &table)?;
+            check_batch(raw.batch_size)?;
+            if raw.batch_size > HUBSPOT_MAX_BATCH {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "batch_size")),
+                    format!("{key}.batch_size"),
+                    format!(
+                        "HubSpot's batch endpoints take at most {HUBSPOT_MAX_BATCH} inputs, got {}",
+                        raw.batch_size
+                    ),
+                ));
+            }
+            let limits = limits(
+                raw.max_concurrency,
+                raw.rate_limit,
+                raw.adaptive_concurrency,
+            )?;
+            let access_token = secret_at(
+                src,
+                &raw.access_token,
+                &format!("{key}.access_token"),
+                src.field_offset(start, "access_token"),
+                lookup,
+            )?;
+            let object_ok = !raw.object.is_empty()
+                && raw
+                    .object
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
+            if !object_ok {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "object")),
+                    format!("{key}.object"),
+                    format!(
+                        "`{}` is not a HubSpot object type; use e.g. `contacts`, `companies`, `deals` or a custom object's type id like `2-1234567`",
+                        raw.object
+                    ),
+                ));
+            }
+            if raw.match_on.trim().is_empty() {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "match_on")),
+                    format!("{key}.match_on"),
+                    "must name the HubSpot property records are matched on, e.g. `email`",
+                ));
+            }
+            if !(raw.base_url.starts_with("http://") || raw.base_url.starts_with("https://")) {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "base_url")),
+                    format!("{key}.base_url"),
+                    "must start with http:// or https://",
+                ));
+            }
+            Ok(DestinationConfig::HubSpot(HubSpotDestinationConfig {
+                access_token,
+                object_type: raw.object,
+                match_on: raw.match_on.trim().to_owned(),
+                base_url: raw.base_url.trim_end_matches('/').to_owned(),
+                batch_size: raw.batch_size,
+                timeout_secs: raw.timeout_secs.max(1),
                 max_retries: raw.max_retries,
                 limits,
             }))
@@ -682,6 +794,22 @@ fn resolve_sync(
             field,
             column: column.into_inner(),
         });
+    }
+    if let DestinationConfig::HubSpot(hubspot) = destination
+        && !mapping.is_empty()
+        && !mapping.iter().any(|m| m.field == hubspot.match_on)
+    {
+        return Err(src.invalid(
+            Some(header),
+            format!("{key}.mapping"),
+            format!(
+                "destination `{}` matches records on the HubSpot property `{}`, so the mapping must fill it (e.g. `{} = \"{}\"`)",
+                raw.destination.get_ref(),
+                hubspot.match_on,
+                hubspot.match_on,
+                primary_key
+            ),
+        ));
     }
     if let DestinationConfig::Postgres(_) = destination
         && !mapping.is_empty()

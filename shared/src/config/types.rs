@@ -97,6 +97,7 @@ pub struct PostgresSourceConfig {
 pub enum DestinationConfig {
     Http(HttpDestinationConfig),
     Postgres(PostgresDestinationConfig),
+    HubSpot(HubSpotDestinationConfig),
 }
 
 impl DestinationConfig {
@@ -104,6 +105,7 @@ impl DestinationConfig {
         match self {
             DestinationConfig::Http(_) => "http",
             DestinationConfig::Postgres(_) => "postgres",
+            DestinationConfig::HubSpot(_) => "hubspot",
         }
     }
 
@@ -111,6 +113,7 @@ impl DestinationConfig {
         match self {
             DestinationConfig::Http(c) => c.batch_size,
             DestinationConfig::Postgres(c) => c.batch_size,
+            DestinationConfig::HubSpot(c) => c.batch_size,
         }
     }
 
@@ -118,6 +121,7 @@ impl DestinationConfig {
         match self {
             DestinationConfig::Http(c) => &c.limits,
             DestinationConfig::Postgres(c) => &c.limits,
+            DestinationConfig::HubSpot(c) => &c.limits,
         }
     }
 }
@@ -156,6 +160,25 @@ pub struct PostgresDestinationConfig {
     pub url: Secret,
     pub table: TableName,
     pub batch_size: usize,
+    pub max_retries: u32,
+    pub limits: Limits,
+}
+
+/// HubSpot CRM v3: one object type, records matched on one property.
+#[derive(Debug, Clone)]
+pub struct HubSpotDestinationConfig {
+    /// A private app's access token (`Authorization: Bearer`).
+    pub access_token: Secret,
+    /// `contacts`, `companies`, `deals`, … or a custom object's type id (`2-…`).
+    pub object_type: String,
+    /// The property records are matched on (e.g. `email`); the sync's
+    /// mapping must fill it.
+    pub match_on: String,
+    /// `https://api.hubapi.com`, or an emulator's address.
+    pub base_url: String,
+    /// Inputs per batch request (HubSpot takes at most 100).
+    pub batch_size: usize,
+    pub timeout_secs: u64,
     pub max_retries: u32,
     pub limits: Limits,
 }

@@ -35,6 +35,9 @@ pub struct Run {
     pub throttled: i64,
     /// Time spent waiting for the destination's limits, summed over requests.
     pub limiter_wait_ms: i64,
+    /// Records searched for by match key before a create, because an earlier
+    /// create of theirs had an unknown outcome (see `ebb_intents`).
+    pub lookups_before_create: i64,
     /// Task deliveries beyond the first, over all batches (worker crashes,
     /// lost acks, tasks re-enqueued after Redis lost them).
     pub redeliveries: i64,
@@ -62,7 +65,7 @@ impl Run {
 const RUN_COLUMNS: &str = "id, sync_name, destination, kind, trigger, mode, full_resync, state, \
     planned_added, planned_changed, planned_removed, unchanged, skipped_by_mode, rejected_at_plan, \
     to_send, batches_total, batches_settled, delivered, rejected, failed, superseded, retries, \
-    throttled, limiter_wait_ms, \
+    throttled, limiter_wait_ms, lookups_before_create, \
     (SELECT COALESCE(sum(b.deliveries - 1), 0)::bigint FROM ebb_batches b \
      WHERE b.run_id = ebb_runs.id AND b.deliveries > 1) AS redeliveries, \
     (SELECT count(*) FROM ebb_batches b WHERE b.run_id = ebb_runs.id AND b.quarantined) AS quarantined_batches, \

@@ -2,6 +2,7 @@
 //! the [`Registry`] that builds one per sync from config.
 
 pub mod http;
+pub mod hubspot;
 pub mod postgres;
 pub mod util;
 
@@ -14,7 +15,9 @@ use futures::future::BoxFuture;
 use crate::batch::{BatchContext, OutboundRecord};
 use crate::error::WorkerError;
 use apalis_redis::ConnectionManager;
+use sqlx::PgPool;
 use util::delivery::Target;
+use util::intents::IntentLog;
 use util::limiter::Limiter;
 use util::outcome::Attempt;
 use util::retry::RetryPolicy;
@@ -28,6 +31,12 @@ pub trait Destination: Send + Sync {
         ctx: &'a BatchContext,
         records: &'a [OutboundRecord],
     ) -> BoxFuture<'a, Attempt>;
+
+    /// Records of different groups never share a request (e.g. updates by
+    /// id, creates and archives are different endpoints of one API).
+    fn request_group(&self, _record: &OutboundRecord) -> u8 {
+        0
+    }
 }
 
 /// What a worker needs to deliver one sync's batches.
@@ -55,7 +64,12 @@ pub struct Registry {
 
 impl Registry {
     /// `redis` carries the destinations' limits (see [`Limiter`]).
-    pub fn build(config: &Config, redis: &ConnectionManager) -> Result<Registry, WorkerError> {
+    /// `state` keeps create intents (see [`util::intents`]).
+    pub fn build(
+        config: &Config,
+        redis: &ConnectionManager,
+        state: &PgPool,
+    ) -> Result<Registry, WorkerError> {
         let http_client = http::client()?;
         let mut postgres_pools = HashMap::new();
         let mut limiters: HashMap<String, Arc<Limiter>> = HashMap::new();
@@ -64,9 +78,29 @@ impl Registry {
             let Some(dest_config) = config.destination(&sync.destination) else {
                 continue;
             };
+            let limiter = limiters
+                .entry(sync.destination.clone())
+                .or_insert_with(|| {
+                    Arc::new(Limiter::new(
+                        redis.clone(),
+                        &config.state.queue_prefix,
+                        &sync.destination,
+                        dest_config.limits(),
+                    ))
+                })
+                .clone();
             let (destination, max_retries): (Arc<dyn Destination>, u32) = match dest_config {
                 DestinationConfig::Http(c) => (
                     Arc::new(http::HttpDestination::new(http_client.clone(), c)),
+                    c.max_retries,
+                ),
+                DestinationConfig::HubSpot(c) => (
+                    Arc::new(hubspot::HubSpotDestination::new(
+                        http_client.clone(),
+                        c,
+                        IntentLog::new(state.clone()),
+                        limiter.clone(),
+                    )),
                     c.max_retries,
                 ),
                 DestinationConfig::Postgres(c) => {
@@ -84,17 +118,6 @@ impl Registry {
                     )
                 }
             };
-            let limiter = limiters
-                .entry(sync.destination.clone())
-                .or_insert_with(|| {
-                    Arc::new(Limiter::new(
-                        redis.clone(),
-                        &config.state.queue_prefix,
-                        &sync.destination,
-                        dest_config.limits(),
-                    ))
-                })
-                .clone();
             by_sync.insert(
                 sync.name.clone(),
                 SyncTarget {

@@ -91,6 +91,7 @@ mod tests {
                 fields: Some(RawValue::from_string("{\"email\": \"a@b.co\"}".into()).unwrap()),
                 version: Some("9f2c".into()),
                 snapshot_run_id: 11,
+                destination_id: None,
             },
             OutboundRecord {
                 key: "17".into(),
@@ -98,6 +99,7 @@ mod tests {
                 fields: None,
                 version: None,
                 snapshot_run_id: 12,
+                destination_id: None,
             },
         ];
         let body: serde_json::Value =

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::adaptive::Response;
 use super::limiter::Limiter;
-use super::outcome::{Attempt, RecordOutcome, truncate_message};
+use super::outcome::{Attempt, RecordAnswer, RecordOutcome, truncate_message};
 use super::retry::RetryPolicy;
 use crate::batch::{BatchContext, OutboundRecord};
 use crate::destinations::Destination;
@@ -24,6 +24,9 @@ pub struct DeliveryStats {
     pub throttled: u32,
     /// Time spent waiting for the destination's limits (slots, rate, pauses).
     pub limiter_wait: Duration,
+    /// Records searched for by match key before a create, because an
+    /// earlier create of theirs had an unknown outcome.
+    pub lookups_before_create: u32,
 }
 
 /// Back-pressure is waited out without spending retries, but not forever.
@@ -31,6 +34,7 @@ const MAX_THROTTLED: Duration = Duration::from_secs(15 * 60);
 
 enum ChunkResult {
     Delivered,
+    Answered(Vec<RecordAnswer>),
     Rejected(String),
     Failed(String),
     Fatal(String),
@@ -62,6 +66,16 @@ async fn send_with_retry(
         }
         match attempt {
             Attempt::Delivered => return ChunkResult::Delivered,
+            Attempt::Answered(answers) if answers.len() == chunk.len() => {
+                return ChunkResult::Answered(answers);
+            }
+            Attempt::Answered(answers) => {
+                return ChunkResult::Fatal(format!(
+                    "internal error: the destination answered for {} of {} records",
+                    answers.len(),
+                    chunk.len()
+                ));
+            }
             Attempt::Throttled { retry_after } => {
                 throttles += 1;
                 stats.throttled += 1;
@@ -119,7 +133,69 @@ pub struct Target<'a> {
 }
 
 /// Delivers `records` and returns one outcome per record, in order.
+///
+/// Records go out in chunks of one [`Destination::request_group`] each, so
+/// every request is one kind of call (one permit of the limiter, one
+/// request to the destination).
 pub async fn deliver(
+    target: Target<'_>,
+    ctx: &BatchContext,
+    records: &[OutboundRecord],
+    policy: RetryPolicy,
+) -> (Vec<RecordOutcome>, DeliveryStats) {
+    let groups: Vec<u8> = records
+        .iter()
+        .map(|r| target.destination.request_group(r))
+        .collect();
+    if groups.windows(2).all(|w| w[0] == w[1]) {
+        return deliver_chunks(target, ctx, records, policy).await;
+    }
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_by_key(|&i| groups[i]);
+    let grouped: Vec<OutboundRecord> = order.iter().map(|&i| records[i].clone()).collect();
+    let mut stats = DeliveryStats::default();
+    let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
+    let mut start = 0;
+    while start < grouped.len() {
+        let group = groups[order[start]];
+        let end = start
+            + order[start..]
+                .iter()
+                .take_while(|&&i| groups[i] == group)
+                .count();
+        let (group_outcomes, group_stats) =
+            deliver_chunks(target, ctx, &grouped[start..end], policy).await;
+        stats.add(&group_stats);
+        for (position, outcome) in (start..end).zip(group_outcomes) {
+            outcomes[order[position]] = Some(outcome);
+        }
+        start = end;
+    }
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(never_sent))
+        .collect();
+    (outcomes, stats)
+}
+
+fn never_sent() -> RecordOutcome {
+    RecordOutcome::Failed("internal error: record was never sent".into())
+}
+
+impl DeliveryStats {
+    fn add(&mut self, other: &DeliveryStats) {
+        self.requests += other.requests;
+        self.retries += other.retries;
+        self.splits += other.splits;
+        self.throttled += other.throttled;
+        self.limiter_wait += other.limiter_wait;
+        self.lookups_before_create += other.lookups_before_create;
+    }
+}
+
+/// Delivers records that may share requests: sends them in one chunk,
+/// splitting rejected chunks in halves until the records at fault are found.
+async fn deliver_chunks(
     target: Target<'_>,
     ctx: &BatchContext,
     records: &[OutboundRecord],
@@ -142,7 +218,23 @@ pub async fn deliver(
             }
         };
         match result {
-            ChunkResult::Delivered => set(&mut outcomes, range, RecordOutcome::Delivered),
+            ChunkResult::Delivered => set(&mut outcomes, range, RecordOutcome::delivered()),
+            ChunkResult::Answered(answers) => {
+                for (slot, answer) in outcomes[range].iter_mut().zip(answers) {
+                    *slot = Some(match answer {
+                        RecordAnswer::Applied {
+                            destination_id,
+                            looked_up,
+                        } => {
+                            stats.lookups_before_create += u32::from(looked_up);
+                            RecordOutcome::Delivered { destination_id }
+                        }
+                        RecordAnswer::Rejected(reason) => {
+                            RecordOutcome::Rejected(truncate_message(&reason, MAX_REASON_CHARS))
+                        }
+                    });
+                }
+            }
             ChunkResult::Rejected(reason) if chunk.len() == 1 => set(
                 &mut outcomes,
                 range,
@@ -171,11 +263,7 @@ pub async fn deliver(
     }
     let outcomes = outcomes
         .into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|| {
-                RecordOutcome::Failed("internal error: record was never sent".into())
-            })
-        })
+        .map(|o| o.unwrap_or_else(never_sent))
         .collect();
     (outcomes, stats)
 }
@@ -248,6 +336,7 @@ mod tests {
                 op: Op::Upsert,
                 fields: None,
                 version: None,
+                destination_id: None,
             })
             .collect()
     }
@@ -305,7 +394,7 @@ mod tests {
         let dest = scripted(vec![], 0, false);
         *dest.throttle.lock().unwrap() = 3;
         let (outcomes, stats) = deliver_to(&dest, &records(5), fast(0)).await;
-        assert!(outcomes.iter().all(|o| o == &RecordOutcome::Delivered));
+        assert!(outcomes.iter().all(|o| o == &RecordOutcome::delivered()));
         assert_eq!(stats.throttled, 3);
         assert_eq!(stats.retries, 0);
         assert!(
@@ -322,7 +411,7 @@ mod tests {
             if i == 37 {
                 assert_eq!(o, &RecordOutcome::Rejected("bad email for 37".into()));
             } else {
-                assert_eq!(o, &RecordOutcome::Delivered, "record {i}");
+                assert_eq!(o, &RecordOutcome::delivered(), "record {i}");
             }
         }
         assert!(
@@ -335,7 +424,7 @@ mod tests {
     async fn transient_errors_are_retried_then_fail_with_reason() {
         let dest = scripted(vec![], 2, false);
         let (outcomes, stats) = deliver_to(&dest, &records(3), fast(5)).await;
-        assert!(outcomes.iter().all(|o| o == &RecordOutcome::Delivered));
+        assert!(outcomes.iter().all(|o| o == &RecordOutcome::delivered()));
         assert_eq!(stats.retries, 2);
 
         let dest = scripted(vec![], 10, false);
@@ -361,5 +450,68 @@ mod tests {
                 .iter()
                 .all(|o| matches!(o, RecordOutcome::Failed(r) if r.contains("401")))
         );
+    }
+
+    /// Answers per record; odd and even keys are different request kinds.
+    struct PerRecord {
+        requests: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Destination for PerRecord {
+        fn send<'a>(
+            &'a self,
+            _ctx: &'a BatchContext,
+            records: &'a [OutboundRecord],
+        ) -> BoxFuture<'a, Attempt> {
+            Box::pin(async move {
+                self.requests
+                    .lock()
+                    .unwrap()
+                    .push(records.iter().map(|r| r.key.clone()).collect());
+                Attempt::Answered(
+                    records
+                        .iter()
+                        .map(|r| match r.key.as_str() {
+                            "3" => RecordAnswer::Rejected("bad 3".into()),
+                            key => RecordAnswer::Applied {
+                                destination_id: Some(format!("id-{key}")),
+                                looked_up: key == "4",
+                            },
+                        })
+                        .collect(),
+                )
+            })
+        }
+
+        fn request_group(&self, record: &OutboundRecord) -> u8 {
+            (record.key.parse::<u8>().unwrap() % 2) as u8
+        }
+    }
+
+    #[tokio::test]
+    async fn request_groups_never_share_a_request_and_answers_map_back_in_order() {
+        let dest = PerRecord {
+            requests: Mutex::new(Vec::new()),
+        };
+        let limiter = local_limiter(unlimited()).await;
+        let target = Target {
+            destination: &dest,
+            limiter: &limiter,
+        };
+        let (outcomes, stats) = deliver(target, &ctx(), &records(6), fast(0)).await;
+        let requests = dest.requests.lock().unwrap().clone();
+        assert_eq!(requests, vec![vec!["0", "2", "4"], vec!["1", "3", "5"]]);
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let expected = if i == 3 {
+                RecordOutcome::Rejected("bad 3".into())
+            } else {
+                RecordOutcome::Delivered {
+                    destination_id: Some(format!("id-{i}")),
+                }
+            };
+            assert_eq!(outcome, &expected, "record {i}");
+        }
+        assert_eq!(stats.requests, 2);
+        assert_eq!(stats.lookups_before_create, 1);
     }
 }

@@ -201,26 +201,36 @@ impl Limiter {
             lease,
             released: false,
         };
-        if let Some(interval_us) = self.interval_us {
-            loop {
-                let answer: Result<(u8, u64), _> = TAKE_TOKEN
-                    .key(&self.token_key)
-                    .arg(interval_us)
-                    .invoke_async(&mut conn)
-                    .await;
-                match answer {
-                    Ok((1, _)) => break,
-                    Ok((_, wait_us)) => {
-                        tokio::time::sleep(Duration::from_micros(wait_us.max(100))).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(destination = %self.destination, error = %e, "limiter unreachable; waiting");
-                        tokio::time::sleep(jitter(500, 1500)).await;
-                    }
+        self.take_rate_token().await;
+        permit
+    }
+
+    /// Waits for a rate token only. For a request sent under a permit already
+    /// held (a lookup or a schema read a send needs before its write): it
+    /// counts against the rate, but waiting for a second concurrency slot
+    /// while holding one could deadlock.
+    pub async fn take_rate_token(&self) {
+        let Some(interval_us) = self.interval_us else {
+            return;
+        };
+        let mut conn = self.conn.clone();
+        loop {
+            let answer: Result<(u8, u64), _> = TAKE_TOKEN
+                .key(&self.token_key)
+                .arg(interval_us)
+                .invoke_async(&mut conn)
+                .await;
+            match answer {
+                Ok((1, _)) => break,
+                Ok((_, wait_us)) => {
+                    tokio::time::sleep(Duration::from_micros(wait_us.max(100))).await;
+                }
+                Err(e) => {
+                    tracing::warn!(destination = %self.destination, error = %e, "limiter unreachable; waiting");
+                    tokio::time::sleep(jitter(500, 1500)).await;
                 }
             }
         }
-        permit
     }
 
     /// Back-pressure from the destination (a 429): every worker holds off

@@ -4,6 +4,7 @@
 
 pub mod adaptive;
 pub mod delivery;
+pub mod intents;
 pub mod limiter;
 pub mod outcome;
 pub mod retry;

@@ -7,6 +7,10 @@ use std::time::Duration;
 pub enum Attempt {
     /// The destination applied every record of the request.
     Delivered,
+    /// The destination answered for each record of the request on its own
+    /// (a batch API's multi-status answer): one answer per record, in the
+    /// order of the records sent.
+    Answered(Vec<RecordAnswer>),
     /// The destination refused the content (validation, constraint). When a
     /// request carried several records, the chunk is split to find which.
     Rejected(String),
@@ -25,10 +29,26 @@ pub enum Attempt {
     Fatal(String),
 }
 
+/// What a destination said of one record of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordAnswer {
+    /// Applied. `destination_id` is the destination's own id for the record
+    /// (kept in the ledger for later updates and deletes); `looked_up` says
+    /// the record was searched for by its match key before creating it,
+    /// because an earlier create's outcome was unknown.
+    Applied {
+        destination_id: Option<String>,
+        looked_up: bool,
+    },
+    /// Refused for its content, with the destination's own message.
+    Rejected(String),
+}
+
 /// The final outcome of one record in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordOutcome {
-    Delivered,
+    /// Applied; with the destination's id for the record when it has one.
+    Delivered { destination_id: Option<String> },
     /// The destination refused this record; it goes to the DLQ.
     Rejected(String),
     /// Retries were exhausted or the destination is misconfigured; it goes to
@@ -41,10 +61,16 @@ pub enum RecordOutcome {
 impl RecordOutcome {
     pub fn label(&self) -> &'static str {
         match self {
-            RecordOutcome::Delivered => "delivered",
+            RecordOutcome::Delivered { .. } => "delivered",
             RecordOutcome::Rejected(_) => "rejected",
             RecordOutcome::Failed(_) => "failed",
             RecordOutcome::Superseded => "superseded",
+        }
+    }
+
+    pub fn delivered() -> RecordOutcome {
+        RecordOutcome::Delivered {
+            destination_id: None,
         }
     }
 

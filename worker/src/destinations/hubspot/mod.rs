@@ -1,0 +1,550 @@
+//! The `hubspot` destination: CRM v3 objects (contacts, companies, deals,
+//! custom objects) written with the batch endpoints, 100 inputs a request.
+//!
+//! - `schema.rs`: the object type's property definitions.
+//! - `validate.rs`: pre-flight checks of each record against them.
+//! - `request_builder.rs`: the batch bodies and their answers.
+//! - `service.rs`: calling HubSpot and classifying its answers.
+//!
+//! How a record is written:
+//! - known HubSpot id (in the ledger): `batch/update` by id, so a record
+//!   whose match key changed (a new email) updates the same HubSpot record;
+//!   an id HubSpot no longer knows (deleted or merged there) is created again;
+//! - no id, match property unique (a contact's `email`, or a property with
+//!   unique values): `batch/upsert` by `idProperty`, idempotent;
+//! - no id, match property not unique (e.g. a company's `domain`):
+//!   `batch/create`, with a create intent committed first; a record whose
+//!   earlier create had an unknown outcome is searched for by its match
+//!   value and updated if found (see `util::intents`);
+//! - removed from the model (mirror mode): `batch/archive` by id.
+
+mod request_builder;
+pub mod schema;
+mod service;
+mod validate;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ebb_shared::config::HubSpotDestinationConfig;
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+use crate::batch::{BatchContext, Op, OutboundRecord};
+use crate::destinations::Destination;
+use crate::destinations::util::intents::IntentLog;
+use crate::destinations::util::limiter::Limiter;
+use crate::destinations::util::outcome::{Attempt, RecordAnswer};
+use request_builder::BatchAnswer;
+use schema::Schema;
+pub use service::Failure;
+
+/// Property definitions are read again after this long, so a new enum
+/// option or property in HubSpot is picked up without restarting workers.
+const SCHEMA_TTL: Duration = Duration::from_secs(300);
+
+const ARCHIVE: u8 = 0;
+const UPDATE_BY_ID: u8 = 1;
+const CREATE: u8 = 2;
+
+pub struct HubSpotDestination {
+    client: reqwest::Client,
+    config: HubSpotDestinationConfig,
+    intents: IntentLog,
+    limiter: Arc<Limiter>,
+    schema: Mutex<Option<(Instant, Arc<Schema>)>>,
+}
+
+/// Requests made by one `send`. The first goes out under the permit the
+/// delivery loop acquired; any further one (a schema read, a lookup, a
+/// create after an update found the record gone) takes its own rate token,
+/// so HubSpot's per-account rate holds.
+#[derive(Default)]
+struct RequestBudget {
+    sent: AtomicU32,
+}
+
+/// A record on its way to HubSpot, validated.
+struct Pending<'a> {
+    index: usize,
+    key: &'a str,
+    properties: Map<String, Value>,
+    match_value: String,
+    id: Option<String>,
+    looked_up: bool,
+}
+
+type Answers = Vec<Option<RecordAnswer>>;
+
+impl HubSpotDestination {
+    pub fn new(
+        client: reqwest::Client,
+        config: &HubSpotDestinationConfig,
+        intents: IntentLog,
+        limiter: Arc<Limiter>,
+    ) -> Self {
+        Self {
+            client,
+            config: config.clone(),
+            intents,
+            limiter,
+            schema: Mutex::new(None),
+        }
+    }
+
+    async fn spend(&self, budget: &RequestBudget) {
+        if budget.sent.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.limiter.take_rate_token().await;
+        }
+    }
+
+    async fn schema(&self, budget: &RequestBudget) -> Result<Arc<Schema>, Failure> {
+        let mut cached = self.schema.lock().await;
+        if let Some((at, schema)) = cached.as_ref()
+            && at.elapsed() < SCHEMA_TTL
+        {
+            return Ok(schema.clone());
+        }
+        self.spend(budget).await;
+        let schema = Arc::new(schema::fetch(&self.client, &self.config).await?);
+        *cached = Some((Instant::now(), schema.clone()));
+        Ok(schema)
+    }
+
+    fn path(&self, endpoint: &str) -> String {
+        format!("/crm/v3/objects/{}/{endpoint}", self.config.object_type)
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        budget: &RequestBudget,
+        endpoint: &str,
+        body: &Value,
+    ) -> Result<T, Failure> {
+        self.spend(budget).await;
+        let (_, text) =
+            service::post(&self.client, &self.config, &self.path(endpoint), body).await?;
+        let text = if text.trim().is_empty() {
+            "{}"
+        } else {
+            text.as_str()
+        };
+        serde_json::from_str(text).map_err(|e| {
+            Failure::Unexpected(format!(
+                "HubSpot's answer to {endpoint} is not what its API documents: {e}"
+            ))
+        })
+    }
+
+    async fn try_send(
+        &self,
+        ctx: &BatchContext,
+        records: &[OutboundRecord],
+    ) -> Result<Vec<RecordAnswer>, Failure> {
+        let budget = RequestBudget::default();
+        let budget = &budget;
+        let schema = self.schema(budget).await?;
+        let match_on = self.config.match_on.as_str();
+        let mut answers: Answers = vec![None; records.len()];
+        let mut archives: Vec<(usize, &str)> = Vec::new();
+        let mut updates = Vec::new();
+        let mut creates = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            if record.op == Op::Delete {
+                match record.destination_id.as_deref() {
+                    Some(id) => archives.push((index, id)),
+                    None => {
+                        answers[index] = Some(RecordAnswer::Rejected(
+                            "no HubSpot record id is known for this record, so it cannot be archived \
+                             (it was delivered before Ebb kept HubSpot ids); archive it in HubSpot by hand"
+                                .into(),
+                        ))
+                    }
+                }
+                continue;
+            }
+            let fields: Map<String, Value> = match record
+                .fields
+                .as_deref()
+                .map(|f| serde_json::from_str(f.get()))
+            {
+                Some(Ok(fields)) => fields,
+                _ => {
+                    answers[index] = Some(RecordAnswer::Rejected(
+                        "the record's mapped fields are not a JSON object".into(),
+                    ));
+                    continue;
+                }
+            };
+            let problems = schema.check_fields(fields.keys().map(String::as_str));
+            if !problems.is_empty() {
+                return Err(Failure::Misconfigured(format!(
+                    "the mapping of sync `{}` does not fit HubSpot: {} (run `ebb check` to see every problem)",
+                    ctx.sync,
+                    problems.join("; ")
+                )));
+            }
+            let properties = match validate::properties(&schema, &fields) {
+                Ok(properties) => properties,
+                Err(reason) => {
+                    answers[index] = Some(RecordAnswer::Rejected(reason));
+                    continue;
+                }
+            };
+            let match_value = properties
+                .get(match_on)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            let pending = Pending {
+                index,
+                key: &record.key,
+                properties,
+                match_value,
+                id: record.destination_id.clone(),
+                looked_up: false,
+            };
+            if pending.id.is_some() {
+                updates.push(pending);
+            } else {
+                creates.push(pending);
+            }
+        }
+        if !archives.is_empty() {
+            let ids: Vec<&str> = archives.iter().map(|(_, id)| *id).collect();
+            let _: Value = self
+                .call(budget, "batch/archive", &request_builder::archive(&ids))
+                .await?;
+            for (index, _) in archives {
+                answers[index] = Some(RecordAnswer::Applied {
+                    destination_id: None,
+                    looked_up: false,
+                });
+            }
+        }
+        if !updates.is_empty() {
+            creates.extend(self.update(budget, updates, &mut answers).await?);
+        }
+        if !creates.is_empty() {
+            self.create(budget, ctx, &schema, creates, &mut answers)
+                .await?;
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    RecordAnswer::Rejected("internal error: no answer for this record".into())
+                })
+            })
+            .collect())
+    }
+
+    /// Updates records by HubSpot id; returns those HubSpot no longer knows,
+    /// to be created again.
+    async fn update<'a>(
+        &self,
+        budget: &RequestBudget,
+        updates: Vec<Pending<'a>>,
+        answers: &mut Answers,
+    ) -> Result<Vec<Pending<'a>>, Failure> {
+        let inputs: Vec<(&str, &Map<String, Value>)> = updates
+            .iter()
+            .filter_map(|p| Some((p.id.as_deref()?, &p.properties)))
+            .collect();
+        let answer: BatchAnswer = self
+            .call(budget, "batch/update", &request_builder::update(&inputs))
+            .await?;
+        let updated: HashSet<&str> = answer.results.iter().map(|r| r.id.as_str()).collect();
+        let mut errors = HashMap::new();
+        for error in &answer.errors {
+            for id in error.ids() {
+                errors.insert(id, error);
+            }
+        }
+        let mut gone = Vec::new();
+        for mut pending in updates {
+            let id = pending.id.clone().unwrap_or_default();
+            if updated.contains(id.as_str()) {
+                answers[pending.index] = Some(RecordAnswer::Applied {
+                    destination_id: Some(id),
+                    looked_up: pending.looked_up,
+                });
+                continue;
+            }
+            match errors.get(id.as_str()) {
+                Some(error) if error.category == "OBJECT_NOT_FOUND" => {
+                    tracing::info!(record = pending.key, hubspot_id = %id, "HubSpot no longer has this record (deleted or merged there); creating it again");
+                    pending.id = None;
+                    gone.push(pending);
+                }
+                Some(error) => {
+                    answers[pending.index] = Some(RecordAnswer::Rejected(error.describe()))
+                }
+                None => {
+                    return Err(Failure::Unexpected(format!(
+                        "HubSpot's batch/update answer says nothing of record id {id}"
+                    )));
+                }
+            }
+        }
+        Ok(gone)
+    }
+
+    async fn create(
+        &self,
+        budget: &RequestBudget,
+        ctx: &BatchContext,
+        schema: &Schema,
+        creates: Vec<Pending<'_>>,
+        answers: &mut Answers,
+    ) -> Result<(), Failure> {
+        let match_on = self.config.match_on.as_str();
+        let mut first_with_value: HashMap<String, &str> = HashMap::new();
+        let mut unique = Vec::with_capacity(creates.len());
+        for pending in creates {
+            if pending.match_value.is_empty() {
+                answers[pending.index] = Some(RecordAnswer::Rejected(format!(
+                    "`{match_on}` is empty, and HubSpot records are matched on it"
+                )));
+                continue;
+            }
+            match first_with_value.get(&normalize(&pending.match_value)) {
+                Some(other) => {
+                    answers[pending.index] = Some(RecordAnswer::Rejected(format!(
+                        "record `{other}` of the same batch has the same `{match_on}` ({}); HubSpot would make them one record",
+                        pending.match_value
+                    )));
+                }
+                None => {
+                    first_with_value.insert(normalize(&pending.match_value), pending.key);
+                    unique.push(pending);
+                }
+            }
+        }
+        if unique.is_empty() {
+            return Ok(());
+        }
+        if schema.upserts_by(match_on) {
+            self.upsert(budget, unique, answers).await
+        } else {
+            self.create_after_lookup(budget, ctx, unique, answers).await
+        }
+    }
+
+    /// Idempotent: HubSpot creates or updates by the unique match value.
+    async fn upsert(
+        &self,
+        budget: &RequestBudget,
+        pending: Vec<Pending<'_>>,
+        answers: &mut Answers,
+    ) -> Result<(), Failure> {
+        let inputs: Vec<(usize, &str, &Map<String, Value>)> = pending
+            .iter()
+            .map(|p| (p.index, p.match_value.as_str(), &p.properties))
+            .collect();
+        let body = request_builder::upsert(&self.config.match_on, &inputs);
+        let answer: BatchAnswer = self.call(budget, "batch/upsert", &body).await?;
+        self.settle_writes("batch/upsert", &pending, &answer, answers)
+    }
+
+    /// Creates records, looking up first those whose earlier create had an
+    /// unknown outcome.
+    async fn create_after_lookup(
+        &self,
+        budget: &RequestBudget,
+        ctx: &BatchContext,
+        pending: Vec<Pending<'_>>,
+        answers: &mut Answers,
+    ) -> Result<(), Failure> {
+        let keys: Vec<&str> = pending.iter().map(|p| p.key).collect();
+        let unresolved = self
+            .intents
+            .unresolved(&ctx.sync, &keys)
+            .await
+            .map_err(state_failure)?;
+        let mut to_create = Vec::new();
+        let mut found = Vec::new();
+        if unresolved.is_empty() {
+            to_create = pending;
+        } else {
+            let values: Vec<&str> = pending
+                .iter()
+                .filter(|p| unresolved.contains(p.key))
+                .map(|p| p.match_value.as_str())
+                .collect();
+            let existing = self.search(budget, &values).await?;
+            for mut p in pending {
+                if unresolved.contains(p.key) {
+                    p.looked_up = true;
+                    if let Some(id) = existing.get(&normalize(&p.match_value)) {
+                        tracing::info!(sync = %ctx.sync, record = p.key, hubspot_id = %id, "an earlier create with an unknown outcome did happen; updating that record");
+                        p.id = Some(id.clone());
+                        found.push(p);
+                        continue;
+                    }
+                }
+                to_create.push(p);
+            }
+        }
+        if !found.is_empty() {
+            to_create.extend(self.update(budget, found, answers).await?);
+        }
+        if to_create.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = to_create.iter().map(|p| p.key).collect();
+        self.intents
+            .record(&ctx.sync, ctx.run_id, &keys)
+            .await
+            .map_err(state_failure)?;
+        let inputs: Vec<(usize, &Map<String, Value>)> =
+            to_create.iter().map(|p| (p.index, &p.properties)).collect();
+        let answer: BatchAnswer = self
+            .call(budget, "batch/create", &request_builder::create(&inputs))
+            .await?;
+        self.settle_writes("batch/create", &to_create, &answer, answers)
+    }
+
+    /// HubSpot ids of the records whose match property is one of `values`
+    /// (the oldest record when several share a value).
+    async fn search(
+        &self,
+        budget: &RequestBudget,
+        values: &[&str],
+    ) -> Result<HashMap<String, String>, Failure> {
+        let normalized: Vec<String> = values.iter().map(|v| normalize(v)).collect();
+        let values: Vec<&str> = normalized.iter().map(String::as_str).collect();
+        let body = request_builder::search(&self.config.match_on, &values);
+        let answer: BatchAnswer = self.call(budget, "search", &body).await?;
+        let mut found = HashMap::new();
+        for result in answer.results {
+            if let Some(value) = result
+                .properties
+                .get(&self.config.match_on)
+                .and_then(Value::as_str)
+            {
+                found.entry(normalize(value)).or_insert(result.id);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Maps a create or upsert answer back to its records by
+    /// `objectWriteTraceId` (or match value).
+    fn settle_writes(
+        &self,
+        endpoint: &str,
+        pending: &[Pending<'_>],
+        answer: &BatchAnswer,
+        answers: &mut Answers,
+    ) -> Result<(), Failure> {
+        let mut results = HashMap::new();
+        for result in &answer.results {
+            if let Some(trace) = &result.trace {
+                results.insert(trace.clone(), result.id.clone());
+            } else if let Some(value) = result
+                .properties
+                .get(&self.config.match_on)
+                .and_then(Value::as_str)
+            {
+                results.insert(normalize(value), result.id.clone());
+            }
+        }
+        let errors: HashMap<&str, _> = answer
+            .errors
+            .iter()
+            .filter_map(|e| Some((e.trace.as_deref()?, e)))
+            .collect();
+        for p in pending {
+            let trace = p.index.to_string();
+            let id = results
+                .get(&trace)
+                .or_else(|| results.get(&normalize(&p.match_value)));
+            answers[p.index] = Some(match (id, errors.get(trace.as_str())) {
+                (Some(id), _) => RecordAnswer::Applied {
+                    destination_id: Some(id.clone()),
+                    looked_up: p.looked_up,
+                },
+                (None, Some(error)) => RecordAnswer::Rejected(error.describe()),
+                (None, None) => {
+                    return Err(Failure::Unexpected(format!(
+                        "HubSpot's {endpoint} answer says nothing of record `{}`",
+                        p.key
+                    )));
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What `ebb check --connect` found for one sync's mapping.
+pub struct MappingCheck {
+    pub problems: Vec<String>,
+    /// Whether records are upserted by the match property (idempotent) or
+    /// created after a lookup when an earlier create's outcome is unknown.
+    pub upserts: bool,
+}
+
+/// Reads the object type's properties and checks the mapping's `fields`
+/// (HubSpot property names) against them.
+pub async fn check_mapping(
+    client: &reqwest::Client,
+    config: &HubSpotDestinationConfig,
+    fields: &[&str],
+) -> Result<MappingCheck, Failure> {
+    let schema = schema::fetch(client, config).await?;
+    let mut problems = schema.check_fields(fields.iter().copied());
+    let match_on = config.match_on.as_str();
+    if schema.get(match_on).is_none() {
+        problems.push(format!(
+            "match_on: HubSpot {} have no property `{match_on}`",
+            config.object_type
+        ));
+    } else if !fields.contains(&match_on) {
+        problems.push(format!(
+            "the mapping does not fill `{match_on}`, the property records are matched on"
+        ));
+    }
+    Ok(MappingCheck {
+        problems,
+        upserts: schema.upserts_by(match_on),
+    })
+}
+
+/// HubSpot compares emails and `IN` search values in lower case.
+fn normalize(value: &str) -> String {
+    value.trim().to_lowercase()
+}
+
+fn state_failure(e: sqlx::Error) -> Failure {
+    Failure::Transient(format!("state database: {e}"), None)
+}
+
+impl Destination for HubSpotDestination {
+    fn send<'a>(
+        &'a self,
+        ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            match self.try_send(ctx, records).await {
+                Ok(answers) => Attempt::Answered(answers),
+                Err(failure) => failure.into(),
+            }
+        })
+    }
+
+    fn request_group(&self, record: &OutboundRecord) -> u8 {
+        match (record.op, &record.destination_id) {
+            (Op::Delete, _) => ARCHIVE,
+            (Op::Upsert, Some(_)) => UPDATE_BY_ID,
+            (Op::Upsert, None) => CREATE,
+        }
+    }
+}

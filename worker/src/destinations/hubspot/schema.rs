@@ -1,0 +1,129 @@
+//! HubSpot's property definitions for one object type
+//! (`GET /crm/v3/properties/{objectType}`): what the pre-flight validation
+//! checks values against, and what `ebb check` checks a mapping against.
+
+use std::collections::HashMap;
+
+use ebb_shared::config::HubSpotDestinationConfig;
+use serde::Deserialize;
+
+use super::service::{self, Failure};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Property {
+    pub name: String,
+    /// `string`, `number`, `date`, `datetime`, `enumeration`, `bool`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(rename = "fieldType", default)]
+    pub field_type: String,
+    #[serde(rename = "hasUniqueValue", default)]
+    pub has_unique_value: bool,
+    #[serde(rename = "modificationMetadata", default)]
+    pub modification: Option<Modification>,
+    #[serde(default)]
+    pub calculated: bool,
+    #[serde(default)]
+    pub options: Vec<PropertyOption>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Modification {
+    #[serde(rename = "readOnlyValue", default)]
+    pub read_only_value: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PropertyOption {
+    pub value: String,
+}
+
+impl Property {
+    pub fn read_only(&self) -> bool {
+        self.calculated
+            || self
+                .modification
+                .as_ref()
+                .is_some_and(|m| m.read_only_value)
+    }
+}
+
+#[derive(Deserialize)]
+struct PropertiesPage {
+    results: Vec<Property>,
+}
+
+/// The properties of one object type, by name.
+#[derive(Debug)]
+pub struct Schema {
+    object_type: String,
+    by_name: HashMap<String, Property>,
+}
+
+impl Schema {
+    pub fn new(object_type: &str, properties: Vec<Property>) -> Schema {
+        Schema {
+            object_type: object_type.to_owned(),
+            by_name: properties
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Property> {
+        self.by_name.get(name)
+    }
+
+    /// Whether HubSpot can upsert by `property` (`idProperty`): a property
+    /// with unique values, or a contact's `email`.
+    pub fn upserts_by(&self, property: &str) -> bool {
+        (self.object_type == "contacts" && property == "email")
+            || self.get(property).is_some_and(|p| p.has_unique_value)
+    }
+
+    /// Problems with writing `fields`: unknown or read-only properties.
+    pub fn check_fields<'a>(&self, fields: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let mut problems = Vec::new();
+        for field in fields {
+            match self.get(field) {
+                None => problems.push(format!(
+                    "HubSpot {} have no property `{field}`{}",
+                    self.object_type,
+                    self.closest(field)
+                        .map(|c| format!(" (did you mean `{c}`?)"))
+                        .unwrap_or_default()
+                )),
+                Some(p) if p.read_only() => problems.push(format!(
+                    "HubSpot property `{field}` of {} is read-only",
+                    self.object_type
+                )),
+                Some(_) => {}
+            }
+        }
+        problems
+    }
+
+    fn closest(&self, field: &str) -> Option<&str> {
+        let wanted = field.to_ascii_lowercase().replace(['_', '-', ' '], "");
+        self.by_name
+            .keys()
+            .find(|name| name.to_ascii_lowercase().replace(['_', '-', ' '], "") == wanted)
+            .map(String::as_str)
+    }
+}
+
+pub async fn fetch(
+    client: &reqwest::Client,
+    config: &HubSpotDestinationConfig,
+) -> Result<Schema, Failure> {
+    let path = format!("/crm/v3/properties/{}", config.object_type);
+    let body = service::get(client, config, &path).await?;
+    let page: PropertiesPage = serde_json::from_str(&body).map_err(|e| {
+        Failure::Unexpected(format!(
+            "HubSpot's property list for {} is not what its API documents: {e}",
+            config.object_type
+        ))
+    })?;
+    Ok(Schema::new(&config.object_type, page.results))
+}
