@@ -47,6 +47,10 @@ pub use service::Failure;
 /// option or property in HubSpot is picked up without restarting workers.
 const SCHEMA_TTL: Duration = Duration::from_secs(300);
 
+/// HubSpot's search index trails writes by a few seconds: a lookup waits
+/// until the earlier create it is looking for is at least this old.
+const SEARCH_INDEX_LAG: Duration = Duration::from_secs(5);
+
 const ARCHIVE: u8 = 0;
 const UPDATE_BY_ID: u8 = 1;
 const CREATE: u8 = 2;
@@ -372,14 +376,22 @@ impl HubSpotDestination {
         if unresolved.is_empty() {
             to_create = pending;
         } else {
+            let youngest = unresolved
+                .values()
+                .min()
+                .copied()
+                .unwrap_or(SEARCH_INDEX_LAG);
+            if youngest < SEARCH_INDEX_LAG {
+                tokio::time::sleep(SEARCH_INDEX_LAG - youngest).await;
+            }
             let values: Vec<&str> = pending
                 .iter()
-                .filter(|p| unresolved.contains(p.key))
+                .filter(|p| unresolved.contains_key(p.key))
                 .map(|p| p.match_value.as_str())
                 .collect();
             let existing = self.search(budget, &values).await?;
             for mut p in pending {
-                if unresolved.contains(p.key) {
+                if unresolved.contains_key(p.key) {
                     p.looked_up = true;
                     if let Some(id) = existing.get(&normalize(&p.match_value)) {
                         tracing::info!(sync = %ctx.sync, record = p.key, hubspot_id = %id, "an earlier create with an unknown outcome did happen; updating that record");

@@ -5,7 +5,8 @@
 //! destination looks it up by its match key instead of creating it twice.
 //! Intents are cleared when their record settles (see `settle`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::time::Duration;
 
 use sqlx::PgPool;
 
@@ -19,26 +20,32 @@ impl IntentLog {
         Self { pool }
     }
 
-    /// The keys among `keys` whose earlier create has an unknown outcome.
+    /// The keys among `keys` whose earlier create has an unknown outcome,
+    /// with how long ago that create was attempted.
     pub async fn unresolved(
         &self,
         sync: &str,
         keys: &[&str],
-    ) -> Result<HashSet<String>, sqlx::Error> {
+    ) -> Result<HashMap<String, Duration>, sqlx::Error> {
         if keys.is_empty() {
-            return Ok(HashSet::new());
+            return Ok(HashMap::new());
         }
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT record_key FROM ebb_intents WHERE sync_name = $1 AND record_key = ANY($2)",
+        let found: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT record_key, (EXTRACT(EPOCH FROM clock_timestamp() - created_at) * 1000)::bigint \
+             FROM ebb_intents WHERE sync_name = $1 AND record_key = ANY($2)",
         )
         .bind(sync)
         .bind(keys)
         .fetch_all(&self.pool)
         .await?;
-        Ok(found.into_iter().collect())
+        Ok(found
+            .into_iter()
+            .map(|(key, age_ms)| (key, Duration::from_millis(age_ms.max(0) as u64)))
+            .collect())
     }
 
-    /// Commits intents for `keys`, before their create is sent.
+    /// Commits intents for `keys`, before their create is sent. An intent
+    /// keeps the time of the first attempt.
     pub async fn record(&self, sync: &str, run_id: i64, keys: &[&str]) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO ebb_intents (sync_name, record_key, run_id) \
