@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Ebb quickstart: starts Postgres and Redis (installing them if needed), seeds
 # a demo warehouse with 12,000 customers (some invalid), starts two workers,
-# runs a real sync with a progress bar, and shows the summary and the DLQ.
+# runs a real sync with a progress bar, and shows the summary and the DLQ;
+# then syncs the same model to HubSpot contacts, against a local HubSpot
+# *emulator* (no HubSpot account needed or used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -12,6 +14,7 @@ echo "[ebb] building ebb and ebb-worker"
 cargo build --quiet --bins
 ebb="$root/target/debug/ebb"
 worker="$root/target/debug/ebb-worker"
+emulator="$root/target/debug/hubspot-emulator"
 
 pg="postgres://postgres@127.0.0.1:5432"
 for db in ebb_demo_state ebb_demo_warehouse ebb_demo_app; do
@@ -26,20 +29,31 @@ export EBB_REDIS_URL="redis://127.0.0.1:6379"
 export WAREHOUSE_URL="$pg/ebb_demo_warehouse"
 export REPLICA_URL="$pg/ebb_demo_app"
 export EBB_CONFIG="$root/examples/quickstart/ebb.toml"
+hubspot_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export HUBSPOT_BASE_URL="http://127.0.0.1:$hubspot_port"
+export HUBSPOT_TOKEN="pat-na1-emulated-token"
 export EBB_LOG_TEXT=1
 # A fresh queue namespace per quickstart, so old demo tasks never interfere.
 redis-cli -h 127.0.0.1 --scan --pattern '{ebb:writes}*' | xargs -r redis-cli -h 127.0.0.1 del >/dev/null
 
-echo "[ebb] ebb check"
-"$ebb" check
+echo "[ebb] starting the HubSpot emulator on $HUBSPOT_BASE_URL (an emulator, not HubSpot)"
+"$emulator" "127.0.0.1:$hubspot_port" >target/quickstart-hubspot-emulator.log 2>&1 &
+emulator_pid=$!
+pids=()
+trap 'kill -TERM "${pids[@]}" "$emulator_pid" 2>/dev/null; wait "${pids[@]}" "$emulator_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$hubspot_port") 2>/dev/null && break
+  sleep 0.1
+done
+
+echo "[ebb] ebb check --connect"
+"$ebb" check --connect
 
 echo "[ebb] starting two workers (logs in target/quickstart-worker-*.log)"
-pids=()
 for i in 1 2; do
   "$worker" --concurrency 4 --name "quickstart-$i" >"target/quickstart-worker-$i.log" 2>&1 &
   pids+=($!)
 done
-trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true' EXIT
 
 echo "[ebb] ebb plan customers_to_replica"
 "$ebb" plan customers_to_replica
@@ -62,3 +76,12 @@ echo "[ebb] run history (ebb runs):"
 "$ebb" runs
 echo
 echo "[ebb] rows in the destination table: $(psql "$pg/ebb_demo_app" -qAtc 'SELECT count(*) FROM customers_synced')"
+echo
+echo "[ebb] ebb run customers_to_hubspot (against the HubSpot emulator: 100 contacts per request,"
+echo "      HubSpot's limit of 100 requests per 10 s; invalid emails rejected before any request)"
+"$ebb" run customers_to_hubspot || true
+echo
+echo "[ebb] a second run sends nothing new to HubSpot:"
+"$ebb" run customers_to_hubspot | grep -E "run #|sent" || true
+sleep 5
+echo "[ebb] the emulator reports: $(tail -n 1 target/quickstart-hubspot-emulator.log)"

@@ -127,6 +127,11 @@ pub struct HubSpot {
 
 impl HubSpot {
     pub async fn start() -> HubSpot {
+        HubSpot::start_on("127.0.0.1:0").await
+    }
+
+    /// Listens on `addr` (`127.0.0.1:0` picks a free port).
+    pub async fn start_on(addr: &str) -> HubSpot {
         let state = Arc::new(Mutex::new(HubSpotState {
             objects: BTreeMap::new(),
             next_id: 51,
@@ -146,7 +151,7 @@ impl HubSpot {
             )
             .route("/crm/v3/objects/{object_type}/search", post(search))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind hubspot emulator");
         let addr = listener.local_addr().expect("emulator addr");
@@ -206,7 +211,7 @@ fn definitions(object_type: &str) -> Option<Vec<PropertyDef>> {
             prop("lastname", "string", "text"),
             prop("company", "string", "text"),
             PropertyDef {
-                options: &["free", "pro", "enterprise"],
+                options: &["free", "starter", "pro", "enterprise"],
                 ..prop("plan", "enumeration", "select")
             },
             prop("lifetime_value", "number", "number"),

@@ -155,7 +155,7 @@ async fn contacts_sync_validates_matches_updates_and_archives() {
         dlq_reason(&dlq, "17").contains("`email`: `not-an-email` is not a valid email address")
     );
     assert!(dlq_reason(&dlq, "18").contains(
-        "`plan`: `gold` is not an option of this property; options are: free, pro, enterprise"
+        "`plan`: `gold` is not an option of this property; options are: free, starter, pro, enterprise"
     ));
     let vendor = dlq_reason(&dlq, "19");
     assert!(

@@ -649,7 +649,16 @@ fn resolve_destination(
                     "must name the HubSpot property records are matched on, e.g. `email`",
                 ));
             }
-            if !(raw.base_url.starts_with("http://") || raw.base_url.starts_with("https://")) {
+            let base_url = secret_at(
+                src,
+                &raw.base_url,
+                &format!("{key}.base_url"),
+                src.field_offset(start, "base_url"),
+                lookup,
+            )?
+            .expose()
+            .to_owned();
+            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
                 return Err(src.invalid(
                     Some(src.field_offset(start, "base_url")),
                     format!("{key}.base_url"),
@@ -660,7 +669,7 @@ fn resolve_destination(
                 access_token,
                 object_type: raw.object,
                 match_on: raw.match_on.trim().to_owned(),
-                base_url: raw.base_url.trim_end_matches('/').to_owned(),
+                base_url: base_url.trim_end_matches('/').to_owned(),
                 batch_size: raw.batch_size,
                 timeout_secs: raw.timeout_secs.max(1),
                 max_retries: raw.max_retries,

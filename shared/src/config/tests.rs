@@ -241,3 +241,80 @@ fn limits_are_read_and_validated() {
         .to_string();
     assert!(err.contains("unknown field `per_second`"), "{err}");
 }
+
+const HUBSPOT: &str = r#"
+[destinations.hubspot]
+type = "hubspot"
+access_token = "${CRM_TOKEN}"
+object = "contacts"
+match_on = "email"
+{EXTRA}
+
+[syncs.contacts_to_hubspot]
+source = "warehouse"
+model = "SELECT id, email, first_name FROM analytics.customers"
+primary_key = "id"
+destination = "hubspot"
+[syncs.contacts_to_hubspot.mapping]
+{MAPPING}
+"#;
+
+fn with_hubspot(extra: &str, mapping: &str) -> String {
+    format!(
+        "{VALID}{}",
+        HUBSPOT
+            .replace("{EXTRA}", extra)
+            .replace("{MAPPING}", mapping)
+    )
+}
+
+#[test]
+fn hubspot_destination_defaults_and_checks() {
+    let config = parse(&with_hubspot(
+        "",
+        "email = \"email\"\nfirstname = \"first_name\"",
+    ))
+    .unwrap();
+    let DestinationConfig::HubSpot(hubspot) = config.destination("hubspot").unwrap() else {
+        panic!("not a hubspot destination");
+    };
+    assert_eq!(hubspot.base_url, "https://api.hubapi.com");
+    assert_eq!(hubspot.batch_size, 100);
+    assert_eq!(hubspot.access_token.expose(), "tok-123");
+    assert!(!format!("{config:?}").contains("tok-123"), "token redacted");
+    assert_eq!(
+        hubspot.limits,
+        Limits {
+            max_concurrency: 5,
+            rate_limit: Some(RateLimit {
+                requests: 100,
+                per: std::time::Duration::from_secs(10),
+            }),
+            adaptive_concurrency: true,
+        }
+    );
+
+    let err = parse(&with_hubspot("batch_size = 200", "email = \"email\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("destinations.hubspot.batch_size") && err.contains("at most 100 inputs"),
+        "{err}"
+    );
+    let err = parse(&with_hubspot("", "firstname = \"first_name\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("syncs.contacts_to_hubspot.mapping")
+            && err.contains("matches records on the HubSpot property `email`")
+            && err.contains("the mapping must fill it"),
+        "{err}"
+    );
+    let bad_object = with_hubspot("", "email = \"email\"")
+        .replace("object = \"contacts\"", "object = \"contacts/../owners\"");
+    let err = parse(&bad_object).unwrap_err().to_string();
+    assert!(
+        err.contains("destinations.hubspot.object") && err.contains("is not a HubSpot object type"),
+        "{err}"
+    );
+}
