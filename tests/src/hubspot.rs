@@ -151,13 +151,7 @@ impl HubSpot {
             )
             .route("/crm/v3/objects/{object_type}/search", post(search))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("bind hubspot emulator");
-        let addr = listener.local_addr().expect("emulator addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = crate::serve_emulator(app, addr).await;
         HubSpot { addr, state }
     }
 

@@ -659,6 +659,19 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// Serves an emulator's routes on `addr` (`127.0.0.1:0`: a free port) in
+/// the background; returns the address it listens on.
+pub async fn serve_emulator(app: axum::Router, addr: &str) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
+    let addr = listener.local_addr().expect("emulator address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// Creates `analytics.customers` in the warehouse with `n` valid rows.
 pub async fn seed_customers(warehouse: &PgPool, n: i64) {
     sqlx::query("CREATE SCHEMA IF NOT EXISTS analytics")

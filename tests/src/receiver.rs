@@ -78,13 +78,7 @@ impl Receiver {
         let app = Router::new()
             .route("/contacts/batch", post(batch))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
-        let addr = listener.local_addr().expect("receiver addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = crate::serve_emulator(app, "127.0.0.1:0").await;
         Receiver { addr, state }
     }
 
