@@ -484,7 +484,7 @@ mod tests {
         }
 
         fn request_group(&self, record: &OutboundRecord) -> u8 {
-            (record.key.parse::<u8>().unwrap() % 2) as u8
+            record.key.parse::<u8>().unwrap() % 2
         }
     }
 
