@@ -8,63 +8,14 @@
 use std::time::Duration;
 
 use ebb_shared::config::HubSpotDestinationConfig;
-use reqwest::header::RETRY_AFTER;
 use serde_json::Value;
 
+pub use crate::destinations::util::api::Failure;
+use crate::destinations::util::api::{self, Hints};
+#[cfg(test)]
 use crate::destinations::util::outcome::Attempt;
-use crate::destinations::util::retry::parse_retry_after;
 
 const MAX_MESSAGE_CHARS: usize = 1500;
-
-/// Why a call did not get a 2xx answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Failure {
-    /// 401: the access token is wrong, revoked or expired.
-    Unauthorized(String),
-    /// 403: the private app lacks a scope for this object type.
-    Forbidden(String),
-    /// 404: no such object type (or endpoint) in this account.
-    NotFound(String),
-    /// The host could not be reached at all.
-    Unreachable(String),
-    Throttled {
-        retry_after: Option<Duration>,
-    },
-    Transient(String, Option<Duration>),
-    /// The content was refused (400, 409, other 4xx).
-    Rejected(String),
-    /// A 2xx answer that does not follow HubSpot's documented shape.
-    Unexpected(String),
-    /// The destination's config does not fit the account (an unknown or
-    /// read-only property in the mapping).
-    Misconfigured(String),
-}
-
-impl From<Failure> for Attempt {
-    fn from(failure: Failure) -> Attempt {
-        match failure {
-            Failure::Unauthorized(m)
-            | Failure::Forbidden(m)
-            | Failure::NotFound(m)
-            | Failure::Misconfigured(m) => Attempt::Fatal(m),
-            Failure::Throttled { retry_after } => Attempt::Throttled { retry_after },
-            Failure::Unreachable(message) => Attempt::Transient {
-                message,
-                retry_after: None,
-            },
-            Failure::Transient(message, retry_after) => Attempt::Transient {
-                message,
-                retry_after,
-            },
-            Failure::Rejected(m) => Attempt::Rejected(m),
-            // The request may have been applied; retrying finds out.
-            Failure::Unexpected(message) => Attempt::Transient {
-                message,
-                retry_after: None,
-            },
-        }
-    }
-}
 
 pub async fn get(
     client: &reqwest::Client,
@@ -91,59 +42,21 @@ async fn send(
     request: reqwest::RequestBuilder,
     config: &HubSpotDestinationConfig,
 ) -> Result<(u16, String), Failure> {
-    let response = request
-        .bearer_auth(config.access_token.expose())
-        .timeout(Duration::from_secs(config.timeout_secs))
-        .send()
-        .await
-        .map_err(|e| describe_send_error(&e))?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-    let body = response.text().await.map_err(|e| {
-        Failure::Transient(
-            format!("connection dropped while reading HubSpot's answer: {e}"),
-            None,
-        )
-    })?;
-    if (200..300).contains(&status) {
-        return Ok((status, body));
+    let request = request.bearer_auth(config.access_token.expose());
+    let answer = api::send(request, "HubSpot", Duration::from_secs(config.timeout_secs)).await?;
+    if answer.is_success() {
+        return Ok((answer.status, answer.body));
     }
-    Err(classify(status, retry_after, &body))
+    Err(classify(answer.status, answer.retry_after, &answer.body))
 }
 
-fn describe_send_error(e: &reqwest::Error) -> Failure {
-    let source = std::error::Error::source(e)
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default();
-    if e.is_connect() {
-        Failure::Unreachable(format!("cannot connect to HubSpot{source}"))
-    } else if e.is_timeout() {
-        Failure::Transient(format!("HubSpot did not answer in time{source}"), None)
-    } else {
-        Failure::Transient(format!("request to HubSpot failed{source}"), None)
-    }
-}
+const HINTS: Hints = Hints {
+    unauthorized: "check the destination's access_token: HubSpot refused it",
+    forbidden: "the private app lacks a scope this object type needs",
+};
 
 pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> Failure {
-    let message = error_message(status, body);
-    match status {
-        401 => Failure::Unauthorized(format!(
-            "{message} (check the destination's access_token: HubSpot refused it)"
-        )),
-        403 => Failure::Forbidden(format!(
-            "{message} (the private app lacks a scope this object type needs)"
-        )),
-        404 => Failure::NotFound(message),
-        429 => Failure::Throttled { retry_after },
-        408 | 425 => Failure::Transient(message, retry_after),
-        501 | 505 => Failure::NotFound(message),
-        500..=599 => Failure::Transient(message, retry_after),
-        _ => Failure::Rejected(message),
-    }
+    api::classify(status, retry_after, error_message(status, body), &HINTS)
 }
 
 /// `HubSpot 400 VALIDATION_ERROR: Property values were not valid: …`.

@@ -3,6 +3,7 @@
 //! records at fault, and limits shared by every worker.
 
 pub mod adaptive;
+pub mod api;
 pub mod delivery;
 pub mod intents;
 pub mod limiter;
