@@ -4,6 +4,7 @@
 //! tests run in parallel.
 
 pub mod hubspot;
+pub mod mailchimp;
 pub mod receiver;
 
 use std::path::{Path, PathBuf};

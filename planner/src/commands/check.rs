@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use ebb_shared::config::{Config, DestinationConfig, FieldMapping, SyncConfig};
-use ebb_worker::destinations::hubspot::{self, Failure};
+use ebb_worker::destinations::util::api::Failure;
+use ebb_worker::destinations::{hubspot, mailchimp};
 
 use crate::source::PostgresSource;
 
@@ -65,11 +66,8 @@ pub async fn check(config: &Config, connect: bool) -> usize {
 /// Connects to the sync's destination and checks the mapping against its
 /// schema; returns the number of problems (each printed).
 async fn check_destination(config: &Config, sync: &SyncConfig, mapping: &[FieldMapping]) -> usize {
-    let Some(DestinationConfig::HubSpot(hubspot_config)) = config.destination(&sync.destination)
-    else {
-        // http and postgres destinations are reached at run time only.
-        return 0;
-    };
+    let fields: Vec<&str> = mapping.iter().map(|m| m.field.as_str()).collect();
+    let destination = &sync.destination;
     let client = match ebb_worker::destinations::http::client() {
         Ok(client) => client,
         Err(e) => {
@@ -77,55 +75,62 @@ async fn check_destination(config: &Config, sync: &SyncConfig, mapping: &[FieldM
             return 1;
         }
     };
-    let fields: Vec<&str> = mapping.iter().map(|m| m.field.as_str()).collect();
-    let destination = &sync.destination;
-    match hubspot::check_mapping(&client, hubspot_config, &fields).await {
-        Ok(check) if check.problems.is_empty() => {
-            println!(
-                "ok: destination `{destination}`: HubSpot {} accept the mapping of sync `{}`; records are {}",
-                hubspot_config.object_type,
-                sync.name,
-                if check.upserts {
-                    format!("upserted by `{}`", hubspot_config.match_on)
+    let (result, base_url, what) = match config.destination(destination) {
+        Some(DestinationConfig::HubSpot(c)) => (
+            hubspot::check_mapping(&client, c, &fields).await.map(|check| {
+                let how = if check.upserts {
+                    format!("upserted by `{}`", c.match_on)
                 } else {
                     format!(
                         "created, and looked up by `{}` when an earlier create's outcome is unknown",
-                        hubspot_config.match_on
+                        c.match_on
                     )
-                }
-            );
+                };
+                (check.problems, format!("HubSpot {} accept the mapping of sync `{}`; records are {how}", c.object_type, sync.name))
+            }),
+            c.base_url.as_str(),
+            format!("object type `{}`", c.object_type),
+        ),
+        Some(DestinationConfig::Mailchimp(c)) => (
+            mailchimp::check_mapping(&client, c, &fields).await.map(|check| {
+                (check.problems, format!("Mailchimp audience {} accepts the mapping of sync `{}`", c.list_id, sync.name))
+            }),
+            c.base_url.as_str(),
+            format!("audience `{}`", c.list_id),
+        ),
+        // http and postgres destinations are reached at run time only.
+        _ => return 0,
+    };
+    match result {
+        Ok((problems, ok)) if problems.is_empty() => {
+            println!("ok: destination `{destination}`: {ok}");
             0
         }
-        Ok(check) => {
-            for problem in &check.problems {
+        Ok((problems, _)) => {
+            for problem in &problems {
                 eprintln!(
                     "error: sync `{}` → destination `{destination}`: {problem}",
                     sync.name
                 );
             }
-            check.problems.len()
+            problems.len()
         }
         Err(failure) => {
-            let (what, message) = match failure {
+            let (kind, message) = match failure {
                 Failure::Unauthorized(m) => ("bad credentials", m),
                 Failure::Forbidden(m) => ("missing permissions", m),
-                Failure::Unreachable(m) => {
-                    ("unreachable", format!("{m} ({})", hubspot_config.base_url))
-                }
-                Failure::NotFound(m) => (
-                    "unknown object type",
-                    format!("`{}`: {m}", hubspot_config.object_type),
-                ),
+                Failure::Unreachable(m) => ("unreachable", format!("{m} ({base_url})")),
+                Failure::NotFound(m) => ("not found", format!("{what}: {m}")),
                 Failure::Throttled { .. } => (
                     "rate limited",
-                    "HubSpot answered 429; try again shortly".to_owned(),
+                    "the destination answered 429; try again shortly".to_owned(),
                 ),
                 Failure::Transient(m, _)
                 | Failure::Rejected(m)
                 | Failure::Unexpected(m)
                 | Failure::Misconfigured(m) => ("unexpected answer", m),
             };
-            eprintln!("error: destination `{destination}`: {what}: {message}");
+            eprintln!("error: destination `{destination}`: {kind}: {message}");
             1
         }
     }

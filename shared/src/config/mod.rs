@@ -237,6 +237,47 @@ fn default_hubspot_rate_limit() -> Option<RawRateLimit> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawMailchimpDestination {
+    #[serde(rename = "type")]
+    _type: String,
+    api_key: String,
+    list_id: String,
+    base_url: Option<String>,
+    #[serde(default = "default_status_if_new")]
+    status_if_new: String,
+    #[serde(default = "default_mirror_removal")]
+    mirror_removal: MailchimpRemoval,
+    #[serde(default = "default_mailchimp_batch_size")]
+    batch_size: usize,
+    #[serde(default = "default_timeout_secs")]
+    timeout_secs: u64,
+    #[serde(default = "default_max_retries")]
+    max_retries: u32,
+    #[serde(default = "default_mailchimp_max_concurrency")]
+    max_concurrency: u32,
+    rate_limit: Option<RawRateLimit>,
+    #[serde(default = "yes")]
+    adaptive_concurrency: bool,
+}
+
+fn default_status_if_new() -> String {
+    "subscribed".to_owned()
+}
+fn default_mirror_removal() -> MailchimpRemoval {
+    MailchimpRemoval::Archive
+}
+/// Mailchimp's batch subscribe takes at most 500 members.
+pub const MAILCHIMP_MAX_BATCH: usize = 500;
+fn default_mailchimp_batch_size() -> usize {
+    MAILCHIMP_MAX_BATCH
+}
+/// Mailchimp allows 10 simultaneous connections per API key.
+fn default_mailchimp_max_concurrency() -> u32 {
+    10
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRateLimit {
     requests: u32,
     per_seconds: f64,
@@ -505,7 +546,12 @@ fn resolve_destination(
 ) -> Result<DestinationConfig, ConfigError> {
     let key = format!("destinations.{name}");
     let start = table.span().start;
-    let kind = type_of(src, &key, &table, &["http", "postgres", "hubspot"])?;
+    let kind = type_of(
+        src,
+        &key,
+        &table,
+        &["http", "postgres", "hubspot", "mailchimp"],
+    )?;
     let check_batch = |batch_size: usize| {
         if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
             Err(src.invalid(
@@ -676,6 +722,104 @@ fn resolve_destination(
                 limits,
             }))
         }
+        "mailchimp" => {
+            let raw: RawMailchimpDestination = typed(src, &key, &table)?;
+            check_batch(raw.batch_size)?;
+            if raw.batch_size > MAILCHIMP_MAX_BATCH {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "batch_size")),
+                    format!("{key}.batch_size"),
+                    format!(
+                        "Mailchimp's batch subscribe takes at most {MAILCHIMP_MAX_BATCH} members, got {}",
+                        raw.batch_size
+                    ),
+                ));
+            }
+            let limits = limits(
+                raw.max_concurrency,
+                raw.rate_limit,
+                raw.adaptive_concurrency,
+            )?;
+            let key_offset = src.field_offset(start, "api_key");
+            let api_key = secret_at(
+                src,
+                &raw.api_key,
+                &format!("{key}.api_key"),
+                key_offset,
+                lookup,
+            )?;
+            let base_url = match raw.base_url {
+                Some(url) => secret_at(
+                    src,
+                    &url,
+                    &format!("{key}.base_url"),
+                    src.field_offset(start, "base_url"),
+                    lookup,
+                )?
+                .expose()
+                .trim_end_matches('/')
+                .to_owned(),
+                None => {
+                    let data_center = api_key
+                        .expose()
+                        .rsplit_once('-')
+                        .map(|(_, dc)| dc.to_owned())
+                        .filter(|dc| {
+                            !dc.is_empty() && dc.chars().all(|c| c.is_ascii_alphanumeric())
+                        });
+                    match data_center {
+                        Some(dc) => format!("https://{dc}.api.mailchimp.com"),
+                        None => {
+                            return Err(src.invalid(
+                                Some(key_offset),
+                                format!("{key}.api_key"),
+                                "a Mailchimp API key ends in `-<data center>` (e.g. `…-us6`); copy the whole key from Account → Extras → API keys",
+                            ));
+                        }
+                    }
+                }
+            };
+            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "base_url")),
+                    format!("{key}.base_url"),
+                    "must start with http:// or https://",
+                ));
+            }
+            if !matches!(
+                raw.status_if_new.as_str(),
+                "subscribed" | "pending" | "transactional"
+            ) {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "status_if_new")),
+                    format!("{key}.status_if_new"),
+                    format!(
+                        "`{}` is not a status for new members; use `subscribed`, `pending` (double opt-in) or `transactional`",
+                        raw.status_if_new
+                    ),
+                ));
+            }
+            if raw.list_id.trim().is_empty()
+                || !raw.list_id.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "list_id")),
+                    format!("{key}.list_id"),
+                    "must be the audience's list id (letters and digits, e.g. `a1b2c3d4e5`; Audience → Settings → Audience name and defaults)",
+                ));
+            }
+            Ok(DestinationConfig::Mailchimp(MailchimpDestinationConfig {
+                api_key,
+                list_id: raw.list_id,
+                base_url,
+                status_if_new: raw.status_if_new,
+                mirror_removal: raw.mirror_removal,
+                batch_size: raw.batch_size,
+                timeout_secs: raw.timeout_secs.max(1),
+                max_retries: raw.max_retries,
+                limits,
+            }))
+        }
         _ => {
             let raw: RawPostgresDestination = typed(src, &key, &table)?;
             check_batch(raw.batch_size)?;
@@ -818,6 +962,15 @@ fn resolve_sync(
                 hubspot.match_on,
                 primary_key
             ),
+        ));
+    }
+    if let DestinationConfig::Mailchimp(_) = destination
+        && !mapping.iter().any(|m| m.field == "email_address")
+    {
+        return Err(src.invalid(
+            Some(header),
+            format!("{key}.mapping"),
+            "Mailchimp members are keyed by email: the mapping must fill `email_address` (e.g. `email_address = \"email\"`); merge fields go by their tag (`FNAME = \"first_name\"`), and `tags` may list tags",
         ));
     }
     if let DestinationConfig::Postgres(_) = destination

@@ -98,6 +98,7 @@ pub enum DestinationConfig {
     Http(HttpDestinationConfig),
     Postgres(PostgresDestinationConfig),
     HubSpot(HubSpotDestinationConfig),
+    Mailchimp(MailchimpDestinationConfig),
 }
 
 impl DestinationConfig {
@@ -106,6 +107,7 @@ impl DestinationConfig {
             DestinationConfig::Http(_) => "http",
             DestinationConfig::Postgres(_) => "postgres",
             DestinationConfig::HubSpot(_) => "hubspot",
+            DestinationConfig::Mailchimp(_) => "mailchimp",
         }
     }
 
@@ -114,6 +116,7 @@ impl DestinationConfig {
             DestinationConfig::Http(c) => c.batch_size,
             DestinationConfig::Postgres(c) => c.batch_size,
             DestinationConfig::HubSpot(c) => c.batch_size,
+            DestinationConfig::Mailchimp(c) => c.batch_size,
         }
     }
 
@@ -122,6 +125,7 @@ impl DestinationConfig {
             DestinationConfig::Http(c) => &c.limits,
             DestinationConfig::Postgres(c) => &c.limits,
             DestinationConfig::HubSpot(c) => &c.limits,
+            DestinationConfig::Mailchimp(c) => &c.limits,
         }
     }
 }
@@ -181,6 +185,37 @@ pub struct HubSpotDestinationConfig {
     pub timeout_secs: u64,
     pub max_retries: u32,
     pub limits: Limits,
+}
+
+/// Mailchimp Marketing API 3.0: the members of one audience (list).
+#[derive(Debug, Clone)]
+pub struct MailchimpDestinationConfig {
+    /// `<key>-<data center>`; sent as HTTP Basic auth.
+    pub api_key: Secret,
+    pub list_id: String,
+    /// `https://<dc>.api.mailchimp.com`, from the key's data center, or an
+    /// emulator's address.
+    pub base_url: String,
+    /// The status a new member gets: `subscribed`, `pending` (double
+    /// opt-in) or `transactional`. Existing members' status is never changed.
+    pub status_if_new: String,
+    /// What mirror mode does with members whose rows left the model.
+    pub mirror_removal: MailchimpRemoval,
+    /// Members per batch-subscribe request (Mailchimp takes at most 500).
+    pub batch_size: usize,
+    pub timeout_secs: u64,
+    pub max_retries: u32,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailchimpRemoval {
+    /// `DELETE …/members/{hash}`: archived, restorable, history kept.
+    Archive,
+    /// `…/actions/delete-permanent`: gone for good; Mailchimp will not let
+    /// the address be re-added through the API.
+    Delete,
 }
 
 /// `schema.table` (schema optional), kept unquoted; [`TableName::quoted`]

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod hubspot;
+pub mod mailchimp;
 pub mod postgres;
 pub mod util;
 
@@ -99,6 +100,14 @@ impl Registry {
                         http_client.clone(),
                         c,
                         IntentLog::new(state.clone()),
+                        limiter.clone(),
+                    )),
+                    c.max_retries,
+                ),
+                DestinationConfig::Mailchimp(c) => (
+                    Arc::new(mailchimp::MailchimpDestination::new(
+                        http_client.clone(),
+                        c,
                         limiter.clone(),
                     )),
                     c.max_retries,

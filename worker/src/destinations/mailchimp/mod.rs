@@ -1,0 +1,410 @@
+//! The `mailchimp` destination: members of one audience (Marketing API
+//! 3.0), keyed by subscriber hash (the MD5 of the lower-cased email).
+//!
+//! - `schema.rs`: the audience's merge fields.
+//! - `validate.rs`: pre-flight checks, building each member.
+//! - `request_builder.rs`: the request bodies and answers.
+//! - `service.rs`: calling Mailchimp and classifying its answers.
+//!
+//! How a record is written:
+//! - never delivered: batch subscribe (`POST /lists/{id}`, 500 members a
+//!   request, `update_existing: false`, status `status_if_new`). A member
+//!   that already exists (added outside Ebb, or by an earlier attempt whose
+//!   answer was lost) comes back `ERROR_CONTACT_EXISTS` and is updated with
+//!   `PUT`, which never changes its status: nobody is resubscribed;
+//! - delivered before (its hash is in the ledger): `PUT` on that hash, so
+//!   a new email address changes the same member;
+//! - removed from the model (mirror mode): archived, or deleted for good
+//!   (`mirror_removal`).
+//!
+//! Every write is idempotent (the subscriber hash is the key), so a lost
+//! answer is simply sent again.
+
+mod request_builder;
+pub mod schema;
+mod service;
+mod validate;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ebb_shared::config::{MailchimpDestinationConfig, MailchimpRemoval};
+use futures::future::BoxFuture;
+use md5::{Digest, Md5};
+use reqwest::Method;
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+use crate::batch::{BatchContext, Op, OutboundRecord};
+use crate::destinations::Destination;
+use crate::destinations::util::limiter::Limiter;
+use crate::destinations::util::outcome::{Attempt, RecordAnswer};
+use request_builder::{BatchSubscribeAnswer, MemberAnswer};
+use schema::Schema;
+pub use service::Failure;
+use validate::Member;
+
+/// Merge fields are read again after this long, so a new merge field or
+/// choice is picked up without restarting workers.
+const SCHEMA_TTL: Duration = Duration::from_secs(300);
+
+const REMOVE: u8 = 0;
+const UPDATE_BY_HASH: u8 = 1;
+const SUBSCRIBE: u8 = 2;
+
+/// The subscriber hash Mailchimp addresses a member by.
+pub fn subscriber_hash(email: &str) -> String {
+    ebb_shared::hex::encode(&Md5::digest(email.trim().to_lowercase().as_bytes()))
+}
+
+pub struct MailchimpDestination {
+    client: reqwest::Client,
+    config: MailchimpDestinationConfig,
+    limiter: Arc<Limiter>,
+    schema: Mutex<Option<(Instant, Arc<Schema>)>>,
+}
+
+/// Requests made by one `send`: the first goes out under the delivery
+/// loop's permit, each further one takes a rate token (see `hubspot`).
+#[derive(Default)]
+struct RequestBudget {
+    sent: AtomicU32,
+}
+
+type Answers = Vec<Option<RecordAnswer>>;
+
+/// A per-record call's failure: refused content answers that record alone;
+/// anything else (throttling, outages, bad key) is for the whole request.
+fn record_failure(failure: Failure) -> Result<RecordAnswer, Failure> {
+    match failure {
+        Failure::Rejected(message) => Ok(RecordAnswer::Rejected(message)),
+        other => Err(other),
+    }
+}
+
+fn applied(id: String) -> RecordAnswer {
+    RecordAnswer::Applied {
+        destination_id: Some(id),
+        looked_up: false,
+    }
+}
+
+impl MailchimpDestination {
+    pub fn new(
+        client: reqwest::Client,
+        config: &MailchimpDestinationConfig,
+        limiter: Arc<Limiter>,
+    ) -> Self {
+        Self {
+            client,
+            config: config.clone(),
+            limiter,
+            schema: Mutex::new(None),
+        }
+    }
+
+    async fn spend(&self, budget: &RequestBudget) {
+        if budget.sent.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.limiter.take_rate_token().await;
+        }
+    }
+
+    async fn schema(&self, budget: &RequestBudget) -> Result<Arc<Schema>, Failure> {
+        let mut cached = self.schema.lock().await;
+        if let Some((at, schema)) = cached.as_ref()
+            && at.elapsed() < SCHEMA_TTL
+        {
+            return Ok(schema.clone());
+        }
+        self.spend(budget).await;
+        let schema = Arc::new(schema::fetch(&self.client, &self.config).await?);
+        *cached = Some((Instant::now(), schema.clone()));
+        Ok(schema)
+    }
+
+    async fn call(
+        &self,
+        budget: &RequestBudget,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<String, Failure> {
+        self.spend(budget).await;
+        let path = format!("/lists/{}{path}", self.config.list_id);
+        service::call(&self.client, &self.config, method, &path, body).await
+    }
+
+    async fn try_send(
+        &self,
+        ctx: &BatchContext,
+        records: &[OutboundRecord],
+    ) -> Result<Vec<RecordAnswer>, Failure> {
+        let budget = &RequestBudget::default();
+        let schema = self.schema(budget).await?;
+        let mut answers: Answers = vec![None; records.len()];
+        let mut removals: Vec<(usize, &str)> = Vec::new();
+        let mut updates: Vec<(usize, &str, Member)> = Vec::new();
+        let mut subscribes: Vec<(usize, &str, Member)> = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            if record.op == Op::Delete {
+                match record.destination_id.as_deref() {
+                    Some(hash) => removals.push((index, hash)),
+                    None => {
+                        answers[index] = Some(RecordAnswer::Rejected(
+                            "no subscriber hash is known for this record, so it cannot be removed from the audience \
+                             (it was delivered before Ebb kept member ids); archive it in Mailchimp by hand"
+                                .into(),
+                        ))
+                    }
+                }
+                continue;
+            }
+            let fields: Map<String, Value> = match record
+                .fields
+                .as_deref()
+                .map(|f| serde_json::from_str(f.get()))
+            {
+                Some(Ok(fields)) => fields,
+                _ => {
+                    answers[index] = Some(RecordAnswer::Rejected(
+                        "the record's mapped fields are not a JSON object".into(),
+                    ));
+                    continue;
+                }
+            };
+            let problems = schema.check_fields(fields.keys().map(String::as_str));
+            if !problems.is_empty() {
+                return Err(Failure::Misconfigured(format!(
+                    "the mapping of sync `{}` does not fit the Mailchimp audience {}: {} (run `ebb check --connect`)",
+                    ctx.sync,
+                    self.config.list_id,
+                    problems.join("; ")
+                )));
+            }
+            let known = record.destination_id.as_deref();
+            match validate::member(&schema, &fields, known.is_none()) {
+                Err(reason) => answers[index] = Some(RecordAnswer::Rejected(reason)),
+                Ok(member) => match known {
+                    Some(hash) => updates.push((index, hash, member)),
+                    None => subscribes.push((index, &record.key, member)),
+                },
+            }
+        }
+        for (index, hash) in removals {
+            answers[index] = Some(self.remove(budget, hash).await?);
+        }
+        for (index, hash, member) in &updates {
+            answers[*index] = Some(self.put(budget, hash, member).await?);
+        }
+        if !subscribes.is_empty() {
+            self.subscribe(budget, subscribes, &mut answers).await?;
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    RecordAnswer::Rejected("internal error: no answer for this record".into())
+                })
+            })
+            .collect())
+    }
+
+    /// Archives or permanently deletes a member. A member Mailchimp no
+    /// longer has (404) is already gone: that is the effect wanted.
+    async fn remove(&self, budget: &RequestBudget, hash: &str) -> Result<RecordAnswer, Failure> {
+        let result = match self.config.mirror_removal {
+            MailchimpRemoval::Archive => {
+                self.call(budget, Method::DELETE, &format!("/members/{hash}"), None)
+                    .await
+            }
+            MailchimpRemoval::Delete => {
+                self.call(
+                    budget,
+                    Method::POST,
+                    &format!("/members/{hash}/actions/delete-permanent"),
+                    None,
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(_) | Err(Failure::NotFound(_)) => Ok(RecordAnswer::Applied {
+                destination_id: None,
+                looked_up: false,
+            }),
+            Err(failure) => record_failure(failure),
+        }
+    }
+
+    /// Adds or updates the member at `hash` (its current hash: the email
+    /// may be new), then adds its tags.
+    async fn put(
+        &self,
+        budget: &RequestBudget,
+        hash: &str,
+        member: &Member,
+    ) -> Result<RecordAnswer, Failure> {
+        let body = request_builder::put_member(member, &self.config.status_if_new);
+        let answer = match self
+            .call(
+                budget,
+                Method::PUT,
+                &format!("/members/{hash}"),
+                Some(&body),
+            )
+            .await
+        {
+            Ok(answer) => answer,
+            Err(failure) => return record_failure(failure),
+        };
+        let answer: MemberAnswer = serde_json::from_str(&answer).map_err(|e| {
+            Failure::Unexpected(format!(
+                "Mailchimp's answer to a member PUT is not what its API documents: {e}"
+            ))
+        })?;
+        if !member.tags.is_empty() {
+            let tags = request_builder::add_tags(&member.tags);
+            if let Err(failure) = self
+                .call(
+                    budget,
+                    Method::POST,
+                    &format!("/members/{}/tags", answer.id),
+                    Some(&tags),
+                )
+                .await
+            {
+                return record_failure(failure);
+            }
+        }
+        Ok(applied(answer.id))
+    }
+
+    async fn subscribe(
+        &self,
+        budget: &RequestBudget,
+        subscribes: Vec<(usize, &str, Member)>,
+        answers: &mut Answers,
+    ) -> Result<(), Failure> {
+        // One member per address per request; Mailchimp would merge them.
+        let mut first: HashMap<String, &str> = HashMap::new();
+        let mut unique = Vec::with_capacity(subscribes.len());
+        for (index, key, member) in subscribes {
+            let address = member.email.to_lowercase();
+            match first.get(&address) {
+                Some(other) => {
+                    answers[index] = Some(RecordAnswer::Rejected(format!(
+                        "record `{other}` of the same batch has the same email_address ({}); Mailchimp would make them one member",
+                        member.email
+                    )));
+                }
+                None => {
+                    first.insert(address, key);
+                    unique.push((index, member));
+                }
+            }
+        }
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let members: Vec<&Member> = unique.iter().map(|(_, m)| m).collect();
+        let body = request_builder::batch_subscribe(&members, &self.config.status_if_new);
+        let text = self.call(budget, Method::POST, "", Some(&body)).await?;
+        let answer: BatchSubscribeAnswer = serde_json::from_str(&text).map_err(|e| {
+            Failure::Unexpected(format!(
+                "Mailchimp's batch subscribe answer is not what its API documents: {e}"
+            ))
+        })?;
+        let mut added: HashMap<String, String> = HashMap::new();
+        for member in answer.new_members.into_iter().chain(answer.updated_members) {
+            added.insert(member.email_address.to_lowercase(), member.id);
+        }
+        let errors: HashMap<String, _> = answer
+            .errors
+            .iter()
+            .map(|e| (e.email_address.to_lowercase(), e))
+            .collect();
+        for (index, member) in &unique {
+            let address = member.email.to_lowercase();
+            answers[*index] = Some(match (added.get(&address), errors.get(&address)) {
+                (Some(id), _) => applied(id.clone()),
+                (None, Some(error)) if error.error_code == "ERROR_CONTACT_EXISTS" => {
+                    self.put(budget, &subscriber_hash(&member.email), member)
+                        .await?
+                }
+                (None, Some(error)) => {
+                    RecordAnswer::Rejected(format!("Mailchimp: {}", error.error))
+                }
+                (None, None) => {
+                    return Err(Failure::Unexpected(format!(
+                        "Mailchimp's batch subscribe answer says nothing of {}",
+                        member.email
+                    )));
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What `ebb check --connect` found for one sync's mapping.
+pub struct MappingCheck {
+    pub problems: Vec<String>,
+}
+
+/// Reads the audience's merge fields and checks the mapping's `fields`.
+pub async fn check_mapping(
+    client: &reqwest::Client,
+    config: &MailchimpDestinationConfig,
+    fields: &[&str],
+) -> Result<MappingCheck, Failure> {
+    let schema = schema::fetch(client, config).await?;
+    let mut problems = schema.check_fields(fields.iter().copied());
+    for required in schema.required() {
+        if !fields.contains(&required.tag.as_str()) {
+            problems.push(format!(
+                "the audience requires the merge field `{}` for new members, and the mapping does not fill it",
+                required.tag
+            ));
+        }
+    }
+    Ok(MappingCheck { problems })
+}
+
+impl Destination for MailchimpDestination {
+    fn send<'a>(
+        &'a self,
+        ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            match self.try_send(ctx, records).await {
+                Ok(answers) => Attempt::Answered(answers),
+                Err(failure) => failure.into(),
+            }
+        })
+    }
+
+    fn request_group(&self, record: &OutboundRecord) -> u8 {
+        match (record.op, &record.destination_id) {
+            (Op::Delete, _) => REMOVE,
+            (Op::Upsert, Some(_)) => UPDATE_BY_HASH,
+            (Op::Upsert, None) => SUBSCRIBE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriber_hash_is_md5_of_the_lowercased_address() {
+        // Mailchimp's documented example.
+        assert_eq!(
+            subscriber_hash("Urist.McVankab@freddiesjokes.com"),
+            "62eeb292278cc15f5817cb78f7790b08"
+        );
+    }
+}
