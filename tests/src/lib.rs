@@ -6,6 +6,7 @@
 pub mod hubspot;
 pub mod mailchimp;
 pub mod receiver;
+pub mod salesforce;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use ebb_shared::config::{Config, DestinationConfig, FieldMapping, SyncConfig};
 use ebb_worker::destinations::util::api::Failure;
-use ebb_worker::destinations::{hubspot, mailchimp};
+use ebb_worker::destinations::{hubspot, mailchimp, salesforce};
 
 use crate::source::PostgresSource;
 
@@ -97,6 +97,13 @@ async fn check_destination(config: &Config, sync: &SyncConfig, mapping: &[FieldM
             }),
             c.base_url.as_str(),
             format!("audience `{}`", c.list_id),
+        ),
+        Some(DestinationConfig::Salesforce(c)) => (
+            salesforce::check_mapping(&client, c, &fields).await.map(|check| {
+                (check.problems, format!("Salesforce {} accepts the mapping of sync `{}`; records are upserted by `{}`", c.object, sync.name, c.external_id))
+            }),
+            c.login_url.as_str(),
+            format!("object `{}` (API v{})", c.object, c.api_version),
         ),
         // http and postgres destinations are reached at run time only.
         _ => return 0,

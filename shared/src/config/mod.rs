@@ -278,6 +278,50 @@ fn default_mailchimp_max_concurrency() -> u32 {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawSalesforceDestination {
+    #[serde(rename = "type")]
+    _type: String,
+    #[serde(default = "default_salesforce_login_url")]
+    login_url: String,
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+    #[serde(default = "default_salesforce_api_version")]
+    api_version: String,
+    object: String,
+    external_id: String,
+    #[serde(default = "default_salesforce_batch_size")]
+    batch_size: usize,
+    #[serde(default = "default_timeout_secs")]
+    timeout_secs: u64,
+    #[serde(default = "default_max_retries")]
+    max_retries: u32,
+    #[serde(default = "default_salesforce_max_concurrency")]
+    max_concurrency: u32,
+    rate_limit: Option<RawRateLimit>,
+    #[serde(default = "yes")]
+    adaptive_concurrency: bool,
+}
+
+fn default_salesforce_login_url() -> String {
+    "https://login.salesforce.com".to_owned()
+}
+fn default_salesforce_api_version() -> String {
+    "62.0".to_owned()
+}
+/// sObject Collections take at most 200 records per request.
+pub const SALESFORCE_MAX_BATCH: usize = 200;
+fn default_salesforce_batch_size() -> usize {
+    SALESFORCE_MAX_BATCH
+}
+/// Salesforce caps long-running requests per org at 25; a handful in flight
+/// leaves room for the org's other integrations.
+fn default_salesforce_max_concurrency() -> u32 {
+    5
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRateLimit {
     requests: u32,
     per_seconds: f64,
@@ -550,7 +594,7 @@ fn resolve_destination(
         src,
         &key,
         &table,
-        &["http", "postgres", "hubspot", "mailchimp"],
+        &["http", "postgres", "hubspot", "mailchimp", "salesforce"],
     )?;
     let check_batch = |batch_size: usize| {
         if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
@@ -820,6 +864,86 @@ fn resolve_destination(
                 limits,
             }))
         }
+        "salesforce" => {
+            let raw: RawSalesforceDestination = typed(src, &key, &table)?;
+            check_batch(raw.batch_size)?;
+            if raw.batch_size > SALESFORCE_MAX_BATCH {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "batch_size")),
+                    format!("{key}.batch_size"),
+                    format!(
+                        "sObject Collections take at most {SALESFORCE_MAX_BATCH} records, got {}",
+                        raw.batch_size
+                    ),
+                ));
+            }
+            let limits = limits(
+                raw.max_concurrency,
+                raw.rate_limit,
+                raw.adaptive_concurrency,
+            )?;
+            let secret = |field: &str, value: &str| {
+                secret_at(
+                    src,
+                    value,
+                    &format!("{key}.{field}"),
+                    src.field_offset(start, field),
+                    lookup,
+                )
+            };
+            let login_url = secret("login_url", &raw.login_url)?
+                .expose()
+                .trim_end_matches('/')
+                .to_owned();
+            if !(login_url.starts_with("http://") || login_url.starts_with("https://")) {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "login_url")),
+                    format!("{key}.login_url"),
+                    "must start with http:// or https://",
+                ));
+            }
+            let version_ok = raw
+                .api_version
+                .split_once('.')
+                .is_some_and(|(major, minor)| {
+                    !major.is_empty() && major.chars().all(|c| c.is_ascii_digit()) && minor == "0"
+                });
+            if !version_ok {
+                return Err(src.invalid(
+                    Some(src.field_offset(start, "api_version")),
+                    format!("{key}.api_version"),
+                    format!(
+                        "`{}` is not a Salesforce API version; use e.g. `62.0`",
+                        raw.api_version
+                    ),
+                ));
+            }
+            let name_ok = |name: &str| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            for (field, value) in [("object", &raw.object), ("external_id", &raw.external_id)] {
+                if !name_ok(value) {
+                    return Err(src.invalid(
+                        Some(src.field_offset(start, field)),
+                        format!("{key}.{field}"),
+                        format!("`{value}` is not a Salesforce API name (letters, digits and `_`, e.g. `Contact` or `Warehouse_Id__c`)"),
+                    ));
+                }
+            }
+            Ok(DestinationConfig::Salesforce(SalesforceDestinationConfig {
+                login_url,
+                client_id: secret("client_id", &raw.client_id)?,
+                client_secret: secret("client_secret", &raw.client_secret)?,
+                refresh_token: secret("refresh_token", &raw.refresh_token)?,
+                api_version: raw.api_version,
+                object: raw.object,
+                external_id: raw.external_id,
+                batch_size: raw.batch_size,
+                timeout_secs: raw.timeout_secs.max(1),
+                max_retries: raw.max_retries,
+                limits,
+            }))
+        }
         _ => {
             let raw: RawPostgresDestination = typed(src, &key, &table)?;
             check_batch(raw.batch_size)?;
@@ -960,6 +1084,23 @@ fn resolve_sync(
                 raw.destination.get_ref(),
                 hubspot.match_on,
                 hubspot.match_on,
+                primary_key
+            ),
+        ));
+    }
+    if let DestinationConfig::Salesforce(salesforce) = destination
+        && !mapping.is_empty()
+        && !mapping.iter().any(|m| m.field == salesforce.external_id)
+    {
+        return Err(src.invalid(
+            Some(header),
+            format!("{key}.mapping"),
+            format!(
+                "destination `{}` upserts {} records by the external id `{}`, so the mapping must fill it (e.g. `{} = \"{}\"`)",
+                raw.destination.get_ref(),
+                salesforce.object,
+                salesforce.external_id,
+                salesforce.external_id,
                 primary_key
             ),
         ));

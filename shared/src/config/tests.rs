@@ -403,3 +403,72 @@ fn mailchimp_destination_takes_its_data_center_from_the_key() {
         assert!(err.contains(key) && err.contains(message), "{key}: {err}");
     }
 }
+
+#[test]
+fn salesforce_destination_defaults_and_checks() {
+    let salesforce = |extra: &str, mapping: &str| {
+        format!(
+            r#"{VALID}
+[destinations.sf]
+type = "salesforce"
+client_id = "${{CRM_TOKEN}}"
+client_secret = "s3cret"
+refresh_token = "r3fresh"
+object = "Contact"
+external_id = "Warehouse_Id__c"
+{extra}
+
+[syncs.to_sf]
+source = "warehouse"
+model = "SELECT id, email FROM analytics.customers"
+primary_key = "id"
+destination = "sf"
+[syncs.to_sf.mapping]
+{mapping}
+"#
+        )
+    };
+    let config = parse(&salesforce(
+        "",
+        "Warehouse_Id__c = \"id\"\nEmail = \"email\"",
+    ))
+    .unwrap();
+    let DestinationConfig::Salesforce(sf) = config.destination("sf").unwrap() else {
+        panic!("not a salesforce destination");
+    };
+    assert_eq!(sf.login_url, "https://login.salesforce.com");
+    assert_eq!(sf.api_version, "62.0");
+    assert_eq!(sf.batch_size, 200);
+    assert_eq!(sf.limits.max_concurrency, 5);
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cret") && !debug.contains("r3fresh") && !debug.contains("tok-123"));
+
+    let cases = [
+        (
+            salesforce("batch_size = 201", "Warehouse_Id__c = \"id\""),
+            "sf.batch_size",
+            "at most 200 records",
+        ),
+        (
+            salesforce("api_version = \"v62\"", "Warehouse_Id__c = \"id\""),
+            "sf.api_version",
+            "is not a Salesforce API version",
+        ),
+        (
+            salesforce("", "Email = \"email\""),
+            "syncs.to_sf.mapping",
+            "the mapping must fill it",
+        ),
+    ];
+    for (text, key, message) in cases {
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(message), "{key}: {err}");
+    }
+    let bad_object = salesforce("", "Warehouse_Id__c = \"id\"")
+        .replace("object = \"Contact\"", "object = \"Contact; DROP\"");
+    let err = parse(&bad_object).unwrap_err().to_string();
+    assert!(
+        err.contains("sf.object") && err.contains("is not a Salesforce API name"),
+        "{err}"
+    );
+}

@@ -99,6 +99,7 @@ pub enum DestinationConfig {
     Postgres(PostgresDestinationConfig),
     HubSpot(HubSpotDestinationConfig),
     Mailchimp(MailchimpDestinationConfig),
+    Salesforce(SalesforceDestinationConfig),
 }
 
 impl DestinationConfig {
@@ -108,6 +109,7 @@ impl DestinationConfig {
             DestinationConfig::Postgres(_) => "postgres",
             DestinationConfig::HubSpot(_) => "hubspot",
             DestinationConfig::Mailchimp(_) => "mailchimp",
+            DestinationConfig::Salesforce(_) => "salesforce",
         }
     }
 
@@ -117,6 +119,7 @@ impl DestinationConfig {
             DestinationConfig::Postgres(c) => c.batch_size,
             DestinationConfig::HubSpot(c) => c.batch_size,
             DestinationConfig::Mailchimp(c) => c.batch_size,
+            DestinationConfig::Salesforce(c) => c.batch_size,
         }
     }
 
@@ -126,6 +129,7 @@ impl DestinationConfig {
             DestinationConfig::Postgres(c) => &c.limits,
             DestinationConfig::HubSpot(c) => &c.limits,
             DestinationConfig::Mailchimp(c) => &c.limits,
+            DestinationConfig::Salesforce(c) => &c.limits,
         }
     }
 }
@@ -216,6 +220,28 @@ pub enum MailchimpRemoval {
     /// `…/actions/delete-permanent`: gone for good; Mailchimp will not let
     /// the address be re-added through the API.
     Delete,
+}
+
+/// Salesforce REST API: one sObject, upserted by an external id field.
+#[derive(Debug, Clone)]
+pub struct SalesforceDestinationConfig {
+    /// Where OAuth tokens come from: `https://login.salesforce.com`,
+    /// `https://test.salesforce.com` (sandboxes) or a My Domain URL.
+    pub login_url: String,
+    pub client_id: Secret,
+    pub client_secret: Secret,
+    pub refresh_token: Secret,
+    /// `62.0`: the `vXX.X` of REST paths.
+    pub api_version: String,
+    /// `Contact`, `Lead`, `Account`, `Invoice__c`, …
+    pub object: String,
+    /// The external id field records are upserted by (e.g. `Warehouse_Id__c`).
+    pub external_id: String,
+    /// Records per sObject Collections request (at most 200).
+    pub batch_size: usize,
+    pub timeout_secs: u64,
+    pub max_retries: u32,
+    pub limits: Limits,
 }
 
 /// `schema.table` (schema optional), kept unquoted; [`TableName::quoted`]

@@ -5,6 +5,7 @@ pub mod http;
 pub mod hubspot;
 pub mod mailchimp;
 pub mod postgres;
+pub mod salesforce;
 pub mod util;
 
 use std::collections::HashMap;
@@ -106,6 +107,14 @@ impl Registry {
                 ),
                 DestinationConfig::Mailchimp(c) => (
                     Arc::new(mailchimp::MailchimpDestination::new(
+                        http_client.clone(),
+                        c,
+                        limiter.clone(),
+                    )),
+                    c.max_retries,
+                ),
+                DestinationConfig::Salesforce(c) => (
+                    Arc::new(salesforce::SalesforceDestination::new(
                         http_client.clone(),
                         c,
                         limiter.clone(),

@@ -1,0 +1,362 @@
+//! The `salesforce` destination: one sObject (Contact, Lead, Account, a
+//! custom `__c` object) written with sObject Collections, 200 records a
+//! request, `allOrNone: false`.
+//!
+//! - `auth.rs`: OAuth 2.0 refresh-token flow; a 401 refreshes the token.
+//! - `schema.rs`: the sObject's describe.
+//! - `validate.rs`: pre-flight checks against it.
+//! - `request_builder.rs`: the collection bodies and their save results.
+//! - `service.rs`: calling Salesforce and classifying its answers.
+//!
+//! How a record is written:
+//! - delivered before (its Salesforce id is in the ledger): update by id,
+//!   so a changed external id or match value updates the same record; an
+//!   id Salesforce no longer has (deleted or merged there) is upserted again;
+//! - otherwise: upsert by the external id field, idempotent;
+//! - removed from the model (mirror mode): deleted by id.
+
+mod auth;
+mod request_builder;
+pub mod schema;
+mod service;
+mod validate;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ebb_shared::config::SalesforceDestinationConfig;
+use futures::future::BoxFuture;
+use reqwest::Method;
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+use crate::batch::{BatchContext, Op, OutboundRecord};
+use crate::destinations::Destination;
+use crate::destinations::util::limiter::Limiter;
+use crate::destinations::util::outcome::{Attempt, RecordAnswer};
+use auth::TokenSource;
+use request_builder::SaveResult;
+use schema::Schema;
+pub use service::Failure;
+
+/// The describe is read again after this long, so new fields or picklist
+/// values are picked up without restarting workers.
+const SCHEMA_TTL: Duration = Duration::from_secs(300);
+
+const DELETE: u8 = 0;
+const UPDATE_BY_ID: u8 = 1;
+const UPSERT: u8 = 2;
+
+/// Save-result codes that mean the record id no longer exists.
+const GONE: &[&str] = &[
+    "ENTITY_IS_DELETED",
+    "INVALID_CROSS_REFERENCE_KEY",
+    "NOT_FOUND",
+];
+
+pub struct SalesforceDestination {
+    client: reqwest::Client,
+    config: SalesforceDestinationConfig,
+    tokens: TokenSource,
+    limiter: Arc<Limiter>,
+    schema: Mutex<Option<(Instant, Arc<Schema>)>>,
+}
+
+/// Requests made by one `send`: the first goes out under the delivery
+/// loop's permit, each further one takes a rate token (see `hubspot`).
+#[derive(Default)]
+struct RequestBudget {
+    sent: AtomicU32,
+}
+
+type Answers = Vec<Option<RecordAnswer>>;
+
+struct Pending {
+    index: usize,
+    fields: Map<String, Value>,
+    id: Option<String>,
+}
+
+impl SalesforceDestination {
+    pub fn new(
+        client: reqwest::Client,
+        config: &SalesforceDestinationConfig,
+        limiter: Arc<Limiter>,
+    ) -> Self {
+        Self {
+            tokens: TokenSource::new(client.clone(), config),
+            client,
+            config: config.clone(),
+            limiter,
+            schema: Mutex::new(None),
+        }
+    }
+
+    async fn spend(&self, budget: &RequestBudget) {
+        if budget.sent.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.limiter.take_rate_token().await;
+        }
+    }
+
+    async fn schema(&self, budget: &RequestBudget) -> Result<Arc<Schema>, Failure> {
+        let mut cached = self.schema.lock().await;
+        if let Some((at, schema)) = cached.as_ref()
+            && at.elapsed() < SCHEMA_TTL
+        {
+            return Ok(schema.clone());
+        }
+        self.spend(budget).await;
+        let schema = Arc::new(schema::fetch(&self.client, &self.config, &self.tokens).await?);
+        *cached = Some((Instant::now(), schema.clone()));
+        Ok(schema)
+    }
+
+    async fn call(
+        &self,
+        budget: &RequestBudget,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Vec<SaveResult>, Failure> {
+        self.spend(budget).await;
+        let text =
+            service::call(&self.client, &self.config, &self.tokens, method, path, body).await?;
+        serde_json::from_str(&text).map_err(|e| {
+            Failure::Unexpected(format!(
+                "Salesforce's answer to {path} is not a list of save results: {e}"
+            ))
+        })
+    }
+
+    async fn try_send(
+        &self,
+        ctx: &BatchContext,
+        records: &[OutboundRecord],
+    ) -> Result<Vec<RecordAnswer>, Failure> {
+        let budget = &RequestBudget::default();
+        let schema = self.schema(budget).await?;
+        let mut answers: Answers = vec![None; records.len()];
+        let mut deletes: Vec<(usize, &str)> = Vec::new();
+        let mut updates = Vec::new();
+        let mut upserts = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            if record.op == Op::Delete {
+                match record.destination_id.as_deref() {
+                    Some(id) => deletes.push((index, id)),
+                    None => {
+                        answers[index] = Some(RecordAnswer::Rejected(
+                            "no Salesforce id is known for this record, so it cannot be deleted \
+                             (it was delivered before Ebb kept record ids); delete it in Salesforce by hand"
+                                .into(),
+                        ))
+                    }
+                }
+                continue;
+            }
+            let fields: Map<String, Value> = match record
+                .fields
+                .as_deref()
+                .map(|f| serde_json::from_str(f.get()))
+            {
+                Some(Ok(fields)) => fields,
+                _ => {
+                    answers[index] = Some(RecordAnswer::Rejected(
+                        "the record's mapped fields are not a JSON object".into(),
+                    ));
+                    continue;
+                }
+            };
+            let problems =
+                schema.check_fields(fields.keys().map(String::as_str), &self.config.external_id);
+            let config_problems: Vec<&String> = problems
+                .iter()
+                .filter(|p| !p.contains("is required to create records"))
+                .collect();
+            if !config_problems.is_empty() {
+                return Err(Failure::Misconfigured(format!(
+                    "the mapping of sync `{}` does not fit Salesforce: {} (run `ebb check --connect`)",
+                    ctx.sync,
+                    config_problems
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )));
+            }
+            let id = record.destination_id.clone();
+            match validate::record(&schema, &fields, id.is_none()) {
+                Err(reason) => answers[index] = Some(RecordAnswer::Rejected(reason)),
+                Ok(fields) => {
+                    let pending = Pending { index, fields, id };
+                    if pending.id.is_some() {
+                        updates.push(pending);
+                    } else {
+                        upserts.push(pending);
+                    }
+                }
+            }
+        }
+        if !deletes.is_empty() {
+            let ids: Vec<&str> = deletes.iter().map(|(_, id)| *id).collect();
+            let results = self
+                .call(
+                    budget,
+                    Method::DELETE,
+                    &request_builder::delete_path(&ids),
+                    None,
+                )
+                .await?;
+            check_count(&results, deletes.len())?;
+            for ((index, _), result) in deletes.iter().zip(results) {
+                answers[*index] = Some(if result.success || result.has_error(GONE) {
+                    RecordAnswer::Applied {
+                        destination_id: None,
+                        looked_up: false,
+                    }
+                } else {
+                    RecordAnswer::Rejected(result.describe())
+                });
+            }
+        }
+        if !updates.is_empty() {
+            upserts.extend(self.update(budget, updates, &mut answers).await?);
+        }
+        if !upserts.is_empty() {
+            self.upsert(budget, upserts, &mut answers).await?;
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    RecordAnswer::Rejected("internal error: no answer for this record".into())
+                })
+            })
+            .collect())
+    }
+
+    /// Updates by id; returns the records Salesforce no longer has.
+    async fn update(
+        &self,
+        budget: &RequestBudget,
+        updates: Vec<Pending>,
+        answers: &mut Answers,
+    ) -> Result<Vec<Pending>, Failure> {
+        let records: Vec<(&str, &Map<String, Value>)> = updates
+            .iter()
+            .filter_map(|p| Some((p.id.as_deref()?, &p.fields)))
+            .collect();
+        let body = request_builder::update(&self.config.object, &records);
+        let results = self
+            .call(budget, Method::PATCH, "/composite/sobjects", Some(&body))
+            .await?;
+        check_count(&results, updates.len())?;
+        let mut gone = Vec::new();
+        for (mut pending, result) in updates.into_iter().zip(results) {
+            if result.success {
+                answers[pending.index] = Some(RecordAnswer::Applied {
+                    destination_id: result.id.or(pending.id),
+                    looked_up: false,
+                });
+            } else if result.has_error(GONE) {
+                tracing::info!(object = %self.config.object, "a record Salesforce no longer has (deleted or merged there) is upserted again");
+                pending.id = None;
+                gone.push(pending);
+            } else {
+                answers[pending.index] = Some(RecordAnswer::Rejected(result.describe()));
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Upserts by the external id: idempotent.
+    async fn upsert(
+        &self,
+        budget: &RequestBudget,
+        upserts: Vec<Pending>,
+        answers: &mut Answers,
+    ) -> Result<(), Failure> {
+        let records: Vec<&Map<String, Value>> = upserts.iter().map(|p| &p.fields).collect();
+        let body = request_builder::upsert(&self.config.object, &records);
+        let path = format!(
+            "/composite/sobjects/{}/{}",
+            self.config.object, self.config.external_id
+        );
+        let results = self.call(budget, Method::PATCH, &path, Some(&body)).await?;
+        check_count(&results, upserts.len())?;
+        for (pending, result) in upserts.iter().zip(results) {
+            answers[pending.index] = Some(if result.success {
+                RecordAnswer::Applied {
+                    destination_id: result.id,
+                    looked_up: false,
+                }
+            } else {
+                RecordAnswer::Rejected(result.describe())
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Save results come one per record, in order; anything else is not an
+/// answer Ebb can map to records.
+fn check_count(results: &[SaveResult], sent: usize) -> Result<(), Failure> {
+    if results.len() == sent {
+        Ok(())
+    } else {
+        Err(Failure::Unexpected(format!(
+            "Salesforce answered {} save results for {sent} records",
+            results.len()
+        )))
+    }
+}
+
+/// What `ebb check --connect` found for one sync's mapping.
+pub struct MappingCheck {
+    pub problems: Vec<String>,
+}
+
+/// Signs in (refresh-token flow), reads the sObject's describe and checks
+/// the mapping's `fields` against it.
+pub async fn check_mapping(
+    client: &reqwest::Client,
+    config: &SalesforceDestinationConfig,
+    fields: &[&str],
+) -> Result<MappingCheck, Failure> {
+    let tokens = TokenSource::new(client.clone(), config);
+    let schema = schema::fetch(client, config, &tokens).await?;
+    let mut problems = schema.check_fields(fields.iter().copied(), &config.external_id);
+    if !fields
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(&config.external_id))
+    {
+        problems.push(format!(
+            "the mapping does not fill `{}`, the external id records are upserted by",
+            config.external_id
+        ));
+    }
+    Ok(MappingCheck { problems })
+}
+
+impl Destination for SalesforceDestination {
+    fn send<'a>(
+        &'a self,
+        ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            match self.try_send(ctx, records).await {
+                Ok(answers) => Attempt::Answered(answers),
+                Err(failure) => failure.into(),
+            }
+        })
+    }
+
+    fn request_group(&self, record: &OutboundRecord) -> u8 {
+        match (record.op, &record.destination_id) {
+            (Op::Delete, _) => DELETE,
+            (Op::Upsert, Some(_)) => UPDATE_BY_ID,
+            (Op::Upsert, None) => UPSERT,
+        }
+    }
+}
