@@ -15,6 +15,11 @@
 //!   `INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`, `STRING_TOO_LONG`,
 //!   `FIELD_CUSTOM_VALIDATION_EXCEPTION` (a validation rule: LastName may not
 //!   be "Test"), `ENTITY_IS_DELETED`;
+//! - Bulk API 2.0 ingest jobs (`…/jobs/ingest`): create (upsert, update,
+//!   delete), upload CSV, close with `UploadComplete`, poll (`InProgress`
+//!   then `JobComplete`), `successfulResults/` (`sf__Id`, `sf__Created`) and
+//!   `failedResults/` (`sf__Error` as `CODE:message:fields --`); an unknown
+//!   column fails the job (`InvalidBatch : Field name not found`);
 //! - the org's API limit: 403 `REQUEST_LIMIT_EXCEEDED`.
 //!
 //! Knobs: expire every access token, answer the next N calls with the API
@@ -57,6 +62,10 @@ pub struct SalesforceState {
     pub limit_left: u32,
     pub drop_after_apply_left: u32,
     pub url: String,
+    /// Bulk API 2.0 jobs by id.
+    pub jobs: BTreeMap<String, Job>,
+    /// Polls a closed job answers `InProgress` before `JobComplete`.
+    pub bulk_polls: u32,
 }
 
 impl SalesforceState {
@@ -103,6 +112,7 @@ impl Salesforce {
     pub async fn start() -> Salesforce {
         let state = Arc::new(Mutex::new(SalesforceState {
             next_id: 1,
+            bulk_polls: 2,
             ..Default::default()
         }));
         let app = Router::new()
@@ -118,6 +128,19 @@ impl Salesforce {
             .route(
                 "/services/data/{version}/composite/sobjects/{object}/{external_id}",
                 patch(upsert),
+            )
+            .route("/services/data/{version}/jobs/ingest", post(create_job))
+            .route(
+                "/services/data/{version}/jobs/ingest/{id}",
+                get(job_info).patch(close_job),
+            )
+            .route(
+                "/services/data/{version}/jobs/ingest/{id}/batches",
+                axum::routing::put(upload_job_data),
+            )
+            .route(
+                "/services/data/{version}/jobs/ingest/{id}/{kind}/",
+                get(job_results),
             )
             .with_state(state.clone());
         let addr = crate::serve_emulator(app, "127.0.0.1:0").await;
@@ -324,7 +347,7 @@ fn save_error(code: &str, message: &str, fields: &[&str]) -> Value {
 fn check(fields: &Map<String, Value>, creating: bool) -> Result<BTreeMap<String, Value>, Value> {
     let mut out = BTreeMap::new();
     for (name, value) in fields {
-        if name == "attributes" || name == "id" {
+        if name == "attributes" || name.eq_ignore_ascii_case("id") {
             continue;
         }
         let Some(def) = CONTACT.iter().find(|f| f.name.eq_ignore_ascii_case(name)) else {
@@ -446,45 +469,10 @@ async fn upsert(
             Ok(r) => r,
             Err(answer) => return answer,
         };
-        let mut results = Vec::new();
-        for record in records {
-            let Some(key) = record
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("Warehouse_Id__c"))
-                .and_then(|(_, v)| v.as_str())
-                .map(str::to_owned)
-            else {
-                results.push(save_error(
-                    "MISSING_ARGUMENT",
-                    "Warehouse_Id__c not specified",
-                    &[],
-                ));
-                continue;
-            };
-            let existing = s.by_external_id(&key).first().map(|(id, _)| (*id).clone());
-            match check(&record, existing.is_none()) {
-                Err(result) => results.push(result),
-                Ok(fields) => {
-                    let (id, created) = match existing {
-                        Some(id) => (id, false),
-                        None => {
-                            let id = format!("003EMUL{:011}", s.next_id);
-                            s.next_id += 1;
-                            (id, true)
-                        }
-                    };
-                    let stored = s.contacts.entry(id.clone()).or_insert(Record {
-                        fields: BTreeMap::new(),
-                        deleted: false,
-                    });
-                    stored.fields.extend(fields);
-                    results.push(
-                        json!({ "id": id, "success": true, "errors": [], "created": created }),
-                    );
-                }
-            }
-        }
-        results
+        records
+            .iter()
+            .map(|record| upsert_one(&mut s, record))
+            .collect::<Vec<_>>()
     };
     maybe_drop(&state);
     axum::Json(Value::Array(results)).into_response()
@@ -505,34 +493,10 @@ async fn update(
             Ok(r) => r,
             Err(answer) => return answer,
         };
-        let mut results = Vec::new();
-        for record in records {
-            let id = record
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
-            match s.contacts.get(&id) {
-                None => results.push(save_error(
-                    "INVALID_CROSS_REFERENCE_KEY",
-                    &format!("invalid cross reference id: {id}"),
-                    &[],
-                )),
-                Some(r) if r.deleted => {
-                    results.push(save_error("ENTITY_IS_DELETED", "entity is deleted", &[]))
-                }
-                Some(_) => match check(&record, false) {
-                    Err(result) => results.push(result),
-                    Ok(fields) => {
-                        if let Some(stored) = s.contacts.get_mut(&id) {
-                            stored.fields.extend(fields);
-                        }
-                        results.push(json!({ "id": id, "success": true, "errors": [] }));
-                    }
-                },
-            }
-        }
-        results
+        records
+            .iter()
+            .map(|record| update_one(&mut s, record))
+            .collect::<Vec<_>>()
     };
     maybe_drop(&state);
     axum::Json(Value::Array(results)).into_response()
@@ -559,20 +523,401 @@ async fn delete(
             "record limit reached. cannot submit more than 200 records into this call",
         );
     }
-    let results: Vec<Value> = ids
-        .into_iter()
-        .map(|id| match s.contacts.get_mut(&id) {
-            Some(record) if !record.deleted => {
-                record.deleted = true;
+    let results: Vec<Value> = ids.iter().map(|id| delete_one(&mut s, id)).collect();
+    axum::Json(Value::Array(results)).into_response()
+}
+
+/// Upserts one record by `Warehouse_Id__c`; returns its save result.
+fn upsert_one(s: &mut SalesforceState, record: &Map<String, Value>) -> Value {
+    let key = record
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Warehouse_Id__c"))
+        .and_then(|(_, v)| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+    let Some(key) = key else {
+        return save_error("MISSING_ARGUMENT", "Warehouse_Id__c not specified", &[]);
+    };
+    let existing = s.by_external_id(&key).first().map(|(id, _)| (*id).clone());
+    match check(record, existing.is_none()) {
+        Err(result) => result,
+        Ok(fields) => {
+            let (id, created) = match existing {
+                Some(id) => (id, false),
+                None => {
+                    let id = format!("003EMUL{:011}", s.next_id);
+                    s.next_id += 1;
+                    (id, true)
+                }
+            };
+            let stored = s.contacts.entry(id.clone()).or_insert(Record {
+                fields: BTreeMap::new(),
+                deleted: false,
+            });
+            stored.fields.extend(fields);
+            json!({ "id": id, "success": true, "errors": [], "created": created })
+        }
+    }
+}
+
+/// Updates one record by its `id` (`Id` in bulk data); returns its save result.
+fn update_one(s: &mut SalesforceState, record: &Map<String, Value>) -> Value {
+    let id = record
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("id"))
+        .and_then(|(_, v)| v.as_str())
+        .unwrap_or("")
+        .to_owned();
+    match s.contacts.get(&id) {
+        None => save_error(
+            "INVALID_CROSS_REFERENCE_KEY",
+            &format!("invalid cross reference id: {id}"),
+            &[],
+        ),
+        Some(r) if r.deleted => save_error("ENTITY_IS_DELETED", "entity is deleted", &[]),
+        Some(_) => match check(record, false) {
+            Err(result) => result,
+            Ok(fields) => {
+                if let Some(stored) = s.contacts.get_mut(&id) {
+                    stored.fields.extend(fields);
+                }
                 json!({ "id": id, "success": true, "errors": [] })
             }
-            Some(_) => save_error("ENTITY_IS_DELETED", "entity is deleted", &[]),
-            None => save_error(
-                "INVALID_CROSS_REFERENCE_KEY",
-                &format!("invalid cross reference id: {id}"),
-                &[],
-            ),
-        })
-        .collect();
-    axum::Json(Value::Array(results)).into_response()
+        },
+    }
+}
+
+fn delete_one(s: &mut SalesforceState, id: &str) -> Value {
+    match s.contacts.get_mut(id) {
+        Some(record) if !record.deleted => {
+            record.deleted = true;
+            json!({ "id": id, "success": true, "errors": [] })
+        }
+        Some(_) => save_error("ENTITY_IS_DELETED", "entity is deleted", &[]),
+        None => save_error(
+            "INVALID_CROSS_REFERENCE_KEY",
+            &format!("invalid cross reference id: {id}"),
+            &[],
+        ),
+    }
+}
+
+/// A Bulk API 2.0 ingest job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub operation: String,
+    pub state: String,
+    data: String,
+    polls_left: u32,
+    error_message: Option<String>,
+    successes: String,
+    failures: String,
+    processed: usize,
+    failed: usize,
+}
+
+fn job_json(id: &str, job: &Job) -> Value {
+    json!({
+        "id": id, "operation": job.operation, "object": "Contact", "state": job.state,
+        "contentType": "CSV", "lineEnding": "LF", "columnDelimiter": "COMMA", "apiVersion": 62.0,
+        "contentUrl": format!("services/data/{VERSION}/jobs/ingest/{id}/batches"),
+        "numberRecordsProcessed": job.processed, "numberRecordsFailed": job.failed,
+        "errorMessage": job.error_message,
+    })
+}
+
+async fn create_job(
+    State(state): Shared,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    axum::Json(spec): axum::Json<Value>,
+) -> Response {
+    let mut s = state.lock().expect("lock");
+    if let Err(answer) = admit(&mut s, &headers, &version, "POST jobs/ingest".into()) {
+        return answer;
+    }
+    let operation = spec
+        .get("operation")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if spec.get("object").and_then(Value::as_str) != Some("Contact") {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            "InvalidJob : Object not supported by the emulator",
+        );
+    }
+    if !["upsert", "update", "delete"].contains(&operation.as_str()) {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            &format!("InvalidJob : Invalid operation: {operation}"),
+        );
+    }
+    if operation == "upsert"
+        && spec.get("externalIdFieldName").and_then(Value::as_str) != Some("Warehouse_Id__c")
+    {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            "InvalidJob : External ID was blank or not an External ID field",
+        );
+    }
+    s.next_id += 1;
+    let id = format!("750EMUL{:011}", s.next_id);
+    let job = Job {
+        operation,
+        state: "Open".into(),
+        data: String::new(),
+        polls_left: s.bulk_polls,
+        error_message: None,
+        successes: String::new(),
+        failures: String::new(),
+        processed: 0,
+        failed: 0,
+    };
+    let answer = job_json(&id, &job);
+    s.jobs.insert(id, job);
+    axum::Json(answer).into_response()
+}
+
+async fn upload_job_data(
+    State(state): Shared,
+    Path((version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut s = state.lock().expect("lock");
+    if let Err(answer) = admit(
+        &mut s,
+        &headers,
+        &version,
+        format!("PUT jobs/ingest/{id}/batches"),
+    ) {
+        return answer;
+    }
+    match s.jobs.get_mut(&id) {
+        Some(job) if job.state == "Open" => {
+            job.data.push_str(&body);
+            StatusCode::CREATED.into_response()
+        }
+        Some(_) => errors(
+            StatusCode::CONFLICT,
+            "INVALIDJOBSTATE",
+            "Job is not open for data upload",
+        ),
+        None => errors(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ),
+    }
+}
+
+async fn close_job(
+    State(state): Shared,
+    Path((version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let mut s = state.lock().expect("lock");
+    if let Err(answer) = admit(
+        &mut s,
+        &headers,
+        &version,
+        format!("PATCH jobs/ingest/{id}"),
+    ) {
+        return answer;
+    }
+    let Some(mut job) = s.jobs.get(&id).cloned() else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        );
+    };
+    if body.get("state").and_then(Value::as_str) != Some("UploadComplete") || job.state != "Open" {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOBSTATE",
+            "Invalid state transition",
+        );
+    }
+    process_job(&mut s, &mut job);
+    let answer = job_json(&id, &job);
+    s.jobs.insert(id, job);
+    axum::Json(answer).into_response()
+}
+
+/// Runs a closed job's rows; its results are served once it has been
+/// polled `bulk_polls` times.
+fn process_job(s: &mut SalesforceState, job: &mut Job) {
+    let mut rows = parse_csv(&job.data).into_iter();
+    let header = rows.next().unwrap_or_default();
+    let unknown = header
+        .iter()
+        .find(|h| *h != "Id" && !CONTACT.iter().any(|f| f.name.eq_ignore_ascii_case(h)));
+    if let Some(unknown) = unknown {
+        job.state = "Failed".into();
+        job.error_message = Some(format!("InvalidBatch : Field name not found : {unknown}"));
+        return;
+    }
+    let quote = |cell: &str| format!("\"{}\"", cell.replace('"', "\"\""));
+    let columns: Vec<String> = header.iter().map(|h| quote(h)).collect();
+    let mut successes = format!("\"sf__Id\",\"sf__Created\",{}\n", columns.join(","));
+    let mut failures = format!("\"sf__Id\",\"sf__Error\",{}\n", columns.join(","));
+    for cells in rows {
+        let mut record = Map::new();
+        for (column, cell) in header.iter().zip(&cells) {
+            match cell.as_str() {
+                "" => {}
+                "#N/A" => {
+                    record.insert(column.clone(), Value::Null);
+                }
+                text => {
+                    record.insert(column.clone(), Value::String(text.to_owned()));
+                }
+            }
+        }
+        let result = match job.operation.as_str() {
+            "upsert" => upsert_one(s, &record),
+            "update" => update_one(s, &record),
+            _ => delete_one(s, record.get("Id").and_then(Value::as_str).unwrap_or("")),
+        };
+        let original: Vec<String> = cells.iter().map(|c| quote(c)).collect();
+        job.processed += 1;
+        if result["success"] == true {
+            let created = result["created"] == true;
+            successes.push_str(&format!(
+                "{},{},{}\n",
+                quote(result["id"].as_str().unwrap_or("")),
+                quote(&created.to_string()),
+                original.join(",")
+            ));
+        } else {
+            job.failed += 1;
+            let error = &result["errors"][0];
+            let fields: Vec<&str> = error["fields"]
+                .as_array()
+                .map(|f| f.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let text = format!(
+                "{}:{}:{} --",
+                error["statusCode"].as_str().unwrap_or(""),
+                error["message"].as_str().unwrap_or(""),
+                fields.join(",")
+            );
+            failures.push_str(&format!(
+                "{},{},{}\n",
+                quote(""),
+                quote(&text),
+                original.join(",")
+            ));
+        }
+    }
+    job.successes = successes;
+    job.failures = failures;
+    job.state = "UploadComplete".into();
+}
+
+async fn job_info(
+    State(state): Shared,
+    Path((version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = state.lock().expect("lock");
+    if let Err(answer) = admit(&mut s, &headers, &version, format!("GET jobs/ingest/{id}")) {
+        return answer;
+    }
+    let Some(job) = s.jobs.get_mut(&id) else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        );
+    };
+    if job.state == "UploadComplete" || job.state == "InProgress" {
+        if job.polls_left == 0 {
+            job.state = "JobComplete".into();
+        } else {
+            job.polls_left -= 1;
+            job.state = "InProgress".into();
+        }
+    }
+    axum::Json(job_json(&id, job)).into_response()
+}
+
+async fn job_results(
+    State(state): Shared,
+    Path((version, id, kind)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = state.lock().expect("lock");
+    if let Err(answer) = admit(
+        &mut s,
+        &headers,
+        &version,
+        format!("GET jobs/ingest/{id}/{kind}"),
+    ) {
+        return answer;
+    }
+    let Some(job) = s.jobs.get(&id) else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        );
+    };
+    if job.state != "JobComplete" {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOBSTATE",
+            "Job is not complete",
+        );
+    }
+    let body = match kind.as_str() {
+        "successfulResults" => job.successes.clone(),
+        "failedResults" => job.failures.clone(),
+        _ => {
+            return errors(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "The requested resource does not exist",
+            );
+        }
+    };
+    ([("content-type", "text/csv")], body).into_response()
+}
+
+/// RFC 4180 CSV, as Salesforce reads job data.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let (mut row, mut cell, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => cell.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut cell)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut cell));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => cell.push(c),
+        }
+    }
+    if !cell.is_empty() || !row.is_empty() {
+        row.push(cell);
+        rows.push(row);
+    }
+    rows
 }

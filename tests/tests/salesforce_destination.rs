@@ -22,6 +22,7 @@ client_id = "{CLIENT_ID}"
 client_secret = "{CLIENT_SECRET}"
 refresh_token = "{REFRESH_TOKEN}"
 api_version = "{VERSION}"
+api = "{API}"
 object = "Contact"
 external_id = "Warehouse_Id__c"
 batch_size = {BATCH}
@@ -51,6 +52,7 @@ fn placeholders(salesforce: &Salesforce, batch: usize) -> Vec<(&'static str, Str
         ("{VERSION}", "62.0".to_owned()),
         ("{BATCH}", batch.to_string()),
         ("{EMAIL}", "Email".to_owned()),
+        ("{API}", "collections".to_owned()),
     ]
 }
 
@@ -311,4 +313,94 @@ async fn check_connect_tells_credentials_versions_and_fields_apart() {
     assert_ne!(code, Some(0));
     assert!(stderr.contains("Contact has no field `Emial`"), "{stderr}");
     assert_eq!(salesforce.with(|s| s.writes()), 0, "checks write nothing");
+}
+
+/// `api = "bulk"`: each batch of 1,000 becomes one Bulk API 2.0 job
+/// (create, upload CSV, close, poll, results), per-record failures come
+/// from the job's failed results, and updates and deletes by id are jobs too.
+#[tokio::test]
+async fn bulk_api_jobs_carry_large_runs() {
+    let salesforce = Salesforce::start().await;
+    let mut extra = placeholders(&salesforce, 1000);
+    extra[7].1 = "bulk".to_owned();
+    let mut env = TestEnv::new(CONFIG, &extra).await;
+    seed_customers(&env.warehouse, 2500).await;
+    exec(
+        &env.warehouse,
+        "UPDATE analytics.customers SET first_name = 'Test' WHERE id = 77",
+    )
+    .await;
+    exec(
+        &env.warehouse,
+        "UPDATE analytics.customers SET email = 'not-an-email' WHERE id = 78",
+    )
+    .await;
+    exec(
+        &env.warehouse,
+        "UPDATE analytics.customers SET first_name = 'O\"Brien, Ann' WHERE id = 79",
+    )
+    .await;
+    env.start_worker(2);
+
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 2498, "{run}");
+    assert_eq!(run["rejected"], 2, "{run}");
+    salesforce.with(|s| {
+        assert_eq!(s.live().len(), 2498);
+        assert_eq!(s.calls("POST jobs/ingest"), 3, "one job per batch");
+        assert_eq!(
+            s.calls("PATCH upsert"),
+            0,
+            "no collection requests in bulk mode"
+        );
+        assert_eq!(
+            s.by_external_id("79")[0].1.fields["LastName"],
+            "O\"Brien, Ann",
+            "CSV quoting"
+        );
+    });
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    assert!(
+        dlq_reason(&dlq, "77")
+            .contains("Salesforce FIELD_CUSTOM_VALIDATION_EXCEPTION:Last name cannot be Test"),
+        "{dlq}"
+    );
+    assert!(
+        dlq_reason(&dlq, "78").contains("`Email`: `not-an-email` is not a valid email address")
+    );
+    let with_ids = TestEnv::scalar_i64(
+        &env.state,
+        "SELECT count(*) FROM ebb_ledger WHERE sync_name = 'contacts' AND destination_id LIKE '003EMUL%'",
+    )
+    .await;
+    assert_eq!(with_ids, 2498);
+
+    // Updates by id and mirror deletes run as jobs too.
+    exec(
+        &env.warehouse,
+        "UPDATE analytics.customers SET plan = 'enterprise' WHERE id <= 1500",
+    )
+    .await;
+    exec(
+        &env.warehouse,
+        "DELETE FROM analytics.customers WHERE id > 2400",
+    )
+    .await;
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 1600 - 2, "{run}");
+    salesforce.with(|s| {
+        assert_eq!(s.live().len(), 2398);
+        assert_eq!(
+            s.by_external_id("1000")[0].1.fields["Plan__c"],
+            "enterprise"
+        );
+        let operations: Vec<&str> = s.jobs.values().map(|j| j.operation.as_str()).collect();
+        assert!(
+            operations.contains(&"update") && operations.contains(&"delete"),
+            "{operations:?}"
+        );
+        assert!(s.jobs.values().all(|j| j.state == "JobComplete"));
+    });
 }

@@ -290,8 +290,9 @@ struct RawSalesforceDestination {
     api_version: String,
     object: String,
     external_id: String,
-    #[serde(default = "default_salesforce_batch_size")]
-    batch_size: usize,
+    #[serde(default = "default_salesforce_api")]
+    api: SalesforceApi,
+    batch_size: Option<usize>,
     #[serde(default = "default_timeout_secs")]
     timeout_secs: u64,
     #[serde(default = "default_max_retries")]
@@ -311,9 +312,11 @@ fn default_salesforce_api_version() -> String {
 }
 /// sObject Collections take at most 200 records per request.
 pub const SALESFORCE_MAX_BATCH: usize = 200;
-fn default_salesforce_batch_size() -> usize {
-    SALESFORCE_MAX_BATCH
+fn default_salesforce_api() -> SalesforceApi {
+    SalesforceApi::Collections
 }
+/// A Bulk API 2.0 job per batch of this many records.
+const SALESFORCE_BULK_BATCH: usize = 10_000;
 /// Salesforce caps long-running requests per org at 25; a handful in flight
 /// leaves room for the org's other integrations.
 fn default_salesforce_max_concurrency() -> u32 {
@@ -866,14 +869,17 @@ fn resolve_destination(
         }
         "salesforce" => {
             let raw: RawSalesforceDestination = typed(src, &key, &table)?;
-            check_batch(raw.batch_size)?;
-            if raw.batch_size > SALESFORCE_MAX_BATCH {
+            let batch_size = raw.batch_size.unwrap_or(match raw.api {
+                SalesforceApi::Collections => SALESFORCE_MAX_BATCH,
+                SalesforceApi::Bulk => SALESFORCE_BULK_BATCH,
+            });
+            check_batch(batch_size)?;
+            if raw.api == SalesforceApi::Collections && batch_size > SALESFORCE_MAX_BATCH {
                 return Err(src.invalid(
                     Some(src.field_offset(start, "batch_size")),
                     format!("{key}.batch_size"),
                     format!(
-                        "sObject Collections take at most {SALESFORCE_MAX_BATCH} records, got {}",
-                        raw.batch_size
+                        "sObject Collections take at most {SALESFORCE_MAX_BATCH} records, got {batch_size}; set `api = \"bulk\"` for larger batches"
                     ),
                 ));
             }
@@ -938,7 +944,8 @@ fn resolve_destination(
                 api_version: raw.api_version,
                 object: raw.object,
                 external_id: raw.external_id,
-                batch_size: raw.batch_size,
+                api: raw.api,
+                batch_size,
                 timeout_secs: raw.timeout_secs.max(1),
                 max_retries: raw.max_retries,
                 limits,

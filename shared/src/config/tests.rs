@@ -464,6 +464,11 @@ destination = "sf"
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains(key) && err.contains(message), "{key}: {err}");
     }
+    let bulk = parse(&salesforce("api = \"bulk\"", "Warehouse_Id__c = \"id\"")).unwrap();
+    let DestinationConfig::Salesforce(bulk) = bulk.destination("sf").unwrap() else {
+        panic!("not a salesforce destination");
+    };
+    assert_eq!((bulk.api, bulk.batch_size), (SalesforceApi::Bulk, 10_000));
     let bad_object = salesforce("", "Warehouse_Id__c = \"id\"")
         .replace("object = \"Contact\"", "object = \"Contact; DROP\"");
     let err = parse(&bad_object).unwrap_err().to_string();

@@ -237,11 +237,21 @@ pub struct SalesforceDestinationConfig {
     pub object: String,
     /// The external id field records are upserted by (e.g. `Warehouse_Id__c`).
     pub external_id: String,
-    /// Records per sObject Collections request (at most 200).
+    /// `collections` (sObject Collections, 200 records a request) or
+    /// `bulk` (one Bulk API 2.0 ingest job per batch, for large runs).
+    pub api: SalesforceApi,
+    /// Records per request (collections: at most 200) or per job (bulk).
     pub batch_size: usize,
     pub timeout_secs: u64,
     pub max_retries: u32,
     pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SalesforceApi {
+    Collections,
+    Bulk,
 }
 
 /// `schema.table` (schema optional), kept unquoted; [`TableName::quoted`]

@@ -7,6 +7,7 @@
 //! - `validate.rs`: pre-flight checks against it.
 //! - `request_builder.rs`: the collection bodies and their save results.
 //! - `service.rs`: calling Salesforce and classifying its answers.
+//! - `bulk.rs` and `csv.rs`: Bulk API 2.0 jobs, for `api = "bulk"`.
 //!
 //! How a record is written:
 //! - delivered before (its Salesforce id is in the ledger): update by id,
@@ -14,8 +15,13 @@
 //!   id Salesforce no longer has (deleted or merged there) is upserted again;
 //! - otherwise: upsert by the external id field, idempotent;
 //! - removed from the model (mirror mode): deleted by id.
+//!
+//! With `api = "bulk"` each of these is one Bulk API 2.0 job per batch
+//! instead of collection requests.
 
 mod auth;
+mod bulk;
+mod csv;
 mod request_builder;
 pub mod schema;
 mod service;
@@ -25,9 +31,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ebb_shared::config::SalesforceDestinationConfig;
+use ebb_shared::config::{SalesforceApi, SalesforceDestinationConfig};
 use futures::future::BoxFuture;
 use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
@@ -36,9 +43,11 @@ use crate::destinations::Destination;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::{Attempt, RecordAnswer};
 use auth::TokenSource;
+use bulk::{JobRecord, Operation};
 use request_builder::SaveResult;
 use schema::Schema;
 pub use service::Failure;
+use service::Payload;
 
 /// The describe is read again after this long, so new fields or picklist
 /// values are picked up without restarting workers.
@@ -112,6 +121,38 @@ impl SalesforceDestination {
         Ok(schema)
     }
 
+    async fn raw(
+        &self,
+        budget: &RequestBudget,
+        method: Method,
+        path: &str,
+        body: Payload<'_>,
+    ) -> Result<String, Failure> {
+        self.spend(budget).await;
+        service::call(&self.client, &self.config, &self.tokens, method, path, body).await
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        budget: &RequestBudget,
+        method: Method,
+        path: &str,
+        body: Payload<'_>,
+    ) -> Result<T, Failure> {
+        let text = self.raw(budget, method, path, body).await?;
+        let text = if text.trim().is_empty() {
+            "null"
+        } else {
+            text.as_str()
+        };
+        serde_json::from_str(text).map_err(|e| {
+            Failure::Unexpected(format!(
+                "Salesforce's answer to {path} is not what its API documents: {e}"
+            ))
+        })
+    }
+
+    /// A collections call: one save result per record.
     async fn call(
         &self,
         budget: &RequestBudget,
@@ -119,14 +160,8 @@ impl SalesforceDestination {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Vec<SaveResult>, Failure> {
-        self.spend(budget).await;
-        let text =
-            service::call(&self.client, &self.config, &self.tokens, method, path, body).await?;
-        serde_json::from_str(&text).map_err(|e| {
-            Failure::Unexpected(format!(
-                "Salesforce's answer to {path} is not a list of save results: {e}"
-            ))
-        })
+        let body = body.map_or(Payload::None, Payload::Json);
+        self.json(budget, method, path, body).await
     }
 
     async fn try_send(
@@ -197,6 +232,85 @@ impl SalesforceDestination {
                 }
             }
         }
+        if self.config.api == SalesforceApi::Bulk {
+            self.send_bulk(budget, deletes, updates, upserts, &mut answers)
+                .await?;
+        } else {
+            self.send_collections(budget, deletes, updates, upserts, &mut answers)
+                .await?;
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    RecordAnswer::Rejected("internal error: no answer for this record".into())
+                })
+            })
+            .collect())
+    }
+
+    async fn send_bulk(
+        &self,
+        budget: &RequestBudget,
+        deletes: Vec<(usize, &str)>,
+        updates: Vec<Pending>,
+        mut upserts: Vec<Pending>,
+        answers: &mut Answers,
+    ) -> Result<(), Failure> {
+        let with_id = |index: usize, id: &str, mut fields: Map<String, Value>| {
+            fields.insert("Id".into(), Value::String(id.to_owned()));
+            JobRecord { index, fields }
+        };
+        if !deletes.is_empty() {
+            let records = deletes
+                .iter()
+                .map(|(index, id)| with_id(*index, id, Map::new()))
+                .collect();
+            for (index, answer) in self.run_job(budget, Operation::Delete, records).await? {
+                answers[index] = Some(answer);
+            }
+        }
+        if !updates.is_empty() {
+            let mut by_index: std::collections::HashMap<usize, Pending> =
+                updates.into_iter().map(|p| (p.index, p)).collect();
+            let records = by_index
+                .values()
+                .filter_map(|p| Some(with_id(p.index, p.id.as_deref()?, p.fields.clone())))
+                .collect();
+            for (index, answer) in self.run_job(budget, Operation::Update, records).await? {
+                let gone = matches!(&answer, RecordAnswer::Rejected(m) if GONE.iter().any(|c| m.contains(c)));
+                match by_index.remove(&index) {
+                    Some(mut pending) if gone => {
+                        pending.id = None;
+                        upserts.push(pending);
+                    }
+                    _ => answers[index] = Some(answer),
+                }
+            }
+        }
+        if !upserts.is_empty() {
+            let records = upserts
+                .into_iter()
+                .map(|p| JobRecord {
+                    index: p.index,
+                    fields: p.fields,
+                })
+                .collect();
+            for (index, answer) in self.run_job(budget, Operation::Upsert, records).await? {
+                answers[index] = Some(answer);
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_collections(
+        &self,
+        budget: &RequestBudget,
+        deletes: Vec<(usize, &str)>,
+        updates: Vec<Pending>,
+        mut upserts: Vec<Pending>,
+        answers: &mut Answers,
+    ) -> Result<(), Failure> {
         if !deletes.is_empty() {
             let ids: Vec<&str> = deletes.iter().map(|(_, id)| *id).collect();
             let results = self
@@ -220,19 +334,12 @@ impl SalesforceDestination {
             }
         }
         if !updates.is_empty() {
-            upserts.extend(self.update(budget, updates, &mut answers).await?);
+            upserts.extend(self.update(budget, updates, answers).await?);
         }
         if !upserts.is_empty() {
-            self.upsert(budget, upserts, &mut answers).await?;
+            self.upsert(budget, upserts, answers).await?;
         }
-        Ok(answers
-            .into_iter()
-            .map(|a| {
-                a.unwrap_or_else(|| {
-                    RecordAnswer::Rejected("internal error: no answer for this record".into())
-                })
-            })
-            .collect())
+        Ok(())
     }
 
     /// Updates by id; returns the records Salesforce no longer has.

@@ -137,7 +137,15 @@ pub async fn fetch(
     tokens: &TokenSource,
 ) -> Result<Schema, Failure> {
     let path = format!("/sobjects/{}/describe", config.object);
-    let body = service::call(client, config, tokens, Method::GET, &path, None).await?;
+    let body = service::call(
+        client,
+        config,
+        tokens,
+        Method::GET,
+        &path,
+        service::Payload::None,
+    )
+    .await?;
     let describe: Describe = serde_json::from_str(&body).map_err(|e| {
         Failure::Unexpected(format!(
             "Salesforce's describe of {} is not what its API documents: {e}",

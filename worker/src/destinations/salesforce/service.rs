@@ -18,13 +18,22 @@ use crate::destinations::util::api::{self, Hints};
 
 const MAX_MESSAGE_CHARS: usize = 1500;
 
+/// A request body.
+#[derive(Clone, Copy)]
+pub enum Payload<'a> {
+    None,
+    Json(&'a Value),
+    /// Bulk API 2.0 job data.
+    Csv(&'a str),
+}
+
 pub async fn call(
     client: &reqwest::Client,
     config: &SalesforceDestinationConfig,
     tokens: &TokenSource,
     method: Method,
     path: &str,
-    body: Option<&Value>,
+    body: Payload<'_>,
 ) -> Result<String, Failure> {
     let mut refreshed = false;
     loop {
@@ -36,8 +45,14 @@ pub async fn call(
         let mut request = client
             .request(method.clone(), url)
             .bearer_auth(session.access_token.expose());
-        if let Some(body) = body {
-            request = request.json(body);
+        match body {
+            Payload::None => {}
+            Payload::Json(body) => request = request.json(body),
+            Payload::Csv(text) => {
+                request = request
+                    .header("content-type", "text/csv")
+                    .body(text.to_owned())
+            }
         }
         let answer = api::send(
             request,
