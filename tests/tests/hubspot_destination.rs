@@ -414,6 +414,16 @@ async fn check_connect_tells_credentials_permissions_reachability_and_mapping_ap
             .contains("HubSpot contacts have no property `first_name` (did you mean `firstname`?)"),
         "{stderr}"
     );
+
+    // A typed column that cannot fill the property's type.
+    let typed = CONFIG.replace("plan, ltv FROM", "plan, ltv > 100 AS ltv FROM");
+    env.write_config(&typed, &placeholders(&hubspot.url(), TOKEN, 100));
+    let (code, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("`lifetime_value`: a BOOL column cannot fill a number field"),
+        "{stderr}"
+    );
     let writes = hubspot.with(|s| s.writes());
     assert_eq!(writes, 0, "checks write nothing");
 }

@@ -51,7 +51,8 @@ pub async fn check(config: &Config, connect: bool) -> usize {
                         .unwrap_or_default()
                 );
                 if connect {
-                    problems += check_destination(config, sync, &mapping).await;
+                    let types = source.describe_types(sync).await.unwrap_or_default();
+                    problems += check_destination(config, sync, &mapping, &types).await;
                 }
             }
             Err(e) => {
@@ -65,8 +66,23 @@ pub async fn check(config: &Config, connect: bool) -> usize {
 
 /// Connects to the sync's destination and checks the mapping against its
 /// schema; returns the number of problems (each printed).
-async fn check_destination(config: &Config, sync: &SyncConfig, mapping: &[FieldMapping]) -> usize {
-    let fields: Vec<&str> = mapping.iter().map(|m| m.field.as_str()).collect();
+async fn check_destination(
+    config: &Config,
+    sync: &SyncConfig,
+    mapping: &[FieldMapping],
+    column_types: &[(String, String)],
+) -> usize {
+    // (destination field, model column type); TEXT when the type is unknown.
+    let fields: Vec<(&str, &str)> = mapping
+        .iter()
+        .map(|m| {
+            let column_type = column_types
+                .iter()
+                .find(|(name, _)| name == &m.column)
+                .map_or("TEXT", |(_, t)| t.as_str());
+            (m.field.as_str(), column_type)
+        })
+        .collect();
     let destination = &sync.destination;
     let client = match ebb_worker::destinations::http::client() {
         Ok(client) => client,

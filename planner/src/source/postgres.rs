@@ -59,6 +59,19 @@ impl PostgresSource {
 
     /// The model's column names, or an error located in the model SQL.
     pub async fn describe(&self, sync: &SyncConfig) -> Result<Vec<String>, PlannerError> {
+        Ok(self
+            .describe_types(sync)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// The model's columns with their Postgres type names (`INT8`, `TEXT`, …).
+    pub async fn describe_types(
+        &self,
+        sync: &SyncConfig,
+    ) -> Result<Vec<(String, String)>, PlannerError> {
         let sql = format!(
             "{DESCRIBE_PREFIX}{}\n) AS ebb_model",
             sync.model.as_subquery()
@@ -71,7 +84,7 @@ impl PostgresSource {
         Ok(statement
             .columns()
             .iter()
-            .map(|c| c.name().to_owned())
+            .map(|c| (c.name().to_owned(), c.type_info().to_string()))
             .collect())
     }
 

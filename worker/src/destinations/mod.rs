@@ -102,6 +102,12 @@ impl Registry {
                         c,
                         IntentLog::new(state.clone()),
                         limiter.clone(),
+                        Limiter::new(
+                            redis.clone(),
+                            &config.state.queue_prefix,
+                            &format!("{}/search", sync.destination),
+                            &hubspot::search_limits(),
+                        ),
                     )),
                     c.max_retries,
                 ),

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ebb_shared::config::HubSpotDestinationConfig;
+use ebb_shared::config::{HubSpotDestinationConfig, Limits, RateLimit};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -39,6 +39,7 @@ use crate::destinations::Destination;
 use crate::destinations::util::intents::IntentLog;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::{Attempt, RecordAnswer};
+use crate::destinations::util::value_class::mismatch;
 use request_builder::BatchAnswer;
 use schema::Schema;
 pub use service::Failure;
@@ -60,7 +61,21 @@ pub struct HubSpotDestination {
     config: HubSpotDestinationConfig,
     intents: IntentLog,
     limiter: Arc<Limiter>,
+    /// HubSpot's separate limit on search requests, per account.
+    search_limiter: Limiter,
     schema: Mutex<Option<(Instant, Arc<Schema>)>>,
+}
+
+/// HubSpot allows 5 search requests per second per account; Ebb keeps to 4.
+pub fn search_limits() -> Limits {
+    Limits {
+        max_concurrency: 1000,
+        rate_limit: Some(RateLimit {
+            requests: 4,
+            per: Duration::from_secs(1),
+        }),
+        adaptive_concurrency: false,
+    }
 }
 
 /// Requests made by one `send`. The first goes out under the permit the
@@ -90,12 +105,14 @@ impl HubSpotDestination {
         config: &HubSpotDestinationConfig,
         intents: IntentLog,
         limiter: Arc<Limiter>,
+        search_limiter: Limiter,
     ) -> Self {
         Self {
             client,
             config: config.clone(),
             intents,
             limiter,
+            search_limiter,
             schema: Mutex::new(None),
         }
     }
@@ -432,6 +449,7 @@ impl HubSpotDestination {
         let normalized: Vec<String> = values.iter().map(|v| normalize(v)).collect();
         let values: Vec<&str> = normalized.iter().map(String::as_str).collect();
         let body = request_builder::search(&self.config.match_on, &values);
+        self.search_limiter.take_rate_token().await;
         let answer: BatchAnswer = self.call(budget, "search", &body).await?;
         let mut found = HashMap::new();
         for result in answer.results {
@@ -508,8 +526,10 @@ pub struct MappingCheck {
 pub async fn check_mapping(
     client: &reqwest::Client,
     config: &HubSpotDestinationConfig,
-    fields: &[&str],
+    columns: &[(&str, &str)],
 ) -> Result<MappingCheck, Failure> {
+    let fields: Vec<&str> = columns.iter().map(|(field, _)| *field).collect();
+    let fields = fields.as_slice();
     let schema = schema::fetch(client, config).await?;
     let mut problems = schema.check_fields(fields.iter().copied());
     let match_on = config.match_on.as_str();
@@ -522,6 +542,13 @@ pub async fn check_mapping(
         problems.push(format!(
             "the mapping does not fill `{match_on}`, the property records are matched on"
         ));
+    }
+    for (field, column_type) in columns {
+        if let Some(class) = schema.get(field).map(|f| f.value_class())
+            && let Some(why) = mismatch(class, column_type)
+        {
+            problems.push(format!("`{field}`: {why}"));
+        }
     }
     Ok(MappingCheck {
         problems,

@@ -8,6 +8,7 @@ use ebb_shared::config::HubSpotDestinationConfig;
 use serde::Deserialize;
 
 use super::service::{self, Failure};
+use crate::destinations::util::value_class::ValueClass;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Property {
@@ -39,6 +40,16 @@ pub struct PropertyOption {
 }
 
 impl Property {
+    pub fn value_class(&self) -> ValueClass {
+        match self.kind.as_str() {
+            "number" => ValueClass::Number,
+            "bool" => ValueClass::Bool,
+            "date" => ValueClass::Date,
+            "datetime" => ValueClass::DateTime,
+            _ => ValueClass::Text,
+        }
+    }
+
     pub fn read_only(&self) -> bool {
         self.calculated
             || self

@@ -41,6 +41,7 @@ use crate::batch::{BatchContext, Op, OutboundRecord};
 use crate::destinations::Destination;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::{Attempt, RecordAnswer};
+use crate::destinations::util::value_class::mismatch;
 use request_builder::{BatchSubscribeAnswer, MemberAnswer};
 use schema::Schema;
 pub use service::Failure;
@@ -357,8 +358,10 @@ pub struct MappingCheck {
 pub async fn check_mapping(
     client: &reqwest::Client,
     config: &MailchimpDestinationConfig,
-    fields: &[&str],
+    columns: &[(&str, &str)],
 ) -> Result<MappingCheck, Failure> {
+    let fields: Vec<&str> = columns.iter().map(|(field, _)| *field).collect();
+    let fields = fields.as_slice();
     let schema = schema::fetch(client, config).await?;
     let mut problems = schema.check_fields(fields.iter().copied());
     for required in schema.required() {
@@ -367,6 +370,20 @@ pub async fn check_mapping(
                 "the audience requires the merge field `{}` for new members, and the mapping does not fill it",
                 required.tag
             ));
+        }
+    }
+    for (field, column_type) in columns {
+        if let Some(class) = schema.get(field).map(|f| f.value_class())
+            && let Some(why) = mismatch(class, column_type)
+        {
+            problems.push(format!("`{field}`: {why}"));
+        }
+    }
+    for (field, column_type) in columns {
+        if let Some(class) = schema.get(field).map(|f| f.value_class())
+            && let Some(why) = mismatch(class, column_type)
+        {
+            problems.push(format!("`{field}`: {why}"));
         }
     }
     Ok(MappingCheck { problems })

@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::service::{self, Failure};
+use crate::destinations::util::value_class::ValueClass;
 
 /// Mapping fields that are not merge fields.
 pub const EMAIL: &str = "email_address";
@@ -25,6 +26,16 @@ pub struct MergeField {
     pub required: bool,
     #[serde(default)]
     pub options: MergeFieldOptions,
+}
+
+impl MergeField {
+    pub fn value_class(&self) -> ValueClass {
+        match self.kind.as_str() {
+            "number" => ValueClass::Number,
+            "date" => ValueClass::Date,
+            _ => ValueClass::Text,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -42,6 +42,7 @@ use crate::batch::{BatchContext, Op, OutboundRecord};
 use crate::destinations::Destination;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::{Attempt, RecordAnswer};
+use crate::destinations::util::value_class::mismatch;
 use auth::TokenSource;
 use bulk::{JobRecord, Operation};
 use request_builder::SaveResult;
@@ -428,8 +429,10 @@ pub struct MappingCheck {
 pub async fn check_mapping(
     client: &reqwest::Client,
     config: &SalesforceDestinationConfig,
-    fields: &[&str],
+    columns: &[(&str, &str)],
 ) -> Result<MappingCheck, Failure> {
+    let fields: Vec<&str> = columns.iter().map(|(field, _)| *field).collect();
+    let fields = fields.as_slice();
     let tokens = TokenSource::new(client.clone(), config);
     let schema = schema::fetch(client, config, &tokens).await?;
     let mut problems = schema.check_fields(fields.iter().copied(), &config.external_id);
@@ -441,6 +444,20 @@ pub async fn check_mapping(
             "the mapping does not fill `{}`, the external id records are upserted by",
             config.external_id
         ));
+    }
+    for (field, column_type) in columns {
+        if let Some(class) = schema.get(field).map(|f| f.value_class())
+            && let Some(why) = mismatch(class, column_type)
+        {
+            problems.push(format!("`{field}`: {why}"));
+        }
+    }
+    for (field, column_type) in columns {
+        if let Some(class) = schema.get(field).map(|f| f.value_class())
+            && let Some(why) = mismatch(class, column_type)
+        {
+            problems.push(format!("`{field}`: {why}"));
+        }
     }
     Ok(MappingCheck { problems })
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::auth::TokenSource;
 use super::service::{self, Failure};
+use crate::destinations::util::value_class::ValueClass;
 use ebb_shared::config::SalesforceDestinationConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +53,16 @@ fn active() -> bool {
 }
 
 impl Field {
+    pub fn value_class(&self) -> ValueClass {
+        match self.kind.as_str() {
+            "int" | "double" | "currency" | "percent" => ValueClass::Number,
+            "boolean" => ValueClass::Bool,
+            "date" => ValueClass::Date,
+            "datetime" => ValueClass::DateTime,
+            _ => ValueClass::Text,
+        }
+    }
+
     /// Needed to create a record: not nillable, and not filled by Salesforce.
     pub fn required_on_create(&self) -> bool {
         self.createable && !self.nillable && !self.defaulted_on_create && self.kind != "boolean"

@@ -10,3 +10,4 @@ pub mod intents;
 pub mod limiter;
 pub mod outcome;
 pub mod retry;
+pub mod value_class;
