@@ -277,6 +277,29 @@ impl TestEnv {
         restarted
     }
 
+    /// The destination's id for a record, as the ledger holds it.
+    pub async fn ledger_id(&self, sync: &str, key: &str) -> Option<String> {
+        sqlx::query_scalar(
+            "SELECT destination_id FROM ebb_ledger WHERE sync_name = $1 AND record_key = $2",
+        )
+        .bind(sync)
+        .bind(key)
+        .fetch_optional(&self.state)
+        .await
+        .expect("ledger")
+        .flatten()
+    }
+
+    /// `ebb check --connect`: (exit code, stdout, stderr).
+    pub async fn check_connect(&self) -> (Option<i32>, String, String) {
+        let out = self.ebb(&["check", "--connect"]).await;
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Whether worker `index` has exited (and is not restarted).
     pub fn worker_exited(&mut self, index: usize) -> bool {
         matches!(self.workers[index].0.try_wait(), Ok(Some(_)))
@@ -659,6 +682,22 @@ impl Drop for PrivatePostgres {
         self.crash();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs one SQL statement, panicking with it if it fails.
+pub async fn exec(pool: &PgPool, sql: &'static str) {
+    sqlx::query(sql).execute(pool).await.expect(sql);
+}
+
+/// The reason of the DLQ entry for record `key` in `ebb dlq list --json`.
+pub fn dlq_reason(dlq: &serde_json::Value, key: &str) -> String {
+    dlq.as_array()
+        .expect("dlq list")
+        .iter()
+        .find(|e| e["record_key"] == key)
+        .and_then(|e| e["reason"].as_str())
+        .unwrap_or_else(|| panic!("no DLQ entry for {key}: {dlq}"))
+        .to_owned()
 }
 
 /// Serves an emulator's routes on `addr` (`127.0.0.1:0`: a free port) in

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ebb_tests::hubspot::{HubSpot, TOKEN, TOKEN_WITHOUT_SCOPES};
-use ebb_tests::{TestEnv, eventually, free_port, seed_customers};
+use ebb_tests::{TestEnv, dlq_reason, eventually, exec, free_port, seed_customers};
 use serde_json::Value;
 
 const CONFIG: &str = r#"
@@ -76,33 +76,6 @@ async fn env(hubspot: &HubSpot, rows: i64, batch: usize) -> TestEnv {
     env
 }
 
-async fn exec(pool: &sqlx::PgPool, sql: &'static str) {
-    sqlx::query(sql).execute(pool).await.expect(sql);
-}
-
-/// The HubSpot id the ledger holds for a record.
-async fn ledger_id(env: &TestEnv, sync: &str, key: &str) -> Option<String> {
-    sqlx::query_scalar(
-        "SELECT destination_id FROM ebb_ledger WHERE sync_name = $1 AND record_key = $2",
-    )
-    .bind(sync)
-    .bind(key)
-    .fetch_optional(&env.state)
-    .await
-    .expect("ledger")
-    .flatten()
-}
-
-fn dlq_reason(dlq: &Value, key: &str) -> String {
-    dlq.as_array()
-        .expect("dlq list")
-        .iter()
-        .find(|e| e["record_key"] == key)
-        .and_then(|e| e["reason"].as_str())
-        .unwrap_or_else(|| panic!("no DLQ entry for {key}: {dlq}"))
-        .to_owned()
-}
-
 #[tokio::test]
 async fn contacts_sync_validates_matches_updates_and_archives() {
     let hubspot = HubSpot::start().await;
@@ -141,7 +114,7 @@ async fn contacts_sync_validates_matches_updates_and_archives() {
         found[0].0
     });
     assert_eq!(
-        ledger_id(&env, "contacts", "20").await,
+        env.ledger_id("contacts", "20").await,
         Some(user20.to_string())
     );
     let with_ids = TestEnv::scalar_i64(
@@ -192,7 +165,7 @@ async fn contacts_sync_validates_matches_updates_and_archives() {
         "UPDATE analytics.customers SET email = 'new40@example.com' WHERE id = 40",
     )
     .await;
-    let id40 = ledger_id(&env, "contacts", "40").await.expect("id of 40");
+    let id40 = env.ledger_id("contacts", "40").await.expect("id of 40");
     let (updates, upserts) = hubspot.with(|s| (s.calls("batch/update"), s.calls("batch/upsert")));
     let run = env.run_sync("contacts", &[]).await;
     assert_eq!(run["delivered"], 11, "{run}");
@@ -208,7 +181,8 @@ async fn contacts_sync_validates_matches_updates_and_archives() {
     });
 
     // A contact deleted in HubSpot by a user comes back when its row changes.
-    let id41: u64 = ledger_id(&env, "contacts", "41")
+    let id41: u64 = env
+        .ledger_id("contacts", "41")
         .await
         .unwrap()
         .parse()
@@ -221,7 +195,7 @@ async fn contacts_sync_validates_matches_updates_and_archives() {
     .await;
     let run = env.run_sync("contacts", &[]).await;
     assert_eq!(run["delivered"], 1, "{run}");
-    let new41 = ledger_id(&env, "contacts", "41").await.unwrap();
+    let new41 = env.ledger_id("contacts", "41").await.unwrap();
     assert_ne!(new41, id41.to_string());
     hubspot.with(|s| {
         let found = s.find("contacts", "email", "user41@example.com");
@@ -355,15 +329,8 @@ async fn a_worker_crash_after_create_does_not_duplicate_companies() {
 async fn check_connect_tells_credentials_permissions_reachability_and_mapping_apart() {
     let hubspot = HubSpot::start().await;
     let env = env(&hubspot, 5, 100).await;
-    let check = |out: std::process::Output| {
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
 
-    let (code, stdout, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (code, stdout, stderr) = env.check_connect().await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("records are upserted by `email`"),
@@ -376,7 +343,7 @@ async fn check_connect_tells_credentials_permissions_reachability_and_mapping_ap
 
     let mut extra = placeholders(&hubspot.url(), "pat-wrong", 100);
     env.write_config(CONFIG, &extra);
-    let (code, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (code, _, stderr) = env.check_connect().await;
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains("bad credentials: HubSpot 401 INVALID_AUTHENTICATION"),
@@ -389,7 +356,7 @@ async fn check_connect_tells_credentials_permissions_reachability_and_mapping_ap
 
     extra[1].1 = TOKEN_WITHOUT_SCOPES.to_owned();
     env.write_config(CONFIG, &extra);
-    let (_, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (_, _, stderr) = env.check_connect().await;
     assert!(
         stderr.contains("missing permissions: HubSpot 403 MISSING_SCOPES"),
         "{stderr}"
@@ -398,7 +365,7 @@ async fn check_connect_tells_credentials_permissions_reachability_and_mapping_ap
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let mut unreachable = placeholders(&nowhere, TOKEN, 100);
     env.write_config(CONFIG, &unreachable);
-    let (_, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (_, _, stderr) = env.check_connect().await;
     assert!(
         stderr.contains("unreachable: cannot connect to HubSpot"),
         "{stderr}"
@@ -407,7 +374,7 @@ async fn check_connect_tells_credentials_permissions_reachability_and_mapping_ap
     unreachable[0].1 = hubspot.url();
     unreachable[4].1 = "first_name".to_owned();
     env.write_config(CONFIG, &unreachable);
-    let (code, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (code, _, stderr) = env.check_connect().await;
     assert_ne!(code, Some(0));
     assert!(
         stderr
@@ -418,7 +385,7 @@ async fn check_connect_tells_credentials_permissions_reachability_and_mapping_ap
     // A typed column that cannot fill the property's type.
     let typed = CONFIG.replace("plan, ltv FROM", "plan, ltv > 100 AS ltv FROM");
     env.write_config(&typed, &placeholders(&hubspot.url(), TOKEN, 100));
-    let (code, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (code, _, stderr) = env.check_connect().await;
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains("`lifetime_value`: a BOOL column cannot fill a number field"),

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use ebb_tests::mailchimp::{API_KEY, LIST_ID, Mailchimp, hash};
-use ebb_tests::{TestEnv, seed_customers};
-use serde_json::Value;
+use ebb_tests::{TestEnv, dlq_reason, exec, seed_customers};
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -62,31 +61,6 @@ async fn env(setup: Setup<'_>, rows: i64) -> TestEnv {
     let env = TestEnv::new(CONFIG, &placeholders(&setup)).await;
     seed_customers(&env.warehouse, rows).await;
     env
-}
-
-async fn exec(pool: &sqlx::PgPool, sql: &'static str) {
-    sqlx::query(sql).execute(pool).await.expect(sql);
-}
-
-async fn ledger_id(env: &TestEnv, key: &str) -> Option<String> {
-    sqlx::query_scalar(
-        "SELECT destination_id FROM ebb_ledger WHERE sync_name = 'subscribers' AND record_key = $1",
-    )
-    .bind(key)
-    .fetch_optional(&env.state)
-    .await
-    .expect("ledger")
-    .flatten()
-}
-
-fn dlq_reason(dlq: &Value, key: &str) -> String {
-    dlq.as_array()
-        .expect("dlq list")
-        .iter()
-        .find(|e| e["record_key"] == key)
-        .and_then(|e| e["reason"].as_str())
-        .unwrap_or_else(|| panic!("no DLQ entry for {key}: {dlq}"))
-        .to_owned()
 }
 
 #[tokio::test]
@@ -150,7 +124,7 @@ async fn members_are_subscribed_updated_by_hash_and_archived_without_resubscribi
         );
     });
     assert_eq!(
-        ledger_id(&env, "20").await,
+        env.ledger_id("subscribers", "20").await,
         Some(hash("user20@example.com"))
     );
     let dlq = env.ebb_json(&["dlq", "list"]).await;
@@ -227,7 +201,10 @@ async fn members_are_subscribed_updated_by_hash_and_archived_without_resubscribi
             "enterprise"
         );
     });
-    assert_eq!(ledger_id(&env, "41").await, Some(hash("new41@example.com")));
+    assert_eq!(
+        env.ledger_id("subscribers", "41").await,
+        Some(hash("new41@example.com"))
+    );
 
     // Mirror mode archives members whose rows left the model.
     exec(
@@ -353,14 +330,7 @@ async fn check_connect_finds_bad_keys_unknown_audiences_and_merge_tags() {
         removal: "archive",
     };
     let env = env(setup, 5).await;
-    let check = |out: std::process::Output| {
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (code, stdout, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (code, stdout, stderr) = env.check_connect().await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("Mailchimp audience a1b2c3d4e5 accepts the mapping"),
@@ -375,7 +345,7 @@ async fn check_connect_finds_bad_keys_unknown_audiences_and_merge_tags() {
     let mut extra = base.clone();
     extra[1].1 = "ffffffffffffffffffffffffffffffff-us6".to_owned();
     env.write_config(CONFIG, &extra);
-    let (code, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (code, _, stderr) = env.check_connect().await;
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains("bad credentials: Mailchimp 401 API Key Invalid"),
@@ -389,7 +359,7 @@ async fn check_connect_finds_bad_keys_unknown_audiences_and_merge_tags() {
     let mut extra = base.clone();
     extra[2].1 = "zzzzzzzzzz".to_owned();
     env.write_config(CONFIG, &extra);
-    let (_, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (_, _, stderr) = env.check_connect().await;
     assert!(
         stderr.contains("not found: audience `zzzzzzzzzz`: Mailchimp 404 Resource Not Found"),
         "{stderr}"
@@ -398,7 +368,7 @@ async fn check_connect_finds_bad_keys_unknown_audiences_and_merge_tags() {
     let mut extra = base;
     extra[5].1 = "fname".to_owned();
     env.write_config(CONFIG, &extra);
-    let (code, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (code, _, stderr) = env.check_connect().await;
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains(

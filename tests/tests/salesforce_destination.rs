@@ -3,8 +3,7 @@
 //! `ebb_tests::salesforce` (which follows Salesforce's public API docs).
 
 use ebb_tests::salesforce::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, Salesforce};
-use ebb_tests::{TestEnv, seed_customers};
-use serde_json::Value;
+use ebb_tests::{TestEnv, dlq_reason, exec, seed_customers};
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -62,31 +61,6 @@ async fn env(salesforce: &Salesforce, rows: i64, batch: usize) -> TestEnv {
     env
 }
 
-async fn exec(pool: &sqlx::PgPool, sql: &'static str) {
-    sqlx::query(sql).execute(pool).await.expect(sql);
-}
-
-async fn ledger_id(env: &TestEnv, key: &str) -> Option<String> {
-    sqlx::query_scalar(
-        "SELECT destination_id FROM ebb_ledger WHERE sync_name = 'contacts' AND record_key = $1",
-    )
-    .bind(key)
-    .fetch_optional(&env.state)
-    .await
-    .expect("ledger")
-    .flatten()
-}
-
-fn dlq_reason(dlq: &Value, key: &str) -> String {
-    dlq.as_array()
-        .expect("dlq list")
-        .iter()
-        .find(|e| e["record_key"] == key)
-        .and_then(|e| e["reason"].as_str())
-        .unwrap_or_else(|| panic!("no DLQ entry for {key}: {dlq}"))
-        .to_owned()
-}
-
 #[tokio::test]
 async fn contacts_are_upserted_by_external_id_updated_by_id_and_deleted() {
     let salesforce = Salesforce::start().await;
@@ -131,7 +105,7 @@ async fn contacts_are_upserted_by_external_id_updated_by_id_and_deleted() {
         assert_eq!(found[0].1.fields["Plan__c"], "pro");
         found[0].0.clone()
     });
-    assert_eq!(ledger_id(&env, "21").await, Some(id21));
+    assert_eq!(env.ledger_id("contacts", "21").await, Some(id21));
     let dlq = env.ebb_json(&["dlq", "list"]).await;
     assert!(
         dlq_reason(&dlq, "17").contains("`Email`: `not-an-email` is not a valid email address")
@@ -171,7 +145,7 @@ async fn contacts_are_upserted_by_external_id_updated_by_id_and_deleted() {
         "UPDATE analytics.customers SET plan = 'enterprise' WHERE id BETWEEN 30 AND 39",
     )
     .await;
-    let id41 = ledger_id(&env, "41").await.unwrap();
+    let id41 = env.ledger_id("contacts", "41").await.unwrap();
     salesforce.with(|s| s.contacts.get_mut(&id41).unwrap().deleted = true);
     exec(
         &env.warehouse,
@@ -194,7 +168,7 @@ async fn contacts_are_upserted_by_external_id_updated_by_id_and_deleted() {
         assert_eq!(s.by_external_id("41")[0].1.fields["LastName"], "Renamed");
     });
     assert_ne!(
-        ledger_id(&env, "41").await.unwrap(),
+        env.ledger_id("contacts", "41").await.unwrap(),
         id41,
         "the new id is kept"
     );
@@ -269,14 +243,7 @@ async fn a_lost_upsert_answer_is_retried_without_duplicates() {
 async fn check_connect_tells_credentials_versions_and_fields_apart() {
     let salesforce = Salesforce::start().await;
     let env = env(&salesforce, 5, 100).await;
-    let check = |out: std::process::Output| {
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (code, stdout, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (code, stdout, stderr) = env.check_connect().await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("Salesforce Contact accepts the mapping of sync `contacts`; records are upserted by `Warehouse_Id__c`"), "{stdout}");
 
@@ -284,7 +251,7 @@ async fn check_connect_tells_credentials_versions_and_fields_apart() {
     let mut extra = base.clone();
     extra[3].1 = "5Aep861wrong".to_owned();
     env.write_config(CONFIG, &extra);
-    let (code, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (code, _, stderr) = env.check_connect().await;
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains(
@@ -300,7 +267,7 @@ async fn check_connect_tells_credentials_versions_and_fields_apart() {
     let mut extra = base.clone();
     extra[4].1 = "59.0".to_owned();
     env.write_config(CONFIG, &extra);
-    let (_, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (_, _, stderr) = env.check_connect().await;
     assert!(
         stderr.contains("not found: object `Contact` (API v59.0): Salesforce 404 NOT_FOUND"),
         "{stderr}"
@@ -309,7 +276,7 @@ async fn check_connect_tells_credentials_versions_and_fields_apart() {
     let mut extra = base;
     extra[6].1 = "Emial".to_owned();
     env.write_config(CONFIG, &extra);
-    let (code, _, stderr) = check(env.ebb(&["check", "--connect"]).await);
+    let (code, _, stderr) = env.check_connect().await;
     assert_ne!(code, Some(0));
     assert!(stderr.contains("Contact has no field `Emial`"), "{stderr}");
     assert_eq!(salesforce.with(|s| s.writes()), 0, "checks write nothing");

@@ -25,36 +25,26 @@ mod validate;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ebb_shared::config::{HubSpotDestinationConfig, Limits, RateLimit};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use tokio::sync::Mutex;
 
 use crate::batch::{BatchContext, Op, OutboundRecord};
-use crate::destinations::Destination;
 use crate::destinations::util::intents::IntentLog;
 use crate::destinations::util::limiter::Limiter;
-use crate::destinations::util::outcome::{Attempt, RecordAnswer};
+use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::mismatch;
+use crate::destinations::util::vendor::{RequestBudget, SchemaCache, VendorDestination};
 use request_builder::BatchAnswer;
 use schema::Schema;
 pub use service::Failure;
 
-/// Property definitions are read again after this long, so a new enum
-/// option or property in HubSpot is picked up without restarting workers.
-const SCHEMA_TTL: Duration = Duration::from_secs(300);
-
 /// HubSpot's search index trails writes by a few seconds: a lookup waits
 /// until the earlier create it is looking for is at least this old.
 const SEARCH_INDEX_LAG: Duration = Duration::from_secs(5);
-
-const ARCHIVE: u8 = 0;
-const UPDATE_BY_ID: u8 = 1;
-const CREATE: u8 = 2;
 
 pub struct HubSpotDestination {
     client: reqwest::Client,
@@ -63,7 +53,7 @@ pub struct HubSpotDestination {
     limiter: Arc<Limiter>,
     /// HubSpot's separate limit on search requests, per account.
     search_limiter: Limiter,
-    schema: Mutex<Option<(Instant, Arc<Schema>)>>,
+    schema: SchemaCache<Schema>,
 }
 
 /// HubSpot allows 5 search requests per second per account; Ebb keeps to 4.
@@ -76,15 +66,6 @@ pub fn search_limits() -> Limits {
         }),
         adaptive_concurrency: false,
     }
-}
-
-/// Requests made by one `send`. The first goes out under the permit the
-/// delivery loop acquired; any further one (a schema read, a lookup, a
-/// create after an update found the record gone) takes its own rate token,
-/// so HubSpot's per-account rate holds.
-#[derive(Default)]
-struct RequestBudget {
-    sent: AtomicU32,
 }
 
 /// A record on its way to HubSpot, validated.
@@ -113,27 +94,8 @@ impl HubSpotDestination {
             intents,
             limiter,
             search_limiter,
-            schema: Mutex::new(None),
+            schema: SchemaCache::default(),
         }
-    }
-
-    async fn spend(&self, budget: &RequestBudget) {
-        if budget.sent.fetch_add(1, Ordering::Relaxed) > 0 {
-            self.limiter.take_rate_token().await;
-        }
-    }
-
-    async fn schema(&self, budget: &RequestBudget) -> Result<Arc<Schema>, Failure> {
-        let mut cached = self.schema.lock().await;
-        if let Some((at, schema)) = cached.as_ref()
-            && at.elapsed() < SCHEMA_TTL
-        {
-            return Ok(schema.clone());
-        }
-        self.spend(budget).await;
-        let schema = Arc::new(schema::fetch(&self.client, &self.config).await?);
-        *cached = Some((Instant::now(), schema.clone()));
-        Ok(schema)
     }
 
     fn path(&self, endpoint: &str) -> String {
@@ -142,11 +104,11 @@ impl HubSpotDestination {
 
     async fn call<T: DeserializeOwned>(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         endpoint: &str,
         body: &Value,
     ) -> Result<T, Failure> {
-        self.spend(budget).await;
+        budget.spend().await;
         let (_, text) =
             service::post(&self.client, &self.config, &self.path(endpoint), body).await?;
         let text = if text.trim().is_empty() {
@@ -166,9 +128,11 @@ impl HubSpotDestination {
         ctx: &BatchContext,
         records: &[OutboundRecord],
     ) -> Result<Vec<RecordAnswer>, Failure> {
-        let budget = RequestBudget::default();
-        let budget = &budget;
-        let schema = self.schema(budget).await?;
+        let budget = &RequestBudget::new(&self.limiter);
+        let schema = self
+            .schema
+            .get(budget, schema::fetch(&self.client, &self.config))
+            .await?;
         let match_on = self.config.match_on.as_str();
         let mut answers: Answers = vec![None; records.len()];
         let mut archives: Vec<(usize, &str)> = Vec::new();
@@ -269,7 +233,7 @@ impl HubSpotDestination {
     /// to be created again.
     async fn update<'a>(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         updates: Vec<Pending<'a>>,
         answers: &mut Answers,
     ) -> Result<Vec<Pending<'a>>, Failure> {
@@ -318,7 +282,7 @@ impl HubSpotDestination {
 
     async fn create(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         ctx: &BatchContext,
         schema: &Schema,
         creates: Vec<Pending<'_>>,
@@ -360,7 +324,7 @@ impl HubSpotDestination {
     /// Idempotent: HubSpot creates or updates by the unique match value.
     async fn upsert(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         pending: Vec<Pending<'_>>,
         answers: &mut Answers,
     ) -> Result<(), Failure> {
@@ -377,7 +341,7 @@ impl HubSpotDestination {
     /// unknown outcome.
     async fn create_after_lookup(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         ctx: &BatchContext,
         pending: Vec<Pending<'_>>,
         answers: &mut Answers,
@@ -443,7 +407,7 @@ impl HubSpotDestination {
     /// (the oldest record when several share a value).
     async fn search(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         values: &[&str],
     ) -> Result<HashMap<String, String>, Failure> {
         let normalized: Vec<String> = values.iter().map(|v| normalize(v)).collect();
@@ -565,25 +529,12 @@ fn state_failure(e: sqlx::Error) -> Failure {
     Failure::Transient(format!("state database: {e}"), None)
 }
 
-impl Destination for HubSpotDestination {
-    fn send<'a>(
+impl VendorDestination for HubSpotDestination {
+    fn send_records<'a>(
         &'a self,
         ctx: &'a BatchContext,
         records: &'a [OutboundRecord],
-    ) -> BoxFuture<'a, Attempt> {
-        Box::pin(async move {
-            match self.try_send(ctx, records).await {
-                Ok(answers) => Attempt::Answered(answers),
-                Err(failure) => failure.into(),
-            }
-        })
-    }
-
-    fn request_group(&self, record: &OutboundRecord) -> u8 {
-        match (record.op, &record.destination_id) {
-            (Op::Delete, _) => ARCHIVE,
-            (Op::Upsert, Some(_)) => UPDATE_BY_ID,
-            (Op::Upsert, None) => CREATE,
-        }
+    ) -> BoxFuture<'a, Result<Vec<RecordAnswer>, Failure>> {
+        Box::pin(self.try_send(ctx, records))
     }
 }

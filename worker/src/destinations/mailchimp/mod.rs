@@ -27,33 +27,22 @@ mod validate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use ebb_shared::config::{MailchimpDestinationConfig, MailchimpRemoval};
 use futures::future::BoxFuture;
 use md5::{Digest, Md5};
 use reqwest::Method;
 use serde_json::{Map, Value};
-use tokio::sync::Mutex;
 
 use crate::batch::{BatchContext, Op, OutboundRecord};
-use crate::destinations::Destination;
 use crate::destinations::util::limiter::Limiter;
-use crate::destinations::util::outcome::{Attempt, RecordAnswer};
+use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::mismatch;
+use crate::destinations::util::vendor::{RequestBudget, SchemaCache, VendorDestination};
 use request_builder::{BatchSubscribeAnswer, MemberAnswer};
 use schema::Schema;
 pub use service::Failure;
 use validate::Member;
-
-/// Merge fields are read again after this long, so a new merge field or
-/// choice is picked up without restarting workers.
-const SCHEMA_TTL: Duration = Duration::from_secs(300);
-
-const REMOVE: u8 = 0;
-const UPDATE_BY_HASH: u8 = 1;
-const SUBSCRIBE: u8 = 2;
 
 /// The subscriber hash Mailchimp addresses a member by.
 pub fn subscriber_hash(email: &str) -> String {
@@ -64,14 +53,7 @@ pub struct MailchimpDestination {
     client: reqwest::Client,
     config: MailchimpDestinationConfig,
     limiter: Arc<Limiter>,
-    schema: Mutex<Option<(Instant, Arc<Schema>)>>,
-}
-
-/// Requests made by one `send`: the first goes out under the delivery
-/// loop's permit, each further one takes a rate token (see `hubspot`).
-#[derive(Default)]
-struct RequestBudget {
-    sent: AtomicU32,
+    schema: SchemaCache<Schema>,
 }
 
 type Answers = Vec<Option<RecordAnswer>>;
@@ -102,37 +84,18 @@ impl MailchimpDestination {
             client,
             config: config.clone(),
             limiter,
-            schema: Mutex::new(None),
+            schema: SchemaCache::default(),
         }
-    }
-
-    async fn spend(&self, budget: &RequestBudget) {
-        if budget.sent.fetch_add(1, Ordering::Relaxed) > 0 {
-            self.limiter.take_rate_token().await;
-        }
-    }
-
-    async fn schema(&self, budget: &RequestBudget) -> Result<Arc<Schema>, Failure> {
-        let mut cached = self.schema.lock().await;
-        if let Some((at, schema)) = cached.as_ref()
-            && at.elapsed() < SCHEMA_TTL
-        {
-            return Ok(schema.clone());
-        }
-        self.spend(budget).await;
-        let schema = Arc::new(schema::fetch(&self.client, &self.config).await?);
-        *cached = Some((Instant::now(), schema.clone()));
-        Ok(schema)
     }
 
     async fn call(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<String, Failure> {
-        self.spend(budget).await;
+        budget.spend().await;
         let path = format!("/lists/{}{path}", self.config.list_id);
         service::call(&self.client, &self.config, method, &path, body).await
     }
@@ -142,8 +105,11 @@ impl MailchimpDestination {
         ctx: &BatchContext,
         records: &[OutboundRecord],
     ) -> Result<Vec<RecordAnswer>, Failure> {
-        let budget = &RequestBudget::default();
-        let schema = self.schema(budget).await?;
+        let budget = &RequestBudget::new(&self.limiter);
+        let schema = self
+            .schema
+            .get(budget, schema::fetch(&self.client, &self.config))
+            .await?;
         let mut answers: Answers = vec![None; records.len()];
         let mut removals: Vec<(usize, &str)> = Vec::new();
         let mut updates: Vec<(usize, &str, Member)> = Vec::new();
@@ -214,7 +180,11 @@ impl MailchimpDestination {
 
     /// Archives or permanently deletes a member. A member Mailchimp no
     /// longer has (404) is already gone: that is the effect wanted.
-    async fn remove(&self, budget: &RequestBudget, hash: &str) -> Result<RecordAnswer, Failure> {
+    async fn remove(
+        &self,
+        budget: &RequestBudget<'_>,
+        hash: &str,
+    ) -> Result<RecordAnswer, Failure> {
         let result = match self.config.mirror_removal {
             MailchimpRemoval::Archive => {
                 self.call(budget, Method::DELETE, &format!("/members/{hash}"), None)
@@ -243,7 +213,7 @@ impl MailchimpDestination {
     /// may be new), then adds its tags.
     async fn put(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         hash: &str,
         member: &Member,
     ) -> Result<RecordAnswer, Failure> {
@@ -284,7 +254,7 @@ impl MailchimpDestination {
 
     async fn subscribe(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         subscribes: Vec<(usize, &str, Member)>,
         answers: &mut Answers,
     ) -> Result<(), Failure> {
@@ -389,26 +359,13 @@ pub async fn check_mapping(
     Ok(MappingCheck { problems })
 }
 
-impl Destination for MailchimpDestination {
-    fn send<'a>(
+impl VendorDestination for MailchimpDestination {
+    fn send_records<'a>(
         &'a self,
         ctx: &'a BatchContext,
         records: &'a [OutboundRecord],
-    ) -> BoxFuture<'a, Attempt> {
-        Box::pin(async move {
-            match self.try_send(ctx, records).await {
-                Ok(answers) => Attempt::Answered(answers),
-                Err(failure) => failure.into(),
-            }
-        })
-    }
-
-    fn request_group(&self, record: &OutboundRecord) -> u8 {
-        match (record.op, &record.destination_id) {
-            (Op::Delete, _) => REMOVE,
-            (Op::Upsert, Some(_)) => UPDATE_BY_HASH,
-            (Op::Upsert, None) => SUBSCRIBE,
-        }
+    ) -> BoxFuture<'a, Result<Vec<RecordAnswer>, Failure>> {
+        Box::pin(self.try_send(ctx, records))
     }
 }
 

@@ -12,10 +12,11 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::SalesforceDestination;
 use super::csv;
 use super::service::{Failure, Payload};
-use super::{RequestBudget, SalesforceDestination};
 use crate::destinations::util::outcome::RecordAnswer;
+use crate::destinations::util::vendor::RequestBudget;
 
 /// How long a job may take before the batch is retried as a whole.
 const MAX_JOB_TIME: Duration = Duration::from_secs(30 * 60);
@@ -57,7 +58,7 @@ impl SalesforceDestination {
     /// Runs one job; answers each record by its batch position.
     pub(super) async fn run_job(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         operation: Operation,
         records: Vec<JobRecord>,
     ) -> Result<Vec<(usize, RecordAnswer)>, Failure> {

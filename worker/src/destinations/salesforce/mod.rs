@@ -28,35 +28,24 @@ mod service;
 mod validate;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use ebb_shared::config::{SalesforceApi, SalesforceDestinationConfig};
 use futures::future::BoxFuture;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use tokio::sync::Mutex;
 
 use crate::batch::{BatchContext, Op, OutboundRecord};
-use crate::destinations::Destination;
 use crate::destinations::util::limiter::Limiter;
-use crate::destinations::util::outcome::{Attempt, RecordAnswer};
+use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::mismatch;
+use crate::destinations::util::vendor::{RequestBudget, SchemaCache, VendorDestination};
 use auth::TokenSource;
 use bulk::{JobRecord, Operation};
 use request_builder::SaveResult;
 use schema::Schema;
 pub use service::Failure;
 use service::Payload;
-
-/// The describe is read again after this long, so new fields or picklist
-/// values are picked up without restarting workers.
-const SCHEMA_TTL: Duration = Duration::from_secs(300);
-
-const DELETE: u8 = 0;
-const UPDATE_BY_ID: u8 = 1;
-const UPSERT: u8 = 2;
 
 /// Save-result codes that mean the record id no longer exists.
 const GONE: &[&str] = &[
@@ -70,14 +59,7 @@ pub struct SalesforceDestination {
     config: SalesforceDestinationConfig,
     tokens: TokenSource,
     limiter: Arc<Limiter>,
-    schema: Mutex<Option<(Instant, Arc<Schema>)>>,
-}
-
-/// Requests made by one `send`: the first goes out under the delivery
-/// loop's permit, each further one takes a rate token (see `hubspot`).
-#[derive(Default)]
-struct RequestBudget {
-    sent: AtomicU32,
+    schema: SchemaCache<Schema>,
 }
 
 type Answers = Vec<Option<RecordAnswer>>;
@@ -99,43 +81,24 @@ impl SalesforceDestination {
             client,
             config: config.clone(),
             limiter,
-            schema: Mutex::new(None),
+            schema: SchemaCache::default(),
         }
-    }
-
-    async fn spend(&self, budget: &RequestBudget) {
-        if budget.sent.fetch_add(1, Ordering::Relaxed) > 0 {
-            self.limiter.take_rate_token().await;
-        }
-    }
-
-    async fn schema(&self, budget: &RequestBudget) -> Result<Arc<Schema>, Failure> {
-        let mut cached = self.schema.lock().await;
-        if let Some((at, schema)) = cached.as_ref()
-            && at.elapsed() < SCHEMA_TTL
-        {
-            return Ok(schema.clone());
-        }
-        self.spend(budget).await;
-        let schema = Arc::new(schema::fetch(&self.client, &self.config, &self.tokens).await?);
-        *cached = Some((Instant::now(), schema.clone()));
-        Ok(schema)
     }
 
     async fn raw(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         method: Method,
         path: &str,
         body: Payload<'_>,
     ) -> Result<String, Failure> {
-        self.spend(budget).await;
+        budget.spend().await;
         service::call(&self.client, &self.config, &self.tokens, method, path, body).await
     }
 
     async fn json<T: DeserializeOwned>(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         method: Method,
         path: &str,
         body: Payload<'_>,
@@ -156,7 +119,7 @@ impl SalesforceDestination {
     /// A collections call: one save result per record.
     async fn call(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         method: Method,
         path: &str,
         body: Option<&Value>,
@@ -170,8 +133,14 @@ impl SalesforceDestination {
         ctx: &BatchContext,
         records: &[OutboundRecord],
     ) -> Result<Vec<RecordAnswer>, Failure> {
-        let budget = &RequestBudget::default();
-        let schema = self.schema(budget).await?;
+        let budget = &RequestBudget::new(&self.limiter);
+        let schema = self
+            .schema
+            .get(
+                budget,
+                schema::fetch(&self.client, &self.config, &self.tokens),
+            )
+            .await?;
         let mut answers: Answers = vec![None; records.len()];
         let mut deletes: Vec<(usize, &str)> = Vec::new();
         let mut updates = Vec::new();
@@ -252,7 +221,7 @@ impl SalesforceDestination {
 
     async fn send_bulk(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         deletes: Vec<(usize, &str)>,
         updates: Vec<Pending>,
         mut upserts: Vec<Pending>,
@@ -306,7 +275,7 @@ impl SalesforceDestination {
 
     async fn send_collections(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         deletes: Vec<(usize, &str)>,
         updates: Vec<Pending>,
         mut upserts: Vec<Pending>,
@@ -346,7 +315,7 @@ impl SalesforceDestination {
     /// Updates by id; returns the records Salesforce no longer has.
     async fn update(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         updates: Vec<Pending>,
         answers: &mut Answers,
     ) -> Result<Vec<Pending>, Failure> {
@@ -380,7 +349,7 @@ impl SalesforceDestination {
     /// Upserts by the external id: idempotent.
     async fn upsert(
         &self,
-        budget: &RequestBudget,
+        budget: &RequestBudget<'_>,
         upserts: Vec<Pending>,
         answers: &mut Answers,
     ) -> Result<(), Failure> {
@@ -462,25 +431,12 @@ pub async fn check_mapping(
     Ok(MappingCheck { problems })
 }
 
-impl Destination for SalesforceDestination {
-    fn send<'a>(
+impl VendorDestination for SalesforceDestination {
+    fn send_records<'a>(
         &'a self,
         ctx: &'a BatchContext,
         records: &'a [OutboundRecord],
-    ) -> BoxFuture<'a, Attempt> {
-        Box::pin(async move {
-            match self.try_send(ctx, records).await {
-                Ok(answers) => Attempt::Answered(answers),
-                Err(failure) => failure.into(),
-            }
-        })
-    }
-
-    fn request_group(&self, record: &OutboundRecord) -> u8 {
-        match (record.op, &record.destination_id) {
-            (Op::Delete, _) => DELETE,
-            (Op::Upsert, Some(_)) => UPDATE_BY_ID,
-            (Op::Upsert, None) => UPSERT,
-        }
+    ) -> BoxFuture<'a, Result<Vec<RecordAnswer>, Failure>> {
+        Box::pin(self.try_send(ctx, records))
     }
 }
