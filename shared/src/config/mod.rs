@@ -610,6 +610,18 @@ fn resolve_destination(
             Ok(())
         }
     };
+    // A vendor's own cap on records per request, above the general one.
+    let vendor_batch = |batch_size: usize, max: usize, api_takes: &str, unit: &str, hint: &str| {
+        check_batch(batch_size)?;
+        if batch_size > max {
+            return Err(src.invalid(
+                Some(src.field_offset(start, "batch_size")),
+                format!("{key}.batch_size"),
+                format!("{api_takes} at most {max} {unit} per request, got {batch_size}{hint}"),
+            ));
+        }
+        Ok(())
+    };
     let limits = |max_concurrency: u32, rate_limit: Option<RawRateLimit>, adaptive: bool| {
         if max_concurrency == 0 {
             return Err(src.invalid(
@@ -697,17 +709,13 @@ fn resolve_destination(
         }
         "hubspot" => {
             let raw: RawHubSpotDestination = typed(src, &key, &table)?;
-            check_batch(raw.batch_size)?;
-            if raw.batch_size > HUBSPOT_MAX_BATCH {
-                return Err(src.invalid(
-                    Some(src.field_offset(start, "batch_size")),
-                    format!("{key}.batch_size"),
-                    format!(
-                        "HubSpot's batch endpoints take at most {HUBSPOT_MAX_BATCH} inputs, got {}",
-                        raw.batch_size
-                    ),
-                ));
-            }
+            vendor_batch(
+                raw.batch_size,
+                HUBSPOT_MAX_BATCH,
+                "HubSpot's batch endpoints take",
+                "inputs",
+                "",
+            )?;
             let limits = limits(
                 raw.max_concurrency,
                 raw.rate_limit,
@@ -771,17 +779,13 @@ fn resolve_destination(
         }
         "mailchimp" => {
             let raw: RawMailchimpDestination = typed(src, &key, &table)?;
-            check_batch(raw.batch_size)?;
-            if raw.batch_size > MAILCHIMP_MAX_BATCH {
-                return Err(src.invalid(
-                    Some(src.field_offset(start, "batch_size")),
-                    format!("{key}.batch_size"),
-                    format!(
-                        "Mailchimp's batch subscribe takes at most {MAILCHIMP_MAX_BATCH} members, got {}",
-                        raw.batch_size
-                    ),
-                ));
-            }
+            vendor_batch(
+                raw.batch_size,
+                MAILCHIMP_MAX_BATCH,
+                "Mailchimp's batch subscribe takes",
+                "members",
+                "",
+            )?;
             let limits = limits(
                 raw.max_concurrency,
                 raw.rate_limit,
@@ -873,16 +877,17 @@ fn resolve_destination(
                 SalesforceApi::Collections => SALESFORCE_MAX_BATCH,
                 SalesforceApi::Bulk => SALESFORCE_BULK_BATCH,
             });
-            check_batch(batch_size)?;
-            if raw.api == SalesforceApi::Collections && batch_size > SALESFORCE_MAX_BATCH {
-                return Err(src.invalid(
-                    Some(src.field_offset(start, "batch_size")),
-                    format!("{key}.batch_size"),
-                    format!(
-                        "sObject Collections take at most {SALESFORCE_MAX_BATCH} records, got {batch_size}; set `api = \"bulk\"` for larger batches"
-                    ),
-                ));
-            }
+            let max = match raw.api {
+                SalesforceApi::Collections => SALESFORCE_MAX_BATCH,
+                SalesforceApi::Bulk => MAX_BATCH_SIZE,
+            };
+            vendor_batch(
+                batch_size,
+                max,
+                "Salesforce takes",
+                "records",
+                "; set `api = \"bulk\"` for larger batches",
+            )?;
             let limits = limits(
                 raw.max_concurrency,
                 raw.rate_limit,
