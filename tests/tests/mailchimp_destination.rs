@@ -376,5 +376,10 @@ async fn check_connect_finds_bad_keys_unknown_audiences_and_merge_tags() {
         ),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("error: sync").count(),
+        1,
+        "each problem once: {stderr}"
+    );
     assert_eq!(mailchimp.with(|s| s.writes()), 0, "checks write nothing");
 }

@@ -279,6 +279,11 @@ async fn check_connect_tells_credentials_versions_and_fields_apart() {
     let (code, _, stderr) = env.check_connect().await;
     assert_ne!(code, Some(0));
     assert!(stderr.contains("Contact has no field `Emial`"), "{stderr}");
+    assert_eq!(
+        stderr.matches("error: sync").count(),
+        1,
+        "each problem once: {stderr}"
+    );
     assert_eq!(salesforce.with(|s| s.writes()), 0, "checks write nothing");
 }
 

@@ -32,13 +32,13 @@ use ebb_shared::config::{MailchimpDestinationConfig, MailchimpRemoval};
 use futures::future::BoxFuture;
 use md5::{Digest, Md5};
 use reqwest::Method;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::batch::{BatchContext, Op, OutboundRecord};
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
-use crate::destinations::util::value_class::mismatch;
-use crate::destinations::util::vendor::{RequestBudget, SchemaCache, VendorDestination};
+use crate::destinations::util::value_class::column_problems;
+use crate::destinations::util::vendor::{RequestBudget, SchemaCache, VendorDestination, fields_of};
 use request_builder::{BatchSubscribeAnswer, MemberAnswer};
 use schema::Schema;
 pub use service::Failure;
@@ -128,16 +128,10 @@ impl MailchimpDestination {
                 }
                 continue;
             }
-            let fields: Map<String, Value> = match record
-                .fields
-                .as_deref()
-                .map(|f| serde_json::from_str(f.get()))
-            {
-                Some(Ok(fields)) => fields,
-                _ => {
-                    answers[index] = Some(RecordAnswer::Rejected(
-                        "the record's mapped fields are not a JSON object".into(),
-                    ));
+            let fields = match fields_of(record) {
+                Ok(fields) => fields,
+                Err(rejected) => {
+                    answers[index] = Some(rejected);
                     continue;
                 }
             };
@@ -342,20 +336,9 @@ pub async fn check_mapping(
             ));
         }
     }
-    for (field, column_type) in columns {
-        if let Some(class) = schema.get(field).map(|f| f.value_class())
-            && let Some(why) = mismatch(class, column_type)
-        {
-            problems.push(format!("`{field}`: {why}"));
-        }
-    }
-    for (field, column_type) in columns {
-        if let Some(class) = schema.get(field).map(|f| f.value_class())
-            && let Some(why) = mismatch(class, column_type)
-        {
-            problems.push(format!("`{field}`: {why}"));
-        }
-    }
+    problems.extend(column_problems(columns, |field| {
+        schema.get(field).map(|f| f.value_class())
+    }));
     Ok(MappingCheck { problems })
 }
 

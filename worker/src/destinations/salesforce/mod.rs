@@ -38,8 +38,8 @@ use serde_json::{Map, Value};
 use crate::batch::{BatchContext, Op, OutboundRecord};
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
-use crate::destinations::util::value_class::mismatch;
-use crate::destinations::util::vendor::{RequestBudget, SchemaCache, VendorDestination};
+use crate::destinations::util::value_class::column_problems;
+use crate::destinations::util::vendor::{RequestBudget, SchemaCache, VendorDestination, fields_of};
 use auth::TokenSource;
 use bulk::{JobRecord, Operation};
 use request_builder::SaveResult;
@@ -159,16 +159,10 @@ impl SalesforceDestination {
                 }
                 continue;
             }
-            let fields: Map<String, Value> = match record
-                .fields
-                .as_deref()
-                .map(|f| serde_json::from_str(f.get()))
-            {
-                Some(Ok(fields)) => fields,
-                _ => {
-                    answers[index] = Some(RecordAnswer::Rejected(
-                        "the record's mapped fields are not a JSON object".into(),
-                    ));
+            let fields = match fields_of(record) {
+                Ok(fields) => fields,
+                Err(rejected) => {
+                    answers[index] = Some(rejected);
                     continue;
                 }
             };
@@ -414,20 +408,9 @@ pub async fn check_mapping(
             config.external_id
         ));
     }
-    for (field, column_type) in columns {
-        if let Some(class) = schema.get(field).map(|f| f.value_class())
-            && let Some(why) = mismatch(class, column_type)
-        {
-            problems.push(format!("`{field}`: {why}"));
-        }
-    }
-    for (field, column_type) in columns {
-        if let Some(class) = schema.get(field).map(|f| f.value_class())
-            && let Some(why) = mismatch(class, column_type)
-        {
-            problems.push(format!("`{field}`: {why}"));
-        }
-    }
+    problems.extend(column_problems(columns, |field| {
+        schema.get(field).map(|f| f.value_class())
+    }));
     Ok(MappingCheck { problems })
 }
 

@@ -45,6 +45,22 @@ pub fn mismatch(class: ValueClass, column_type: &str) -> Option<String> {
     (!fits).then(|| format!("a {column} column cannot fill a {} field", describe(class)))
 }
 
+/// Problems with filling destination fields from typed model columns:
+/// `columns` pairs each mapped field with its column's Postgres type;
+/// `class_of` gives a field's class (None: unknown, reported elsewhere).
+pub fn column_problems(
+    columns: &[(&str, &str)],
+    class_of: impl Fn(&str) -> Option<ValueClass>,
+) -> Vec<String> {
+    columns
+        .iter()
+        .filter_map(|(field, column_type)| {
+            let why = mismatch(class_of(field)?, column_type)?;
+            Some(format!("`{field}`: {why}"))
+        })
+        .collect()
+}
+
 fn describe(class: ValueClass) -> &'static str {
     match class {
         ValueClass::Text => "text",

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
 use super::api::Failure;
@@ -66,6 +67,20 @@ pub fn write_kind(record: &OutboundRecord) -> WriteKind {
         (Op::Delete, _) => WriteKind::Remove,
         (Op::Upsert, Some(_)) => WriteKind::UpdateById,
         (Op::Upsert, None) => WriteKind::Write,
+    }
+}
+
+/// A record's mapped fields as a JSON object, or its rejection.
+pub fn fields_of(record: &OutboundRecord) -> Result<Map<String, Value>, RecordAnswer> {
+    match record
+        .fields
+        .as_deref()
+        .map(|f| serde_json::from_str(f.get()))
+    {
+        Some(Ok(fields)) => Ok(fields),
+        _ => Err(RecordAnswer::Rejected(
+            "the record's mapped fields are not a JSON object".into(),
+        )),
     }
 }
 
