@@ -653,14 +653,35 @@ fn resolve_destination(
             adaptive_concurrency: adaptive,
         })
     };
-    let url_at = |raw_url: &str| {
+    let check_http_url = |field: &str, url: &str| {
+        if url.starts_with("http://") || url.starts_with("https://") {
+            Ok(())
+        } else {
+            Err(src.invalid(
+                Some(src.field_offset(start, field)),
+                format!("{key}.{field}"),
+                "must start with http:// or https://",
+            ))
+        }
+    };
+    // A field's value with `${VAR}` filled in, kept as a secret.
+    let field_secret = |field: &str, value: &str| {
         secret_at(
             src,
-            raw_url,
-            &format!("{key}.url"),
-            src.field_offset(start, "url"),
+            value,
+            &format!("{key}.{field}"),
+            src.field_offset(start, field),
             lookup,
         )
+    };
+    // A vendor API's base URL: interpolated, http(s), no trailing slash.
+    let service_url = |field: &str, value: &str| {
+        let url = field_secret(field, value)?
+            .expose()
+            .trim_end_matches('/')
+            .to_owned();
+        check_http_url(field, &url)?;
+        Ok(url)
     };
     match kind.as_str() {
         "http" => {
@@ -671,14 +692,8 @@ fn resolve_destination(
                 raw.rate_limit,
                 raw.adaptive_concurrency,
             )?;
-            let url = url_at(&raw.url)?;
-            if !(url.expose().starts_with("http://") || url.expose().starts_with("https://")) {
-                return Err(src.invalid(
-                    Some(src.field_offset(start, "url")),
-                    format!("{key}.url"),
-                    "must start with http:// or https://",
-                ));
-            }
+            let url = field_secret("url", &raw.url)?;
+            check_http_url("url", url.expose())?;
             let mut headers = BTreeMap::new();
             for (header, value) in raw.headers {
                 let header_key = format!("{key}.headers.{header}");
@@ -721,13 +736,7 @@ fn resolve_destination(
                 raw.rate_limit,
                 raw.adaptive_concurrency,
             )?;
-            let access_token = secret_at(
-                src,
-                &raw.access_token,
-                &format!("{key}.access_token"),
-                src.field_offset(start, "access_token"),
-                lookup,
-            )?;
+            let access_token = field_secret("access_token", &raw.access_token)?;
             let object_ok = !raw.object.is_empty()
                 && raw
                     .object
@@ -750,27 +759,12 @@ fn resolve_destination(
                     "must name the HubSpot property records are matched on, e.g. `email`",
                 ));
             }
-            let base_url = secret_at(
-                src,
-                &raw.base_url,
-                &format!("{key}.base_url"),
-                src.field_offset(start, "base_url"),
-                lookup,
-            )?
-            .expose()
-            .to_owned();
-            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                return Err(src.invalid(
-                    Some(src.field_offset(start, "base_url")),
-                    format!("{key}.base_url"),
-                    "must start with http:// or https://",
-                ));
-            }
+            let base_url = service_url("base_url", &raw.base_url)?;
             Ok(DestinationConfig::HubSpot(HubSpotDestinationConfig {
                 access_token,
                 object_type: raw.object,
                 match_on: raw.match_on.trim().to_owned(),
-                base_url: base_url.trim_end_matches('/').to_owned(),
+                base_url,
                 batch_size: raw.batch_size,
                 timeout_secs: raw.timeout_secs.max(1),
                 max_retries: raw.max_retries,
@@ -791,25 +785,9 @@ fn resolve_destination(
                 raw.rate_limit,
                 raw.adaptive_concurrency,
             )?;
-            let key_offset = src.field_offset(start, "api_key");
-            let api_key = secret_at(
-                src,
-                &raw.api_key,
-                &format!("{key}.api_key"),
-                key_offset,
-                lookup,
-            )?;
+            let api_key = field_secret("api_key", &raw.api_key)?;
             let base_url = match raw.base_url {
-                Some(url) => secret_at(
-                    src,
-                    &url,
-                    &format!("{key}.base_url"),
-                    src.field_offset(start, "base_url"),
-                    lookup,
-                )?
-                .expose()
-                .trim_end_matches('/')
-                .to_owned(),
+                Some(url) => service_url("base_url", &url)?,
                 None => {
                     let data_center = api_key
                         .expose()
@@ -822,7 +800,7 @@ fn resolve_destination(
                         Some(dc) => format!("https://{dc}.api.mailchimp.com"),
                         None => {
                             return Err(src.invalid(
-                                Some(key_offset),
+                                Some(src.field_offset(start, "api_key")),
                                 format!("{key}.api_key"),
                                 "a Mailchimp API key ends in `-<data center>` (e.g. `…-us6`); copy the whole key from Account → Extras → API keys",
                             ));
@@ -830,13 +808,6 @@ fn resolve_destination(
                     }
                 }
             };
-            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                return Err(src.invalid(
-                    Some(src.field_offset(start, "base_url")),
-                    format!("{key}.base_url"),
-                    "must start with http:// or https://",
-                ));
-            }
             if !matches!(
                 raw.status_if_new.as_str(),
                 "subscribed" | "pending" | "transactional"
@@ -893,26 +864,7 @@ fn resolve_destination(
                 raw.rate_limit,
                 raw.adaptive_concurrency,
             )?;
-            let secret = |field: &str, value: &str| {
-                secret_at(
-                    src,
-                    value,
-                    &format!("{key}.{field}"),
-                    src.field_offset(start, field),
-                    lookup,
-                )
-            };
-            let login_url = secret("login_url", &raw.login_url)?
-                .expose()
-                .trim_end_matches('/')
-                .to_owned();
-            if !(login_url.starts_with("http://") || login_url.starts_with("https://")) {
-                return Err(src.invalid(
-                    Some(src.field_offset(start, "login_url")),
-                    format!("{key}.login_url"),
-                    "must start with http:// or https://",
-                ));
-            }
+            let login_url = service_url("login_url", &raw.login_url)?;
             let version_ok = raw
                 .api_version
                 .split_once('.')
@@ -943,9 +895,9 @@ fn resolve_destination(
             }
             Ok(DestinationConfig::Salesforce(SalesforceDestinationConfig {
                 login_url,
-                client_id: secret("client_id", &raw.client_id)?,
-                client_secret: secret("client_secret", &raw.client_secret)?,
-                refresh_token: secret("refresh_token", &raw.refresh_token)?,
+                client_id: field_secret("client_id", &raw.client_id)?,
+                client_secret: field_secret("client_secret", &raw.client_secret)?,
+                refresh_token: field_secret("refresh_token", &raw.refresh_token)?,
                 api_version: raw.api_version,
                 object: raw.object,
                 external_id: raw.external_id,
@@ -964,7 +916,7 @@ fn resolve_destination(
                 raw.rate_limit,
                 raw.adaptive_concurrency,
             )?;
-            let url = url_at(&raw.url)?;
+            let url = field_secret("url", &raw.url)?;
             let table_name = TableName::from_str(&raw.table).map_err(|message| {
                 src.invalid(
                     Some(src.field_offset(start, "table")),
@@ -1084,36 +1036,34 @@ fn resolve_sync(
             column: column.into_inner(),
         });
     }
-    if let DestinationConfig::HubSpot(hubspot) = destination
-        && !mapping.is_empty()
-        && !mapping.iter().any(|m| m.field == hubspot.match_on)
-    {
-        return Err(src.invalid(
-            Some(header),
-            format!("{key}.mapping"),
+    // Vendors match records on one field, which a non-empty mapping must fill.
+    let match_field = match destination {
+        DestinationConfig::HubSpot(hubspot) => Some((
+            hubspot.match_on.as_str(),
             format!(
-                "destination `{}` matches records on the HubSpot property `{}`, so the mapping must fill it (e.g. `{} = \"{}\"`)",
-                raw.destination.get_ref(),
-                hubspot.match_on,
-                hubspot.match_on,
-                primary_key
+                "matches records on the HubSpot property `{}`",
+                hubspot.match_on
             ),
-        ));
-    }
-    if let DestinationConfig::Salesforce(salesforce) = destination
+        )),
+        DestinationConfig::Salesforce(salesforce) => Some((
+            salesforce.external_id.as_str(),
+            format!(
+                "upserts {} records by the external id `{}`",
+                salesforce.object, salesforce.external_id
+            ),
+        )),
+        _ => None,
+    };
+    if let Some((field, how)) = match_field
         && !mapping.is_empty()
-        && !mapping.iter().any(|m| m.field == salesforce.external_id)
+        && !mapping.iter().any(|m| m.field == field)
     {
         return Err(src.invalid(
             Some(header),
             format!("{key}.mapping"),
             format!(
-                "destination `{}` upserts {} records by the external id `{}`, so the mapping must fill it (e.g. `{} = \"{}\"`)",
+                "destination `{}` {how}, so the mapping must fill it (e.g. `{field} = \"{primary_key}\"`)",
                 raw.destination.get_ref(),
-                salesforce.object,
-                salesforce.external_id,
-                salesforce.external_id,
-                primary_key
             ),
         ));
     }
