@@ -33,11 +33,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::batch::{BatchContext, Op, OutboundRecord};
+use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::intents::IntentLog;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
-use crate::destinations::util::vendor::{RequestBudget, SchemaCache, VendorDestination, fields_of};
+use crate::destinations::util::vendor::{
+    RequestBudget, SchemaCache, VendorDestination, fields_of, finish,
+};
 use request_builder::BatchAnswer;
 use schema::Schema;
 pub use service::Failure;
@@ -111,16 +114,7 @@ impl HubSpotDestination {
         budget.spend().await;
         let (_, text) =
             service::post(&self.client, &self.config, &self.path(endpoint), body).await?;
-        let text = if text.trim().is_empty() {
-            "{}"
-        } else {
-            text.as_str()
-        };
-        serde_json::from_str(text).map_err(|e| {
-            Failure::Unexpected(format!(
-                "HubSpot's answer to {endpoint} is not what its API documents: {e}"
-            ))
-        })
+        parse_answer("HubSpot", endpoint, &text)
     }
 
     async fn try_send(
@@ -213,14 +207,7 @@ impl HubSpotDestination {
             self.create(budget, ctx, &schema, creates, &mut answers)
                 .await?;
         }
-        Ok(answers
-            .into_iter()
-            .map(|a| {
-                a.unwrap_or_else(|| {
-                    RecordAnswer::Rejected("internal error: no answer for this record".into())
-                })
-            })
-            .collect())
+        Ok(finish(answers))
     }
 
     /// Updates records by HubSpot id; returns those HubSpot no longer knows,

@@ -8,6 +8,7 @@ use ebb_shared::config::HubSpotDestinationConfig;
 use serde::Deserialize;
 
 use super::service::{self, Failure};
+use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::value_class::ValueClass;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,11 +131,10 @@ pub async fn fetch(
 ) -> Result<Schema, Failure> {
     let path = format!("/crm/v3/properties/{}", config.object_type);
     let body = service::get(client, config, &path).await?;
-    let page: PropertiesPage = serde_json::from_str(&body).map_err(|e| {
-        Failure::Unexpected(format!(
-            "HubSpot's property list for {} is not what its API documents: {e}",
-            config.object_type
-        ))
-    })?;
+    let page: PropertiesPage = parse_answer(
+        "HubSpot",
+        &format!("the property list of {}", config.object_type),
+        &body,
+    )?;
     Ok(Schema::new(&config.object_type, page.results))
 }

@@ -35,10 +35,13 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::batch::{BatchContext, Op, OutboundRecord};
+use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
-use crate::destinations::util::vendor::{RequestBudget, SchemaCache, VendorDestination, fields_of};
+use crate::destinations::util::vendor::{
+    RequestBudget, SchemaCache, VendorDestination, fields_of, finish,
+};
 use request_builder::{BatchSubscribeAnswer, MemberAnswer};
 use schema::Schema;
 pub use service::Failure;
@@ -162,14 +165,7 @@ impl MailchimpDestination {
         if !subscribes.is_empty() {
             self.subscribe(budget, subscribes, &mut answers).await?;
         }
-        Ok(answers
-            .into_iter()
-            .map(|a| {
-                a.unwrap_or_else(|| {
-                    RecordAnswer::Rejected("internal error: no answer for this record".into())
-                })
-            })
-            .collect())
+        Ok(finish(answers))
     }
 
     /// Archives or permanently deletes a member. A member Mailchimp no
@@ -224,11 +220,7 @@ impl MailchimpDestination {
             Ok(answer) => answer,
             Err(failure) => return record_failure(failure),
         };
-        let answer: MemberAnswer = serde_json::from_str(&answer).map_err(|e| {
-            Failure::Unexpected(format!(
-                "Mailchimp's answer to a member PUT is not what its API documents: {e}"
-            ))
-        })?;
+        let answer: MemberAnswer = parse_answer("Mailchimp", "a member PUT", &answer)?;
         if !member.tags.is_empty() {
             let tags = request_builder::add_tags(&member.tags);
             if let Err(failure) = self
@@ -276,11 +268,7 @@ impl MailchimpDestination {
         let members: Vec<&Member> = unique.iter().map(|(_, m)| m).collect();
         let body = request_builder::batch_subscribe(&members, &self.config.status_if_new);
         let text = self.call(budget, Method::POST, "", Some(&body)).await?;
-        let answer: BatchSubscribeAnswer = serde_json::from_str(&text).map_err(|e| {
-            Failure::Unexpected(format!(
-                "Mailchimp's batch subscribe answer is not what its API documents: {e}"
-            ))
-        })?;
+        let answer: BatchSubscribeAnswer = parse_answer("Mailchimp", "a batch subscribe", &text)?;
         let mut added: HashMap<String, String> = HashMap::new();
         for member in answer.new_members.into_iter().chain(answer.updated_members) {
             added.insert(member.email_address.to_lowercase(), member.id);

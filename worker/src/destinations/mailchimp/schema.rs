@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::service::{self, Failure};
+use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::value_class::ValueClass;
 
 /// Mapping fields that are not merge fields.
@@ -104,11 +105,10 @@ pub async fn fetch(
 ) -> Result<Schema, Failure> {
     let path = format!("/lists/{}/merge-fields?count=1000", config.list_id);
     let body = service::call(client, config, Method::GET, &path, None).await?;
-    let page: MergeFieldsPage = serde_json::from_str(&body).map_err(|e| {
-        Failure::Unexpected(format!(
-            "Mailchimp's merge fields of audience {} are not what its API documents: {e}",
-            config.list_id
-        ))
-    })?;
+    let page: MergeFieldsPage = parse_answer(
+        "Mailchimp",
+        &format!("the merge fields of audience {}", config.list_id),
+        &body,
+    )?;
     Ok(Schema::new(page.merge_fields))
 }

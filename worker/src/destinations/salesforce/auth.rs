@@ -89,11 +89,7 @@ pub async fn refresh(
     )
     .await?;
     if answer.is_success() {
-        let token: TokenAnswer = serde_json::from_str(&answer.body).map_err(|e| {
-            Failure::Unexpected(format!(
-                "Salesforce's token answer is not what its docs describe: {e}"
-            ))
-        })?;
+        let token: TokenAnswer = api::parse_answer("Salesforce", "a token refresh", &answer.body)?;
         return Ok(Session {
             access_token: Secret::new(token.access_token),
             instance_url: token.instance_url.trim_end_matches('/').to_owned(),

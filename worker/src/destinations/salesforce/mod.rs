@@ -36,10 +36,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::batch::{BatchContext, Op, OutboundRecord};
+use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
-use crate::destinations::util::vendor::{RequestBudget, SchemaCache, VendorDestination, fields_of};
+use crate::destinations::util::vendor::{
+    RequestBudget, SchemaCache, VendorDestination, fields_of, finish,
+};
 use auth::TokenSource;
 use bulk::{JobRecord, Operation};
 use request_builder::SaveResult;
@@ -104,16 +107,7 @@ impl SalesforceDestination {
         body: Payload<'_>,
     ) -> Result<T, Failure> {
         let text = self.raw(budget, method, path, body).await?;
-        let text = if text.trim().is_empty() {
-            "null"
-        } else {
-            text.as_str()
-        };
-        serde_json::from_str(text).map_err(|e| {
-            Failure::Unexpected(format!(
-                "Salesforce's answer to {path} is not what its API documents: {e}"
-            ))
-        })
+        parse_answer("Salesforce", path, &text)
     }
 
     /// A collections call: one save result per record.
@@ -203,14 +197,7 @@ impl SalesforceDestination {
             self.send_collections(budget, deletes, updates, upserts, &mut answers)
                 .await?;
         }
-        Ok(answers
-            .into_iter()
-            .map(|a| {
-                a.unwrap_or_else(|| {
-                    RecordAnswer::Rejected("internal error: no answer for this record".into())
-                })
-            })
-            .collect())
+        Ok(finish(answers))
     }
 
     async fn send_bulk(

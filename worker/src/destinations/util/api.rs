@@ -142,3 +142,18 @@ pub fn classify(
         _ => Failure::Rejected(message),
     }
 }
+
+/// Reads a 2xx answer's JSON body (an empty body reads as `null`); a body
+/// that does not parse is an unexpected answer, named by `what`.
+pub fn parse_answer<T: serde::de::DeserializeOwned>(
+    vendor: &str,
+    what: &str,
+    body: &str,
+) -> Result<T, Failure> {
+    let body = if body.trim().is_empty() { "null" } else { body };
+    serde_json::from_str(body).map_err(|e| {
+        Failure::Unexpected(format!(
+            "{vendor}'s answer to {what} is not what its API documents: {e}"
+        ))
+    })
+}

@@ -84,6 +84,19 @@ pub fn fields_of(record: &OutboundRecord) -> Result<Map<String, Value>, RecordAn
     }
 }
 
+/// A send's answers in record order. A record no branch of the send
+/// answered is a bug, kept visible as a rejection rather than dropped.
+pub fn finish(answers: Vec<Option<RecordAnswer>>) -> Vec<RecordAnswer> {
+    answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                RecordAnswer::Rejected("internal error: no answer for this record".into())
+            })
+        })
+        .collect()
+}
+
 /// Requests made by one send. The first goes out under the permit the
 /// delivery loop acquired; each further one (a schema read, a lookup, a
 /// follow-up call) takes its own rate token, so the destination's rate
