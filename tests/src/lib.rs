@@ -290,6 +290,16 @@ impl TestEnv {
         .flatten()
     }
 
+    /// Rewrites the config, then runs `ebb check --connect`.
+    pub async fn check_connect_with(
+        &self,
+        config: &str,
+        extra: &[(&str, String)],
+    ) -> (Option<i32>, String, String) {
+        self.write_config(config, extra);
+        self.check_connect().await
+    }
+
     /// `ebb check --connect`: (exit code, stdout, stderr).
     pub async fn check_connect(&self) -> (Option<i32>, String, String) {
         let out = self.ebb(&["check", "--connect"]).await;
@@ -698,6 +708,30 @@ pub fn dlq_reason(dlq: &serde_json::Value, key: &str) -> String {
         .and_then(|e| e["reason"].as_str())
         .unwrap_or_else(|| panic!("no DLQ entry for {key}: {dlq}"))
         .to_owned()
+}
+
+/// `extra` placeholders with `placeholder` set to `value`; panics when
+/// `placeholder` is not among them, so a test cannot change nothing.
+pub fn replacing(
+    extra: &[(&'static str, String)],
+    placeholder: &str,
+    value: &str,
+) -> Vec<(&'static str, String)> {
+    assert!(
+        extra.iter().any(|(name, _)| *name == placeholder),
+        "no placeholder {placeholder}"
+    );
+    extra
+        .iter()
+        .map(|(name, old)| {
+            let new = if *name == placeholder {
+                value.to_owned()
+            } else {
+                old.clone()
+            };
+            (*name, new)
+        })
+        .collect()
 }
 
 /// Serves an emulator's routes on `addr` (`127.0.0.1:0`: a free port) in

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ebb_tests::hubspot::{HubSpot, TOKEN, TOKEN_WITHOUT_SCOPES};
-use ebb_tests::{TestEnv, dlq_reason, eventually, exec, free_port, seed_customers};
+use ebb_tests::{TestEnv, dlq_reason, eventually, exec, free_port, replacing, seed_customers};
 use serde_json::Value;
 
 const CONFIG: &str = r#"
@@ -226,8 +226,11 @@ async fn contacts_sync_validates_matches_updates_and_archives() {
 #[tokio::test]
 async fn rate_limits_are_kept_and_429s_waited_out() {
     let hubspot = HubSpot::start().await;
-    let mut extra = placeholders(&hubspot.url(), TOKEN, 10);
-    extra[3].1 = "rate_limit = { requests = 4, per_seconds = 1 }".to_owned();
+    let extra = replacing(
+        &placeholders(&hubspot.url(), TOKEN, 10),
+        "{RATE_LIMIT}",
+        "rate_limit = { requests = 4, per_seconds = 1 }",
+    );
     let env = TestEnv::new(CONFIG, &extra).await;
     seed_customers(&env.warehouse, 150).await;
     let mut env = env;
@@ -341,9 +344,10 @@ async fn check_connect_tells_credentials_permissions_reachability_and_mapping_ap
         "{stdout}"
     );
 
-    let mut extra = placeholders(&hubspot.url(), "pat-wrong", 100);
-    env.write_config(CONFIG, &extra);
-    let (code, _, stderr) = env.check_connect().await;
+    let base = placeholders(&hubspot.url(), TOKEN, 100);
+    let (code, _, stderr) = env
+        .check_connect_with(CONFIG, &replacing(&base, "{TOKEN}", "pat-wrong"))
+        .await;
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains("bad credentials: HubSpot 401 INVALID_AUTHENTICATION"),
@@ -354,27 +358,26 @@ async fn check_connect_tells_credentials_permissions_reachability_and_mapping_ap
         "the token stays out of messages"
     );
 
-    extra[1].1 = TOKEN_WITHOUT_SCOPES.to_owned();
-    env.write_config(CONFIG, &extra);
-    let (_, _, stderr) = env.check_connect().await;
+    let (_, _, stderr) = env
+        .check_connect_with(CONFIG, &replacing(&base, "{TOKEN}", TOKEN_WITHOUT_SCOPES))
+        .await;
     assert!(
         stderr.contains("missing permissions: HubSpot 403 MISSING_SCOPES"),
         "{stderr}"
     );
 
     let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let mut unreachable = placeholders(&nowhere, TOKEN, 100);
-    env.write_config(CONFIG, &unreachable);
-    let (_, _, stderr) = env.check_connect().await;
+    let (_, _, stderr) = env
+        .check_connect_with(CONFIG, &replacing(&base, "{HUBSPOT_URL}", &nowhere))
+        .await;
     assert!(
         stderr.contains("unreachable: cannot connect to HubSpot"),
         "{stderr}"
     );
 
-    unreachable[0].1 = hubspot.url();
-    unreachable[4].1 = "first_name".to_owned();
-    env.write_config(CONFIG, &unreachable);
-    let (code, _, stderr) = env.check_connect().await;
+    let (code, _, stderr) = env
+        .check_connect_with(CONFIG, &replacing(&base, "{FIRSTNAME}", "first_name"))
+        .await;
     assert_ne!(code, Some(0));
     assert!(
         stderr
@@ -384,8 +387,7 @@ async fn check_connect_tells_credentials_permissions_reachability_and_mapping_ap
 
     // A typed column that cannot fill the property's type.
     let typed = CONFIG.replace("plan, ltv FROM", "plan, ltv > 100 AS ltv FROM");
-    env.write_config(&typed, &placeholders(&hubspot.url(), TOKEN, 100));
-    let (code, _, stderr) = env.check_connect().await;
+    let (code, _, stderr) = env.check_connect_with(&typed, &base).await;
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains("`lifetime_value`: a BOOL column cannot fill a number field"),

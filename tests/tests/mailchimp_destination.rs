@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ebb_tests::mailchimp::{API_KEY, LIST_ID, Mailchimp, hash};
-use ebb_tests::{TestEnv, dlq_reason, exec, seed_customers};
+use ebb_tests::{TestEnv, dlq_reason, exec, replacing, seed_customers};
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -342,10 +342,12 @@ async fn check_connect_finds_bad_keys_unknown_audiences_and_merge_tags() {
         batch: 100,
         removal: "archive",
     });
-    let mut extra = base.clone();
-    extra[1].1 = "ffffffffffffffffffffffffffffffff-us6".to_owned();
-    env.write_config(CONFIG, &extra);
-    let (code, _, stderr) = env.check_connect().await;
+    let (code, _, stderr) = env
+        .check_connect_with(
+            CONFIG,
+            &replacing(&base, "{API_KEY}", "ffffffffffffffffffffffffffffffff-us6"),
+        )
+        .await;
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains("bad credentials: Mailchimp 401 API Key Invalid"),
@@ -356,19 +358,17 @@ async fn check_connect_finds_bad_keys_unknown_audiences_and_merge_tags() {
         "the key stays out of messages"
     );
 
-    let mut extra = base.clone();
-    extra[2].1 = "zzzzzzzzzz".to_owned();
-    env.write_config(CONFIG, &extra);
-    let (_, _, stderr) = env.check_connect().await;
+    let (_, _, stderr) = env
+        .check_connect_with(CONFIG, &replacing(&base, "{LIST_ID}", "zzzzzzzzzz"))
+        .await;
     assert!(
         stderr.contains("not found: audience `zzzzzzzzzz`: Mailchimp 404 Resource Not Found"),
         "{stderr}"
     );
 
-    let mut extra = base;
-    extra[5].1 = "fname".to_owned();
-    env.write_config(CONFIG, &extra);
-    let (code, _, stderr) = env.check_connect().await;
+    let (code, _, stderr) = env
+        .check_connect_with(CONFIG, &replacing(&base, "{FNAME}", "fname"))
+        .await;
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains(

@@ -3,7 +3,7 @@
 //! `ebb_tests::salesforce` (which follows Salesforce's public API docs).
 
 use ebb_tests::salesforce::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, Salesforce};
-use ebb_tests::{TestEnv, dlq_reason, exec, seed_customers};
+use ebb_tests::{TestEnv, dlq_reason, exec, replacing, seed_customers};
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -248,10 +248,9 @@ async fn check_connect_tells_credentials_versions_and_fields_apart() {
     assert!(stdout.contains("Salesforce Contact accepts the mapping of sync `contacts`; records are upserted by `Warehouse_Id__c`"), "{stdout}");
 
     let base = placeholders(&salesforce, 100);
-    let mut extra = base.clone();
-    extra[3].1 = "5Aep861wrong".to_owned();
-    env.write_config(CONFIG, &extra);
-    let (code, _, stderr) = env.check_connect().await;
+    let (code, _, stderr) = env
+        .check_connect_with(CONFIG, &replacing(&base, "{REFRESH_TOKEN}", "5Aep861wrong"))
+        .await;
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains(
@@ -264,19 +263,17 @@ async fn check_connect_tells_credentials_versions_and_fields_apart() {
         "the token stays out of messages"
     );
 
-    let mut extra = base.clone();
-    extra[4].1 = "59.0".to_owned();
-    env.write_config(CONFIG, &extra);
-    let (_, _, stderr) = env.check_connect().await;
+    let (_, _, stderr) = env
+        .check_connect_with(CONFIG, &replacing(&base, "{VERSION}", "59.0"))
+        .await;
     assert!(
         stderr.contains("not found: object `Contact` (API v59.0): Salesforce 404 NOT_FOUND"),
         "{stderr}"
     );
 
-    let mut extra = base;
-    extra[6].1 = "Emial".to_owned();
-    env.write_config(CONFIG, &extra);
-    let (code, _, stderr) = env.check_connect().await;
+    let (code, _, stderr) = env
+        .check_connect_with(CONFIG, &replacing(&base, "{EMAIL}", "Emial"))
+        .await;
     assert_ne!(code, Some(0));
     assert!(stderr.contains("Contact has no field `Emial`"), "{stderr}");
     assert_eq!(
@@ -293,8 +290,7 @@ async fn check_connect_tells_credentials_versions_and_fields_apart() {
 #[tokio::test]
 async fn bulk_api_jobs_carry_large_runs() {
     let salesforce = Salesforce::start().await;
-    let mut extra = placeholders(&salesforce, 1000);
-    extra[7].1 = "bulk".to_owned();
+    let extra = replacing(&placeholders(&salesforce, 1000), "{API}", "bulk");
     let mut env = TestEnv::new(CONFIG, &extra).await;
     seed_customers(&env.warehouse, 2500).await;
     exec(
