@@ -36,7 +36,14 @@ pub async fn check(config: &Config, connect: bool) -> usize {
             );
             continue;
         };
-        match source.resolve_mapping(sync).await {
+        let columns = source.describe(sync).await;
+        let mapping = columns
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|columns| {
+                PostgresSource::mapping_for(sync, columns).map_err(|e| e.to_string())
+            });
+        match mapping {
             Ok(mapping) => {
                 println!(
                     "ok: sync `{}`: model from {} maps {} field(s) to `{}` ({} mode){}",
@@ -51,8 +58,8 @@ pub async fn check(config: &Config, connect: bool) -> usize {
                         .unwrap_or_default()
                 );
                 if connect {
-                    let types = source.describe_types(sync).await.unwrap_or_default();
-                    problems += check_destination(config, sync, &mapping, &types).await;
+                    let types = columns.as_deref().unwrap_or_default();
+                    problems += check_destination(config, sync, &mapping, types).await;
                 }
             }
             Err(e) => {

@@ -57,21 +57,9 @@ impl PostgresSource {
         })
     }
 
-    /// The model's column names, or an error located in the model SQL.
-    pub async fn describe(&self, sync: &SyncConfig) -> Result<Vec<String>, PlannerError> {
-        Ok(self
-            .describe_types(sync)
-            .await?
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect())
-    }
-
-    /// The model's columns with their Postgres type names (`INT8`, `TEXT`, …).
-    pub async fn describe_types(
-        &self,
-        sync: &SyncConfig,
-    ) -> Result<Vec<(String, String)>, PlannerError> {
+    /// The model's columns with their Postgres type names (`INT8`, `TEXT`,
+    /// …), or an error located in the model SQL.
+    pub async fn describe(&self, sync: &SyncConfig) -> Result<Vec<(String, String)>, PlannerError> {
         let sql = format!(
             "{DESCRIBE_PREFIX}{}\n) AS ebb_model",
             sync.model.as_subquery()
@@ -95,6 +83,16 @@ impl PostgresSource {
         sync: &SyncConfig,
     ) -> Result<Vec<FieldMapping>, PlannerError> {
         let columns = self.describe(sync).await?;
+        Self::mapping_for(sync, &columns)
+    }
+
+    /// The effective mapping of `sync` over the model's described
+    /// `columns` (name, type).
+    pub fn mapping_for(
+        sync: &SyncConfig,
+        columns: &[(String, String)],
+    ) -> Result<Vec<FieldMapping>, PlannerError> {
+        let columns: Vec<String> = columns.iter().map(|(name, _)| name.clone()).collect();
         let mapping_error = |message: String| PlannerError::Mapping {
             sync: sync.name.clone(),
             message,
