@@ -1,7 +1,7 @@
 //! Putting a committed plan on the queue, and putting it back when the queue
 //! lost it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use apalis_redis::{ConnectionManager, RedisStorage};
@@ -60,7 +60,7 @@ impl Queue {
         self.storages
             .entry(destination.to_owned())
             .or_insert_with(|| {
-                queue::storage(self.conn.clone(), &self.state, &self.worker, destination, 1)
+                queue::storage(self.conn.clone(), &self.state, &self.worker, destination)
             })
     }
 
@@ -76,7 +76,19 @@ impl Queue {
         queue::depth(&mut conn, self.storage(destination), &worker).await
     }
 
-    /// Records the current epoch on the run, then pushes its batches.
+    /// The `(run, batch)` of every task a destination's queue holds
+    /// (waiting, scheduled, or fetched by a registered worker).
+    pub async fn queued_batches(
+        &mut self,
+        destination: &str,
+    ) -> Result<HashSet<(i64, i32)>, QueueError> {
+        let mut conn = self.conn.clone();
+        let config = self.storage(destination).get_config().clone();
+        queue::queued_batches(&mut conn, &config).await
+    }
+
+    /// Records the current epoch on the run, pushes its batches, then
+    /// records that they are all on the queue.
     async fn push(
         &mut self,
         pool: &PgPool,
@@ -87,6 +99,7 @@ impl Queue {
         runs::set_queue_epoch(pool, run.id, &epoch).await?;
         let tasks = tasks(run.id, run.sync, batches);
         queue::enqueue(self.storage(run.destination), tasks).await?;
+        runs::set_enqueued(pool, run.id).await?;
         Ok(())
     }
 }
@@ -136,16 +149,27 @@ pub async fn enqueue_run(
 }
 
 /// Re-enqueues the unsettled batches of a run (after Redis lost them).
-/// Duplicates are harmless: a worker skips settled batches and batches
-/// another worker holds.
+/// Duplicates are harmless: a worker skips settled batches and waits out
+/// batches another worker holds.
 pub async fn requeue_unsettled(
     pool: &PgPool,
     queue: &mut Queue,
     run: RunRef<'_>,
 ) -> Result<usize, PlannerError> {
     let batches = runs::unsettled_batches(pool, run.id).await?;
-    if !batches.is_empty() {
-        queue.push(pool, run, &batches).await?;
-    }
+    requeue(pool, queue, run, &batches).await?;
     Ok(batches.len())
+}
+
+/// Re-enqueues some batches of a run (whose tasks the queue lost).
+pub async fn requeue(
+    pool: &PgPool,
+    queue: &mut Queue,
+    run: RunRef<'_>,
+    batches: &[i32],
+) -> Result<(), PlannerError> {
+    if !batches.is_empty() {
+        queue.push(pool, run, batches).await?;
+    }
+    Ok(())
 }

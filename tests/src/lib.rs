@@ -16,6 +16,10 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
 pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// How long one `ebb` command may take in a test. Generous on purpose: a
+/// test asserts what a run did, not how fast (that is for the benchmarks),
+/// and a loaded 2-core machine is slow.
+pub const EBB_DEADLINE: Duration = Duration::from_secs(300);
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// Where cargo put `ebb` and `ebb-worker` (next to the test binary's folder).
@@ -53,6 +57,8 @@ pub struct TestEnv {
     pub urls: Urls,
     workers: Vec<(Child, WorkerSpec)>,
     template: (String, Vec<(String, String)>),
+    /// `ebb` commands run so far, to name their log files.
+    commands: std::sync::atomic::AtomicUsize,
 }
 
 /// How a worker was started, to restart it the same way.
@@ -116,6 +122,7 @@ impl TestEnv {
             dir,
             urls,
             workers: Vec::new(),
+            commands: Default::default(),
             template: (
                 config.to_owned(),
                 extra
@@ -184,13 +191,48 @@ impl TestEnv {
         cmd
     }
 
-    /// Runs `ebb ARGS` to completion (at most two minutes).
+    /// Runs `ebb ARGS` to completion, within [`EBB_DEADLINE`]. Its stdout
+    /// and stderr are also kept in the test directory, in files named after
+    /// the command, so a failed test can be read after the fact.
     pub async fn ebb(&self, args: &[&str]) -> Output {
+        self.ebb_within(args, EBB_DEADLINE).await
+    }
+
+    /// [`TestEnv::ebb`] with another deadline.
+    pub async fn ebb_within(&self, args: &[&str], deadline: Duration) -> Output {
+        let n = self
+            .commands
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name: String = args
+            .iter()
+            .take(2)
+            .flat_map(|a| a.chars().filter(|c| c.is_ascii_alphanumeric()).take(12))
+            .collect();
+        let stdout_path = self.dir.join(format!("ebb-{n:02}-{name}.out"));
+        let stderr_path = self.dir.join(format!("ebb-{n:02}-{name}.err"));
+        let file = |path: &Path| std::fs::File::create(path).expect("command log file");
         let mut cmd = self.ebb_command(args);
-        tokio::time::timeout(Duration::from_secs(120), cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("`ebb {}` did not finish within 2 minutes", args.join(" ")))
-            .expect("spawn ebb")
+        cmd.stdout(file(&stdout_path))
+            .stderr(file(&stderr_path))
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn ebb");
+        let status = match tokio::time::timeout(deadline, child.wait()).await {
+            Ok(status) => status.expect("wait for ebb"),
+            Err(_) => {
+                let _ = child.start_kill();
+                panic!(
+                    "`ebb {}` did not finish within {deadline:?}; its output is in {} and {}",
+                    args.join(" "),
+                    stdout_path.display(),
+                    stderr_path.display()
+                )
+            }
+        };
+        Output {
+            status,
+            stdout: std::fs::read(&stdout_path).unwrap_or_default(),
+            stderr: std::fs::read(&stderr_path).unwrap_or_default(),
+        }
     }
 
     /// Runs `ebb ARGS --json`, expecting success, and parses stdout.
@@ -395,6 +437,46 @@ impl TestEnv {
         waiting
     }
 
+    /// Deletes the task of batch `batch_no` of run `run_id` from this env's
+    /// queues, as a lost task would be gone; returns whether it was there.
+    pub async fn drop_task(&self, run_id: i64, batch_no: i64) -> bool {
+        let mut conn = self.redis().await;
+        let hashes: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}:writes:*}}:data", self.urls.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        for hash in hashes {
+            let queue = hash.trim_end_matches(":data");
+            let tasks: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(&hash)
+                .query_async(&mut conn)
+                .await
+                .expect("HGETALL");
+            for (id, payload) in tasks {
+                let task: serde_json::Value = serde_json::from_str(&payload).expect("task JSON");
+                if task["run_id"] == run_id && task["batch_no"] == batch_no {
+                    let _: () = redis::pipe()
+                        .cmd("LREM")
+                        .arg(format!("{queue}:active"))
+                        .arg(0)
+                        .arg(&id)
+                        .cmd("ZREM")
+                        .arg(format!("{queue}:scheduled"))
+                        .arg(&id)
+                        .cmd("HDEL")
+                        .arg(&hash)
+                        .arg(&id)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("delete a task");
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Process ids of the workers started so far (None once one has exited).
     pub fn worker_pids(&self) -> Vec<Option<u32>> {
         self.workers.iter().map(|(c, _)| c.id()).collect()
@@ -412,26 +494,76 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Shell commands that dump Ebb's state and queue into the test
+    /// directory.
+    fn dump_script(&self) -> String {
+        let dir = self.dir.display();
+        let state = &self.urls.state;
+        let mut dump = String::new();
+        for (name, sql) in [
+            ("runs", "SELECT * FROM ebb_runs ORDER BY id"),
+            ("events", "SELECT * FROM ebb_run_events ORDER BY id"),
+            (
+                "batches",
+                "SELECT * FROM ebb_batches ORDER BY run_id, batch_no",
+            ),
+            (
+                "dlq",
+                "SELECT id, sync_name, stage, kind, record_key, reason, status FROM ebb_dlq ORDER BY id",
+            ),
+        ] {
+            dump.push_str(&format!(
+                "psql -q '{state}' -c \"\\copy ({sql}) TO '{dir}/state-{name}.csv' CSV HEADER\" >/dev/null 2>&1; "
+            ));
+        }
+        dump.push_str(&format!(
+            "for k in $(redis-cli -u '{redis}' --scan --pattern '{{{prefix}:*'); do \
+             echo \"$k $(redis-cli -u '{redis}' type \"$k\")\"; done > '{dir}/queue.txt' 2>&1; ",
+            redis = self.urls.redis,
+            prefix = self.urls.prefix,
+        ));
+        dump
+    }
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         for (w, _) in &mut self.workers {
             let _ = w.start_kill();
         }
+        let id = &self.id;
+        let prefix = &self.urls.prefix;
+        let dir = self.dir.display();
+        // A failed test keeps its directory (config, `ebb` and worker logs)
+        // with a dump of Ebb's state and queue, and says where it is.
+        let failed = std::thread::panicking();
+        let (dump, remove_dir) = if failed {
+            eprintln!(
+                "\nthe failed test's directory is kept: {dir}\n  (ebb.toml, ebb-*.out/.err, worker-*.log, state-*.csv, queue.txt)"
+            );
+            (self.dump_script(), String::new())
+        } else {
+            (String::new(), format!("rm -rf '{dir}'"))
+        };
         // Best effort: leave no databases or Redis keys behind.
-        let id = self.id.clone();
-        let prefix = self.urls.prefix.clone();
-        let _ = std::process::Command::new("sh")
+        let script = format!(
+            "{dump}sleep 0.5; for r in state wh app; do psql -q '{ADMIN_URL}' -c \"DROP DATABASE IF EXISTS ebb_t_{id}_$r WITH (FORCE)\" >/dev/null 2>&1; done; \
+             redis-cli -h 127.0.0.1 --scan --pattern '{{{prefix}:*' | xargs -r redis-cli -h 127.0.0.1 del >/dev/null 2>&1; {remove_dir}"
+        );
+        let mut cleanup = std::process::Command::new("sh");
+        cleanup
             .arg("-c")
-            .arg(format!(
-                "sleep 0.5; for r in state wh app; do psql -q '{ADMIN_URL}' -c \"DROP DATABASE IF EXISTS ebb_t_{id}_$r WITH (FORCE)\" >/dev/null 2>&1; done; \
-                 redis-cli -h 127.0.0.1 --scan --pattern '{{{prefix}:*' | xargs -r redis-cli -h 127.0.0.1 del >/dev/null 2>&1; \
-                 rm -rf '{}'",
-                self.dir.display()
-            ))
+            .arg(script)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+            .stderr(Stdio::null());
+        if failed {
+            // The dump must be written before the test process exits.
+            let _ = cleanup.status();
+        } else {
+            let _ = cleanup.spawn();
+        }
     }
 }
 

@@ -19,7 +19,11 @@
 //!   fields — as problem documents (`title`, `status`, `detail`);
 //! - at most 10 simultaneous connections per key: the 11th is answered 429.
 //!
-//! Knobs: latency per request, and apply-then-drop the connection.
+//! Knobs: latency per request, apply-then-drop the connection, and a
+//! share of member `PUT`s that fail transiently (a 503 before applying, or
+//! the connection dropped after applying), as Mailchimp's API does a few
+//! percent of the time; the choice is a hash of the member and the how
+//! many-th `PUT` of it this is, so a test sees the same faults every run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -63,6 +67,33 @@ pub struct MailchimpState {
     pub max_in_flight: u32,
     /// Requests over the 10-connection limit (answered 429).
     pub violations: u32,
+    /// Percent of member `PUT`s that fail transiently.
+    pub flaky_puts_percent: u32,
+    /// Member `PUT`s received, by the subscriber hash in their path.
+    pub puts: BTreeMap<String, u32>,
+    /// Of those, the ones that failed on purpose (see `flaky_puts_percent`).
+    pub failed_puts: BTreeMap<String, u32>,
+}
+
+/// How a flaky `PUT` fails.
+enum PutFault {
+    /// 503 before applying anything.
+    Unavailable,
+    /// Applied, then the connection drops before the answer.
+    DropAfterApply,
+}
+
+/// Whether the `nth` `PUT` (0-based) of the member at `key` fails, and how.
+fn put_fault(key: &str, nth: u32, percent: u32) -> Option<PutFault> {
+    let digest = Md5::digest(format!("{key}/{nth}").as_bytes());
+    let roll = u32::from(u16::from_be_bytes([digest[0], digest[1]])) % 100;
+    (roll < percent).then(|| {
+        if digest[2] % 2 == 0 {
+            PutFault::Unavailable
+        } else {
+            PutFault::DropAfterApply
+        }
+    })
 }
 
 impl MailchimpState {
@@ -531,6 +562,23 @@ async fn put_member(
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
+    let fault = {
+        let mut s = state.lock().expect("lock");
+        let nth = s.puts.get(&key).copied().unwrap_or(0);
+        s.puts.insert(key.clone(), nth + 1);
+        let fault = put_fault(&key, nth, s.flaky_puts_percent);
+        if fault.is_some() {
+            *s.failed_puts.entry(key.clone()).or_default() += 1;
+        }
+        fault
+    };
+    if let Some(PutFault::Unavailable) = fault {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            "The server is temporarily unable to service your request. Please try again later.",
+        );
+    }
     let answer = {
         let mut s = state.lock().expect("lock");
         let new_key = hash(&email);
@@ -579,6 +627,9 @@ async fn put_member(
         s.members.insert(new_key, member);
         answer
     };
+    if let Some(PutFault::DropAfterApply) = fault {
+        std::panic::resume_unwind(Box::new("emulated dropped connection"));
+    }
     maybe_drop(&state);
     axum::Json(answer).into_response()
 }

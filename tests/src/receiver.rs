@@ -50,6 +50,11 @@ pub struct ReceiverState {
     pub rate_window: Option<(usize, Duration)>,
     /// The next this many requests are answered 429 with `Retry-After: 1`.
     pub throttle_left: u32,
+    /// Until then, every request is answered 429 with `Retry-After` of
+    /// this many seconds (a destination that throttles for minutes).
+    pub throttle_until: Option<(std::time::Instant, u64)>,
+    /// Requests answered 429 because of `throttle_until`.
+    pub throttled_answers: u32,
     /// A struggling server: above this many requests in flight, answer 503.
     pub overloaded_above: Option<u32>,
     pub overloaded_answers: u32,
@@ -120,6 +125,12 @@ async fn batch(
             return (StatusCode::SERVICE_UNAVAILABLE, "overloaded").into_response();
         }
         s.arrivals.push(now);
+        if let Some((until, retry_after)) = s.throttle_until
+            && now < until
+        {
+            s.throttled_answers += 1;
+            return rate_limited_for(retry_after);
+        }
         if s.throttle_left > 0 {
             s.throttle_left -= 1;
             return rate_limited();
@@ -203,9 +214,13 @@ async fn batch(
 
 /// A 429 as rate-limited APIs send it (this body is HubSpot's).
 fn rate_limited() -> Response {
+    rate_limited_for(1)
+}
+
+fn rate_limited_for(retry_after_secs: u64) -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
-        [("retry-after", "1")],
+        [("retry-after", retry_after_secs.to_string())],
         Json(json!({"status": "error", "category": "RATE_LIMITS", "message": "You have reached your rate limit."})),
     )
         .into_response()

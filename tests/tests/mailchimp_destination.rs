@@ -285,6 +285,59 @@ async fn a_lost_batch_subscribe_answer_is_retried_without_harm() {
     });
 }
 
+/// Mailchimp failing 15% of member `PUT`s transiently (503s, and
+/// connections dropped after the change was applied): 500 member updates
+/// in one batch are all applied and none fails, and no member's `PUT` is
+/// sent more often than its own failures explain. (Retrying the batch as a
+/// whole re-sent all 500 `PUT`s on any one failure, so at this rate no
+/// attempt ever succeeded and every record failed.)
+#[tokio::test]
+async fn member_updates_are_retried_one_by_one_when_mailchimp_fails_some() {
+    let mailchimp = Mailchimp::start().await;
+    let setup = Setup {
+        mailchimp: &mailchimp,
+        batch: 500,
+        removal: "archive",
+    };
+    let config = CONFIG.replace("max_retries = 3", "max_retries = 5");
+    let mut env = TestEnv::new(&config, &placeholders(&setup)).await;
+    seed_customers(&env.warehouse, 500).await;
+    env.start_worker(2);
+    let run = env.run_sync("subscribers", &[]).await;
+    assert_eq!(run["delivered"], 500, "{run}");
+
+    exec(
+        &env.warehouse,
+        "UPDATE analytics.customers SET first_name = first_name || ' Jr'",
+    )
+    .await;
+    mailchimp.with(|s| s.flaky_puts_percent = 15);
+    let run = env.run_sync("subscribers", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 500, "{run}");
+    assert_eq!(run["failed"], 0, "{run}");
+    assert!(run["retries"].as_i64() >= Some(1), "{run}");
+    mailchimp.with(|s| {
+        let failures: u32 = s.failed_puts.values().sum();
+        assert!(failures >= 40, "the emulator failed {failures} PUTs");
+        assert_eq!(s.puts.len(), 500, "one member PUT each");
+        for (key, puts) in &s.puts {
+            let failed = s.failed_puts.get(key).copied().unwrap_or(0);
+            assert_eq!(
+                *puts,
+                failed + 1,
+                "member {key}: {puts} PUTs for {failed} failures of its own"
+            );
+        }
+        for member in s.members.values() {
+            assert!(
+                member.merge_fields["FNAME"].ends_with(" Jr"),
+                "{member:?} was updated"
+            );
+        }
+    });
+}
+
 #[tokio::test]
 async fn permanent_deletion_is_final() {
     let mailchimp = Mailchimp::start().await;

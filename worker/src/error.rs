@@ -25,6 +25,16 @@ pub enum WorkerError {
         destination: String,
         message: String,
     },
+    #[error(
+        "run {run_id} batch {batch_no}: this worker lost its claim on the batch before settling it (another worker took it over, or the state database could not be reached to renew it); the batch is settled once, by whoever holds it"
+    )]
+    ClaimLost { run_id: i64, batch_no: i32 },
+    #[error("run {run_id} batch {batch_no}: the batch's task crashed: {message}")]
+    Crashed {
+        run_id: i64,
+        batch_no: i32,
+        message: String,
+    },
     #[error("{0}")]
     Faults(String),
     #[error(

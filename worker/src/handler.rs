@@ -1,25 +1,33 @@
-//! One batch task, from lock to commit.
+//! One batch task, from claim to settle.
 //!
-//! The whole batch runs inside one state-database transaction that first
-//! takes a transaction-scoped advisory lock on `(run, batch)`: a duplicate
-//! delivery of the task (normal with apalis-redis) finds the lock taken or the
-//! batch settled and does nothing. Outcomes are committed in that same
-//! transaction only after the destination answered, so a crash before the
-//! commit leaves the batch pending and a redelivery resends it: nothing is
-//! marked delivered that was not.
+//! A task's work runs on a task of its own (see [`write_batch`]), so that
+//! nothing apalis does to its worker (a restart after a Redis error, a
+//! shutdown) cancels a delivery half way. The work:
+//! 1. claim the batch in Postgres (`claim`): a duplicate of the task waits
+//!    while another worker holds it, and does nothing once it is settled;
+//! 2. load its unsettled records and deliver them, outside any transaction,
+//!    stopping if the claim is lost;
+//! 3. settle in one short transaction that checks the claim (`settle`).
+//!
+//! Outcomes are committed only after the destination answered, so a crash
+//! before the settle leaves the batch pending and a redelivery resends it:
+//! nothing is marked delivered that was not.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, Semaphore};
 
 use apalis::prelude::{BoxDynError, Data};
 use ebb_shared::StateError;
 use ebb_shared::queue::WriteBatchTask;
+use ebb_shared::state::events::{self, EventKind};
 use serde_json::value::RawValue;
 use sqlx::PgPool;
 
 use crate::batch::{BatchContext, Op, OutboundRecord};
+use crate::claim::{self, Claim, ClaimAttempt};
 use crate::destinations::Registry;
 use crate::destinations::util::delivery::deliver;
 use crate::destinations::util::outcome::RecordOutcome;
@@ -30,31 +38,53 @@ use crate::settle::{self, Settled};
 pub struct WorkerState {
     pub pool: PgPool,
     pub registry: Registry,
+    /// This process's name in claims (pod name and a unique suffix).
+    pub name: String,
+    /// How long a claim on a batch lasts without renewal.
+    pub claim_lease: Duration,
     /// Deliveries of one batch's task after which it is quarantined.
     pub max_deliveries: u32,
     pub faults: Faults,
-    /// Held shared by first deliveries, exclusively by redeliveries.
-    pub solo: RwLock<()>,
+    /// Held shared by batches delivered normally, exclusively by a batch
+    /// taken over from a worker whose claim ran out (it may be what crashed
+    /// that worker).
+    pub solo: Arc<RwLock<()>>,
+    /// Batches being worked on at once, per destination, in this process.
+    /// apalis limits its own tasks; these also count work that outlived an
+    /// apalis worker restart (see [`write_batch`]).
+    pub slots: HashMap<String, Arc<Semaphore>>,
 }
 
-/// The apalis handler.
+/// The apalis handler. The work runs on a task of its own: when apalis
+/// drops this future (its worker is restarted after a Redis error, or shuts
+/// down), the delivery goes on to its settle instead of being cut off, and
+/// the redelivered task later finds the batch settled.
 pub async fn write_batch(
     task: WriteBatchTask,
     state: Data<Arc<WorkerState>>,
 ) -> Result<(), BoxDynError> {
-    match process(&state, &task).await {
-        Ok(()) => Ok(()),
-        Err(e) => {
+    let state: Arc<WorkerState> = Arc::clone(&state);
+    let (run_id, batch_no) = (task.run_id, task.batch_no);
+    let work = tokio::spawn(async move {
+        let result = process(&state, &task).await;
+        if let Err(e) = &result {
             tracing::error!(run_id = task.run_id, batch = task.batch_no, sync = %task.sync, error = %e, "batch not settled; it will be retried");
+        }
+        result
+    });
+    match work.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Box::new(e)),
+        Err(crashed) => {
+            let e = WorkerError::Crashed {
+                run_id,
+                batch_no,
+                message: crashed.to_string(),
+            };
+            tracing::error!(run_id, batch = batch_no, error = %e, "batch not settled; it will be retried");
             Err(Box::new(e))
         }
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct BatchRow {
-    batch_state: String,
-    run_state: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -69,7 +99,6 @@ struct RecordRow {
 }
 
 pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), WorkerError> {
-    let q = StateError::query;
     let target = state
         .registry
         .for_sync(&task.sync)
@@ -78,82 +107,74 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
             batch_no: task.batch_no,
             sync: task.sync.clone(),
         })?;
-    // A batch that did not settle on an earlier delivery may be what crashed
-    // its worker: run it alone in this process, so that if it crashes again
-    // the delivery is charged to it and not to innocent neighbours.
-    let earlier: Option<i32> = sqlx::query_scalar(
-        "SELECT deliveries FROM ebb_batches WHERE run_id = $1 AND batch_no = $2 AND state = 'pending'",
-    )
-    .bind(task.run_id)
-    .bind(task.batch_no)
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(q("reading a batch's deliveries"))?;
-    // Held until the batch is settled.
-    let (_alone, _shared) = match earlier {
-        Some(n) if n > 0 => {
-            tracing::info!(
-                run_id = task.run_id,
-                batch = task.batch_no,
-                earlier_deliveries = n,
-                "redelivered batch; running it alone in this worker"
-            );
-            (Some(state.solo.write().await), None)
+    let _slot = match state.slots.get(&target.destination_name) {
+        Some(slots) => slots.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    let claim = loop {
+        match claim::claim(&state.pool, task, &state.name, state.claim_lease).await? {
+            ClaimAttempt::Held(claim) => break claim,
+            ClaimAttempt::Nothing(why) => {
+                tracing::debug!(
+                    run_id = task.run_id,
+                    batch = task.batch_no,
+                    why,
+                    "nothing to deliver"
+                );
+                return Ok(());
+            }
+            ClaimAttempt::HeldElsewhere { holder, retry_in } => {
+                // Not acknowledged yet: should the holder die, this copy of
+                // the task is what delivers the batch.
+                tracing::debug!(run_id = task.run_id, batch = task.batch_no, %holder, "another worker holds this batch; waiting for it to settle or give it up");
+                tokio::time::sleep(retry_in).await;
+            }
         }
-        _ => (None, Some(state.solo.read().await)),
+    };
+    if let Some(took_over) = &claim.took_over {
+        let message = format!(
+            "batch {}: worker `{}` stopped renewing its claim (it crashed, or lost the state database); \
+             taken over {:.0} s after the claim ran out, delivery {}",
+            task.batch_no,
+            took_over.from,
+            took_over.expired_for.as_secs_f64(),
+            claim.deliveries
+        );
+        tracing::warn!(run_id = task.run_id, batch = task.batch_no, "{message}");
+        if let Err(e) =
+            events::record(&state.pool, task.run_id, EventKind::TakenOver, &message).await
+        {
+            tracing::warn!(run_id = task.run_id, error = %e, "cannot record a run event");
+        }
+    }
+    match deliver_claimed(state, target, task, &claim).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if !matches!(e, WorkerError::ClaimLost { .. }) {
+                claim.release(&state.pool).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn deliver_claimed(
+    state: &WorkerState,
+    target: &crate::destinations::SyncTarget,
+    task: &WriteBatchTask,
+    claim: &Claim,
+) -> Result<(), WorkerError> {
+    let q = StateError::query;
+    // A batch whose last claim ran out may be what crashed its worker: run
+    // it alone in this process, so that if it crashes again the delivery is
+    // charged to it and not to innocent neighbours.
+    let (_alone, _shared) = if claim.took_over.is_some() {
+        (Some(state.solo.clone().write_owned().await), None)
+    } else {
+        (None, Some(state.solo.clone().read_owned().await))
     };
     let started = Instant::now();
-    let mut tx = state.pool.begin().await.map_err(q("starting a batch"))?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1::int4, $2)")
-        .bind((task.run_id % i32::MAX as i64) as i32)
-        .bind(task.batch_no)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(q("locking a batch"))?;
-    if !locked {
-        tracing::debug!(
-            run_id = task.run_id,
-            batch = task.batch_no,
-            "another worker holds this batch; skipping duplicate task"
-        );
-        return Ok(());
-    }
-    let batch: Option<BatchRow> = sqlx::query_as(
-        "SELECT b.state AS batch_state, r.state AS run_state FROM ebb_batches b JOIN ebb_runs r ON r.id = b.run_id \
-         WHERE b.run_id = $1 AND b.batch_no = $2",
-    )
-    .bind(task.run_id)
-    .bind(task.batch_no)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(q("reading a batch"))?;
-    let Some(batch) = batch else {
-        tracing::warn!(
-            run_id = task.run_id,
-            batch = task.batch_no,
-            "task for an unknown batch; dropping it"
-        );
-        return Ok(());
-    };
-    if batch.batch_state == "settled" {
-        return Ok(());
-    }
-    if batch.run_state != "running" {
-        tracing::info!(run_id = task.run_id, batch = task.batch_no, run_state = %batch.run_state, "run is not running; batch skipped");
-        return Ok(());
-    }
-    // Counted on the pool, not in `tx`: a crash before commit must still
-    // count, or a task that kills its worker would loop forever.
-    let deliveries: i32 = sqlx::query_scalar(
-        "UPDATE ebb_batches SET deliveries = deliveries + 1 WHERE run_id = $1 AND batch_no = $2 \
-         RETURNING deliveries",
-    )
-    .bind(task.run_id)
-    .bind(task.batch_no)
-    .fetch_one(&state.pool)
-    .await
-    .map_err(q("counting a batch delivery"))?;
-    let quarantine = deliveries > state.max_deliveries as i32;
+    let quarantine = claim.deliveries > state.max_deliveries as i32;
 
     // `stale`: the ledger holds a newer version than this one (a replay of an
     // old DLQ entry); sending it would overwrite newer data. A scalar
@@ -172,13 +193,14 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
     .bind(task.run_id)
     .bind(task.batch_no)
     .bind(&task.sync)
-    .fetch_all(&mut *tx)
+    .fetch_all(&state.pool)
     .await
     .map_err(q("loading a batch's records"))?;
 
     let mut settled = Vec::with_capacity(rows.len());
     let mut sendable = Vec::with_capacity(rows.len());
     if quarantine {
+        let deliveries = claim.deliveries;
         tracing::error!(
             run_id = task.run_id, batch = task.batch_no, sync = %task.sync, deliveries,
             "poison batch: delivered too often without settling; quarantining its records to the DLQ"
@@ -234,12 +256,27 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
     let keys = || sendable.iter().map(|r| r.key.as_str()).collect();
     state.faults.check(Point::BeforeSend, keys);
     let loaded_ms = started.elapsed().as_millis() as u64;
-    let (outcomes, stats) = deliver(target.target(), &ctx, &sendable, target.retry).await;
+    let delivery = deliver(target.target(), &ctx, &sendable, target.retry);
+    let (outcomes, stats) = tokio::select! {
+        delivered = delivery => delivered,
+        () = claim.lost() => {
+            let message = format!(
+                "batch {}: worker `{}` lost its claim mid-delivery (it could not renew it in time); \
+                 it stopped, and the batch is delivered again",
+                task.batch_no, state.name
+            );
+            if let Err(e) = events::record(&state.pool, task.run_id, EventKind::ClaimLost, &message).await {
+                tracing::warn!(run_id = task.run_id, error = %e, "cannot record a run event");
+            }
+            return Err(WorkerError::ClaimLost { run_id: task.run_id, batch_no: task.batch_no });
+        }
+    };
     let delivered_ms = started.elapsed().as_millis() as u64;
     state.faults.check(Point::AfterSend, keys);
     settled.extend(sendable.into_iter().map(|r| r.key).zip(outcomes));
 
-    let result = settle::settle(&mut tx, &ctx, &settled, &stats).await?;
+    let mut tx = state.pool.begin().await.map_err(q("starting a settle"))?;
+    let result = settle::settle(&mut tx, &ctx, claim.token, &settled, &stats).await?;
     if quarantine {
         sqlx::query(
             "UPDATE ebb_batches SET quarantined = true WHERE run_id = $1 AND batch_no = $2",
@@ -249,6 +286,13 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
         .execute(&mut *tx)
         .await
         .map_err(q("quarantining a batch"))?;
+        let message = format!(
+            "batch {}: delivered {} times without settling; its {} records were quarantined to the DLQ",
+            task.batch_no,
+            claim.deliveries,
+            settled.len()
+        );
+        events::record(&mut *tx, task.run_id, EventKind::Quarantined, &message).await?;
     }
     state.faults.check(Point::BeforeCommit, || {
         settled.iter().map(|(k, _)| k.as_str()).collect()

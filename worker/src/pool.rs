@@ -1,15 +1,16 @@
-//! The worker pool: an apalis monitor draining the write queue until SIGTERM.
-//! On SIGTERM apalis stops fetching, waits for in-flight batches up to
-//! `[worker].shutdown_timeout_secs`, puts prefetched tasks back on the queue
-//! and exits; a batch cut off mid-flight was never committed and is picked up
-//! again by another worker.
+//! The worker pool: an apalis worker per destination queue, draining it
+//! until SIGTERM, and beside each a keeper that tends the queue (see
+//! [`keep_queue`]). On SIGTERM apalis stops fetching, in-flight batches get
+//! up to `[worker].shutdown_timeout_secs` to settle, and the process exits;
+//! a batch cut off mid-flight was never settled, its claim runs out, and
+//! another worker delivers it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt};
@@ -55,26 +56,32 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
     if let Some(listen) = options.listen {
         health::serve(listen, pool.clone(), conn.clone()).await?;
     }
-    let state = Arc::new(WorkerState {
-        pool,
-        registry,
-        max_deliveries: config.worker.max_deliveries,
-        faults: Faults::from_env().map_err(WorkerError::Faults)?,
-        solo: Default::default(),
-    });
     // Unique per process: apalis refuses a name seen within the orphan window,
     // and PIDs repeat across containers.
     let base_name = format!("{}-{}", options.name, uuid::Uuid::now_v7().simple());
+    let slots: HashMap<String, Arc<Semaphore>> = destinations
+        .iter()
+        .map(|d| ((*d).to_owned(), Arc::new(Semaphore::new(concurrency))))
+        .collect();
+    let state = Arc::new(WorkerState {
+        pool,
+        registry,
+        name: base_name.clone(),
+        claim_lease: config.worker.claim_lease(),
+        max_deliveries: config.worker.max_deliveries,
+        faults: Faults::from_env().map_err(WorkerError::Faults)?,
+        solo: Default::default(),
+        slots: slots.clone(),
+    });
     let (stop, stopping) = watch::channel(false);
     let mut supervisors = JoinSet::new();
     for destination in destinations {
-        let storage = queue::storage(
-            conn.clone(),
-            &config.state,
-            &config.worker,
-            destination,
-            concurrency,
-        );
+        let storage = queue::storage(conn.clone(), &config.state, &config.worker, destination);
+        supervisors.spawn(keep_queue(
+            storage.clone(),
+            config.worker.poll_interval(),
+            stopping.clone(),
+        ));
         let name = format!("{base_name}-{destination}");
         tracing::info!(worker = %name, concurrency, queue = %queue::queue_name(&config.state.queue_prefix, destination), "draining queue");
         supervisors.spawn(supervise(Drain {
@@ -91,8 +98,46 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
         .map_err(|e| WorkerError::Monitor(e.to_string()))?;
     let _ = stop.send(true);
     while supervisors.join_next().await.is_some() {}
+    // Work that outlived its apalis worker (see `handler::write_batch`)
+    // gets what is left of the shutdown timeout.
+    let deadline = Instant::now() + Duration::from_secs(config.worker.shutdown_timeout_secs);
+    for (destination, slots) in &slots {
+        let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(%destination, "batches still in flight at the end of the shutdown timeout; their claims run out and other workers deliver them");
+        }
+    }
     tracing::info!("worker stopped cleanly");
     Ok(())
+}
+
+/// Tends one queue beside its apalis worker, every poll interval: promotes
+/// due tasks in chunks (apalis's fetch fails for good once more than about
+/// 8,000 are due at once; see `queue::promote_due`), and forgets finished
+/// tasks, which apalis-redis keeps forever.
+async fn keep_queue(
+    mut storage: RedisStorage<WriteBatchTask>,
+    every: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let config = storage.get_config().clone();
+    loop {
+        let conn = storage.get_connection();
+        if let Err(e) = queue::promote_due(conn, &config).await {
+            tracing::debug!(queue = %config.active_jobs_list(), error = %e, "cannot promote due tasks");
+        }
+        if let Err(e) = queue::forget_finished(conn, &config).await {
+            tracing::debug!(queue = %config.active_jobs_list(), error = %e, "cannot forget finished tasks");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+    }
 }
 
 /// One destination queue's apalis worker and what it needs.

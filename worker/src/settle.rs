@@ -1,14 +1,18 @@
 //! Settling a batch: record outcomes, advance the ledger for what the
 //! destination acknowledged, dead-letter what it refused, add to the run's
-//! totals, and mark the run done when its last batch settles. Runs inside the
-//! batch's transaction (see `handler`), so all of it commits or none.
+//! totals, and mark the run done when its last batch settles. Runs in one
+//! short transaction after the delivery (see `handler`), and only while the
+//! worker still holds its claim on the batch (see `claim`), so all of it
+//! commits or none, and only once.
 
 use ebb_shared::StateError;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::batch::BatchContext;
 use crate::destinations::util::delivery::DeliveryStats;
 use crate::destinations::util::outcome::RecordOutcome;
+use crate::error::WorkerError;
 
 #[derive(Debug, Default)]
 pub struct Settled {
@@ -23,10 +27,29 @@ pub struct Settled {
 pub async fn settle(
     tx: &mut PgConnection,
     ctx: &BatchContext,
+    claim_token: Uuid,
     outcomes: &[(String, RecordOutcome)],
     stats: &DeliveryStats,
-) -> Result<Settled, StateError> {
+) -> Result<Settled, WorkerError> {
     let q = StateError::query;
+    // The row lock makes a second settle of the batch wait, then find the
+    // batch settled and the claim gone.
+    let ours: Option<bool> = sqlx::query_scalar(
+        "SELECT claim_token IS NOT DISTINCT FROM $3 AND state = 'pending' FROM ebb_batches \
+         WHERE run_id = $1 AND batch_no = $2 FOR UPDATE",
+    )
+    .bind(ctx.run_id)
+    .bind(ctx.batch_no)
+    .bind(claim_token)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(q("checking the claim on a batch"))?;
+    if ours != Some(true) {
+        return Err(WorkerError::ClaimLost {
+            run_id: ctx.run_id,
+            batch_no: ctx.batch_no,
+        });
+    }
     // One statement per outcome (usually one), each an index lookup by
     // `record_key = ANY(…)`. A join on UNNEST looked the same but, once
     // Postgres switched the prepared statement to a generic plan, scanned
@@ -188,17 +211,20 @@ pub async fn settle(
             RecordOutcome::Superseded => settled.superseded += 1,
         }
     }
-    sqlx::query("UPDATE ebb_batches SET state = 'settled', settled_at = clock_timestamp() WHERE run_id = $1 AND batch_no = $2")
-        .bind(ctx.run_id)
-        .bind(ctx.batch_no)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("settling a batch"))?;
+    sqlx::query(
+        "UPDATE ebb_batches SET state = 'settled', settled_at = clock_timestamp(), \
+             claim_token = NULL, lease_expires_at = NULL WHERE run_id = $1 AND batch_no = $2",
+    )
+    .bind(ctx.run_id)
+    .bind(ctx.batch_no)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("settling a batch"))?;
     let (batches_settled, batches_total): (i32, i32) = sqlx::query_as(
         "UPDATE ebb_runs SET batches_settled = batches_settled + 1, delivered = delivered + $2, \
              rejected = rejected + $3, failed = failed + $4, superseded = superseded + $5, retries = retries + $6, \
              throttled = throttled + $7, limiter_wait_ms = limiter_wait_ms + $8, \
-             lookups_before_create = lookups_before_create + $9 \
+             lookups_before_create = lookups_before_create + $9, progress_at = clock_timestamp() \
          WHERE id = $1 RETURNING batches_settled, batches_total",
     )
     .bind(ctx.run_id)

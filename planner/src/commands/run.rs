@@ -64,9 +64,10 @@ pub async fn enqueue_and_wait(
 
 async fn summarize(
     ctx: &Context,
-    run: Run,
+    mut run: Run,
     plan_rejections: Vec<PlanRejection>,
 ) -> Result<RunSummary, PlannerError> {
+    runs::with_events(&ctx.pool, std::slice::from_mut(&mut run)).await?;
     let entries = dlq::list(
         &ctx.pool,
         &DlqFilter {
@@ -141,6 +142,13 @@ pub fn print_summary(summary: &RunSummary) {
             r.quarantined_batches,
             r.lookups_before_create,
             r.limiter_wait_ms as f64 / 1000.0
+        );
+    }
+    for event in &r.events {
+        let since_start = (event.at - r.created_at).num_milliseconds() as f64 / 1000.0;
+        println!(
+            "  recovery   at {since_start:.0}s: {}",
+            one_line(&event.message, 160)
         );
     }
     if r.rejected_at_plan > 0 {

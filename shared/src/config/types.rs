@@ -34,7 +34,8 @@ pub struct StateConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
     /// A worker silent for `heartbeat_secs × missed_heartbeats` is taken for
-    /// dead, and another worker takes over its tasks.
+    /// dead: another worker takes over its tasks, and its claims on batches
+    /// run out after the same time.
     pub heartbeat_secs: u64,
     pub missed_heartbeats: usize,
     /// How often an idle worker looks for new tasks. apalis-redis wakes an
@@ -42,9 +43,10 @@ pub struct WorkerSettings {
     pub poll_interval_ms: u64,
     /// On SIGTERM, how long in-flight batches may take before the worker exits.
     pub shutdown_timeout_secs: u64,
-    /// The planner's watchdog re-enqueues unsettled batches from Postgres
-    /// when the queue held no task for this long (a task lost other than by
-    /// Redis losing its data, which the queue epoch catches at once).
+    /// How often the planner's watchdog looks for lost tasks: pending
+    /// batches of running runs that no worker holds and the queue no longer
+    /// has (Redis losing its data is caught at once, by the queue epoch). A
+    /// lost task is re-enqueued within this time.
     pub requeue_after_secs: u64,
     /// A batch whose task was delivered this many times without settling
     /// (its worker crashed on it each time) is quarantined to the DLQ.
@@ -58,7 +60,7 @@ impl Default for WorkerSettings {
             missed_heartbeats: 3,
             poll_interval_ms: 500,
             shutdown_timeout_secs: 30,
-            requeue_after_secs: 120,
+            requeue_after_secs: 30,
             max_deliveries: 5,
         }
     }
@@ -68,6 +70,12 @@ impl WorkerSettings {
     /// How long a silent worker is still presumed alive.
     pub fn orphan_timeout(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs.max(1) * self.missed_heartbeats.max(2) as u64)
+    }
+
+    /// How long a worker's claim on a batch lasts without renewal; renewed
+    /// every third of it while the batch is delivered.
+    pub fn claim_lease(&self) -> Duration {
+        self.orphan_timeout()
     }
 
     /// The interval apalis-redis heartbeats (and so polls) at.

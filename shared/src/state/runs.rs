@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::error::StateError;
+use crate::state::events::RunEvent;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Run {
@@ -48,7 +49,15 @@ pub struct Run {
     pub queue_epoch: Option<String>,
     pub created_at: DateTime<Utc>,
     pub planned_at: Option<DateTime<Utc>>,
+    /// When the planner finished pushing the run's tasks.
+    pub enqueued_at: Option<DateTime<Utc>>,
+    /// When a batch of the run last settled.
+    pub progress_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What happened to the run beside its records (see
+    /// [`crate::state::events`]); filled by [`with_events`].
+    #[sqlx(skip)]
+    pub events: Vec<RunEvent>,
 }
 
 impl Run {
@@ -69,7 +78,7 @@ const RUN_COLUMNS: &str = "id, sync_name, destination, kind, trigger, mode, full
     (SELECT COALESCE(sum(b.deliveries - 1), 0)::bigint FROM ebb_batches b \
      WHERE b.run_id = ebb_runs.id AND b.deliveries > 1) AS redeliveries, \
     (SELECT count(*) FROM ebb_batches b WHERE b.run_id = ebb_runs.id AND b.quarantined) AS quarantined_batches, \
-    error, queue_epoch, created_at, planned_at, finished_at";
+    error, queue_epoch, created_at, planned_at, enqueued_at, progress_at, finished_at";
 
 /// What starts a run.
 #[derive(Debug, Clone)]
@@ -171,15 +180,36 @@ pub async fn get(pool: &PgPool, run_id: i64) -> Result<Run, StateError> {
     .ok_or(StateError::NoSuchRun(run_id))
 }
 
+/// The newest runs, with their events.
 pub async fn list(pool: &PgPool, sync: Option<&str>, limit: i64) -> Result<Vec<Run>, StateError> {
-    sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(format!(
+    let mut runs = sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(format!(
         "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE ($1::text IS NULL OR sync_name = $1) ORDER BY id DESC LIMIT $2"
     )))
     .bind(sync)
     .bind(limit)
     .fetch_all(pool)
     .await
-    .map_err(StateError::query("listing runs"))
+    .map_err(StateError::query("listing runs"))?;
+    with_events(pool, &mut runs).await?;
+    Ok(runs)
+}
+
+/// Fills each run's `events`.
+pub async fn with_events(pool: &PgPool, runs: &mut [Run]) -> Result<(), StateError> {
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let events: Vec<(i64, DateTime<Utc>, String, String)> = sqlx::query_as(
+        "SELECT run_id, at, kind, message FROM ebb_run_events WHERE run_id = ANY($1) ORDER BY id",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("reading run events"))?;
+    for (run_id, at, kind, message) in events {
+        if let Some(run) = runs.iter_mut().find(|r| r.id == run_id) {
+            run.events.push(RunEvent { at, kind, message });
+        }
+    }
+    Ok(())
 }
 
 /// Runs whose batches are on the queue (or should be).
@@ -202,6 +232,44 @@ pub async fn set_queue_epoch(pool: &PgPool, run_id: i64, epoch: &str) -> Result<
         .await
         .map_err(StateError::query("recording the queue epoch"))?;
     Ok(())
+}
+
+/// Records that all of a run's tasks are on the queue.
+pub async fn set_enqueued(pool: &PgPool, run_id: i64) -> Result<(), StateError> {
+    sqlx::query("UPDATE ebb_runs SET enqueued_at = now() WHERE id = $1")
+        .bind(run_id)
+        .execute(pool)
+        .await
+        .map_err(StateError::query("recording that a run was enqueued"))?;
+    Ok(())
+}
+
+/// A pending batch that no worker holds a live claim on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UnclaimedBatch {
+    pub batch_no: i32,
+    /// Since when no worker has held it: its last claim's expiry, or when
+    /// the run was enqueued.
+    pub unclaimed_since: Option<DateTime<Utc>>,
+}
+
+/// A run's pending batches that no worker holds a live claim on: waiting
+/// in the queue, or lost from it.
+pub async fn unclaimed_batches(
+    pool: &PgPool,
+    run_id: i64,
+) -> Result<Vec<UnclaimedBatch>, StateError> {
+    sqlx::query_as::<_, UnclaimedBatch>(
+        "SELECT b.batch_no, COALESCE(b.lease_expires_at, r.enqueued_at, r.planned_at) AS unclaimed_since \
+         FROM ebb_batches b JOIN ebb_runs r ON r.id = b.run_id \
+         WHERE b.run_id = $1 AND b.state = 'pending' \
+           AND (b.lease_expires_at IS NULL OR b.lease_expires_at < now()) \
+         ORDER BY b.batch_no",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("listing unclaimed batches"))
 }
 
 /// Batches of a run that no worker has settled yet.

@@ -39,7 +39,7 @@ use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
 use crate::destinations::util::vendor::{
-    RequestBudget, SchemaCache, VendorDestination, fields_of, finish,
+    RequestBudget, SchemaCache, VendorDestination, fields_of, finish, finish_after,
 };
 use request_builder::BatchAnswer;
 use schema::Schema;
@@ -188,26 +188,35 @@ impl HubSpotDestination {
                 creates.push(pending);
             }
         }
-        if !archives.is_empty() {
-            let ids: Vec<&str> = archives.iter().map(|(_, id)| *id).collect();
-            let _: Value = self
-                .call(budget, "batch/archive", &request_builder::archive(&ids))
-                .await?;
-            for (index, _) in archives {
-                answers[index] = Some(RecordAnswer::Applied {
-                    destination_id: None,
-                    looked_up: false,
-                });
+        // A step that fails after others were answered leaves only the
+        // records it had not answered to be sent again.
+        let written: Result<(), Failure> = async {
+            if !archives.is_empty() {
+                let ids: Vec<&str> = archives.iter().map(|(_, id)| *id).collect();
+                let _: Value = self
+                    .call(budget, "batch/archive", &request_builder::archive(&ids))
+                    .await?;
+                for (index, _) in archives {
+                    answers[index] = Some(RecordAnswer::Applied {
+                        destination_id: None,
+                        looked_up: false,
+                    });
+                }
             }
+            if !updates.is_empty() {
+                creates.extend(self.update(budget, updates, &mut answers).await?);
+            }
+            if !creates.is_empty() {
+                self.create(budget, ctx, &schema, creates, &mut answers)
+                    .await?;
+            }
+            Ok(())
         }
-        if !updates.is_empty() {
-            creates.extend(self.update(budget, updates, &mut answers).await?);
+        .await;
+        match written {
+            Ok(()) => Ok(finish(answers)),
+            Err(failure) => finish_after(answers, failure),
         }
-        if !creates.is_empty() {
-            self.create(budget, ctx, &schema, creates, &mut answers)
-                .await?;
-        }
-        Ok(finish(answers))
     }
 
     /// Updates records by HubSpot id; returns those HubSpot no longer knows,

@@ -18,7 +18,11 @@
 //!   (`mirror_removal`).
 //!
 //! Every write is idempotent (the subscriber hash is the key), so a lost
-//! answer is simply sent again.
+//! answer is simply sent again. Each member's `PUT` (and tags) is its own
+//! request: one that fails transiently is retried on its own, and the
+//! members Mailchimp acknowledged are settled as delivered. A member whose
+//! `PUT` went through but whose tags did not is retried for its tags only,
+//! at the hash the `PUT` gave it.
 
 mod request_builder;
 pub mod schema;
@@ -26,7 +30,7 @@ mod service;
 mod validate;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ebb_shared::config::{MailchimpDestinationConfig, MailchimpRemoval};
 use futures::future::BoxFuture;
@@ -40,7 +44,7 @@ use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
 use crate::destinations::util::vendor::{
-    RequestBudget, SchemaCache, VendorDestination, fields_of, finish,
+    OneByOne, RequestBudget, SchemaCache, VendorDestination, fields_of, finish, finish_after,
 };
 use request_builder::{BatchSubscribeAnswer, MemberAnswer};
 use schema::Schema;
@@ -57,18 +61,14 @@ pub struct MailchimpDestination {
     config: MailchimpDestinationConfig,
     limiter: Arc<Limiter>,
     schema: SchemaCache<Schema>,
+    /// Members whose `PUT` was applied but whose tags were not, by run and
+    /// record key: the hash the `PUT` gave them (a new address moves the
+    /// member), so the retry adds the tags there instead of `PUT`ting again
+    /// at the old hash.
+    tags_pending: Mutex<HashMap<(i64, String), String>>,
 }
 
 type Answers = Vec<Option<RecordAnswer>>;
-
-/// A per-record call's failure: refused content answers that record alone;
-/// anything else (throttling, outages, bad key) is for the whole request.
-fn record_failure(failure: Failure) -> Result<RecordAnswer, Failure> {
-    match failure {
-        Failure::Rejected(message) => Ok(RecordAnswer::Rejected(message)),
-        other => Err(other),
-    }
-}
 
 fn applied(id: String) -> RecordAnswer {
     RecordAnswer::Applied {
@@ -88,6 +88,7 @@ impl MailchimpDestination {
             config: config.clone(),
             limiter,
             schema: SchemaCache::default(),
+            tags_pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -114,8 +115,25 @@ impl MailchimpDestination {
             .get(budget, schema::fetch(&self.client, &self.config))
             .await?;
         let mut answers: Answers = vec![None; records.len()];
+        match self
+            .write(budget, ctx, &schema, records, &mut answers)
+            .await
+        {
+            Ok(()) => Ok(finish(answers)),
+            Err(failure) => finish_after(answers, failure),
+        }
+    }
+
+    async fn write(
+        &self,
+        budget: &RequestBudget<'_>,
+        ctx: &BatchContext,
+        schema: &Schema,
+        records: &[OutboundRecord],
+        answers: &mut Answers,
+    ) -> Result<(), Failure> {
         let mut removals: Vec<(usize, &str)> = Vec::new();
-        let mut updates: Vec<(usize, &str, Member)> = Vec::new();
+        let mut updates: Vec<(usize, &OutboundRecord, Member)> = Vec::new();
         let mut subscribes: Vec<(usize, &str, Member)> = Vec::new();
         for (index, record) in records.iter().enumerate() {
             if record.op == Op::Delete {
@@ -148,24 +166,35 @@ impl MailchimpDestination {
                 )));
             }
             let known = record.destination_id.as_deref();
-            match validate::member(&schema, &fields, known.is_none()) {
+            match validate::member(schema, &fields, known.is_none()) {
                 Err(reason) => answers[index] = Some(RecordAnswer::Rejected(reason)),
                 Ok(member) => match known {
-                    Some(hash) => updates.push((index, hash, member)),
+                    Some(_) => updates.push((index, record, member)),
                     None => subscribes.push((index, &record.key, member)),
                 },
             }
         }
+        let mut calls = OneByOne::default();
         for (index, hash) in removals {
-            answers[index] = Some(self.remove(budget, hash).await?);
+            answers[index] = Some(if calls.held_back() {
+                OneByOne::not_sent()
+            } else {
+                calls.answer(self.remove(budget, hash).await)?
+            });
         }
-        for (index, hash, member) in &updates {
-            answers[*index] = Some(self.put(budget, hash, member).await?);
+        for (index, record, member) in &updates {
+            answers[*index] = Some(if calls.held_back() {
+                OneByOne::not_sent()
+            } else {
+                let hash = record.destination_id.as_deref().unwrap_or_default();
+                calls.answer(self.put(budget, ctx, &record.key, hash, member).await)?
+            });
         }
         if !subscribes.is_empty() {
-            self.subscribe(budget, subscribes, &mut answers).await?;
+            self.subscribe(budget, ctx, subscribes, answers, &mut calls)
+                .await?;
         }
-        Ok(finish(answers))
+        Ok(())
     }
 
     /// Archives or permanently deletes a member. A member Mailchimp no
@@ -195,54 +224,59 @@ impl MailchimpDestination {
                 destination_id: None,
                 looked_up: false,
             }),
-            Err(failure) => record_failure(failure),
+            Err(failure) => Err(failure),
         }
     }
 
     /// Adds or updates the member at `hash` (its current hash: the email
-    /// may be new), then adds its tags.
+    /// may be new), then adds its tags. A member whose `PUT` was applied on
+    /// an earlier attempt of this run gets its tags only.
     async fn put(
         &self,
         budget: &RequestBudget<'_>,
+        ctx: &BatchContext,
+        key: &str,
         hash: &str,
         member: &Member,
     ) -> Result<RecordAnswer, Failure> {
-        let body = request_builder::put_member(member, &self.config.status_if_new);
-        let answer = match self
-            .call(
-                budget,
-                Method::PUT,
-                &format!("/members/{hash}"),
-                Some(&body),
-            )
-            .await
-        {
-            Ok(answer) => answer,
-            Err(failure) => return record_failure(failure),
+        let pending_at = self.tags_pending().remove(&(ctx.run_id, key.to_owned()));
+        let id = match pending_at {
+            Some(id) => id,
+            None => {
+                let body = request_builder::put_member(member, &self.config.status_if_new);
+                let path = format!("/members/{hash}");
+                let answer = self.call(budget, Method::PUT, &path, Some(&body)).await?;
+                let answer: MemberAnswer = parse_answer("Mailchimp", "a member PUT", &answer)?;
+                answer.id
+            }
         };
-        let answer: MemberAnswer = parse_answer("Mailchimp", "a member PUT", &answer)?;
         if !member.tags.is_empty() {
             let tags = request_builder::add_tags(&member.tags);
-            if let Err(failure) = self
-                .call(
-                    budget,
-                    Method::POST,
-                    &format!("/members/{}/tags", answer.id),
-                    Some(&tags),
-                )
-                .await
-            {
-                return record_failure(failure);
+            let path = format!("/members/{id}/tags");
+            if let Err(failure) = self.call(budget, Method::POST, &path, Some(&tags)).await {
+                if !matches!(failure, Failure::Rejected(_)) {
+                    self.tags_pending().insert((ctx.run_id, key.to_owned()), id);
+                }
+                return Err(failure);
             }
         }
-        Ok(applied(answer.id))
+        Ok(applied(id))
+    }
+
+    fn tags_pending(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, String), String>> {
+        // A panic elsewhere cannot leave the map half-written.
+        self.tags_pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn subscribe(
         &self,
         budget: &RequestBudget<'_>,
+        ctx: &BatchContext,
         subscribes: Vec<(usize, &str, Member)>,
         answers: &mut Answers,
+        calls: &mut OneByOne,
     ) -> Result<(), Failure> {
         // One member per address per request; Mailchimp would merge them.
         let mut first: HashMap<String, &str> = HashMap::new();
@@ -258,14 +292,14 @@ impl MailchimpDestination {
                 }
                 None => {
                     first.insert(address, key);
-                    unique.push((index, member));
+                    unique.push((index, key, member));
                 }
             }
         }
         if unique.is_empty() {
             return Ok(());
         }
-        let members: Vec<&Member> = unique.iter().map(|(_, m)| m).collect();
+        let members: Vec<&Member> = unique.iter().map(|(_, _, m)| m).collect();
         let body = request_builder::batch_subscribe(&members, &self.config.status_if_new);
         let text = self.call(budget, Method::POST, "", Some(&body)).await?;
         let answer: BatchSubscribeAnswer = parse_answer("Mailchimp", "a batch subscribe", &text)?;
@@ -278,13 +312,17 @@ impl MailchimpDestination {
             .iter()
             .map(|e| (e.email_address.to_lowercase(), e))
             .collect();
-        for (index, member) in &unique {
+        for (index, key, member) in &unique {
             let address = member.email.to_lowercase();
             answers[*index] = Some(match (added.get(&address), errors.get(&address)) {
                 (Some(id), _) => applied(id.clone()),
                 (None, Some(error)) if error.error_code == "ERROR_CONTACT_EXISTS" => {
-                    self.put(budget, &subscriber_hash(&member.email), member)
-                        .await?
+                    if calls.held_back() {
+                        OneByOne::not_sent()
+                    } else {
+                        let hash = subscriber_hash(&member.email);
+                        calls.answer(self.put(budget, ctx, key, &hash, member).await)?
+                    }
                 }
                 (None, Some(error)) => {
                     RecordAnswer::Rejected(format!("Mailchimp: {}", error.error))

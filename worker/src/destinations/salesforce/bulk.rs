@@ -15,11 +15,17 @@ use serde_json::{Map, Value, json};
 use super::SalesforceDestination;
 use super::csv;
 use super::service::{Failure, Payload};
+use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::vendor::RequestBudget;
 
 /// How long a job may take before the batch is retried as a whole.
 const MAX_JOB_TIME: Duration = Duration::from_secs(30 * 60);
+/// Transient failures in a row while reading a job Ebb created (its state,
+/// its results) before giving up on it. The job's id is known, so a failed
+/// read is read again: creating a second job while the first may still
+/// run would apply the batch twice over.
+const READ_ATTEMPTS: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -116,14 +122,10 @@ impl SalesforceDestination {
         let started = Instant::now();
         let mut wait = Duration::from_millis(250);
         let job = loop {
-            let info: JobInfo = self
-                .json(
-                    budget,
-                    Method::GET,
-                    &format!("/jobs/ingest/{}", job.id),
-                    Payload::None,
-                )
+            let info = self
+                .read_job(budget, &format!("/jobs/ingest/{}", job.id))
                 .await?;
+            let info: JobInfo = parse_answer("Salesforce", "a bulk job's state", &info)?;
             match info.state.as_str() {
                 "JobComplete" => break info,
                 "Failed" | "Aborted" => {
@@ -157,11 +159,9 @@ impl SalesforceDestination {
             .collect();
         let mut answers = Vec::with_capacity(records.len());
         let successes = self
-            .raw(
+            .read_job(
                 budget,
-                Method::GET,
                 &format!("/jobs/ingest/{}/successfulResults/", job.id),
-                Payload::None,
             )
             .await?;
         for (row, index) in result_rows(&successes, &key_column, &by_key) {
@@ -180,12 +180,7 @@ impl SalesforceDestination {
             ));
         }
         let failures = self
-            .raw(
-                budget,
-                Method::GET,
-                &format!("/jobs/ingest/{}/failedResults/", job.id),
-                Payload::None,
-            )
+            .read_job(budget, &format!("/jobs/ingest/{}/failedResults/", job.id))
             .await?;
         for (row, index) in result_rows(&failures, &key_column, &by_key) {
             let error = row.get("sf__Error").cloned().unwrap_or_default();
@@ -213,6 +208,33 @@ impl SalesforceDestination {
             )));
         }
         Ok(answers)
+    }
+}
+
+impl SalesforceDestination {
+    /// A `GET` of a job Ebb created, read again after transient failures
+    /// (outages, 429s, unreadable answers) up to [`READ_ATTEMPTS`] times.
+    async fn read_job(&self, budget: &RequestBudget<'_>, path: &str) -> Result<String, Failure> {
+        let mut attempt = 1;
+        loop {
+            let failure = match self.raw(budget, Method::GET, path, Payload::None).await {
+                Ok(text) => return Ok(text),
+                Err(failure) => failure,
+            };
+            let wait = match &failure {
+                Failure::Throttled { retry_after } => retry_after.unwrap_or(Duration::from_secs(5)),
+                Failure::Transient(_, retry_after) => retry_after.unwrap_or(Duration::ZERO),
+                Failure::Unreachable(_) => Duration::ZERO,
+                _ => return Err(failure),
+            };
+            if attempt >= READ_ATTEMPTS {
+                return Err(failure);
+            }
+            let backoff = Duration::from_millis(250 * 2u64.pow(attempt.min(6)));
+            tracing::warn!(path, attempt, error = ?failure, "reading a Salesforce bulk job failed; reading it again");
+            tokio::time::sleep(wait.max(backoff).min(Duration::from_secs(60))).await;
+            attempt += 1;
+        }
     }
 }
 

@@ -41,7 +41,7 @@ use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
 use crate::destinations::util::vendor::{
-    RequestBudget, SchemaCache, VendorDestination, fields_of, finish,
+    RequestBudget, SchemaCache, VendorDestination, fields_of, finish, finish_after,
 };
 use auth::TokenSource;
 use bulk::{JobRecord, Operation};
@@ -190,14 +190,19 @@ impl SalesforceDestination {
                 }
             }
         }
-        if self.config.api == SalesforceApi::Bulk {
+        let written = if self.config.api == SalesforceApi::Bulk {
             self.send_bulk(budget, deletes, updates, upserts, &mut answers)
-                .await?;
+                .await
         } else {
             self.send_collections(budget, deletes, updates, upserts, &mut answers)
-                .await?;
+                .await
+        };
+        // A request that fails after others were answered leaves only the
+        // records it had not answered to be sent again.
+        match written {
+            Ok(()) => Ok(finish(answers)),
+            Err(failure) => finish_after(answers, failure),
         }
-        Ok(finish(answers))
     }
 
     async fn send_bulk(

@@ -42,6 +42,29 @@ pub enum RecordAnswer {
     },
     /// Refused for its content, with the destination's own message.
     Rejected(String),
+    /// Not applied by this send, for a reason that trying again may cure.
+    /// The record is sent again on its own, without the records of the
+    /// send that were applied.
+    Unapplied(Unapplied),
+}
+
+/// Why a record of a send was not applied, when trying again may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unapplied {
+    /// Its request failed transiently (5xx, timeout, lost connection): it
+    /// counts against the record's own retries.
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Its request was answered 429: waited out, not a retry.
+    Throttled { retry_after: Option<Duration> },
+    /// Its request was refused as a whole, with other records: it is split
+    /// from them to find the records at fault.
+    Refused(String),
+    /// Not sent by this send (held back after its neighbours' requests
+    /// failed): not a retry.
+    NotSent,
 }
 
 /// The final outcome of one record in a batch.

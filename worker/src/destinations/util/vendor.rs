@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use super::api::Failure;
 use super::limiter::Limiter;
-use super::outcome::{Attempt, RecordAnswer};
+use super::outcome::{Attempt, RecordAnswer, Unapplied};
 use crate::batch::{BatchContext, Op, OutboundRecord};
 use crate::destinations::Destination;
 
@@ -95,6 +95,101 @@ pub fn finish(answers: Vec<Option<RecordAnswer>>) -> Vec<RecordAnswer> {
             })
         })
         .collect()
+}
+
+/// What a call's failure means for the records it carried: refused
+/// content answers them; back-pressure and transient trouble leave them
+/// unapplied, to be sent again on their own; anything else (credentials,
+/// permissions, a missing resource, a mapping that does not fit) is for the
+/// whole send (`Err`).
+pub fn answer_failure(failure: Failure) -> Result<RecordAnswer, Failure> {
+    Ok(match failure {
+        Failure::Rejected(message) => RecordAnswer::Rejected(message),
+        Failure::Throttled { retry_after } => {
+            RecordAnswer::Unapplied(Unapplied::Throttled { retry_after })
+        }
+        Failure::Transient(message, retry_after) => RecordAnswer::Unapplied(Unapplied::Transient {
+            message,
+            retry_after,
+        }),
+        // The request may have been applied; sending it again finds out.
+        Failure::Unreachable(message) | Failure::Unexpected(message) => {
+            RecordAnswer::Unapplied(Unapplied::Transient {
+                message,
+                retry_after: None,
+            })
+        }
+        fatal @ (Failure::Unauthorized(_)
+        | Failure::Forbidden(_)
+        | Failure::NotFound(_)
+        | Failure::Misconfigured(_)) => return Err(fatal),
+    })
+}
+
+/// A send that failed part way: the records answered so far keep their
+/// answers, and the others are left unapplied by `failure` (a request
+/// refused as a whole is split among them). A failure before any answer is
+/// the whole send's, as if it had been one request.
+pub fn finish_after(
+    answers: Vec<Option<RecordAnswer>>,
+    failure: Failure,
+) -> Result<Vec<RecordAnswer>, Failure> {
+    if answers.iter().all(Option::is_none) {
+        return Err(failure);
+    }
+    let rest = match failure {
+        Failure::Rejected(message) => RecordAnswer::Unapplied(Unapplied::Refused(message)),
+        other => answer_failure(other)?,
+    };
+    Ok(answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| rest.clone()))
+        .collect())
+}
+
+/// Sends one request per record (a `PUT` per member) and answers each
+/// record by its own request. After a 429, or three transient failures in
+/// a row (the destination is down), the rest are held back unsent rather
+/// than spending their retries.
+#[derive(Default)]
+pub struct OneByOne {
+    transient_in_a_row: u32,
+    held_back: bool,
+}
+
+impl OneByOne {
+    const GIVE_UP_AFTER: u32 = 3;
+
+    /// Whether the next record should not be sent in this send.
+    pub fn held_back(&self) -> bool {
+        self.held_back
+    }
+
+    /// The answer for a record whose request ended with `result`; `Err`
+    /// when the failure is for the whole send.
+    pub fn answer(
+        &mut self,
+        result: Result<RecordAnswer, Failure>,
+    ) -> Result<RecordAnswer, Failure> {
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(failure) => answer_failure(failure)?,
+        };
+        match &answer {
+            RecordAnswer::Unapplied(Unapplied::Throttled { .. }) => self.held_back = true,
+            RecordAnswer::Unapplied(Unapplied::Transient { .. }) => {
+                self.transient_in_a_row += 1;
+                self.held_back |= self.transient_in_a_row >= Self::GIVE_UP_AFTER;
+            }
+            _ => self.transient_in_a_row = 0,
+        }
+        Ok(answer)
+    }
+
+    /// The answer for a record not sent because of [`Self::held_back`].
+    pub fn not_sent() -> RecordAnswer {
+        RecordAnswer::Unapplied(Unapplied::NotSent)
+    }
 }
 
 /// Requests made by one send. The first goes out under the permit the

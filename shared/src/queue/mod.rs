@@ -3,6 +3,14 @@
 //! slots, never the others'. They carry only `(run, batch)` references;
 //! everything needed to redo the work lives in Postgres, so a lost queue is
 //! rebuilt from `ebb_batches`.
+//!
+//! `maintenance.rs` holds what Ebb does to the queue beside apalis-redis:
+//! promoting due tasks in chunks, finding the batches a queue still holds,
+//! and forgetting finished tasks.
+
+mod maintenance;
+
+pub use maintenance::{forget_finished, promote_due, queued_batches};
 
 use std::time::Duration;
 
@@ -64,21 +72,31 @@ pub fn storage(
     state: &StateConfig,
     worker: &WorkerSettings,
     destination: &str,
-    prefetch: usize,
 ) -> RedisStorage<WriteBatchTask> {
     let config = apalis_redis::Config::default()
         .queue(queue_name(&state.queue_prefix, destination))
-        .batch_size(prefetch.max(1))
+        // One task per fetch. apalis runs heartbeats and acks only while no
+        // fetched task waits in its local buffer; with a larger fetch, a
+        // worker whose slots are busy (batches waiting on a rate limit, a
+        // 429 pause, a bulk job) goes silent until the buffer drains, is
+        // declared orphaned by the others, and loses its in-flight batches.
+        .batch_size(1)
         // An idle worker fetches only when its heartbeat fires: beat at the
         // poll interval, and count the orphan timeout in those beats.
         // (Config::default() sets 10 missed beats, a 5-minute timeout.)
         .heartbeat_interval(worker.poll_interval())
         .missed_heartbeats(worker.missed_polls())
+        // apalis's task locks cost an LREM scan of the whole active list per
+        // task (O(queue length)); a batch's claim in Postgres is Ebb's lock.
+        .lock_tasks(false)
         .emit_events(false);
     RedisStorage::new(conn).with_config(config)
 }
 
-/// Pushes tasks in chunks.
+/// Pushes tasks in chunks, moving each chunk from the scheduled set (where
+/// apalis-redis puts every push) to the active list at once, so the queue
+/// never holds more due scheduled tasks than one chunk (see
+/// [`promote_due`]).
 pub async fn enqueue(
     storage: &mut RedisStorage<WriteBatchTask>,
     tasks: Vec<WriteBatchTask>,
@@ -94,6 +112,8 @@ pub async fn enqueue(
                 queue: queue.clone(),
                 message: e.to_string(),
             })?;
+        let config = storage.get_config().clone();
+        promote_due(storage.get_connection(), &config).await?;
         tasks = rest;
     }
     Ok(())
