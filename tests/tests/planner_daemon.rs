@@ -13,7 +13,7 @@ const CONFIG: &str = r#"
 heartbeat_secs = 2
 missed_heartbeats = 3
 # Long on purpose: recovery below must come from the queue epoch, not from
-# the "queue idle for requeue_after_secs" fallback.
+# the search for lost tasks every requeue_after_secs.
 requeue_after_secs = 600
 
 [destinations.replica]
@@ -229,6 +229,14 @@ async fn a_run_survives_redis_losing_its_queue() {
     assert_eq!(summary["run"]["delivered"], 1000, "{summary}");
     let replica = TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await;
     assert_eq!(replica, 1000);
+    let events = summary["run"]["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["kind"] == "requeued"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Redis lost its data"))),
+        "the run says why it was re-enqueued: {summary}"
+    );
 }
 
 /// The planner that started a run dies and Redis loses the tasks: `ebb

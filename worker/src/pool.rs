@@ -96,11 +96,11 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
     shutdown_signal()
         .await
         .map_err(|e| WorkerError::Monitor(e.to_string()))?;
+    let deadline = Instant::now() + Duration::from_secs(config.worker.shutdown_timeout_secs);
     let _ = stop.send(true);
     while supervisors.join_next().await.is_some() {}
     // Work that outlived its apalis worker (see `handler::write_batch`)
     // gets what is left of the shutdown timeout.
-    let deadline = Instant::now() + Duration::from_secs(config.worker.shutdown_timeout_secs);
     for (destination, slots) in &slots {
         let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
         let left = deadline.saturating_duration_since(Instant::now());
