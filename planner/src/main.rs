@@ -73,9 +73,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The planner daemon: runs syncs on their schedules, serves /healthz and /readyz.
+    /// The planner daemon: runs syncs on their schedules, serves /healthz, /readyz and
+    /// /metrics. These need no authentication, so the default address is loopback only;
+    /// in a pod, listen on 0.0.0.0 explicitly (deploy/k8s does).
     Serve {
-        #[arg(long, env = "EBB_LISTEN", default_value = "0.0.0.0:8080")]
+        #[arg(long, env = "EBB_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
 }

@@ -1,7 +1,7 @@
 //! Readiness, as `ebb serve` and `ebb-worker --listen` report it on
 //! `/readyz`: Ebb can do its work only while the state database and Redis
-//! both answer. `Err` names what does not answer, and why; the database is
-//! checked first.
+//! both answer. `Err` names what does not answer, and why, for the log (the
+//! endpoints themselves answer without the details).
 
 use apalis_redis::ConnectionManager;
 use sqlx::PgPool;
@@ -20,9 +20,4 @@ pub async fn queue_ready(redis: &mut ConnectionManager) -> Result<(), String> {
         .await
         .map(drop)
         .map_err(|e| format!("queue: {e}"))
-}
-
-pub async fn ready(pool: &PgPool, redis: &mut ConnectionManager) -> Result<(), String> {
-    database_ready(pool).await?;
-    queue_ready(redis).await
 }

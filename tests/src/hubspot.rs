@@ -42,6 +42,8 @@ pub const TOKEN_WITHOUT_SCOPES: &str = "pat-na1-no-scopes";
 pub struct StoredObject {
     pub properties: BTreeMap<String, String>,
     pub archived: bool,
+    /// When HubSpot created it (`createdAt` in answers).
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 pub struct HubSpotState {
@@ -109,6 +111,31 @@ impl HubSpotState {
         .iter()
         .map(|e| self.calls(e))
         .sum()
+    }
+
+    /// Adds an object as a HubSpot user would have, at `created_at`;
+    /// returns its id.
+    pub fn add(
+        &mut self,
+        object_type: &str,
+        properties: &[(&str, &str)],
+        created_at: chrono::DateTime<chrono::Utc>,
+    ) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let object = StoredObject {
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            archived: false,
+            created_at,
+        };
+        self.objects
+            .entry(object_type.to_owned())
+            .or_default()
+            .insert(id, object);
+        id
     }
 
     /// Removes an object, as a HubSpot user deleting it would.
@@ -472,7 +499,8 @@ fn object_json(id: u64, object: &StoredObject, trace: Option<&Value>, new: Optio
     properties.insert("hs_object_id".into(), Value::String(id.to_string()));
     let mut result = json!({
         "id": id.to_string(), "properties": properties, "archived": false,
-        "createdAt": "2026-11-21T00:00:00Z", "updatedAt": "2026-11-21T00:00:00Z",
+        "createdAt": object.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "updatedAt": object.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     if let Some(trace) = trace {
         result["objectWriteTraceId"] = trace.clone();
@@ -596,6 +624,7 @@ fn create(s: &mut HubSpotState, object_type: &str, inputs: &[Value]) -> Answer {
         let object = StoredObject {
             properties,
             archived: false,
+            created_at: chrono::Utc::now(),
         };
         results.push(object_json(id, &object, trace.as_ref(), None));
         s.objects
@@ -677,6 +706,7 @@ fn upsert(s: &mut HubSpotState, object_type: &str, inputs: &[Value]) -> Answer {
         let object = objects.entry(id).or_insert(StoredObject {
             properties: BTreeMap::new(),
             archived: false,
+            created_at: chrono::Utc::now(),
         });
         object.properties.extend(properties);
         results.push(object_json(id, object, trace.as_ref(), Some(new)));

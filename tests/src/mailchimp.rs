@@ -2,8 +2,9 @@
 //! following Mailchimp's public documentation, not Ebb's code:
 //!
 //! - HTTP Basic auth with the API key as password: 401 "API Key Invalid";
-//! - `GET /3.0/lists/{list_id}/merge-fields`; an unknown list is a 404
-//!   "Resource Not Found";
+//! - `GET /3.0/lists/{list_id}` and `GET /3.0/lists/{list_id}/merge-fields`;
+//!   an unknown (or deleted) list is a 404 "Resource Not Found", as is an
+//!   unknown member;
 //! - `POST /3.0/lists/{list_id}` (batch subscribe, at most 500 members):
 //!   answers 200 with `new_members`, `updated_members` and per-member
 //!   `errors`; with `update_existing: false` an existing member is an
@@ -73,6 +74,13 @@ pub struct MailchimpState {
     pub puts: BTreeMap<String, u32>,
     /// Of those, the ones that failed on purpose (see `flaky_puts_percent`).
     pub failed_puts: BTreeMap<String, u32>,
+    /// The next this many tag requests are answered 503.
+    pub tags_unavailable_left: u32,
+    /// The audience was deleted: every call on it is a 404.
+    pub list_deleted: bool,
+    /// The next this many requests meet a proxy's 404 (an HTML page, not
+    /// Mailchimp's problem document), before reaching Mailchimp.
+    pub proxy_not_found_left: u32,
 }
 
 /// How a flaky `PUT` fails.
@@ -153,7 +161,7 @@ impl Mailchimp {
     pub async fn start() -> Mailchimp {
         let state = Arc::new(Mutex::new(MailchimpState::default()));
         let app = Router::new()
-            .route("/3.0/lists/{list_id}", post(batch_subscribe))
+            .route("/3.0/lists/{list_id}", post(batch_subscribe).get(list_info))
             .route("/3.0/lists/{list_id}/merge-fields", get(merge_fields))
             .route(
                 "/3.0/lists/{list_id}/members/{hash}",
@@ -240,7 +248,18 @@ async fn admit(
                 "You have exceeded the limit of 10 simultaneous connections.",
             ));
         }
-        if list_id != LIST_ID {
+        if s.proxy_not_found_left > 0 {
+            s.proxy_not_found_left -= 1;
+            drop(s);
+            drop(connection);
+            return Err((
+                StatusCode::NOT_FOUND,
+                [("content-type", "text/html")],
+                "<html><body><h1>404 Not Found</h1>nginx</body></html>",
+            )
+                .into_response());
+        }
+        if list_id != LIST_ID || s.list_deleted {
             drop(s);
             drop(connection);
             return Err(problem(
@@ -424,6 +443,25 @@ fn maybe_drop(state: &Arc<Mutex<MailchimpState>>) {
         drop(s);
         std::panic::resume_unwind(Box::new("emulated dropped connection"));
     }
+}
+
+/// `GET /lists/{list_id}`: the audience itself.
+async fn list_info(
+    State(state): Shared,
+    Path(list_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let _connection =
+        match admit(&state, &headers, format!("GET /lists/{list_id}"), &list_id).await {
+            Ok(c) => c,
+            Err(answer) => return answer,
+        };
+    let members = state.lock().expect("lock").active();
+    axum::Json(json!({
+        "id": LIST_ID, "name": "Emulated audience",
+        "stats": {"member_count": members},
+    }))
+    .into_response()
 }
 
 async fn batch_subscribe(
@@ -710,6 +748,14 @@ async fn tags(
         Err(answer) => return answer,
     };
     let mut s = state.lock().expect("lock");
+    if s.tags_unavailable_left > 0 {
+        s.tags_unavailable_left -= 1;
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            "The server is temporarily unable to service your request. Please try again later.",
+        );
+    }
     let Some(member) = s.members.get_mut(&key) else {
         return problem(
             StatusCode::NOT_FOUND,

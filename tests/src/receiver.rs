@@ -69,6 +69,14 @@ pub struct ReceiverState {
     /// Records applied in total (upserts plus deletes), also in count-only mode.
     pub applied_total: u64,
     pub last_auth: Option<String>,
+    /// Answer every batch with this redirect (status, `Location`), as a
+    /// receiver that moved does.
+    pub redirect: Option<(u16, String)>,
+    /// Echo the request's headers in error bodies, as some receivers do.
+    pub echo_headers: bool,
+    /// Requests that reached `/elsewhere` (where a redirect points): method
+    /// and headers.
+    pub elsewhere: Vec<(String, Vec<(String, String)>)>,
 }
 
 #[derive(Clone)]
@@ -82,6 +90,7 @@ impl Receiver {
         let state = Arc::new(Mutex::new(ReceiverState::default()));
         let app = Router::new()
             .route("/contacts/batch", post(batch))
+            .route("/elsewhere", axum::routing::any(elsewhere))
             .with_state(state.clone());
         let addr = crate::serve_emulator(app, "127.0.0.1:0").await;
         Receiver { addr, state }
@@ -156,6 +165,10 @@ async fn batch(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    if let Some((status, location)) = state.lock().expect("lock").redirect.clone() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+        return (status, [("location", location)], "moved").into_response();
+    }
     let Some(records) = body["records"].as_array() else {
         return (
             StatusCode::BAD_REQUEST,
@@ -177,11 +190,15 @@ async fn batch(
     let mut s = state.lock().expect("lock");
     if !errors.is_empty() {
         s.rejected_requests += 1;
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"errors": errors})),
-        )
-            .into_response();
+        let mut body = json!({"errors": errors});
+        if s.echo_headers {
+            body["request_headers"] = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
     }
     s.applied_total += records.len() as u64;
     if s.count_only {
@@ -210,6 +227,24 @@ async fn batch(
         std::panic::resume_unwind(Box::new("emulated dropped connection"));
     }
     (StatusCode::OK, Json(json!({"accepted": records.len()}))).into_response()
+}
+
+/// Where a redirect points: records what arrived, answers 200 to anything.
+async fn elsewhere(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Response {
+    let headers = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    state
+        .lock()
+        .expect("lock")
+        .elsewhere
+        .push((method.to_string(), headers));
+    (StatusCode::OK, Json(json!({"ok": true}))).into_response()
 }
 
 /// A 429 as rate-limited APIs send it (this body is HubSpot's).

@@ -23,7 +23,8 @@
 //! - the org's API limit: 403 `REQUEST_LIMIT_EXCEEDED`.
 //!
 //! Knobs: expire every access token, answer the next N calls with the API
-//! limit, apply the next N writes and drop the connection.
+//! limit, apply the next N writes and drop the connection, answer the next
+//! N reads of a bulk job's state 503.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -66,6 +67,9 @@ pub struct SalesforceState {
     pub jobs: BTreeMap<String, Job>,
     /// Polls a closed job answers `InProgress` before `JobComplete`.
     pub bulk_polls: u32,
+    /// The next this many reads of a job's state are answered 503, as
+    /// Salesforce does now and then ("Service Unavailable").
+    pub job_reads_unavailable_left: u32,
 }
 
 impl SalesforceState {
@@ -831,6 +835,14 @@ async fn job_info(
     let mut s = state.lock().expect("lock");
     if let Err(answer) = admit(&mut s, &headers, &version, format!("GET jobs/ingest/{id}")) {
         return answer;
+    }
+    if s.job_reads_unavailable_left > 0 {
+        s.job_reads_unavailable_left -= 1;
+        return errors(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER_UNAVAILABLE",
+            "Service Unavailable: the server is temporarily unable to handle the request",
+        );
     }
     let Some(job) = s.jobs.get_mut(&id) else {
         return errors(

@@ -145,3 +145,108 @@ async fn unreachable_source_is_reported_without_its_password() {
     assert!(err.contains("source `warehouse`: cannot connect"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// Passwords typed raw into connection URLs, with the characters that cut
+/// a URL's authority short (`/`, `?`, `#`, `@`), and a `?password=`
+/// parameter: no part of them reaches the error. (The password used to be
+/// printed whole after the first `/` or `?`.)
+#[tokio::test]
+async fn passwords_with_slashes_question_marks_and_query_parameters_stay_hidden() {
+    let env = env().await;
+    env.write_file("models/customers.sql", "SELECT id, email FROM customers");
+    for url in [
+        "postgres://wh:s3/cr?et#x@127.0.0.1:1/wh",
+        "postgres://wh:p@ss/w0rd@127.0.0.1:1/wh",
+        "postgres://127.0.0.1:1/wh?user=wh&password=qu3ry-s3cret",
+    ] {
+        env.write_config(
+            &CONFIG.replace("url = \"{WAREHOUSE_URL}\"", &format!("url = \"{url}\"")),
+            &[],
+        );
+        let out = env.ebb(&["check"]).await;
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        let err = stderr(&out);
+        assert!(err.contains("source `warehouse`"), "{url}: {err}");
+        for secret in ["s3/cr", "cr?et", "et#x", "p@ss", "ss/w0rd", "w0rd", "qu3ry-s3cret"] {
+            assert!(!err.contains(secret), "{url}: `{secret}` leaked: {err}");
+        }
+    }
+}
+
+/// A warehouse in SQL_ASCII holds bytes that are no text at all, and one
+/// record is far larger than the sync allows. Each costs only its own
+/// record: a planning rejection in the DLQ with its key and what is wrong
+/// (the field and the byte, or the size), and the rest of the run is
+/// delivered. (Either used to fail the whole run at planning, without
+/// naming the key.)
+#[tokio::test]
+async fn values_that_are_not_utf8_and_oversized_records_cost_only_their_record() {
+    let env = TestEnv::new(
+        &CONFIG.replace(
+            "primary_key = \"id\"",
+            "primary_key = \"id\"\nmax_record_bytes = 2000",
+        ),
+        &[],
+    )
+    .await;
+    // A SQL_ASCII warehouse of this test's own.
+    let admin = sqlx::PgPool::connect(ebb_tests::ADMIN_URL)
+        .await
+        .expect("admin");
+    let db = format!("ebb_t_{}_ascii", env.id);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {db} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+    )))
+    .execute(&admin)
+    .await
+    .expect("create a SQL_ASCII database");
+    let ascii_url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let config = std::fs::read_to_string(env.config_path()).expect("config");
+    std::fs::write(
+        env.config_path(),
+        config.replace(&env.urls.warehouse, &ascii_url),
+    )
+    .expect("point the source at the SQL_ASCII warehouse");
+    let warehouse = sqlx::PgPool::connect(&ascii_url).await.expect("warehouse");
+    for sql in [
+        "CREATE TABLE customers (id BIGINT, email TEXT)",
+        "INSERT INTO customers SELECT g, 'user' || g || '@example.com' FROM generate_series(1, 20) g",
+        // 0xE9 is é in Latin-1, and no UTF-8 at all.
+        "UPDATE customers SET email = E'caf\\xe9@example.com' WHERE id = 7",
+        "UPDATE customers SET email = repeat('x', 5000) || '@example.com' WHERE id = 9",
+    ] {
+        sqlx::query(sql).execute(&warehouse).await.expect(sql);
+    }
+    warehouse.close().await;
+    env.write_file("models/customers.sql", "SELECT id, email FROM customers");
+    sqlx::query("CREATE TABLE public.customers_synced (customer_id BIGINT PRIMARY KEY, email TEXT)")
+        .execute(&env.app)
+        .await
+        .expect("replica");
+    let mut env = env;
+    env.start_worker(1);
+    let run = env.run_sync("customers", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 18, "{run}");
+    assert_eq!(run["rejected_at_plan"], 2, "{run}");
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    let not_text = ebb_tests::dlq_reason(&dlq, "7");
+    assert!(
+        not_text.contains("field `email` is not valid UTF-8 (byte 0xE9)"),
+        "{not_text}"
+    );
+    let too_big = ebb_tests::dlq_reason(&dlq, "9");
+    assert!(
+        too_big.contains("over the sync's max_record_bytes (2000)"),
+        "{too_big}"
+    );
+    let replicated =
+        TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM public.customers_synced").await;
+    assert_eq!(replicated, 18);
+    drop(env);
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
+}

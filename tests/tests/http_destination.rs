@@ -18,7 +18,7 @@ requeue_after_secs = 20
 [destinations.crm]
 type = "http"
 url = "{RECEIVER_URL}"
-headers = { Authorization = "Bearer ${EBB_TEST_CRM_TOKEN}" }
+headers = { Authorization = "Bearer ${EBB_TEST_CRM_TOKEN}", X-Api-Key = "${EBB_TEST_CRM_TOKEN}" }
 batch_size = {BATCH}
 max_retries = 4
 
@@ -257,4 +257,60 @@ async fn worker_sigterm_mid_run_loses_nothing() {
         "{}",
         env.worker_log(0)
     );
+}
+
+/// A receiver that moved answers with a redirect to another host. Ebb
+/// follows none: a 301/302/303 would turn the `POST` into a `GET` whose 200
+/// counted as delivered, and any redirect would carry the `X-Api-Key`
+/// header to the other host. Every record fails with a reason naming the
+/// new location; nothing reaches the other host; nothing is in the ledger.
+#[tokio::test]
+async fn redirects_are_not_followed_and_nothing_is_marked_delivered() {
+    let moved = Receiver::start().await;
+    let elsewhere = Receiver::start().await;
+    let mut env = env(&moved, 20, 10).await;
+    env.start_worker(2);
+    for status in [301, 302, 303, 307, 308] {
+        let location = format!("http://localhost:{}/elsewhere", elsewhere.addr.port());
+        moved.with(|s| s.redirect = Some((status, location.clone())));
+        let out = env.ebb(&["run", "contacts", "--json"]).await;
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run JSON");
+        let run = &summary["run"];
+        assert_eq!(run["state"], "failed", "{status}: {run}");
+        assert_eq!(run["delivered"], 0, "{status}: {run}");
+        assert_eq!(run["failed"], 20, "{status}: {run}");
+        assert_eq!(run["retries"], 0, "a redirect is not retried: {run}");
+        let dlq = env.ebb_json(&["dlq", "list"]).await;
+        let reason = ebb_tests::dlq_reason(&dlq, "1");
+        assert!(
+            reason.contains(&format!("HTTP {status}"))
+                && reason.contains(&format!("redirects to {location}")),
+            "{reason}"
+        );
+    }
+    elsewhere.with(|s| assert!(s.elsewhere.is_empty(), "requests reached the other host: {:?}", s.elsewhere));
+    let ledger = TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await;
+    assert_eq!(ledger, 0, "nothing is recorded as delivered");
+}
+
+/// A receiver that echoes the request's headers in its error body: the DLQ
+/// keeps the receiver's error without the token.
+#[tokio::test]
+async fn a_token_echoed_in_an_error_body_stays_out_of_the_dlq() {
+    let receiver = Receiver::start().await;
+    receiver.with(|s| s.echo_headers = true);
+    let mut env = env(&receiver, 10, 10).await;
+    sqlx::query("UPDATE analytics.customers SET email = 'nope' WHERE id = 3")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    env.start_worker(1);
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["rejected"], 1, "{run}");
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    let reason = ebb_tests::dlq_reason(&dlq, "3");
+    assert!(reason.contains("invalid email address"), "{reason}");
+    assert!(reason.contains("x-api-key"), "the echo is kept: {reason}");
+    assert!(!reason.contains("tok-secret-42"), "the token leaked into the DLQ: {reason}");
+    assert!(reason.contains("[redacted]"), "{reason}");
 }

@@ -279,6 +279,48 @@ async fn a_lost_create_response_is_looked_up_not_created_twice() {
     assert_eq!(hubspot.with(|s| s.writes()), writes);
 }
 
+/// A company someone created in HubSpot long before shares the domain of a
+/// record whose create was applied and its answer lost. The lookup finds
+/// the company Ebb created (the first one created since the create's
+/// intent), not the older stranger: the stranger is left alone, and no
+/// company is created twice. (The lookup used to take the oldest match,
+/// update the stranger, and leave Ebb's company as a duplicate.)
+#[tokio::test]
+async fn a_lookup_after_a_lost_create_finds_the_created_company_not_an_older_one() {
+    let hubspot = HubSpot::start().await;
+    let mut env = env(&hubspot, 60, 100).await;
+    let stranger = hubspot.with(|s| {
+        s.drop_after_apply_left = 1;
+        s.add(
+            "companies",
+            &[("domain", "co7.example.com"), ("name", "Someone else's")],
+            chrono::Utc::now() - chrono::TimeDelta::days(30),
+        )
+    });
+    env.start_worker(2);
+    let run = env.run_sync("companies", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 60, "{run}");
+    assert_eq!(run["lookups_before_create"], 60, "{run}");
+    hubspot.with(|s| {
+        assert_eq!(s.calls("batch/create"), 1, "no company was created twice");
+        assert_eq!(s.live("companies").len(), 61, "Ebb's 60 and the stranger");
+        let same_domain = s.find("companies", "domain", "co7.example.com");
+        assert_eq!(same_domain.len(), 2, "{same_domain:?}");
+        let (_, untouched) = same_domain
+            .iter()
+            .find(|(id, _)| *id == stranger)
+            .expect("the stranger");
+        assert_eq!(untouched.properties["name"], "Someone else's");
+    });
+    let ebbs = env.ledger_id("companies", "7").await.expect("an id for record 7");
+    assert_ne!(ebbs, stranger.to_string(), "the ledger names Ebb's company");
+    hubspot.with(|s| {
+        let ours = &s.objects["companies"][&ebbs.parse::<u64>().unwrap()];
+        assert_eq!(ours.properties["name"], "Company 7");
+    });
+}
+
 /// A worker dies after HubSpot applied its creates and before Ebb
 /// committed them; the worker that takes the batch over finds the intents,
 /// looks the companies up and updates them instead of creating them again.

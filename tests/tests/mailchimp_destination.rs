@@ -338,6 +338,123 @@ async fn member_updates_are_retried_one_by_one_when_mailchimp_fails_some() {
     });
 }
 
+/// A member's new address moves it to a new subscriber hash with its
+/// `PUT`; the tags request after it fails transiently. The retry adds the
+/// tags at the new hash without `PUT`ting again (a second `PUT` at the old
+/// hash would be refused: the address now belongs to the moved member),
+/// and the ledger keeps the new hash. (The record used to be rejected, and
+/// the ledger kept the old hash.)
+#[tokio::test]
+async fn tags_that_fail_after_an_address_change_are_retried_at_the_new_hash() {
+    let mailchimp = Mailchimp::start().await;
+    let mut env = env(
+        Setup {
+            mailchimp: &mailchimp,
+            batch: 100,
+            removal: "archive",
+        },
+        20,
+    )
+    .await;
+    env.start_worker(1);
+    let run = env.run_sync("subscribers", &[]).await;
+    assert_eq!(run["delivered"], 20, "{run}");
+    let old_hash = hash("user10@example.com");
+    assert_eq!(env.ledger_id("subscribers", "10").await, Some(old_hash.clone()));
+
+    exec(
+        &env.warehouse,
+        "UPDATE analytics.customers SET email = 'user10-new@example.com' WHERE id = 10",
+    )
+    .await;
+    mailchimp.with(|s| s.tags_unavailable_left = 1);
+    let run = env.run_sync("subscribers", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 1, "{run}");
+    assert_eq!(run["rejected"], 0, "{run}");
+    assert!(run["retries"].as_i64() >= Some(1), "{run}");
+    let new_hash = hash("user10-new@example.com");
+    assert_eq!(env.ledger_id("subscribers", "10").await, Some(new_hash.clone()));
+    mailchimp.with(|s| {
+        assert_eq!(s.puts.get(&old_hash), Some(&1), "one PUT at the old hash");
+        assert_eq!(s.puts.get(&new_hash), None, "no PUT at the new hash");
+        let moved = s.members.get(&new_hash).expect("the moved member");
+        assert_eq!(moved.email, "user10-new@example.com");
+        assert!(moved.tags.contains("vip") && moved.tags.contains("beta"), "{moved:?}");
+        assert!(!s.members.contains_key(&old_hash), "no member left at the old hash");
+    });
+}
+
+/// A removal answered 404 counts as done only when the 404 is Mailchimp's
+/// own "not found" for an audience that still exists. A member deleted by
+/// hand in Mailchimp is done; a proxy's 404 page, or an audience deleted
+/// meanwhile, fails the removal, and the ledger keeps the member for a
+/// later run. (Any 404 used to count as removed, and the ledger forgot
+/// members that were never removed.)
+#[tokio::test]
+async fn only_mailchimps_own_member_not_found_counts_as_removed() {
+    let mailchimp = Mailchimp::start().await;
+    let mut env = env(
+        Setup {
+            mailchimp: &mailchimp,
+            batch: 100,
+            removal: "archive",
+        },
+        30,
+    )
+    .await;
+    env.start_worker(1);
+    let run = env.run_sync("subscribers", &[]).await;
+    assert_eq!(run["delivered"], 30, "{run}");
+    let in_ledger = |key: &'static str| {
+        let state = env.state.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM ebb_ledger WHERE sync_name = 'subscribers' AND record_key = $1",
+            )
+            .bind(key)
+            .fetch_one(&state)
+            .await
+            .expect("ledger")
+                == 1
+        }
+    };
+
+    // Deleted by hand in Mailchimp, then removed from the model: done.
+    mailchimp.with(|s| s.members.remove(&hash("user1@example.com")));
+    exec(&env.warehouse, "DELETE FROM analytics.customers WHERE id = 1").await;
+    let run = env.run_sync("subscribers", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 1, "{run}");
+    assert!(!in_ledger("1").await, "a member Mailchimp no longer has is removed");
+
+    // A proxy's 404 page: not Mailchimp's answer, nothing was removed.
+    exec(&env.warehouse, "DELETE FROM analytics.customers WHERE id = 2").await;
+    mailchimp.with(|s| s.proxy_not_found_left = 1);
+    let run = env.run_sync("subscribers", &[]).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["failed"], 1, "{run}");
+    assert!(in_ledger("2").await, "the ledger keeps the member");
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    assert!(dlq_reason(&dlq, "2").contains("nginx"), "{dlq}");
+    mailchimp.with(|s| assert_eq!(s.member("user2@example.com").unwrap().status, "subscribed"));
+
+    // The audience was deleted: its 404 is not the member's.
+    mailchimp.with(|s| s.list_deleted = true);
+    let run = env.run_sync("subscribers", &[]).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    assert!(in_ledger("2").await, "the ledger keeps the member");
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    assert!(dlq_reason(&dlq, "2").contains("no longer exists"), "{dlq}");
+
+    // Once Mailchimp answers again, the removal goes through.
+    mailchimp.with(|s| s.list_deleted = false);
+    let run = env.run_sync("subscribers", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert!(!in_ledger("2").await);
+    mailchimp.with(|s| assert_eq!(s.member("user2@example.com").unwrap().status, "archived"));
+}
+
 #[tokio::test]
 async fn permanent_deletion_is_final() {
     let mailchimp = Mailchimp::start().await;

@@ -191,6 +191,15 @@ async fn readyz_reports_an_unreachable_queue() {
     })
     .await;
     assert_eq!(http_status(&format!("{base}/readyz")).await, Some(503));
+    // It says what is not ready, and nothing an unauthenticated caller
+    // could use: no host, no port, no error text.
+    let body = reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("GET /readyz")
+        .text()
+        .await
+        .expect("readyz body");
+    assert_eq!(body, "not ready: queue");
     // Metrics still answer, saying what they could not read.
     let metrics = reqwest::get(format!("{base}/metrics"))
         .await

@@ -380,3 +380,34 @@ async fn stale_replay_never_overwrites_a_newer_delivered_version() {
     let entry = env.ebb_json(&["dlq", "show", &entry_id.to_string()]).await;
     assert_eq!(entry["status"], "superseded", "{entry}");
 }
+
+/// A value too large for the destination's index (SQLSTATE 54000, "index
+/// row size exceeds maximum") is that record's fault: it is rejected to the
+/// DLQ with Postgres's message, and the rest of its batch is delivered.
+/// (Class 54 used to fail the whole batch.)
+#[tokio::test]
+async fn a_value_too_large_for_its_index_rejects_only_its_record() {
+    let mut env = env("upsert", 100).await;
+    sqlx::query("CREATE INDEX customers_synced_first_name ON public.customers_synced (first_name)")
+        .execute(&env.app)
+        .await
+        .expect("index");
+    // 12,800 characters of hex: too large for a btree entry even compressed.
+    sqlx::query(
+        "UPDATE analytics.customers SET first_name = \
+         (SELECT string_agg(md5(random()::text || g), '') FROM generate_series(1, 400) g) WHERE id = 42",
+    )
+    .execute(&env.warehouse)
+    .await
+    .expect("a long name");
+    env.start_worker(2);
+    let run = env.run_sync("customers", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 99, "{run}");
+    assert_eq!(run["rejected"], 1, "{run}");
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    let reason = ebb_tests::dlq_reason(&dlq, "42");
+    assert!(reason.contains("SQLSTATE 54000"), "{reason}");
+    let replicated = TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM public.customers_synced").await;
+    assert_eq!(replicated, 99);
+}

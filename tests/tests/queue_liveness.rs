@@ -357,3 +357,57 @@ async fn run_events(env: &TestEnv, run: &serde_json::Value) -> Vec<serde_json::V
         .and_then(|r| r["events"].as_array().cloned())
         .expect("the run's events in `ebb runs --json`")
 }
+
+/// A delivery that takes seconds (here a receiver answering after 4 s)
+/// holds no transaction and no lock in the state database while it waits:
+/// the batch is claimed, delivered outside any transaction, then settled
+/// in a short one. (The whole delivery used to run inside one transaction
+/// holding an advisory lock, for up to 30 minutes with a Salesforce bulk
+/// job, which held back vacuum on the hottest tables.)
+#[tokio::test]
+async fn a_long_delivery_holds_no_transaction_open() {
+    let receiver = Receiver::start().await;
+    receiver.with(|s| s.latency = Duration::from_secs(4));
+    let mut env = http_env(&receiver, 10, 2, "").await;
+    env.start_worker(2);
+    let mut run = env.ebb_command(&["run", "contacts", "--json"]);
+    run.stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let run = run.spawn().expect("spawn ebb run");
+    eventually(Duration::from_secs(60), "a request in flight", || async {
+        (receiver.with(|s| s.in_flight) >= 1).then_some(())
+    })
+    .await;
+    // Well into the 4 s answer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(receiver.with(|s| s.in_flight) >= 1, "still delivering");
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&env.state)
+        .await
+        .expect("database name");
+    let (open, advisory): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() \
+                 AND xact_start < now() - interval '1 second'), \
+                (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                 WHERE d.datname = $1 AND l.locktype = 'advisory')",
+    )
+    .bind(&database)
+    .fetch_one(&env.state)
+    .await
+    .expect("pg_stat_activity");
+    assert_eq!(open, 0, "transactions open for over a second during the delivery");
+    assert_eq!(advisory, 0, "advisory locks held during the delivery");
+    let claimed = TestEnv::scalar_i64(
+        &env.state,
+        "SELECT count(*) FROM ebb_batches WHERE lease_expires_at > now()",
+    )
+    .await;
+    assert!(claimed >= 1, "the batch in flight is claimed instead");
+    let out = tokio::time::timeout(Duration::from_secs(120), run.wait_with_output())
+        .await
+        .expect("the run finishes")
+        .expect("run output");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run JSON");
+    assert_eq!(summary["run"]["delivered"], 10, "{summary}");
+}

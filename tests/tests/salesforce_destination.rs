@@ -372,3 +372,28 @@ async fn bulk_api_jobs_carry_large_runs() {
         assert!(s.jobs.values().all(|j| j.state == "JobComplete"));
     });
 }
+
+/// Reading a bulk job's state fails transiently (503) twice while the job
+/// runs: Ebb reads the job it created again instead of creating a second
+/// one, which would apply the batch twice over. (A failed poll used to
+/// retry the whole batch as a new job.)
+#[tokio::test]
+async fn a_failed_poll_reads_the_same_bulk_job_again() {
+    let salesforce = Salesforce::start().await;
+    let extra = replacing(&placeholders(&salesforce, 1000), "{API}", "bulk");
+    let mut env = TestEnv::new(CONFIG, &extra).await;
+    seed_customers(&env.warehouse, 300).await;
+    salesforce.with(|s| {
+        s.bulk_polls = 2;
+        s.job_reads_unavailable_left = 2;
+    });
+    env.start_worker(1);
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 300, "{run}");
+    salesforce.with(|s| {
+        assert_eq!(s.calls("POST jobs/ingest"), 1, "one job, read again after the 503s");
+        assert_eq!(s.jobs.len(), 1);
+        assert_eq!(s.live().len(), 300);
+    });
+}

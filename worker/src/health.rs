@@ -43,10 +43,20 @@ pub async fn serve(
     Ok(())
 }
 
-async fn readyz(State(deps): State<Deps>) -> (StatusCode, String) {
+/// 200 `ready`, or 503 naming the part that does not answer, without host
+/// names or error text (the endpoint is unauthenticated; details go to the
+/// log).
+async fn readyz(State(deps): State<Deps>) -> (StatusCode, &'static str) {
     let mut redis = deps.redis.clone();
-    match ebb_shared::health::ready(&deps.pool, &mut redis).await {
-        Ok(()) => (StatusCode::OK, "ready".into()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    if let Err(why) = ebb_shared::health::database_ready(&deps.pool).await {
+        tracing::warn!(error = %why, "not ready");
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: state database");
+    }
+    match ebb_shared::health::queue_ready(&mut redis).await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(why) => {
+            tracing::warn!(error = %why, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: queue")
+        }
     }
 }

@@ -22,6 +22,14 @@ pub struct DestinationLimits {
 
 pub async fn collect(config: &Config) -> Result<Vec<DestinationLimits>, PlannerError> {
     let mut queue = Queue::connect(&config.state, &config.worker).await?;
+    collect_on(config, &mut queue).await
+}
+
+/// [`collect`] on an open connection (`ebb serve` keeps one for `/metrics`).
+pub async fn collect_on(
+    config: &Config,
+    queue: &mut Queue,
+) -> Result<Vec<DestinationLimits>, PlannerError> {
     let mut out = Vec::new();
     for (name, destination) in &config.destinations {
         let configured = destination.limits();

@@ -9,13 +9,16 @@ use std::fmt::Write;
 use ebb_shared::config::Config;
 use sqlx::PgPool;
 
+use crate::enqueue::Queue;
 use crate::error::PlannerError;
 
 use super::limits::{self, DestinationLimits};
 
 /// Renders every metric; a part that cannot be read (Redis down) is left
 /// out and counted in `ebb_metrics_errors`, so the rest still reports.
-pub async fn render(config: &Config, pool: &PgPool) -> String {
+/// `queue` is the connection kept between scrapes: opened when missing,
+/// dropped after an error so the next scrape opens a fresh one.
+pub async fn render(config: &Config, pool: &PgPool, queue: &mut Option<Queue>) -> String {
     type PerDestination = fn(&DestinationLimits) -> u64;
     const DESTINATION_GAUGES: [(&str, &str, PerDestination); 6] = [
         (
@@ -51,7 +54,17 @@ pub async fn render(config: &Config, pool: &PgPool) -> String {
     ];
     let mut out = String::new();
     let mut errors = 0;
-    match limits::collect(config).await {
+    let rows = match queue {
+        Some(queue) => limits::collect_on(config, queue).await,
+        None => match Queue::connect(&config.state, &config.worker).await {
+            Ok(connected) => limits::collect_on(config, queue.insert(connected)).await,
+            Err(e) => Err(e.into()),
+        },
+    };
+    if rows.is_err() {
+        *queue = None;
+    }
+    match rows {
         Ok(rows) => {
             for (name, help, value) in DESTINATION_GAUGES {
                 let samples = rows.iter().map(|r| (r.destination.as_str(), value(r)));

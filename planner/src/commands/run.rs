@@ -153,7 +153,7 @@ pub fn print_summary(summary: &RunSummary) {
     }
     if r.rejected_at_plan > 0 {
         println!(
-            "  rejected   {} rows at planning (NULL or duplicate primary keys), in the DLQ",
+            "  rejected   {} rows at planning (NULL or duplicate keys, text that is not UTF-8, records over max_record_bytes), in the DLQ",
             r.rejected_at_plan
         );
         for rej in summary.plan_rejections.iter().take(DLQ_SAMPLE) {

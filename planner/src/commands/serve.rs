@@ -11,27 +11,49 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tokio::sync::{Mutex, Semaphore};
 use chrono::Utc;
 use ebb_shared::StateError;
 use ebb_shared::config::SyncConfig;
 use ebb_shared::health;
 
 use crate::context::Context;
-use crate::enqueue::{RunRef, enqueue_run};
+use crate::enqueue::{Queue, RunRef, enqueue_run};
 use crate::error::PlannerError;
 use crate::plan;
 use crate::watchdog::Watchdog;
+
+/// What the unauthenticated endpoints share: one Redis connection, kept
+/// between requests, and a cap on requests served at once.
+struct Probes {
+    ctx: Arc<Context>,
+    queue: Mutex<Option<Queue>>,
+    at_once: Semaphore,
+}
+
+/// `/readyz` and `/metrics` requests served at once; more are answered 503
+/// at once, so a flood of probes cannot pile up connections.
+const PROBES_AT_ONCE: usize = 4;
 
 pub async fn serve(ctx: Arc<Context>, listen: SocketAddr) -> Result<(), PlannerError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| PlannerError::Usage(format!("cannot listen on {listen}: {e}")))?;
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "serving on a non-loopback address: /healthz, /readyz and /metrics need no authentication");
+    }
+    let probes = Arc::new(Probes {
+        ctx: ctx.clone(),
+        queue: Mutex::new(None),
+        at_once: Semaphore::new(PROBES_AT_ONCE),
+    });
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(ctx.clone());
+        .with_state(probes);
     tracing::info!(%listen, "serving /healthz and /readyz");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
@@ -55,27 +77,43 @@ pub async fn serve(ctx: Arc<Context>, listen: SocketAddr) -> Result<(), PlannerE
     Ok(())
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>) -> ([(&'static str, &'static str); 1], String) {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        super::metrics::render(&ctx.config, &ctx.pool).await,
-    )
+async fn metrics(State(probes): State<Arc<Probes>>) -> Response {
+    let Ok(_turn) = probes.at_once.try_acquire() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+    };
+    let ctx = &probes.ctx;
+    let mut queue = probes.queue.lock().await;
+    let text = super::metrics::render(&ctx.config, &ctx.pool, &mut queue).await;
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, String) {
-    let answer = async {
-        health::database_ready(&ctx.pool).await?;
-        // A fresh connection per probe: it proves Redis accepts
-        // connections (`queue::connect` pings it).
-        ebb_shared::queue::connect(&ctx.config.state)
-            .await
-            .map(drop)
-            .map_err(|e| format!("queue: {e}"))
+/// 200 `ready`, or 503 naming the part that does not answer (`state
+/// database` or `queue`), without host names or error text: the endpoint
+/// is unauthenticated. The details go to the log.
+async fn readyz(State(probes): State<Arc<Probes>>) -> (StatusCode, &'static str) {
+    let Ok(_turn) = probes.at_once.try_acquire() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy");
+    };
+    let ctx = &probes.ctx;
+    if let Err(why) = health::database_ready(&ctx.pool).await {
+        tracing::warn!(error = %why, "not ready");
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: state database");
     }
-    .await;
+    let mut queue = probes.queue.lock().await;
+    let answer = match queue.as_mut() {
+        Some(queue) => health::queue_ready(&mut queue.conn).await,
+        None => match Queue::connect(&ctx.config.state, &ctx.config.worker).await {
+            Ok(connected) => health::queue_ready(&mut queue.insert(connected).conn).await,
+            Err(e) => Err(e.to_string()),
+        },
+    };
     match answer {
-        Ok(()) => (StatusCode::OK, "ready".into()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(why) => {
+            *queue = None;
+            tracing::warn!(error = %why, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: queue")
+        }
     }
 }
 
@@ -84,7 +122,7 @@ async fn schedule_loop(ctx: Arc<Context>, sync: SyncConfig) {
         return;
     };
     loop {
-        let Some(next) = schedule.schedule.upcoming(Utc).next() else {
+        let Some(next) = schedule.next_after(Utc::now()) else {
             tracing::warn!(sync = %sync.name, "schedule has no future fire time");
             return;
         };

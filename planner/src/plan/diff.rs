@@ -7,15 +7,16 @@ use sqlx::PgConnection;
 use ebb_shared::StateError;
 use ebb_shared::config::SyncMode;
 
-/// Snapshot rows whose key is neither NULL nor duplicated, with how they differ
-/// from the ledger. `$1` is the sync name.
+/// Snapshot rows whose key is neither NULL nor duplicated and that have no
+/// problem (see `snapshot`), with how they differ from the ledger. `$1` is
+/// the sync name.
 const CLASSIFIED: &str = "SELECT s.record_key, s.content_hash, s.payload, \
        CASE WHEN l.record_key IS NULL THEN 'added' \
             WHEN l.content_hash = s.content_hash THEN 'unchanged' \
             ELSE 'changed' END AS change \
      FROM ebb_snapshot s \
      LEFT JOIN ebb_ledger l ON l.sync_name = $1 AND l.record_key = s.record_key \
-     WHERE s.record_key IS NOT NULL \
+     WHERE s.record_key IS NOT NULL AND s.problem IS NULL \
        AND NOT EXISTS (SELECT 1 FROM ebb_dup_keys d WHERE d.record_key = s.record_key)";
 
 /// Ledger keys the model no longer has. `$1` is the sync name.
@@ -33,7 +34,8 @@ pub struct PlanCounts {
     pub removed: i64,
     /// Added or changed records the mode does not send (update/insert).
     pub skipped_by_mode: i64,
-    /// Rows with a NULL or duplicated primary key.
+    /// Rows with a NULL or duplicated primary key, or a value that cannot
+    /// be kept (not UTF-8, over `max_record_bytes`).
     pub rejected: i64,
     /// Records the run will send (upserts and, in mirror mode, deletes).
     pub to_send: i64,
@@ -91,10 +93,11 @@ pub async fn find_duplicates(conn: &mut PgConnection) -> Result<(), StateError> 
 
 const REJECTIONS: &str = "SELECT s.record_key, \
        CASE WHEN s.record_key IS NULL THEN 'primary key column `' || $1 || '` is NULL; fix the model so every row has a key' \
-            ELSE 'duplicate primary key: ' || d.copies || ' rows of the model have `' || $1 || '` = ' || s.record_key || '; none of them is sent until the key is unique' END AS reason, \
+            WHEN d.record_key IS NOT NULL THEN 'duplicate primary key: ' || d.copies || ' rows of the model have `' || $1 || '` = ' || s.record_key || '; none of them is sent until the key is unique' \
+            ELSE s.problem END AS reason, \
        s.content_hash, s.payload \
      FROM ebb_snapshot s LEFT JOIN ebb_dup_keys d ON d.record_key = s.record_key \
-     WHERE s.record_key IS NULL OR d.record_key IS NOT NULL";
+     WHERE s.record_key IS NULL OR d.record_key IS NOT NULL OR s.problem IS NOT NULL";
 
 pub async fn count(
     conn: &mut PgConnection,
@@ -117,7 +120,8 @@ pub async fn count(
     .map_err(q("finding removed records"))?;
     let rejected: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM ebb_snapshot s \
-         WHERE s.record_key IS NULL OR EXISTS (SELECT 1 FROM ebb_dup_keys d WHERE d.record_key = s.record_key)",
+         WHERE s.record_key IS NULL OR s.problem IS NOT NULL \
+            OR EXISTS (SELECT 1 FROM ebb_dup_keys d WHERE d.record_key = s.record_key)",
     )
     .fetch_one(&mut *conn)
     .await

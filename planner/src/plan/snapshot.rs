@@ -1,6 +1,9 @@
 //! Streams a model into a temp table of Ebb's state database with COPY,
 //! hashing each mapped record on the way. The table lives only for the
-//! planning transaction.
+//! planning transaction. A record that cannot be kept (its key or a value
+//! is not UTF-8, or it is larger than `max_record_bytes`) goes in with its
+//! problem and no payload, and becomes a planning rejection in the DLQ with
+//! its key: the rest of the run goes on.
 
 use std::time::{Duration, Instant};
 
@@ -18,10 +21,7 @@ const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// The content hash of a mapped record: BLAKE3 over the canonical jsonb text,
 /// truncated to 128 bits.
 pub fn content_hash(payload: &str) -> [u8; 16] {
-    let digest = blake3::hash(payload.as_bytes());
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&digest.as_bytes()[..16]);
-    out
+    content_hash_bytes(payload.as_bytes())
 }
 
 /// Appends `value` to COPY text-format data, escaping what COPY treats specially.
@@ -37,15 +37,90 @@ fn push_copy_text(buf: &mut Vec<u8>, value: &str) {
     }
 }
 
-fn push_row(buf: &mut Vec<u8>, row: &SourceRow) {
+/// A model row as it goes into the snapshot.
+struct Checked {
+    key: Option<String>,
+    /// The payload, or why the record is refused.
+    payload: Result<String, String>,
+    hash: [u8; 16],
+}
+
+fn check(row: SourceRow, max_record_bytes: usize) -> Checked {
+    let hash = content_hash_bytes(&row.payload);
+    let (key, bad_key) = match row.key {
+        None => (None, None),
+        Some(bytes) => match String::from_utf8(bytes) {
+            Ok(key) => (Some(key), None),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let bytes = e.into_bytes();
+                (
+                    Some(String::from_utf8_lossy(&bytes).into_owned()),
+                    Some(format!(
+                        "the primary key is not valid UTF-8 (byte 0x{:02X} at position {at}; shown here with U+FFFD); \
+                         is the warehouse's encoding SQL_ASCII? Convert the key in the model, e.g. with convert_from(convert_to(col, 'LATIN1'), 'LATIN1')",
+                        bytes[at]
+                    )),
+                )
+            }
+        },
+    };
+    let payload = match (bad_key, String::from_utf8(row.payload)) {
+        (Some(problem), _) => Err(problem),
+        (None, Err(e)) => {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            Err(format!(
+                "{} is not valid UTF-8 (byte 0x{:02X}); is the warehouse's encoding SQL_ASCII? Convert the column in the model, \
+                 e.g. with convert_from(convert_to(col, 'LATIN1'), 'LATIN1')",
+                field_at(&bytes[..at]).map_or("a value".to_owned(), |f| format!("field `{f}`")),
+                bytes[at]
+            ))
+        }
+        (None, Ok(payload)) if payload.len() > max_record_bytes => Err(format!(
+            "the record's mapped fields take {} bytes, over the sync's max_record_bytes ({max_record_bytes}); \
+             trim the large values in the model, or raise max_record_bytes if the destination takes records this large",
+            payload.len()
+        )),
+        (None, Ok(payload)) => Ok(payload),
+    };
+    Checked { key, payload, hash }
+}
+
+/// The field whose value the jsonb text `prefix` ends inside of (the last
+/// `"name": ` before the end), to name it in a rejection.
+fn field_at(prefix: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(prefix);
+    let colon = text.rfind("\": ")?;
+    let start = text[..colon].rfind('"')?;
+    Some(text[start + 1..colon].to_owned())
+}
+
+fn content_hash_bytes(payload: &[u8]) -> [u8; 16] {
+    let digest = blake3::hash(payload);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest.as_bytes()[..16]);
+    out
+}
+
+fn push_row(buf: &mut Vec<u8>, row: &Checked) {
     match &row.key {
         Some(key) => push_copy_text(buf, key),
         None => buf.extend_from_slice(b"\\N"),
     }
     buf.extend_from_slice(b"\t\\\\x");
-    ebb_shared::hex::push_encoded(buf, &content_hash(&row.payload));
+    ebb_shared::hex::push_encoded(buf, &row.hash);
     buf.push(b'\t');
-    push_copy_text(buf, &row.payload);
+    match &row.payload {
+        Ok(payload) => {
+            push_copy_text(buf, payload);
+            buf.extend_from_slice(b"\t\\N");
+        }
+        Err(problem) => {
+            buf.extend_from_slice(b"\\N\t");
+            push_copy_text(buf, problem);
+        }
+    }
     buf.push(b'\n');
 }
 
@@ -60,7 +135,7 @@ pub async fn snapshot(
     heartbeat: Option<(&PgPool, i64)>,
 ) -> Result<u64, PlannerError> {
     sqlx::query(
-        "CREATE TEMP TABLE ebb_snapshot (record_key TEXT, content_hash BYTEA NOT NULL, payload JSONB NOT NULL) \
+        "CREATE TEMP TABLE ebb_snapshot (record_key TEXT, content_hash BYTEA NOT NULL, payload JSONB, problem TEXT) \
          ON COMMIT DROP",
     )
     .execute(&mut *conn)
@@ -68,7 +143,7 @@ pub async fn snapshot(
     .map_err(StateError::query("creating the snapshot table"))?;
 
     let mut copy = conn
-        .copy_in_raw("COPY ebb_snapshot (record_key, content_hash, payload) FROM STDIN")
+        .copy_in_raw("COPY ebb_snapshot (record_key, content_hash, payload, problem) FROM STDIN")
         .await
         .map_err(StateError::query("starting COPY into the snapshot"))?;
     let mut rows = source.stream(sync, mapping);
@@ -88,7 +163,7 @@ pub async fn snapshot(
                 });
             }
         };
-        push_row(&mut buf, &row);
+        push_row(&mut buf, &check(row, sync.max_record_bytes));
         count += 1;
         if buf.len() >= COPY_CHUNK_BYTES {
             copy.send(buf.as_slice())
@@ -129,16 +204,17 @@ mod tests {
         assert_eq!(buf, b"a\\\\b\\tc\\nd\\re");
     }
 
+    fn row(key: Option<&[u8]>, payload: &[u8]) -> SourceRow {
+        SourceRow {
+            key: key.map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+        }
+    }
+
     #[test]
     fn rows_render_null_keys_and_hex_hashes() {
         let mut buf = Vec::new();
-        push_row(
-            &mut buf,
-            &SourceRow {
-                key: None,
-                payload: "{\"a\": \"x\\\"y\"}".into(),
-            },
-        );
+        push_row(&mut buf, &check(row(None, b"{\"a\": \"x\\\"y\"}"), 100));
         let line = String::from_utf8(buf).unwrap();
         let cols: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
         assert_eq!(cols[0], "\\N");
@@ -148,6 +224,29 @@ mod tests {
             cols[1]
         );
         assert_eq!(cols[2], "{\"a\": \"x\\\\\"y\"}");
+        assert_eq!(cols[3], "\\N", "no problem");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_and_oversized_records_become_problems() {
+        let bad_value = check(row(Some(b"7"), b"{\"city\": \"Z\xfcrich\", \"id\": 7}"), 100);
+        assert_eq!(bad_value.key.as_deref(), Some("7"));
+        let problem = bad_value.payload.unwrap_err();
+        assert!(problem.starts_with("field `city` is not valid UTF-8 (byte 0xFC)"), "{problem}");
+
+        let bad_key = check(row(Some(b"caf\xe9"), b"{}"), 100);
+        assert_eq!(bad_key.key.as_deref(), Some("caf\u{fffd}"));
+        assert!(bad_key.payload.unwrap_err().contains("primary key is not valid UTF-8 (byte 0xE9 at position 3"));
+
+        let big = check(row(Some(b"8"), &[b'x'; 101]), 100);
+        assert!(big.payload.unwrap_err().contains("take 101 bytes, over the sync's max_record_bytes (100)"));
+
+        let mut buf = Vec::new();
+        push_row(&mut buf, &check(row(Some(b"8"), &[b'x'; 101]), 100));
+        let line = String::from_utf8(buf).unwrap();
+        let cols: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
+        assert_eq!(cols[2], "\\N", "no payload is stored");
+        assert!(cols[3].contains("max_record_bytes"));
     }
 
     #[test]

@@ -22,14 +22,19 @@ const FIELDS_PER_OBJECT: usize = 50;
 pub struct PostgresSource {
     name: String,
     pool: PgPool,
+    /// The warehouse keeps text in SQL_ASCII: bytes with no encoding at all.
+    sql_ascii: bool,
 }
 
 /// One model row, mapped: the primary key as text (None when NULL) and the
-/// payload as canonical jsonb text.
+/// payload as canonical jsonb text, both as the warehouse's bytes. They are
+/// checked (UTF-8, size) record by record when planning: a warehouse in
+/// SQL_ASCII can hold bytes that are no text at all, and one such value
+/// must cost its record, not the run.
 #[derive(Debug, Clone)]
 pub struct SourceRow {
-    pub key: Option<String>,
-    pub payload: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
 }
 
 impl PostgresSource {
@@ -51,9 +56,14 @@ impl PostgresSource {
             .connect_with(options.application_name("ebb-planner"))
             .await
             .map_err(|e| connect_error(e.to_string()))?;
+        let encoding: String = sqlx::query_scalar("SELECT current_setting('server_encoding')")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
         Ok(PostgresSource {
             name: name.to_owned(),
             pool,
+            sql_ascii: encoding.eq_ignore_ascii_case("SQL_ASCII"),
         })
     }
 
@@ -154,12 +164,21 @@ impl PostgresSource {
         };
         // Identifiers are quoted and field names are bind parameters; only
         // the model itself is user SQL, which is the point of a model.
+        // Rows arrive as bytes, so that one value that is not UTF-8
+        // reaches the planner as that record's problem instead of failing
+        // the whole result. A SQL_ASCII warehouse's text has no encoding:
+        // any conversion to UTF-8 (even the server's own, for text results)
+        // refuses such bytes, so they are taken as they are; any other
+        // server encoding is converted to UTF-8.
+        let bytes_in = if self.sql_ascii { "SQL_ASCII" } else { "UTF8" };
         let sql = format!(
-            "SELECT (ebb_model.{})::text AS ebb_key, ({payload})::text AS ebb_payload FROM (\n{}\n) AS ebb_model",
+            "SELECT convert_to((ebb_model.{})::text, '{bytes_in}') AS ebb_key, \
+                    convert_to(({payload})::text, '{bytes_in}') AS ebb_payload FROM (\n{}\n) AS ebb_model",
             quote_ident(&sync.primary_key),
             sync.model.as_subquery()
         );
-        let mut query = sqlx::query_as::<_, (Option<String>, String)>(sqlx::AssertSqlSafe(sql));
+        let mut query =
+            sqlx::query_as::<_, (Option<Vec<u8>>, Vec<u8>)>(sqlx::AssertSqlSafe(sql));
         for m in mapping {
             query = query.bind(m.field.clone());
         }

@@ -156,6 +156,10 @@ struct RawSync {
     #[serde(default)]
     schedule: Option<Spanned<String>>,
     #[serde(default)]
+    timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    max_record_bytes: Option<Spanned<usize>>,
+    #[serde(default)]
     mapping: BTreeMap<String, Spanned<String>>,
 }
 
@@ -1008,11 +1012,38 @@ fn resolve_sync(
     if model.sql.trim().trim_end_matches(';').trim().is_empty() {
         return Err(src.invalid(Some(header), key, "the model SQL is empty"));
     }
+    let timezone = raw.timezone.as_ref().map(|tz| tz.get_ref().as_str());
     let schedule = match raw.schedule {
-        None => None,
-        Some(expr) => Some(SyncSchedule::parse(expr.get_ref()).map_err(|message| {
-            src.invalid(Some(expr.span().start), format!("{key}.schedule"), message)
+        None => {
+            if let Some(tz) = &raw.timezone {
+                return Err(src.invalid(
+                    Some(tz.span().start),
+                    format!("{key}.timezone"),
+                    "a timezone needs a `schedule` to apply to",
+                ));
+            }
+            None
+        }
+        Some(expr) => Some(SyncSchedule::parse(expr.get_ref(), timezone).map_err(|message| {
+            let (at, field) = match &raw.timezone {
+                Some(tz) if message.contains("is not a time zone") => (tz.span().start, "timezone"),
+                _ => (expr.span().start, "schedule"),
+            };
+            src.invalid(Some(at), format!("{key}.{field}"), message)
         })?),
+    };
+    let max_record_bytes = match raw.max_record_bytes {
+        None => DEFAULT_MAX_RECORD_BYTES,
+        Some(bytes) if (1..=MAX_MAX_RECORD_BYTES).contains(bytes.get_ref()) => bytes.into_inner(),
+        Some(bytes) => {
+            return Err(src.invalid(
+                Some(bytes.span().start),
+                format!("{key}.max_record_bytes"),
+                format!(
+                    "must be between 1 and {MAX_MAX_RECORD_BYTES} (64 MiB): every record is kept in Ebb's state database until it is delivered"
+                ),
+            ));
+        }
     };
     let primary_key = raw.primary_key.get_ref().trim().to_owned();
     if primary_key.is_empty() {
@@ -1099,6 +1130,7 @@ fn resolve_sync(
             .map(Spanned::into_inner)
             .unwrap_or(SyncMode::Upsert),
         schedule,
+        max_record_bytes,
         mapping,
     })
 }

@@ -131,17 +131,76 @@ fn bad_schedule_is_rejected() {
     assert!(msg.contains("syncs.customers_to_replica.schedule"), "{msg}");
 }
 
+/// Unix cron's meaning, against a table of expressions and their next
+/// fire times after Tuesday 2026-12-01 00:00 UTC (worked out by hand from
+/// crontab(5)).
 #[test]
-fn five_field_weekdays_follow_unix_numbering() {
-    use chrono::{Datelike, TimeZone, Utc};
-    // 0 = Sunday in Unix cron.
-    let schedule = SyncSchedule::parse("0 9 * * 0").unwrap();
-    let start = Utc.with_ymd_and_hms(2026, 11, 18, 0, 0, 0).unwrap(); // a Wednesday
-    let next = schedule.schedule.after(&start).next().unwrap();
-    assert_eq!(next.weekday(), chrono::Weekday::Sun);
-    let weekdays = SyncSchedule::parse("30 8 * * 1-5").unwrap();
-    let next = weekdays.schedule.after(&start).next().unwrap();
-    assert_eq!(next.weekday(), chrono::Weekday::Wed);
+fn schedules_follow_unix_cron_exactly() {
+    use chrono::{TimeZone, Utc};
+    let start = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let table: &[(&str, &[&str])] = &[
+        ("*/15 * * * *", &["2026-12-01T00:15:00Z", "2026-12-01T00:30:00Z"]),
+        // 0 and 7 are both Sunday.
+        ("0 9 * * 0", &["2026-12-06T09:00:00Z", "2026-12-13T09:00:00Z"]),
+        ("0 9 * * 7", &["2026-12-06T09:00:00Z", "2026-12-13T09:00:00Z"]),
+        // 0-7 is every day, 1-7 Monday to Sunday, 5-7 Friday to Sunday.
+        ("0 9 * * 0-7", &["2026-12-01T09:00:00Z", "2026-12-02T09:00:00Z"]),
+        ("0 9 * * 1-7", &["2026-12-01T09:00:00Z", "2026-12-02T09:00:00Z"]),
+        (
+            "0 9 * * 5-7",
+            &["2026-12-04T09:00:00Z", "2026-12-05T09:00:00Z", "2026-12-06T09:00:00Z", "2026-12-11T09:00:00Z"],
+        ),
+        ("30 8 * * 1-5", &["2026-12-01T08:30:00Z", "2026-12-02T08:30:00Z"]),
+        ("0 0 * * SAT,SUN", &["2026-12-05T00:00:00Z", "2026-12-06T00:00:00Z"]),
+        // Day of month and day of week both set: either one fires.
+        ("0 9 1 * 1", &["2026-12-01T09:00:00Z", "2026-12-07T09:00:00Z", "2026-12-14T09:00:00Z"]),
+        ("0 12 15 * 5", &["2026-12-04T12:00:00Z", "2026-12-11T12:00:00Z", "2026-12-15T12:00:00Z"]),
+        // Only one restricted: that one alone.
+        ("0 9 13 * *", &["2026-12-13T09:00:00Z", "2027-01-13T09:00:00Z"]),
+        ("0 0 29 2 *", &["2028-02-29T00:00:00Z"]),
+        // Six fields: seconds first, the rest read the same way.
+        ("30 0 9 * * 0", &["2026-12-06T09:00:30Z"]),
+        ("0 0 9 * * 7", &["2026-12-06T09:00:00Z"]),
+    ];
+    for (expression, expected) in table {
+        let schedule = SyncSchedule::parse(expression, None).unwrap();
+        let mut at = start;
+        for want in *expected {
+            at = schedule.next_after(at).unwrap();
+            assert_eq!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), *want, "{expression}");
+        }
+    }
+}
+
+#[test]
+fn schedules_run_in_the_syncs_time_zone() {
+    use chrono::{TimeZone, Utc};
+    let start = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    // 09:00 in Berlin is 08:00 UTC in winter.
+    let berlin = SyncSchedule::parse("0 9 * * *", Some("Europe/Berlin")).unwrap();
+    assert_eq!(
+        berlin.next_after(start).unwrap(),
+        Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap()
+    );
+    // ... and 07:00 UTC in summer.
+    let summer = Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        berlin.next_after(summer).unwrap(),
+        Utc.with_ymd_and_hms(2026, 7, 1, 7, 0, 0).unwrap()
+    );
+    let err = SyncSchedule::parse("0 9 * * *", Some("Mars/Olympus")).unwrap_err();
+    assert!(err.contains("not a time zone"), "{err}");
+}
+
+#[test]
+fn a_bad_timezone_names_its_key() {
+    let text = VALID.replace(
+        "schedule = \"*/15 * * * *\"",
+        "schedule = \"*/15 * * * *\"\ntimezone = \"Europe/Berlln\"",
+    );
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.contains("syncs.customers_to_replica.timezone"), "{msg}");
+    assert!(msg.contains("Europe/Berlln"), "{msg}");
 }
 
 #[test]

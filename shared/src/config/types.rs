@@ -361,10 +361,21 @@ pub struct SyncConfig {
     pub primary_key: String,
     pub mode: SyncMode,
     pub schedule: Option<SyncSchedule>,
+    /// A mapped record (its JSON) larger than this is rejected at planning,
+    /// into the DLQ with its key, instead of being stored and sent.
+    pub max_record_bytes: usize,
     /// Destination field ← model column. Empty means "every model column,
     /// under its own name".
     pub mapping: Vec<FieldMapping>,
 }
+
+/// `max_record_bytes` when unset: far above what any destination takes in
+/// one record (HubSpot caps a property at 65,536 characters), small enough
+/// that a batch of 500 fits a worker's memory.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+/// The highest `max_record_bytes` accepted: Postgres's jsonb takes up to
+/// 255 MiB, and every record waits in the state database until delivered.
+pub const MAX_MAX_RECORD_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Clone)]
 pub struct FieldMapping {
@@ -428,65 +439,59 @@ impl Model {
     }
 }
 
-/// A cron schedule. Standard 5-field Unix expressions are accepted and run at
-/// second 0; 6- and 7-field expressions (seconds first) are used as given.
+/// A cron schedule with Unix cron's meaning, in a time zone (UTC unless
+/// the sync sets `timezone`).
+///
+/// Five fields are `minute hour day-of-month month day-of-week`; six put
+/// seconds first. Both read every field the same way, as Vixie cron does:
+/// weekdays 0-7 with 0 and 7 Sunday (or `SUN`-`SAT`), and when both
+/// day-of-month and day-of-week are restricted a day matching *either*
+/// fires (`0 9 1 * 1`: the 1st of the month and every Monday). The `cron`
+/// crate reads them otherwise (weekdays 1-7 from Sunday, the two day
+/// fields ANDed), so `croner`, which follows POSIX/Vixie, evaluates them.
 #[derive(Debug, Clone)]
 pub struct SyncSchedule {
     pub expression: String,
-    pub schedule: cron::Schedule,
+    pub timezone: chrono_tz::Tz,
+    cron: croner::Cron,
 }
 
 impl SyncSchedule {
-    pub fn parse(expression: &str) -> Result<SyncSchedule, String> {
+    pub fn parse(expression: &str, timezone: Option<&str>) -> Result<SyncSchedule, String> {
         let fields = expression.split_whitespace().count();
-        let normalized = match fields {
-            5 => format!("0 {}", unix_weekdays_to_cron(expression)),
-            6 | 7 => expression.to_owned(),
-            n => {
-                return Err(format!(
-                    "`{expression}` has {n} fields; use 5 (minute hour day month weekday) or 6 (seconds first)"
-                ));
-            }
-        };
-        let schedule = cron::Schedule::from_str(&normalized)
+        if !(5..=6).contains(&fields) && !expression.trim_start().starts_with('@') {
+            return Err(format!(
+                "`{expression}` has {fields} fields; use 5 (minute hour day month weekday) or 6 (seconds first)"
+            ));
+        }
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(expression)
             .map_err(|e| format!("`{expression}` is not a valid cron expression: {e}"))?;
+        let timezone = match timezone {
+            None => chrono_tz::Tz::UTC,
+            Some(name) => name.parse::<chrono_tz::Tz>().map_err(|_| {
+                format!("`{name}` is not a time zone; use an IANA name such as `Europe/Berlin` or `America/New_York`")
+            })?,
+        };
         Ok(SyncSchedule {
             expression: expression.to_owned(),
-            schedule,
+            timezone,
+            cron,
         })
     }
-}
 
-/// Unix cron numbers weekdays 0-6 from Sunday (7 is Sunday too); the `cron`
-/// crate numbers them 1-7 from Sunday. Shift the numbers of a 5-field
-/// expression's weekday field; step values (`*/2`) are left alone.
-fn unix_weekdays_to_cron(expression: &str) -> String {
-    let mut fields: Vec<String> = expression.split_whitespace().map(str::to_owned).collect();
-    if let Some(weekday) = fields.get_mut(4) {
-        let mut out = String::new();
-        let mut digits = String::new();
-        let mut after_slash = false;
-        let flush = |digits: &mut String, out: &mut String, after_slash: bool| {
-            if digits.is_empty() {
-                return;
-            }
-            match (after_slash, digits.parse::<u32>()) {
-                (false, Ok(n)) => out.push_str(&((n % 7) + 1).to_string()),
-                _ => out.push_str(digits),
-            }
-            digits.clear();
-        };
-        for c in weekday.chars() {
-            if c.is_ascii_digit() {
-                digits.push(c);
-            } else {
-                flush(&mut digits, &mut out, after_slash);
-                after_slash = c == '/';
-                out.push(c);
-            }
-        }
-        flush(&mut digits, &mut out, after_slash);
-        *weekday = out;
+    /// The first fire time strictly after `after`. Local times that a
+    /// daylight-saving change skips or repeats fire once.
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let local = after.with_timezone(&self.timezone);
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|next| next.with_timezone(&chrono::Utc))
     }
-    fields.join(" ")
 }

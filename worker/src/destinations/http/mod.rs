@@ -19,9 +19,15 @@ use crate::error::WorkerError;
 pub use request_builder::{build_body, request_idempotency_key};
 
 /// One pooled client per worker process.
+/// The HTTP client every destination shares. It never follows redirects:
+/// following one turns a `POST` into a `GET` (301, 302, 303) whose 200
+/// would count as delivered, and sends the request, custom credential
+/// headers included, to another host. A 3xx is a configuration error that
+/// names the new location (see `service::classify`).
 pub fn client() -> Result<reqwest::Client, WorkerError> {
     reqwest::Client::builder()
         .user_agent(concat!("ebb/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| WorkerError::DestinationSetup {

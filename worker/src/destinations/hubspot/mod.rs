@@ -49,6 +49,11 @@ pub use service::Failure;
 /// until the earlier create it is looking for is at least this old.
 const SEARCH_INDEX_LAG: Duration = Duration::from_secs(5);
 
+/// How far HubSpot's clock may run behind the state database's when
+/// telling the record an earlier create made (created after its intent)
+/// from a record that was there before (created earlier).
+const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 pub struct HubSpotDestination {
     client: reqwest::Client,
     config: HubSpotDestinationConfig,
@@ -349,18 +354,22 @@ impl HubSpotDestination {
         } else {
             let youngest = unresolved
                 .values()
+                .map(|intent| intent.age)
                 .min()
-                .copied()
                 .unwrap_or(SEARCH_INDEX_LAG);
             if youngest < SEARCH_INDEX_LAG {
                 tokio::time::sleep(SEARCH_INDEX_LAG - youngest).await;
             }
-            let values: Vec<&str> = pending
+            // By match value: since when a record made by the earlier
+            // create can exist.
+            let since: HashMap<String, chrono::DateTime<chrono::Utc>> = pending
                 .iter()
-                .filter(|p| unresolved.contains_key(p.key))
-                .map(|p| p.match_value.as_str())
+                .filter_map(|p| {
+                    let intent = unresolved.get(p.key)?;
+                    Some((normalize(&p.match_value), intent.at - CLOCK_SKEW))
+                })
                 .collect();
-            let existing = self.search(budget, &values).await?;
+            let existing = self.search(budget, &since).await?;
             for mut p in pending {
                 if unresolved.contains_key(p.key) {
                     p.looked_up = true;
@@ -393,29 +402,43 @@ impl HubSpotDestination {
         self.settle_writes("batch/create", &to_create, &answer, answers)
     }
 
-    /// HubSpot ids of the records whose match property is one of `values`
-    /// (the oldest record when several share a value).
+    /// By match value: the HubSpot id of the record an earlier create
+    /// made, if it did. That is the first record with the value created
+    /// since the create's intent (`since`, already widened by the clock
+    /// skew), not any record with the value: a company that was there
+    /// before and shares the domain is someone else's, and updating it
+    /// would leave the created one as a duplicate.
     async fn search(
         &self,
         budget: &RequestBudget<'_>,
-        values: &[&str],
+        since: &HashMap<String, chrono::DateTime<chrono::Utc>>,
     ) -> Result<HashMap<String, String>, Failure> {
-        let normalized: Vec<String> = values.iter().map(|v| normalize(v)).collect();
-        let values: Vec<&str> = normalized.iter().map(String::as_str).collect();
+        let values: Vec<&str> = since.keys().map(String::as_str).collect();
         let body = request_builder::search(&self.config.match_on, &values);
         self.search_limiter.take_rate_token().await;
         let answer: BatchAnswer = self.call(budget, "search", &body).await?;
-        let mut found = HashMap::new();
+        let mut found: HashMap<String, (chrono::DateTime<chrono::Utc>, String)> = HashMap::new();
         for result in answer.results {
-            if let Some(value) = result
+            let Some(value) = result
                 .properties
                 .get(&self.config.match_on)
                 .and_then(Value::as_str)
-            {
-                found.entry(normalize(value)).or_insert(result.id);
+                .map(normalize)
+            else {
+                continue;
+            };
+            let (Some(created), Some(since)) = (result.created_at, since.get(&value)) else {
+                continue;
+            };
+            if created < *since {
+                continue;
+            }
+            let earlier = found.get(&value).is_some_and(|(seen, _)| *seen <= created);
+            if !earlier {
+                found.insert(value, (created, result.id));
             }
         }
-        Ok(found)
+        Ok(found.into_iter().map(|(value, (_, id))| (value, id)).collect())
     }
 
     /// Maps a create or upsert answer back to its records by

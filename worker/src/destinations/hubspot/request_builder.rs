@@ -78,6 +78,9 @@ pub struct ObjectResult {
     pub properties: Map<String, Value>,
     #[serde(rename = "objectWriteTraceId", default)]
     pub trace: Option<String>,
+    /// When HubSpot created the record (search and batch answers carry it).
+    #[serde(rename = "createdAt", default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Deserialize)]

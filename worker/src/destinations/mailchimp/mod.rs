@@ -175,11 +175,13 @@ impl MailchimpDestination {
             }
         }
         let mut calls = OneByOne::default();
+        // Checked once per send, on the first member-not-found answer.
+        let mut audience_seen = false;
         for (index, hash) in removals {
             answers[index] = Some(if calls.held_back() {
                 OneByOne::not_sent()
             } else {
-                calls.answer(self.remove(budget, hash).await)?
+                calls.answer(self.remove(budget, hash, &mut audience_seen).await)?
             });
         }
         for (index, record, member) in &updates {
@@ -197,34 +199,58 @@ impl MailchimpDestination {
         Ok(())
     }
 
-    /// Archives or permanently deletes a member. A member Mailchimp no
-    /// longer has (404) is already gone: that is the effect wanted.
+    /// Archives or permanently deletes a member. Mailchimp answers 404 both
+    /// for a member it no longer has (the effect wanted: done) and for an
+    /// audience that is gone; a 404 counts as done only when it is
+    /// Mailchimp's own problem document and the audience still exists. Any
+    /// other 404 (a proxy's, a deleted audience) fails the removal, and the
+    /// ledger keeps the member.
     async fn remove(
         &self,
         budget: &RequestBudget<'_>,
         hash: &str,
+        audience_seen: &mut bool,
     ) -> Result<RecordAnswer, Failure> {
-        let result = match self.config.mirror_removal {
-            MailchimpRemoval::Archive => {
-                self.call(budget, Method::DELETE, &format!("/members/{hash}"), None)
-                    .await
-            }
-            MailchimpRemoval::Delete => {
-                self.call(
-                    budget,
-                    Method::POST,
-                    &format!("/members/{hash}/actions/delete-permanent"),
-                    None,
-                )
-                .await
-            }
+        let (method, path) = match self.config.mirror_removal {
+            MailchimpRemoval::Archive => (Method::DELETE, format!("/members/{hash}")),
+            MailchimpRemoval::Delete => (
+                Method::POST,
+                format!("/members/{hash}/actions/delete-permanent"),
+            ),
         };
-        match result {
-            Ok(_) | Err(Failure::NotFound(_)) => Ok(RecordAnswer::Applied {
-                destination_id: None,
-                looked_up: false,
-            }),
-            Err(failure) => Err(failure),
+        budget.spend().await;
+        let path = format!("/lists/{}{path}", self.config.list_id);
+        let answer = service::send(&self.client, &self.config, method, &path, None).await?;
+        let gone = RecordAnswer::Applied {
+            destination_id: None,
+            looked_up: false,
+        };
+        if answer.is_success() {
+            return Ok(gone);
+        }
+        if answer.status == 404 && service::is_problem_document(404, &answer.body) {
+            if !*audience_seen {
+                self.audience_exists(budget).await?;
+                *audience_seen = true;
+            }
+            return Ok(gone);
+        }
+        Err(service::classify(
+            answer.status,
+            answer.retry_after,
+            &answer.body,
+        ))
+    }
+
+    /// Fails with a configuration error when the audience is gone.
+    async fn audience_exists(&self, budget: &RequestBudget<'_>) -> Result<(), Failure> {
+        match self.call(budget, Method::GET, "", None).await {
+            Ok(_) => Ok(()),
+            Err(Failure::NotFound(message)) => Err(Failure::NotFound(format!(
+                "the audience {} no longer exists ({message}); nothing was removed",
+                self.config.list_id
+            ))),
+            Err(other) => Err(other),
         }
     }
 

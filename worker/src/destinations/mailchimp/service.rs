@@ -26,6 +26,22 @@ pub async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> Result<String, Failure> {
+    let answer = send(client, config, method, path, body).await?;
+    if answer.is_success() {
+        return Ok(answer.body);
+    }
+    Err(classify(answer.status, answer.retry_after, &answer.body))
+}
+
+/// Calls `method path` and returns Mailchimp's answer whatever its status;
+/// only a failure to get one is an error.
+pub async fn send(
+    client: &reqwest::Client,
+    config: &MailchimpDestinationConfig,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<api::Answer, Failure> {
     let mut request = client
         .request(method, format!("{}/3.0{path}", config.base_url))
         // Mailchimp takes any user name with the key as password.
@@ -33,16 +49,26 @@ pub async fn call(
     if let Some(body) = body {
         request = request.json(body);
     }
-    let answer = api::send(
+    api::send(
         request,
         "Mailchimp",
         Duration::from_secs(config.timeout_secs),
     )
-    .await?;
-    if answer.is_success() {
-        return Ok(answer.body);
-    }
-    Err(classify(answer.status, answer.retry_after, &answer.body))
+    .await
+}
+
+/// Whether `body` is Mailchimp's own problem document for `status`, rather
+/// than a page from a proxy or load balancer in between.
+pub fn is_problem_document(status: u16, body: &str) -> bool {
+    let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(body) else {
+        return false;
+    };
+    doc.get("status").and_then(Value::as_u64) == Some(u64::from(status))
+        && doc.get("title").is_some_and(Value::is_string)
+        && doc
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.starts_with("https://mailchimp.com/developer/marketing/docs/errors/"))
 }
 
 const HINTS: Hints = Hints {
@@ -110,6 +136,11 @@ mod tests {
             Failure::Throttled { retry_after: None }
         );
         assert!(matches!(classify(404, None, "{}"), Failure::NotFound(_)));
+        let not_found = r#"{"type":"https://mailchimp.com/developer/marketing/docs/errors/","title":"Resource Not Found","status":404,"detail":"The requested resource could not be found.","instance":"1"}"#;
+        assert!(is_problem_document(404, not_found));
+        assert!(!is_problem_document(404, "<html>404 Not Found</html>"));
+        assert!(!is_problem_document(404, r#"{"status":404,"title":"Not Found"}"#));
+        assert!(!is_problem_document(400, not_found));
         assert!(
             matches!(classify(503, None, ""), Failure::Transient(m, None) if m == "Mailchimp 503")
         );

@@ -1,7 +1,9 @@
 //! Applying a chunk in one transaction and classifying Postgres errors by
-//! SQLSTATE class: 22 (data) and 23 (integrity) reject the content; 08, 40,
-//! 53, 55 and 57 are transient; anything else (42: missing table or column,
-//! 28: bad credentials…) is fatal for the batch.
+//! SQLSTATE class: 22 (data), 23 (integrity) and 54 (a program limit, such
+//! as a value too large for its index) reject the content, so splitting
+//! finds the record at fault; 08, 40, 53, 55 and 57 are transient; anything
+//! else (42: missing table or column, 28: bad credentials…) is fatal for the
+//! batch.
 
 use ebb_shared::config::TableName;
 use sqlx::PgPool;
@@ -85,7 +87,7 @@ fn classify(error: &sqlx::Error, table: &TableName) -> Attempt {
                 .unwrap_or_default();
             let message = format!("{}{detail} [SQLSTATE {code}]", db.message());
             match code.get(..2).unwrap_or("") {
-                "22" | "23" => Attempt::Rejected(message),
+                "22" | "23" | "54" => Attempt::Rejected(message),
                 "08" | "40" | "53" | "55" | "57" => Attempt::Transient {
                     message,
                     retry_after: None,

@@ -134,6 +134,10 @@ pub fn classify(
     hints: &Hints,
 ) -> Failure {
     match status {
+        // The shared client never follows redirects (see `http::client`).
+        300..=399 => Failure::Misconfigured(format!(
+            "{message} (a redirect, which Ebb does not follow for writes: check the destination's base_url)"
+        )),
         401 => Failure::Unauthorized(format!("{message} ({})", hints.unauthorized)),
         403 => Failure::Forbidden(format!("{message} ({})", hints.forbidden)),
         404 | 501 | 505 => Failure::NotFound(message),

@@ -8,7 +8,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+
+/// An earlier create of a record, whose outcome is unknown.
+#[derive(Debug, Clone, Copy)]
+pub struct Intent {
+    /// How long ago the create was attempted.
+    pub age: Duration,
+    /// When, on the state database's clock: a record the create made is
+    /// no older than this (give or take the destination's clock).
+    pub at: DateTime<Utc>,
+}
 
 #[derive(Clone)]
 pub struct IntentLog {
@@ -21,17 +32,17 @@ impl IntentLog {
     }
 
     /// The keys among `keys` whose earlier create has an unknown outcome,
-    /// with how long ago that create was attempted.
+    /// with when that create was attempted.
     pub async fn unresolved(
         &self,
         sync: &str,
         keys: &[&str],
-    ) -> Result<HashMap<String, Duration>, sqlx::Error> {
+    ) -> Result<HashMap<String, Intent>, sqlx::Error> {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let found: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT record_key, (EXTRACT(EPOCH FROM clock_timestamp() - created_at) * 1000)::bigint \
+        let found: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT record_key, (EXTRACT(EPOCH FROM clock_timestamp() - created_at) * 1000)::bigint, created_at \
              FROM ebb_intents WHERE sync_name = $1 AND record_key = ANY($2)",
         )
         .bind(sync)
@@ -40,7 +51,10 @@ impl IntentLog {
         .await?;
         Ok(found
             .into_iter()
-            .map(|(key, age_ms)| (key, Duration::from_millis(age_ms.max(0) as u64)))
+            .map(|(key, age_ms, at)| {
+                let age = Duration::from_millis(age_ms.max(0) as u64);
+                (key, Intent { age, at })
+            })
             .collect())
     }
 
