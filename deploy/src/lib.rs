@@ -50,6 +50,9 @@ mod tests {
     #[test]
     fn planner_probes_the_health_endpoints() {
         assert!(PLANNER.contains("path: /healthz") && PLANNER.contains("path: /readyz"));
+        // `ebb serve` listens on loopback unless told otherwise, where the
+        // kubelet's probes cannot reach it.
+        assert!(PLANNER.contains("\"serve\", \"--listen\", \"0.0.0.0:8080\""));
     }
 
     #[test]

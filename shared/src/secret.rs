@@ -73,13 +73,13 @@ pub fn redact_url(url: &str) -> String {
                 None => (query, None),
             };
             let redacted: String = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(url::form_urlencoded::parse(query.as_bytes()).map(
-                    |(name, value)| {
+                .extend_pairs(
+                    url::form_urlencoded::parse(query.as_bytes()).map(|(name, value)| {
                         let secret = SECRET_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p));
                         let value = if secret { "***".into() } else { value };
                         (name, value)
-                    },
-                ))
+                    }),
+                )
                 .finish();
             let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
             format!("{path}?{}{fragment}", redacted.replace("%2A%2A%2A", "***"))

@@ -451,11 +451,11 @@ async fn list_info(
     Path(list_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let _connection =
-        match admit(&state, &headers, format!("GET /lists/{list_id}"), &list_id).await {
-            Ok(c) => c,
-            Err(answer) => return answer,
-        };
+    let _connection = match admit(&state, &headers, format!("GET /lists/{list_id}"), &list_id).await
+    {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
     let members = state.lock().expect("lock").active();
     axum::Json(json!({
         "id": LIST_ID, "name": "Emulated audience",

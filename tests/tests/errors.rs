@@ -167,7 +167,15 @@ async fn passwords_with_slashes_question_marks_and_query_parameters_stay_hidden(
         assert_eq!(out.status.code(), Some(2), "{url}");
         let err = stderr(&out);
         assert!(err.contains("source `warehouse`"), "{url}: {err}");
-        for secret in ["s3/cr", "cr?et", "et#x", "p@ss", "ss/w0rd", "w0rd", "qu3ry-s3cret"] {
+        for secret in [
+            "s3/cr",
+            "cr?et",
+            "et#x",
+            "p@ss",
+            "ss/w0rd",
+            "w0rd",
+            "qu3ry-s3cret",
+        ] {
             assert!(!err.contains(secret), "{url}: `{secret}` leaked: {err}");
         }
     }
@@ -219,10 +227,12 @@ async fn values_that_are_not_utf8_and_oversized_records_cost_only_their_record()
     }
     warehouse.close().await;
     env.write_file("models/customers.sql", "SELECT id, email FROM customers");
-    sqlx::query("CREATE TABLE public.customers_synced (customer_id BIGINT PRIMARY KEY, email TEXT)")
-        .execute(&env.app)
-        .await
-        .expect("replica");
+    sqlx::query(
+        "CREATE TABLE public.customers_synced (customer_id BIGINT PRIMARY KEY, email TEXT)",
+    )
+    .execute(&env.app)
+    .await
+    .expect("replica");
     let mut env = env;
     env.start_worker(1);
     let run = env.run_sync("customers", &[]).await;

@@ -288,7 +288,13 @@ async fn redirects_are_not_followed_and_nothing_is_marked_delivered() {
             "{reason}"
         );
     }
-    elsewhere.with(|s| assert!(s.elsewhere.is_empty(), "requests reached the other host: {:?}", s.elsewhere));
+    elsewhere.with(|s| {
+        assert!(
+            s.elsewhere.is_empty(),
+            "requests reached the other host: {:?}",
+            s.elsewhere
+        )
+    });
     let ledger = TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await;
     assert_eq!(ledger, 0, "nothing is recorded as delivered");
 }
@@ -311,6 +317,9 @@ async fn a_token_echoed_in_an_error_body_stays_out_of_the_dlq() {
     let reason = ebb_tests::dlq_reason(&dlq, "3");
     assert!(reason.contains("invalid email address"), "{reason}");
     assert!(reason.contains("x-api-key"), "the echo is kept: {reason}");
-    assert!(!reason.contains("tok-secret-42"), "the token leaked into the DLQ: {reason}");
+    assert!(
+        !reason.contains("tok-secret-42"),
+        "the token leaked into the DLQ: {reason}"
+    );
     assert!(reason.contains("[redacted]"), "{reason}");
 }

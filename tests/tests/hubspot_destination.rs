@@ -313,7 +313,10 @@ async fn a_lookup_after_a_lost_create_finds_the_created_company_not_an_older_one
             .expect("the stranger");
         assert_eq!(untouched.properties["name"], "Someone else's");
     });
-    let ebbs = env.ledger_id("companies", "7").await.expect("an id for record 7");
+    let ebbs = env
+        .ledger_id("companies", "7")
+        .await
+        .expect("an id for record 7");
     assert_ne!(ebbs, stranger.to_string(), "the ledger names Ebb's company");
     hubspot.with(|s| {
         let ours = &s.objects["companies"][&ebbs.parse::<u64>().unwrap()];
@@ -437,4 +440,32 @@ async fn check_connect_tells_credentials_permissions_reachability_and_mapping_ap
     );
     let writes = hubspot.with(|s| s.writes());
     assert_eq!(writes, 0, "checks write nothing");
+}
+
+/// A HubSpot `base_url` that answers with a redirect (an old proxy, a
+/// moved host): Ebb follows none, so no token travels on to the other
+/// host, and every record fails with a reason naming the new location.
+#[tokio::test]
+async fn a_redirecting_base_url_is_a_configuration_error_naming_the_location() {
+    let moved = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::MOVED_PERMANENTLY,
+            [("location", "https://new-proxy.example.com/hubspot")],
+            "moved",
+        )
+    });
+    let addr = ebb_tests::serve_emulator(moved, "127.0.0.1:0").await;
+    let mut env = TestEnv::new(CONFIG, &placeholders(&format!("http://{addr}"), TOKEN, 100)).await;
+    seed_customers(&env.warehouse, 10).await;
+    env.start_worker(1);
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["failed"], 10, "{run}");
+    assert_eq!(run["retries"], 0, "a redirect is not retried: {run}");
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    let reason = dlq_reason(&dlq, "1");
+    assert!(
+        reason.contains("HTTP 301, redirecting to https://new-proxy.example.com/hubspot"),
+        "{reason}"
+    );
 }

@@ -360,7 +360,10 @@ async fn tags_that_fail_after_an_address_change_are_retried_at_the_new_hash() {
     let run = env.run_sync("subscribers", &[]).await;
     assert_eq!(run["delivered"], 20, "{run}");
     let old_hash = hash("user10@example.com");
-    assert_eq!(env.ledger_id("subscribers", "10").await, Some(old_hash.clone()));
+    assert_eq!(
+        env.ledger_id("subscribers", "10").await,
+        Some(old_hash.clone())
+    );
 
     exec(
         &env.warehouse,
@@ -374,14 +377,23 @@ async fn tags_that_fail_after_an_address_change_are_retried_at_the_new_hash() {
     assert_eq!(run["rejected"], 0, "{run}");
     assert!(run["retries"].as_i64() >= Some(1), "{run}");
     let new_hash = hash("user10-new@example.com");
-    assert_eq!(env.ledger_id("subscribers", "10").await, Some(new_hash.clone()));
+    assert_eq!(
+        env.ledger_id("subscribers", "10").await,
+        Some(new_hash.clone())
+    );
     mailchimp.with(|s| {
         assert_eq!(s.puts.get(&old_hash), Some(&1), "one PUT at the old hash");
         assert_eq!(s.puts.get(&new_hash), None, "no PUT at the new hash");
         let moved = s.members.get(&new_hash).expect("the moved member");
         assert_eq!(moved.email, "user10-new@example.com");
-        assert!(moved.tags.contains("vip") && moved.tags.contains("beta"), "{moved:?}");
-        assert!(!s.members.contains_key(&old_hash), "no member left at the old hash");
+        assert!(
+            moved.tags.contains("vip") && moved.tags.contains("beta"),
+            "{moved:?}"
+        );
+        assert!(
+            !s.members.contains_key(&old_hash),
+            "no member left at the old hash"
+        );
     });
 }
 
@@ -422,14 +434,25 @@ async fn only_mailchimps_own_member_not_found_counts_as_removed() {
 
     // Deleted by hand in Mailchimp, then removed from the model: done.
     mailchimp.with(|s| s.members.remove(&hash("user1@example.com")));
-    exec(&env.warehouse, "DELETE FROM analytics.customers WHERE id = 1").await;
+    exec(
+        &env.warehouse,
+        "DELETE FROM analytics.customers WHERE id = 1",
+    )
+    .await;
     let run = env.run_sync("subscribers", &[]).await;
     assert_eq!(run["state"], "succeeded", "{run}");
     assert_eq!(run["delivered"], 1, "{run}");
-    assert!(!in_ledger("1").await, "a member Mailchimp no longer has is removed");
+    assert!(
+        !in_ledger("1").await,
+        "a member Mailchimp no longer has is removed"
+    );
 
     // A proxy's 404 page: not Mailchimp's answer, nothing was removed.
-    exec(&env.warehouse, "DELETE FROM analytics.customers WHERE id = 2").await;
+    exec(
+        &env.warehouse,
+        "DELETE FROM analytics.customers WHERE id = 2",
+    )
+    .await;
     mailchimp.with(|s| s.proxy_not_found_left = 1);
     let run = env.run_sync("subscribers", &[]).await;
     assert_eq!(run["state"], "failed", "{run}");

@@ -312,3 +312,53 @@ async fn a_second_planner_is_refused_while_a_run_is_active() {
     assert_eq!(all.len(), 1, "one run only: {all:?}");
     assert_eq!(all[0]["delivered"], 200);
 }
+
+/// `/readyz` and `/metrics` of `ebb serve` share one Redis connection: a
+/// flood of probes opens none of its own (they used to open a connection
+/// per request), and probes beyond the few served at once are turned away
+/// at once rather than piling up.
+#[tokio::test]
+async fn probes_share_one_redis_connection() {
+    let redis = ebb_tests::PrivateRedis::start();
+    let env = TestEnv::new_on_redis(CONFIG, &[("{SCHEDULE}", String::new())], &redis.url()).await;
+    let port = free_port();
+    let _daemon = serve(&env, port);
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(20), "/readyz", || async {
+        (http_status(&format!("{base}/readyz")).await == Some(200)).then_some(())
+    })
+    .await;
+    let connections = || async {
+        let client = redis::Client::open(redis.url()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the private redis");
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut conn)
+            .await
+            .expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("total_connections_received")
+    };
+    let before = connections().await;
+    let probes = (0..40).map(|i| {
+        let url = format!("{base}/{}", if i % 2 == 0 { "readyz" } else { "metrics" });
+        async move { http_status(&url).await }
+    });
+    let answers = futures::future::join_all(probes).await;
+    assert!(
+        answers.iter().all(|a| matches!(a, Some(200) | Some(503))),
+        "{answers:?}"
+    );
+    assert!(answers.contains(&Some(200)), "{answers:?}");
+    let opened = connections().await - before;
+    // One for the counting connection itself, and at most one reconnect.
+    assert!(
+        opened <= 2,
+        "{opened} Redis connections opened by 40 probes"
+    );
+}

@@ -408,6 +408,7 @@ async fn a_value_too_large_for_its_index_rejects_only_its_record() {
     let dlq = env.ebb_json(&["dlq", "list"]).await;
     let reason = ebb_tests::dlq_reason(&dlq, "42");
     assert!(reason.contains("SQLSTATE 54000"), "{reason}");
-    let replicated = TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM public.customers_synced").await;
+    let replicated =
+        TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM public.customers_synced").await;
     assert_eq!(replicated, 99);
 }

@@ -396,7 +396,10 @@ async fn a_long_delivery_holds_no_transaction_open() {
     .fetch_one(&env.state)
     .await
     .expect("pg_stat_activity");
-    assert_eq!(open, 0, "transactions open for over a second during the delivery");
+    assert_eq!(
+        open, 0,
+        "transactions open for over a second during the delivery"
+    );
     assert_eq!(advisory, 0, "advisory locks held during the delivery");
     let claimed = TestEnv::scalar_i64(
         &env.state,

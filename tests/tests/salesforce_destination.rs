@@ -392,7 +392,11 @@ async fn a_failed_poll_reads_the_same_bulk_job_again() {
     assert_eq!(run["state"], "succeeded", "{run}");
     assert_eq!(run["delivered"], 300, "{run}");
     salesforce.with(|s| {
-        assert_eq!(s.calls("POST jobs/ingest"), 1, "one job, read again after the 503s");
+        assert_eq!(
+            s.calls("POST jobs/ingest"),
+            1,
+            "one job, read again after the 503s"
+        );
         assert_eq!(s.jobs.len(), 1);
         assert_eq!(s.live().len(), 300);
     });

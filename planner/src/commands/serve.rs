@@ -13,11 +13,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::{Mutex, Semaphore};
 use chrono::Utc;
 use ebb_shared::StateError;
 use ebb_shared::config::SyncConfig;
 use ebb_shared::health;
+use tokio::sync::{Mutex, Semaphore};
 
 use crate::context::Context;
 use crate::enqueue::{Queue, RunRef, enqueue_run};

@@ -229,17 +229,32 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_utf8_and_oversized_records_become_problems() {
-        let bad_value = check(row(Some(b"7"), b"{\"city\": \"Z\xfcrich\", \"id\": 7}"), 100);
+        let bad_value = check(
+            row(Some(b"7"), b"{\"city\": \"Z\xfcrich\", \"id\": 7}"),
+            100,
+        );
         assert_eq!(bad_value.key.as_deref(), Some("7"));
         let problem = bad_value.payload.unwrap_err();
-        assert!(problem.starts_with("field `city` is not valid UTF-8 (byte 0xFC)"), "{problem}");
+        assert!(
+            problem.starts_with("field `city` is not valid UTF-8 (byte 0xFC)"),
+            "{problem}"
+        );
 
         let bad_key = check(row(Some(b"caf\xe9"), b"{}"), 100);
         assert_eq!(bad_key.key.as_deref(), Some("caf\u{fffd}"));
-        assert!(bad_key.payload.unwrap_err().contains("primary key is not valid UTF-8 (byte 0xE9 at position 3"));
+        assert!(
+            bad_key
+                .payload
+                .unwrap_err()
+                .contains("primary key is not valid UTF-8 (byte 0xE9 at position 3")
+        );
 
         let big = check(row(Some(b"8"), &[b'x'; 101]), 100);
-        assert!(big.payload.unwrap_err().contains("take 101 bytes, over the sync's max_record_bytes (100)"));
+        assert!(
+            big.payload
+                .unwrap_err()
+                .contains("take 101 bytes, over the sync's max_record_bytes (100)")
+        );
 
         let mut buf = Vec::new();
         push_row(&mut buf, &check(row(Some(b"8"), &[b'x'; 101]), 100));

@@ -177,8 +177,7 @@ impl PostgresSource {
             quote_ident(&sync.primary_key),
             sync.model.as_subquery()
         );
-        let mut query =
-            sqlx::query_as::<_, (Option<Vec<u8>>, Vec<u8>)>(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, (Option<Vec<u8>>, Vec<u8>)>(sqlx::AssertSqlSafe(sql));
         for m in mapping {
             query = query.bind(m.field.clone());
         }

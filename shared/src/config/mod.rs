@@ -1024,13 +1024,17 @@ fn resolve_sync(
             }
             None
         }
-        Some(expr) => Some(SyncSchedule::parse(expr.get_ref(), timezone).map_err(|message| {
-            let (at, field) = match &raw.timezone {
-                Some(tz) if message.contains("is not a time zone") => (tz.span().start, "timezone"),
-                _ => (expr.span().start, "schedule"),
-            };
-            src.invalid(Some(at), format!("{key}.{field}"), message)
-        })?),
+        Some(expr) => Some(
+            SyncSchedule::parse(expr.get_ref(), timezone).map_err(|message| {
+                let (at, field) = match &raw.timezone {
+                    Some(tz) if message.contains("is not a time zone") => {
+                        (tz.span().start, "timezone")
+                    }
+                    _ => (expr.span().start, "schedule"),
+                };
+                src.invalid(Some(at), format!("{key}.{field}"), message)
+            })?,
+        ),
     };
     let max_record_bytes = match raw.max_record_bytes {
         None => DEFAULT_MAX_RECORD_BYTES,

@@ -13,8 +13,8 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 
 use crate::destinations::util::outcome::Attempt;
-use ebb_shared::secret::redact_url;
 use crate::destinations::util::retry::parse_retry_after;
+use ebb_shared::secret::redact_url;
 
 const MAX_BODY_CHARS: usize = 1000;
 
@@ -43,7 +43,7 @@ pub async fn post(
                 .headers()
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .map(|l| redact_url(l));
+                .map(redact_url);
             let text = response.text().await.unwrap_or_default();
             let text = redact_values(&text, config);
             classify(status, retry_after, location.as_deref(), &text)

@@ -438,7 +438,10 @@ impl HubSpotDestination {
                 found.insert(value, (created, result.id));
             }
         }
-        Ok(found.into_iter().map(|(value, (_, id))| (value, id)).collect())
+        Ok(found
+            .into_iter()
+            .map(|(value, (_, id))| (value, id))
+            .collect())
     }
 
     /// Maps a create or upsert answer back to its records by

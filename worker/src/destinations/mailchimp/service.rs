@@ -65,10 +65,9 @@ pub fn is_problem_document(status: u16, body: &str) -> bool {
     };
     doc.get("status").and_then(Value::as_u64) == Some(u64::from(status))
         && doc.get("title").is_some_and(Value::is_string)
-        && doc
-            .get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t.starts_with("https://mailchimp.com/developer/marketing/docs/errors/"))
+        && doc.get("type").and_then(Value::as_str).is_some_and(|t| {
+            t.starts_with("https://mailchimp.com/developer/marketing/docs/errors/")
+        })
 }
 
 const HINTS: Hints = Hints {
@@ -139,7 +138,10 @@ mod tests {
         let not_found = r#"{"type":"https://mailchimp.com/developer/marketing/docs/errors/","title":"Resource Not Found","status":404,"detail":"The requested resource could not be found.","instance":"1"}"#;
         assert!(is_problem_document(404, not_found));
         assert!(!is_problem_document(404, "<html>404 Not Found</html>"));
-        assert!(!is_problem_document(404, r#"{"status":404,"title":"Not Found"}"#));
+        assert!(!is_problem_document(
+            404,
+            r#"{"status":404,"title":"Not Found"}"#
+        ));
         assert!(!is_problem_document(400, not_found));
         assert!(
             matches!(classify(503, None, ""), Failure::Transient(m, None) if m == "Mailchimp 503")

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use reqwest::header::RETRY_AFTER;
+use ebb_shared::secret::redact_url;
+use reqwest::header::{LOCATION, RETRY_AFTER};
 
 use super::outcome::Attempt;
 use super::retry::parse_retry_after;
@@ -74,7 +75,8 @@ impl Answer {
     }
 }
 
-/// Sends `request` (auth already set); only network failures are errors.
+/// Sends `request` (auth already set); only network failures and redirects
+/// (which are never followed) are errors.
 pub async fn send(
     request: reqwest::RequestBuilder,
     vendor: &str,
@@ -86,6 +88,19 @@ pub async fn send(
         .await
         .map_err(|e| send_error(&e, vendor))?;
     let status = response.status().as_u16();
+    if (300..400).contains(&status) {
+        // The shared client follows no redirect (see `http::client`).
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| "(no Location header)".to_owned(), redact_url);
+        return Err(Failure::Misconfigured(format!(
+            "{vendor} answered HTTP {status}, redirecting to {location}; Ebb does not follow redirects \
+             for writes (the request would change method or carry its credentials to another host): \
+             check the destination's base_url"
+        )));
+    }
     let retry_after = response
         .headers()
         .get(RETRY_AFTER)
@@ -134,10 +149,6 @@ pub fn classify(
     hints: &Hints,
 ) -> Failure {
     match status {
-        // The shared client never follows redirects (see `http::client`).
-        300..=399 => Failure::Misconfigured(format!(
-            "{message} (a redirect, which Ebb does not follow for writes: check the destination's base_url)"
-        )),
         401 => Failure::Unauthorized(format!("{message} ({})", hints.unauthorized)),
         403 => Failure::Forbidden(format!("{message} ({})", hints.forbidden)),
         404 | 501 | 505 => Failure::NotFound(message),
