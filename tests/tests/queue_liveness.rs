@@ -414,3 +414,51 @@ async fn a_long_delivery_holds_no_transaction_open() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run JSON");
     assert_eq!(summary["run"]["delivered"], 10, "{summary}");
 }
+
+/// A worker loses its claim while a delivery is in flight (here another
+/// claim token is written over its own, as a takeover would): its renewal
+/// notices, it stops the delivery and settles nothing, and the batch is
+/// delivered once the claim it lost runs out. The run records the loss;
+/// the receiver, deduplicating by idempotency key, has every record once.
+#[tokio::test]
+async fn a_worker_that_loses_its_claim_stops_and_the_batch_is_delivered_once() {
+    let receiver = Receiver::start().await;
+    receiver.with(|s| s.latency = Duration::from_secs(3));
+    let mut env = http_env(&receiver, 5, 1, "").await;
+    env.start_worker(1);
+    let mut run = env.ebb_command(&["run", "contacts", "--json"]);
+    run.stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let run = run.spawn().expect("spawn ebb run");
+    eventually(Duration::from_secs(60), "a request in flight", || async {
+        (receiver.with(|s| s.in_flight) >= 1).then_some(())
+    })
+    .await;
+    receiver.with(|s| s.latency = Duration::ZERO);
+    let stolen = sqlx::query(
+        "UPDATE ebb_batches SET claim_token = gen_random_uuid(), claimed_by = 'someone else' \
+         WHERE lease_expires_at > now()",
+    )
+    .execute(&env.state)
+    .await
+    .expect("take the claim away");
+    assert_eq!(stolen.rows_affected(), 1, "one batch was claimed");
+    let out = tokio::time::timeout(Duration::from_secs(120), run.wait_with_output())
+        .await
+        .expect("the run finishes")
+        .expect("run output");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run JSON");
+    let run = &summary["run"];
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 5, "{run}");
+    let events = run["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events.iter().any(|e| e["kind"] == "claim_lost"),
+        "the run records the lost claim: {run}"
+    );
+    receiver.with(|s| {
+        assert_eq!(s.records.len(), 5);
+        assert!(s.applied.values().all(|n| *n == 1), "{:?}", s.applied);
+    });
+}

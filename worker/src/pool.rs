@@ -46,8 +46,8 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
     if destinations.is_empty() {
         return Err(WorkerError::NoSyncs);
     }
-    // Two connections per in-flight batch (its transaction, and the
-    // delivery counter that must commit outside it) plus headroom.
+    // Two connections per in-flight batch (its load or settle, and its
+    // claim's renewal, which must never wait behind them) plus headroom.
     let in_flight = (concurrency * destinations.len()) as u32;
     let pool =
         ebb_shared::db::connect_and_migrate(&config.state.database_url, 2 * in_flight + 2).await?;
