@@ -1,6 +1,7 @@
 //! Planner errors: each says which sync, source or model it is about.
 
 use ebb_shared::config::ConfigError;
+use ebb_shared::sources::SourceError;
 use ebb_shared::{QueueError, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -11,21 +12,8 @@ pub enum PlannerError {
     State(#[from] StateError),
     #[error(transparent)]
     Queue(#[from] QueueError),
-    #[error("source `{source_name}`: cannot connect ({url}): {message}")]
-    SourceConnect {
-        source_name: String,
-        url: String,
-        message: String,
-    },
-    #[error("sync `{sync}`: model SQL error at {location}: {message}{hint}")]
-    ModelSql {
-        sync: String,
-        location: String,
-        message: String,
-        hint: String,
-    },
-    #[error("sync `{sync}`: {message}")]
-    Mapping { sync: String, message: String },
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error(
         "sync `{sync}`: reading the model from source `{source_name}` failed after {rows} rows: {message}"
     )]

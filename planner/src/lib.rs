@@ -8,7 +8,6 @@ pub mod enqueue;
 pub mod error;
 pub mod plan;
 pub mod progress;
-pub mod source;
 pub mod watchdog;
 
 pub use error::PlannerError;

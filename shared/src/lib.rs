@@ -1,14 +1,18 @@
 //! Code shared by the planner (`ebb`) and the workers (`ebb-worker`): config,
-//! Ebb's state schema in Postgres, the Redis task queue and telemetry.
+//! the connectors (sources and destinations, one folder each), Ebb's state
+//! schema in Postgres, the Redis task queue and telemetry.
 
 pub mod config;
 pub mod db;
+pub mod destinations;
 pub mod error;
 pub mod health;
 pub mod hex;
 pub mod limits;
 pub mod queue;
 pub mod secret;
+pub mod sources;
+pub mod sql;
 pub mod state;
 pub mod telemetry;
 

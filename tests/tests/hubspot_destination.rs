@@ -465,7 +465,7 @@ async fn a_redirecting_base_url_is_a_configuration_error_naming_the_location() {
     let dlq = env.ebb_json(&["dlq", "list"]).await;
     let reason = dlq_reason(&dlq, "1");
     assert!(
-        reason.contains("HTTP 301, redirecting to https://new-proxy.example.com/hubspot"),
+        reason.contains("HTTP 301: it redirects to https://new-proxy.example.com/hubspot"),
         "{reason}"
     );
 }

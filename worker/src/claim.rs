@@ -46,8 +46,6 @@ pub struct Claim {
     pub run_id: i64,
     pub batch_no: i32,
     pub token: Uuid,
-    /// Deliveries of the batch so far, this one included.
-    pub deliveries: i32,
     /// Set when the previous claim ran out instead of being released.
     pub took_over: Option<TakeOver>,
     lost: watch::Receiver<bool>,
@@ -56,7 +54,6 @@ pub struct Claim {
 
 #[derive(sqlx::FromRow)]
 struct Claimed {
-    deliveries: i32,
     took_over: bool,
     previous_holder: Option<String>,
     expired_for_secs: Option<f64>,
@@ -70,7 +67,10 @@ struct Standing {
     live_for_secs: Option<f64>,
 }
 
-/// Claims a batch for `lease`, counting the delivery.
+/// Claims a batch for `lease`. The delivery is counted when it starts (see
+/// [`Claim::count_delivery`]), not here: a batch that waits, claimed, for
+/// a suspect neighbour to run alone is not charged for that neighbour's
+/// crash.
 pub async fn claim(
     pool: &PgPool,
     task: &WriteBatchTask,
@@ -78,9 +78,6 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<ClaimAttempt, StateError> {
     let token = Uuid::now_v7();
-    // The delivery is counted with the claim, outside any later
-    // transaction: a batch that crashes its worker must still be counted,
-    // or it would loop forever (see `[worker].max_deliveries`).
     let claimed: Option<Claimed> = sqlx::query_as(
         "WITH previous AS ( \
              SELECT b.run_id, b.batch_no, b.claim_token IS NOT NULL AS took_over, b.claimed_by, \
@@ -90,9 +87,9 @@ pub async fn claim(
                AND (b.lease_expires_at IS NULL OR b.lease_expires_at < now()) \
              FOR UPDATE OF b) \
          UPDATE ebb_batches b SET claim_token = $3, claimed_by = $4, claimed_at = now(), \
-             lease_expires_at = now() + make_interval(secs => $5), deliveries = b.deliveries + 1 \
+             lease_expires_at = now() + make_interval(secs => $5) \
          FROM previous WHERE b.run_id = previous.run_id AND b.batch_no = previous.batch_no \
-         RETURNING b.deliveries, previous.took_over, previous.claimed_by AS previous_holder, \
+         RETURNING previous.took_over, previous.claimed_by AS previous_holder, \
                    previous.expired_for_secs",
     )
     .bind(task.run_id)
@@ -123,7 +120,6 @@ pub async fn claim(
             run_id: task.run_id,
             batch_no: task.batch_no,
             token,
-            deliveries: claimed.deliveries,
             took_over,
             lost,
             keeper,
@@ -218,6 +214,26 @@ async fn keep(
 }
 
 impl Claim {
+    /// Counts a delivery of the batch as it starts, and returns the
+    /// deliveries so far, this one included (`None`: the claim was lost
+    /// meanwhile). Committed on its own, outside any later transaction: a
+    /// batch that crashes its worker must still be counted, or it would
+    /// loop forever (see `[worker].max_deliveries`).
+    pub async fn count_delivery(&self, pool: &PgPool) -> Result<Option<i32>, StateError> {
+        let deliveries: Option<i32> = sqlx::query_scalar(
+            "UPDATE ebb_batches SET deliveries = deliveries + 1 \
+             WHERE run_id = $1 AND batch_no = $2 AND claim_token = $3 AND state = 'pending' \
+             RETURNING deliveries",
+        )
+        .bind(self.run_id)
+        .bind(self.batch_no)
+        .bind(self.token)
+        .fetch_optional(pool)
+        .await
+        .map_err(StateError::query("counting a batch's delivery"))?;
+        Ok(deliveries)
+    }
+
     /// Resolves when the claim is lost; pending for as long as it is held.
     pub async fn lost(&self) {
         let mut lost = self.lost.clone();

@@ -1,5 +1,5 @@
 //! Worker errors. Destination failures are not errors here: they are record
-//! outcomes (see `destinations::util::outcome`). These are the failures that
+//! outcomes (see `ebb_shared::destinations::util::outcome`). These are the failures that
 //! leave a batch unsettled, to be retried from the queue.
 
 use ebb_shared::{QueueError, StateError};
@@ -20,11 +20,8 @@ pub enum WorkerError {
         batch_no: i32,
         sync: String,
     },
-    #[error("destination `{destination}`: {message}")]
-    DestinationSetup {
-        destination: String,
-        message: String,
-    },
+    #[error(transparent)]
+    Destination(#[from] ebb_shared::destinations::DestinationError),
     #[error(
         "run {run_id} batch {batch_no}: this worker lost its claim on the batch before settling it (another worker took it over, or the state database could not be reached to renew it); the batch is settled once, by whoever holds it"
     )]

@@ -26,18 +26,18 @@ use ebb_shared::state::events::{self, EventKind};
 use serde_json::value::RawValue;
 use sqlx::PgPool;
 
-use crate::batch::{BatchContext, Op, OutboundRecord};
 use crate::claim::{self, Claim, ClaimAttempt};
-use crate::destinations::Registry;
-use crate::destinations::util::delivery::deliver;
-use crate::destinations::util::outcome::RecordOutcome;
 use crate::error::WorkerError;
 use crate::faults::{Faults, Point};
 use crate::settle::{self, Settled};
+use crate::targets::Targets;
+use ebb_shared::destinations::record::{BatchContext, Op, OutboundRecord};
+use ebb_shared::destinations::util::delivery::deliver;
+use ebb_shared::destinations::util::outcome::RecordOutcome;
 
 pub struct WorkerState {
     pub pool: PgPool,
-    pub registry: Registry,
+    pub targets: Targets,
     /// This process's name in claims (pod name and a unique suffix).
     pub name: String,
     /// How long a claim on a batch lasts without renewal.
@@ -100,7 +100,7 @@ struct RecordRow {
 
 pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), WorkerError> {
     let target = state
-        .registry
+        .targets
         .for_sync(&task.sync)
         .ok_or_else(|| WorkerError::UnknownSync {
             run_id: task.run_id,
@@ -131,22 +131,6 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
             }
         }
     };
-    if let Some(took_over) = &claim.took_over {
-        let message = format!(
-            "batch {}: worker `{}` stopped renewing its claim (it crashed, or lost the state database); \
-             taken over {:.0} s after the claim ran out, delivery {}",
-            task.batch_no,
-            took_over.from,
-            took_over.expired_for.as_secs_f64(),
-            claim.deliveries
-        );
-        tracing::warn!(run_id = task.run_id, batch = task.batch_no, "{message}");
-        if let Err(e) =
-            events::record(&state.pool, task.run_id, EventKind::TakenOver, &message).await
-        {
-            tracing::warn!(run_id = task.run_id, error = %e, "cannot record a run event");
-        }
-    }
     match deliver_claimed(state, target, task, &claim).await {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -160,7 +144,7 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
 
 async fn deliver_claimed(
     state: &WorkerState,
-    target: &crate::destinations::SyncTarget,
+    target: &crate::targets::SyncTarget,
     task: &WriteBatchTask,
     claim: &Claim,
 ) -> Result<(), WorkerError> {
@@ -173,8 +157,32 @@ async fn deliver_claimed(
     } else {
         (None, Some(state.solo.clone().read_owned().await))
     };
+    // Counted once it runs: a batch waiting above for a suspect neighbour
+    // is not charged for that neighbour's crash.
+    let deliveries = claim
+        .count_delivery(&state.pool)
+        .await?
+        .ok_or(WorkerError::ClaimLost {
+            run_id: task.run_id,
+            batch_no: task.batch_no,
+        })?;
+    if let Some(took_over) = &claim.took_over {
+        let message = format!(
+            "batch {}: worker `{}` stopped renewing its claim (it crashed, or lost the state database); \
+             taken over {:.0} s after the claim ran out, delivery {deliveries}",
+            task.batch_no,
+            took_over.from,
+            took_over.expired_for.as_secs_f64(),
+        );
+        tracing::warn!(run_id = task.run_id, batch = task.batch_no, "{message}");
+        if let Err(e) =
+            events::record(&state.pool, task.run_id, EventKind::TakenOver, &message).await
+        {
+            tracing::warn!(run_id = task.run_id, error = %e, "cannot record a run event");
+        }
+    }
     let started = Instant::now();
-    let quarantine = claim.deliveries > state.max_deliveries as i32;
+    let quarantine = deliveries > state.max_deliveries as i32;
 
     // `stale`: the ledger holds a newer version than this one (a replay of an
     // old DLQ entry); sending it would overwrite newer data. A scalar
@@ -200,7 +208,6 @@ async fn deliver_claimed(
     let mut settled = Vec::with_capacity(rows.len());
     let mut sendable = Vec::with_capacity(rows.len());
     if quarantine {
-        let deliveries = claim.deliveries;
         tracing::error!(
             run_id = task.run_id, batch = task.batch_no, sync = %task.sync, deliveries,
             "poison batch: delivered too often without settling; quarantining its records to the DLQ"
@@ -289,7 +296,7 @@ async fn deliver_claimed(
         let message = format!(
             "batch {}: delivered {} times without settling; its {} records were quarantined to the DLQ",
             task.batch_no,
-            claim.deliveries,
+            deliveries,
             settled.len()
         );
         events::record(&mut *tx, task.run_id, EventKind::Quarantined, &message).await?;

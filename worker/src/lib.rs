@@ -5,17 +5,16 @@
 //! - [`claim`]: a worker's leased claim on a batch in Postgres.
 //! - [`settle`]: where outcomes become ledger rows, DLQ entries and run totals
 //!   (and where a run is marked done).
-//! - [`destinations`]: one folder per destination type, on shared machinery in
-//!   `destinations/util` (retries, batch splitting, error classes).
+//! - [`targets`]: each sync's destination and limits, built from config
+//!   (the destinations themselves live in `ebb_shared::destinations`).
 
-pub mod batch;
 pub mod claim;
-pub mod destinations;
 pub mod error;
 pub mod faults;
 pub mod handler;
 pub mod health;
 pub mod pool;
 pub mod settle;
+pub mod targets;
 
 pub use error::WorkerError;

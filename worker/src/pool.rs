@@ -18,11 +18,11 @@ use apalis_redis::RedisStorage;
 use ebb_shared::config::Config;
 use ebb_shared::queue::{self, WriteBatchTask};
 
-use crate::destinations::Registry;
 use crate::error::WorkerError;
 use crate::faults::Faults;
 use crate::handler::{WorkerState, write_batch};
 use crate::health;
+use crate::targets::Targets;
 
 pub struct PoolOptions {
     /// Batches processed at once by this process, per destination.
@@ -52,7 +52,7 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
     let pool =
         ebb_shared::db::connect_and_migrate(&config.state.database_url, 2 * in_flight + 2).await?;
     let conn = queue::connect(&config.state).await?;
-    let registry = Registry::build(&config, &conn, &pool)?;
+    let targets = Targets::build(&config, &conn, &pool)?;
     if let Some(listen) = options.listen {
         health::serve(listen, pool.clone(), conn.clone()).await?;
     }
@@ -65,7 +65,7 @@ pub async fn run(config: Config, options: PoolOptions) -> Result<(), WorkerError
         .collect();
     let state = Arc::new(WorkerState {
         pool,
-        registry,
+        targets,
         name: base_name.clone(),
         claim_lease: config.worker.claim_lease(),
         max_deliveries: config.worker.max_deliveries,

@@ -9,10 +9,10 @@ use ebb_shared::StateError;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::batch::BatchContext;
-use crate::destinations::util::delivery::DeliveryStats;
-use crate::destinations::util::outcome::RecordOutcome;
 use crate::error::WorkerError;
+use ebb_shared::destinations::record::BatchContext;
+use ebb_shared::destinations::util::delivery::DeliveryStats;
+use ebb_shared::destinations::util::outcome::RecordOutcome;
 
 #[derive(Debug, Default)]
 pub struct Settled {

@@ -4,20 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use ebb_shared::config::{Config, DestinationConfig, FieldMapping, SyncConfig};
-use ebb_worker::destinations::util::api::Failure;
-use ebb_worker::destinations::{hubspot, mailchimp, salesforce};
-
-use crate::source::PostgresSource;
+use ebb_shared::config::{Config, FieldMapping, SyncConfig};
+use ebb_shared::destinations::util::api;
+use ebb_shared::sources::{Column, Source, effective_mapping};
 
 /// Returns the number of problems found (each already printed).
 pub async fn check(config: &Config, connect: bool) -> usize {
     let mut problems = 0;
-    let mut sources: BTreeMap<&str, Option<PostgresSource>> = BTreeMap::new();
+    let mut sources: BTreeMap<&str, Option<Box<dyn Source>>> = BTreeMap::new();
     for sync in config.syncs.values() {
         if !sources.contains_key(sync.source.as_str()) {
             let connected = match config.source(&sync.source) {
-                Some(cfg) => match PostgresSource::connect(&sync.source, cfg).await {
+                Some(source_config) => match source_config.connect(&sync.source).await {
                     Ok(source) => Some(source),
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -40,9 +38,7 @@ pub async fn check(config: &Config, connect: bool) -> usize {
         let mapping = columns
             .as_ref()
             .map_err(|e| e.to_string())
-            .and_then(|columns| {
-                PostgresSource::mapping_for(sync, columns).map_err(|e| e.to_string())
-            });
+            .and_then(|columns| effective_mapping(sync, columns).map_err(|e| e.to_string()));
         match mapping {
             Ok(mapping) => {
                 println!(
@@ -58,8 +54,8 @@ pub async fn check(config: &Config, connect: bool) -> usize {
                         .unwrap_or_default()
                 );
                 if connect {
-                    let types = columns.as_deref().unwrap_or_default();
-                    problems += check_destination(config, sync, &mapping, types).await;
+                    let columns = columns.as_deref().unwrap_or_default();
+                    problems += check_destination(config, sync, &mapping, columns).await;
                 }
             }
             Err(e) => {
@@ -77,90 +73,56 @@ async fn check_destination(
     config: &Config,
     sync: &SyncConfig,
     mapping: &[FieldMapping],
-    column_types: &[(String, String)],
+    columns: &[Column],
 ) -> usize {
     // (destination field, model column type); TEXT when the type is unknown.
     let fields: Vec<(&str, &str)> = mapping
         .iter()
         .map(|m| {
-            let column_type = column_types
+            let column_type = columns
                 .iter()
-                .find(|(name, _)| name == &m.column)
-                .map_or("TEXT", |(_, t)| t.as_str());
+                .find(|c| c.name == m.column)
+                .map_or("TEXT", |c| c.type_name.as_str());
             (m.field.as_str(), column_type)
         })
         .collect();
     let destination = &sync.destination;
-    let client = match ebb_worker::destinations::http::client() {
+    let Some(destination_config) = config.destination(destination) else {
+        return 0;
+    };
+    let client = match api::client() {
         Ok(client) => client,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
         }
     };
-    let (result, base_url, what) = match config.destination(destination) {
-        Some(DestinationConfig::HubSpot(c)) => (
-            hubspot::check_mapping(&client, c, &fields).await.map(|check| {
-                let how = if check.upserts {
-                    format!("upserted by `{}`", c.match_on)
-                } else {
-                    format!(
-                        "created, and looked up by `{}` when an earlier create's outcome is unknown",
-                        c.match_on
-                    )
-                };
-                (check.problems, format!("HubSpot {} accept the mapping of sync `{}`; records are {how}", c.object_type, sync.name))
-            }),
-            c.base_url.as_str(),
-            format!("object type `{}`", c.object_type),
-        ),
-        Some(DestinationConfig::Mailchimp(c)) => (
-            mailchimp::check_mapping(&client, c, &fields).await.map(|check| {
-                (check.problems, format!("Mailchimp audience {} accepts the mapping of sync `{}`", c.list_id, sync.name))
-            }),
-            c.base_url.as_str(),
-            format!("audience `{}`", c.list_id),
-        ),
-        Some(DestinationConfig::Salesforce(c)) => (
-            salesforce::check_mapping(&client, c, &fields).await.map(|check| {
-                (check.problems, format!("Salesforce {} accepts the mapping of sync `{}`; records are upserted by `{}`", c.object, sync.name, c.external_id))
-            }),
-            c.login_url.as_str(),
-            format!("object `{}` (API v{})", c.object, c.api_version),
-        ),
-        // http and postgres destinations are reached at run time only.
-        _ => return 0,
+    // http and postgres destinations are reached at run time only.
+    let Some(checked) = destination_config
+        .check_connection(&client, sync, &fields)
+        .await
+    else {
+        return 0;
     };
-    match result {
-        Ok((problems, ok)) if problems.is_empty() => {
-            println!("ok: destination `{destination}`: {ok}");
+    match checked {
+        Ok(report) if report.problems.is_empty() => {
+            println!("ok: destination `{destination}`: {}", report.accepted);
             0
         }
-        Ok((problems, _)) => {
-            for problem in &problems {
+        Ok(report) => {
+            for problem in &report.problems {
                 eprintln!(
                     "error: sync `{}` → destination `{destination}`: {problem}",
                     sync.name
                 );
             }
-            problems.len()
+            report.problems.len()
         }
-        Err(failure) => {
-            let (kind, message) = match failure {
-                Failure::Unauthorized(m) => ("bad credentials", m),
-                Failure::Forbidden(m) => ("missing permissions", m),
-                Failure::Unreachable(m) => ("unreachable", format!("{m} ({base_url})")),
-                Failure::NotFound(m) => ("not found", format!("{what}: {m}")),
-                Failure::Throttled { .. } => (
-                    "rate limited",
-                    "the destination answered 429; try again shortly".to_owned(),
-                ),
-                Failure::Transient(m, _)
-                | Failure::Rejected(m)
-                | Failure::Unexpected(m)
-                | Failure::Misconfigured(m) => ("unexpected answer", m),
-            };
-            eprintln!("error: destination `{destination}`: {kind}: {message}");
+        Err(problem) => {
+            eprintln!(
+                "error: destination `{destination}`: {}: {}",
+                problem.kind, problem.message
+            );
             1
         }
     }

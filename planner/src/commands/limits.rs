@@ -32,7 +32,7 @@ pub async fn collect_on(
 ) -> Result<Vec<DestinationLimits>, PlannerError> {
     let mut out = Vec::new();
     for (name, destination) in &config.destinations {
-        let configured = destination.limits();
+        let configured = &destination.delivery().limits;
         let keys = LimitKeys::new(&config.state.queue_prefix, name);
         out.push(DestinationLimits {
             destination: name.clone(),

@@ -10,11 +10,12 @@ use serde::Serialize;
 
 use ebb_shared::StateError;
 use ebb_shared::config::{Config, SyncConfig};
+use ebb_shared::sources::Source;
+use ebb_shared::sources::source::resolve_mapping;
 use ebb_shared::state::runs::{self, NewRun};
 use sqlx::PgPool;
 
 use crate::error::PlannerError;
-use crate::source::PostgresSource;
 pub use diff::{PlanCounts, PlanRejection, SendRule};
 
 /// How many planning rejections a report lists by key.
@@ -40,20 +41,20 @@ pub struct PlannedRun {
     pub report: PlanReport,
 }
 
-async fn open_source(config: &Config, sync: &SyncConfig) -> Result<PostgresSource, PlannerError> {
+async fn open_source(config: &Config, sync: &SyncConfig) -> Result<Box<dyn Source>, PlannerError> {
     let source = config.source(&sync.source).ok_or_else(|| {
         PlannerError::Usage(format!(
             "sync `{}` names unknown source `{}`",
             sync.name, sync.source
         ))
     })?;
-    PostgresSource::connect(&sync.source, source).await
+    Ok(source.connect(&sync.source).await?)
 }
 
 pub(crate) fn batch_size(config: &Config, sync: &SyncConfig) -> Result<usize, PlannerError> {
     config
         .destination(&sync.destination)
-        .map(|d| d.batch_size())
+        .map(|d| d.delivery().batch_size)
         .ok_or_else(|| {
             PlannerError::Usage(format!(
                 "sync `{}` names unknown destination `{}`",
@@ -70,7 +71,7 @@ pub async fn dry_run(
     full_resync: bool,
 ) -> Result<PlanReport, PlannerError> {
     let source = open_source(config, sync).await?;
-    let mapping = source.resolve_mapping(sync).await?;
+    let mapping = resolve_mapping(source.as_ref(), sync).await?;
     let rule = SendRule {
         mode: sync.mode,
         full_resync,
@@ -80,7 +81,7 @@ pub async fn dry_run(
         .await
         .map_err(StateError::query("starting the plan"))?;
     let (counts, rejections) =
-        snapshot_and_diff(&mut tx, &source, sync, &mapping, rule, None).await?;
+        snapshot_and_diff(&mut tx, source.as_ref(), sync, &mapping, rule, None).await?;
     tx.rollback()
         .await
         .map_err(StateError::query("ending the dry run"))?;
@@ -108,7 +109,7 @@ fn report(
 /// the planning rejections.
 async fn snapshot_and_diff(
     tx: &mut sqlx::PgConnection,
-    source: &PostgresSource,
+    source: &dyn Source,
     sync: &SyncConfig,
     mapping: &[ebb_shared::config::FieldMapping],
     rule: SendRule,
@@ -162,7 +163,7 @@ async fn plan_committed(
     run_id: i64,
 ) -> Result<PlannedRun, PlannerError> {
     let source = open_source(config, sync).await?;
-    let mapping = source.resolve_mapping(sync).await?;
+    let mapping = resolve_mapping(source.as_ref(), sync).await?;
     let batch_size = batch_size(config, sync)?;
     let rule = SendRule {
         mode: sync.mode,
@@ -172,8 +173,15 @@ async fn plan_committed(
         .begin()
         .await
         .map_err(StateError::query("starting the plan"))?;
-    let (counts, rejections) =
-        snapshot_and_diff(&mut tx, &source, sync, &mapping, rule, Some((pool, run_id))).await?;
+    let (counts, rejections) = snapshot_and_diff(
+        &mut tx,
+        source.as_ref(),
+        sync,
+        &mapping,
+        rule,
+        Some((pool, run_id)),
+    )
+    .await?;
     diff::record_rejections(
         &mut tx,
         run_id,

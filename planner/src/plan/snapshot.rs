@@ -11,9 +11,9 @@ use futures::StreamExt;
 use sqlx::{PgConnection, PgPool};
 
 use crate::error::PlannerError;
-use crate::source::postgres::{PostgresSource, SourceRow};
 use ebb_shared::StateError;
 use ebb_shared::config::{FieldMapping, SyncConfig};
+use ebb_shared::sources::{Source, SourceError, SourceRow};
 
 /// COPY data is sent in chunks of about this size.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
@@ -129,7 +129,7 @@ fn push_row(buf: &mut Vec<u8>, row: &Checked) {
 /// run alive during long snapshots.
 pub async fn snapshot(
     conn: &mut PgConnection,
-    source: &PostgresSource,
+    source: &dyn Source,
     sync: &SyncConfig,
     mapping: &[FieldMapping],
     heartbeat: Option<(&PgPool, i64)>,
@@ -155,11 +155,14 @@ pub async fn snapshot(
             Ok(row) => row,
             Err(e) => {
                 let _ = copy.abort("source read failed").await;
-                return Err(PlannerError::SourceRead {
-                    sync: sync.name.clone(),
-                    source_name: source.name().to_owned(),
-                    rows: count,
-                    message: e.to_string(),
+                return Err(match e {
+                    SourceError::Read(message) => PlannerError::SourceRead {
+                        sync: sync.name.clone(),
+                        source_name: source.name().to_owned(),
+                        rows: count,
+                        message,
+                    },
+                    other => other.into(),
                 });
             }
         };

@@ -2,6 +2,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::*;
+use crate::destinations::http::HttpConfig;
+use crate::destinations::hubspot::HubSpotConfig;
+use crate::destinations::mailchimp::{MailchimpConfig, MailchimpRemoval};
+use crate::destinations::salesforce::{SalesforceApi, SalesforceConfig};
 
 const VALID: &str = r#"
 [state]
@@ -57,7 +61,10 @@ fn parses_the_documented_example() {
     assert_eq!(sync.mode, SyncMode::Mirror);
     assert_eq!(sync.mapping.len(), 2);
     assert_eq!(sync.schedule.as_ref().unwrap().expression, "*/15 * * * *");
-    let DestinationConfig::Http(http) = config.destination("crm_webhook").unwrap() else {
+    let Some(http) = config
+        .destination("crm_webhook")
+        .and_then(|d| d.downcast_ref::<HttpConfig>())
+    else {
         panic!("crm_webhook should be http");
     };
     assert_eq!(http.headers["Authorization"].expose(), "Bearer tok-123");
@@ -292,16 +299,26 @@ fn model_errors_are_located_in_the_model_file_or_config() {
 #[test]
 fn limits_default_per_destination_type() {
     let config = parse(VALID).unwrap();
-    let http = config.destination("crm_webhook").unwrap().limits();
+    let http = config
+        .destination("crm_webhook")
+        .unwrap()
+        .delivery()
+        .limits
+        .clone();
     assert_eq!(
-        *http,
+        http,
         Limits {
             max_concurrency: 8,
             rate_limit: None,
             adaptive_concurrency: true,
         }
     );
-    let postgres = config.destination("replica").unwrap().limits();
+    let postgres = config
+        .destination("replica")
+        .unwrap()
+        .delivery()
+        .limits
+        .clone();
     assert!(!postgres.adaptive_concurrency);
     assert_eq!(postgres.max_concurrency, 8);
 }
@@ -319,7 +336,7 @@ fn limits_are_read_and_validated() {
     ))
     .unwrap();
     assert_eq!(
-        *config.destination("crm_webhook").unwrap().limits(),
+        config.destination("crm_webhook").unwrap().delivery().limits,
         Limits {
             max_concurrency: 3,
             rate_limit: Some(RateLimit {
@@ -381,15 +398,18 @@ fn hubspot_destination_defaults_and_checks() {
         "email = \"email\"\nfirstname = \"first_name\"",
     ))
     .unwrap();
-    let DestinationConfig::HubSpot(hubspot) = config.destination("hubspot").unwrap() else {
+    let Some(hubspot) = config
+        .destination("hubspot")
+        .and_then(|d| d.downcast_ref::<HubSpotConfig>())
+    else {
         panic!("not a hubspot destination");
     };
     assert_eq!(hubspot.base_url, "https://api.hubapi.com");
-    assert_eq!(hubspot.batch_size, 100);
+    assert_eq!(hubspot.delivery.batch_size, 100);
     assert_eq!(hubspot.access_token.expose(), "tok-123");
     assert!(!format!("{config:?}").contains("tok-123"), "token redacted");
     assert_eq!(
-        hubspot.limits,
+        hubspot.delivery.limits,
         Limits {
             max_concurrency: 5,
             rate_limit: Some(RateLimit {
@@ -459,14 +479,17 @@ fn mailchimp_destination_takes_its_data_center_from_the_key() {
         "email_address = \"email\"",
     ))
     .unwrap();
-    let DestinationConfig::Mailchimp(mailchimp) = config.destination("newsletter").unwrap() else {
+    let Some(mailchimp) = config
+        .destination("newsletter")
+        .and_then(|d| d.downcast_ref::<MailchimpConfig>())
+    else {
         panic!("not a mailchimp destination");
     };
     assert_eq!(mailchimp.base_url, "https://us6.api.mailchimp.com");
     assert_eq!(mailchimp.status_if_new, "subscribed");
     assert_eq!(mailchimp.mirror_removal, MailchimpRemoval::Archive);
-    assert_eq!(mailchimp.batch_size, 500);
-    assert_eq!(mailchimp.limits.max_concurrency, 10);
+    assert_eq!(mailchimp.delivery.batch_size, 500);
+    assert_eq!(mailchimp.delivery.limits.max_concurrency, 10);
     assert!(!format!("{config:?}").contains("0123abcd"), "key redacted");
 
     let cases = [
@@ -539,13 +562,16 @@ destination = "sf"
         "Warehouse_Id__c = \"id\"\nEmail = \"email\"",
     ))
     .unwrap();
-    let DestinationConfig::Salesforce(sf) = config.destination("sf").unwrap() else {
+    let Some(sf) = config
+        .destination("sf")
+        .and_then(|d| d.downcast_ref::<SalesforceConfig>())
+    else {
         panic!("not a salesforce destination");
     };
     assert_eq!(sf.login_url, "https://login.salesforce.com");
     assert_eq!(sf.api_version, "62.0");
-    assert_eq!(sf.batch_size, 200);
-    assert_eq!(sf.limits.max_concurrency, 5);
+    assert_eq!(sf.delivery.batch_size, 200);
+    assert_eq!(sf.delivery.limits.max_concurrency, 5);
     let debug = format!("{config:?}");
     assert!(!debug.contains("s3cret") && !debug.contains("r3fresh") && !debug.contains("tok-123"));
 
@@ -571,10 +597,16 @@ destination = "sf"
         assert!(err.contains(key) && err.contains(message), "{key}: {err}");
     }
     let bulk = parse(&salesforce("api = \"bulk\"", "Warehouse_Id__c = \"id\"")).unwrap();
-    let DestinationConfig::Salesforce(bulk) = bulk.destination("sf").unwrap() else {
+    let Some(bulk) = bulk
+        .destination("sf")
+        .and_then(|d| d.downcast_ref::<SalesforceConfig>())
+    else {
         panic!("not a salesforce destination");
     };
-    assert_eq!((bulk.api, bulk.batch_size), (SalesforceApi::Bulk, 10_000));
+    assert_eq!(
+        (bulk.api, bulk.delivery.batch_size),
+        (SalesforceApi::Bulk, 10_000)
+    );
     let bad_object = salesforce("", "Warehouse_Id__c = \"id\"")
         .replace("object = \"Contact\"", "object = \"Contact; DROP\"");
     let err = parse(&bad_object).unwrap_err().to_string();

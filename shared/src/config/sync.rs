@@ -1,0 +1,375 @@
+//! `[syncs.NAME]`: which model goes to which destination, how, and when.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::ConfigError;
+use super::table::SourceText;
+use crate::destinations::DestinationConfig;
+use crate::sources::SourceConfig;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSync {
+    source: Spanned<String>,
+    #[serde(default)]
+    model: Option<Spanned<String>>,
+    #[serde(default)]
+    model_file: Option<Spanned<String>>,
+    primary_key: Spanned<String>,
+    destination: Spanned<String>,
+    #[serde(default)]
+    mode: Option<Spanned<SyncMode>>,
+    #[serde(default)]
+    schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    max_record_bytes: Option<Spanned<usize>>,
+    #[serde(default)]
+    mapping: BTreeMap<String, Spanned<String>>,
+}
+
+pub(crate) fn resolve_sync(
+    src: &SourceText<'_>,
+    base_dir: &Path,
+    name: &str,
+    raw: Spanned<RawSync>,
+    sources: &BTreeMap<String, Arc<dyn SourceConfig>>,
+    destinations: &BTreeMap<String, Arc<dyn DestinationConfig>>,
+) -> Result<SyncConfig, ConfigError> {
+    let key = format!("syncs.{name}");
+    let header = raw.span().start;
+    let raw = raw.into_inner();
+    if !sources.contains_key(raw.source.get_ref()) {
+        return Err(src.invalid(
+            Some(raw.source.span().start),
+            format!("{key}.source"),
+            format!(
+                "unknown source `{}`; defined sources are: {}",
+                raw.source.get_ref(),
+                list(sources.keys())
+            ),
+        ));
+    }
+    let Some(destination) = destinations.get(raw.destination.get_ref()) else {
+        return Err(src.invalid(
+            Some(raw.destination.span().start),
+            format!("{key}.destination"),
+            format!(
+                "unknown destination `{}`; defined destinations are: {}",
+                raw.destination.get_ref(),
+                list(destinations.keys())
+            ),
+        ));
+    };
+    let model = match (raw.model, raw.model_file) {
+        (Some(sql), None) => Model {
+            sql: sql.get_ref().clone(),
+            origin: ModelOrigin::Inline {
+                config_path: src.path.to_owned(),
+                line: src.line_of(sql.span().start),
+            },
+        },
+        (None, Some(file)) => {
+            let path = base_dir.join(file.get_ref());
+            let sql = std::fs::read_to_string(&path).map_err(|e| {
+                src.invalid(
+                    Some(file.span().start),
+                    format!("{key}.model_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Model {
+                sql,
+                origin: ModelOrigin::File { path },
+            }
+        }
+        (Some(_), Some(file)) => {
+            return Err(src.invalid(
+                Some(file.span().start),
+                key,
+                "set either `model` or `model_file`, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(src.invalid(
+                Some(header),
+                key,
+                "missing model: set `model = \"SELECT ...\"` or `model_file = \"models/NAME.sql\"`",
+            ));
+        }
+    };
+    if model.sql.trim().trim_end_matches(';').trim().is_empty() {
+        return Err(src.invalid(Some(header), key, "the model SQL is empty"));
+    }
+    let timezone = raw.timezone.as_ref().map(|tz| tz.get_ref().as_str());
+    let schedule = match raw.schedule {
+        None => {
+            if let Some(tz) = &raw.timezone {
+                return Err(src.invalid(
+                    Some(tz.span().start),
+                    format!("{key}.timezone"),
+                    "a timezone needs a `schedule` to apply to",
+                ));
+            }
+            None
+        }
+        Some(expr) => Some(
+            SyncSchedule::parse(expr.get_ref(), timezone).map_err(|message| {
+                let (at, field) = match &raw.timezone {
+                    Some(tz) if message.contains("is not a time zone") => {
+                        (tz.span().start, "timezone")
+                    }
+                    _ => (expr.span().start, "schedule"),
+                };
+                src.invalid(Some(at), format!("{key}.{field}"), message)
+            })?,
+        ),
+    };
+    let max_record_bytes = match raw.max_record_bytes {
+        None => DEFAULT_MAX_RECORD_BYTES,
+        Some(bytes) if (1..=MAX_MAX_RECORD_BYTES).contains(bytes.get_ref()) => bytes.into_inner(),
+        Some(bytes) => {
+            return Err(src.invalid(
+                Some(bytes.span().start),
+                format!("{key}.max_record_bytes"),
+                format!(
+                    "must be between 1 and {MAX_MAX_RECORD_BYTES} (64 MiB): every record is kept in Ebb's state database until it is delivered"
+                ),
+            ));
+        }
+    };
+    let primary_key = raw.primary_key.get_ref().trim().to_owned();
+    if primary_key.is_empty() {
+        return Err(src.invalid(
+            Some(raw.primary_key.span().start),
+            format!("{key}.primary_key"),
+            "must name a model column",
+        ));
+    }
+    let mut mapping = Vec::with_capacity(raw.mapping.len());
+    for (field, column) in raw.mapping {
+        if column.get_ref().trim().is_empty() {
+            return Err(src.invalid(
+                Some(column.span().start),
+                format!("{key}.mapping.{field}"),
+                "must name a model column",
+            ));
+        }
+        mapping.push(FieldMapping {
+            field,
+            column: column.into_inner(),
+        });
+    }
+    destination
+        .check_mapping(raw.destination.get_ref(), &mapping, &primary_key)
+        .map_err(|message| src.invalid(Some(header), format!("{key}.mapping"), message))?;
+    Ok(SyncConfig {
+        name: name.to_owned(),
+        source: raw.source.into_inner(),
+        destination: raw.destination.into_inner(),
+        model,
+        primary_key,
+        mode: raw
+            .mode
+            .map(Spanned::into_inner)
+            .unwrap_or(SyncMode::Upsert),
+        schedule,
+        max_record_bytes,
+        mapping,
+    })
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        "(none)".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Create new records and update changed ones.
+    Upsert,
+    /// Update records already delivered; never create.
+    Update,
+    /// Create records never delivered; never update.
+    Insert,
+    /// Upsert, and delete records that left the model.
+    Mirror,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Upsert => "upsert",
+            SyncMode::Update => "update",
+            SyncMode::Insert => "insert",
+            SyncMode::Mirror => "mirror",
+        }
+    }
+
+    pub fn sends_added(self) -> bool {
+        !matches!(self, SyncMode::Update)
+    }
+
+    pub fn sends_changed(self) -> bool {
+        !matches!(self, SyncMode::Insert)
+    }
+
+    pub fn sends_removed(self) -> bool {
+        matches!(self, SyncMode::Mirror)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub name: String,
+    pub source: String,
+    pub destination: String,
+    pub model: Model,
+    pub primary_key: String,
+    pub mode: SyncMode,
+    pub schedule: Option<SyncSchedule>,
+    /// A mapped record (its JSON) larger than this is rejected at planning,
+    /// into the DLQ with its key, instead of being stored and sent.
+    pub max_record_bytes: usize,
+    /// Destination field ← model column. Empty means "every model column,
+    /// under its own name".
+    pub mapping: Vec<FieldMapping>,
+}
+
+/// `max_record_bytes` when unset: far above what any destination takes in
+/// one record (HubSpot caps a property at 65,536 characters), small enough
+/// that a batch of 500 fits a worker's memory.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+/// The highest `max_record_bytes` accepted: Postgres's jsonb takes up to
+/// 255 MiB, and every record waits in the state database until delivered.
+pub const MAX_MAX_RECORD_BYTES: usize = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub struct FieldMapping {
+    pub field: String,
+    pub column: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub sql: String,
+    pub origin: ModelOrigin,
+}
+
+/// Where the model SQL was written, to point SQL errors at the right line.
+#[derive(Debug, Clone)]
+pub enum ModelOrigin {
+    Inline { config_path: PathBuf, line: usize },
+    File { path: PathBuf },
+}
+
+impl Model {
+    /// The SQL without trailing semicolons, ready to be wrapped as a subquery.
+    pub fn as_subquery(&self) -> &str {
+        self.sql.trim_end().trim_end_matches(';').trim_end()
+    }
+
+    /// Turns a 1-based character position in [`Model::as_subquery`] into a
+    /// `file:line:column` string for error messages.
+    pub fn locate(&self, position: usize) -> String {
+        let sql = self.as_subquery();
+        let before: String = sql.chars().take(position.saturating_sub(1)).collect();
+        let line_in_sql = before.matches('\n').count();
+        let column = before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
+        match &self.origin {
+            ModelOrigin::File { path } => {
+                format!("{}:{}:{}", path.display(), line_in_sql + 1, column)
+            }
+            ModelOrigin::Inline { config_path, line } => {
+                format!(
+                    "{}:{} (model SQL line {}, column {column})",
+                    config_path.display(),
+                    line + line_in_sql,
+                    line_in_sql + 1
+                )
+            }
+        }
+    }
+
+    pub fn describe_origin(&self) -> String {
+        match &self.origin {
+            ModelOrigin::File { path } => path.display().to_string(),
+            ModelOrigin::Inline { config_path, line } => {
+                format!("{}:{line}", config_path.display())
+            }
+        }
+    }
+}
+
+/// A cron schedule with Unix cron's meaning, in a time zone (UTC unless
+/// the sync sets `timezone`).
+///
+/// Five fields are `minute hour day-of-month month day-of-week`; six put
+/// seconds first. Both read every field the same way, as Vixie cron does:
+/// weekdays 0-7 with 0 and 7 Sunday (or `SUN`-`SAT`), and when both
+/// day-of-month and day-of-week are restricted a day matching *either*
+/// fires (`0 9 1 * 1`: the 1st of the month and every Monday). The `cron`
+/// crate reads them otherwise (weekdays 1-7 from Sunday, the two day
+/// fields ANDed), so `croner`, which follows POSIX/Vixie, evaluates them.
+#[derive(Debug, Clone)]
+pub struct SyncSchedule {
+    pub expression: String,
+    pub timezone: chrono_tz::Tz,
+    cron: croner::Cron,
+}
+
+impl SyncSchedule {
+    pub fn parse(expression: &str, timezone: Option<&str>) -> Result<SyncSchedule, String> {
+        let fields = expression.split_whitespace().count();
+        if !(5..=6).contains(&fields) && !expression.trim_start().starts_with('@') {
+            return Err(format!(
+                "`{expression}` has {fields} fields; use 5 (minute hour day month weekday) or 6 (seconds first)"
+            ));
+        }
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(expression)
+            .map_err(|e| format!("`{expression}` is not a valid cron expression: {e}"))?;
+        let timezone = match timezone {
+            None => chrono_tz::Tz::UTC,
+            Some(name) => name.parse::<chrono_tz::Tz>().map_err(|_| {
+                format!("`{name}` is not a time zone; use an IANA name such as `Europe/Berlin` or `America/New_York`")
+            })?,
+        };
+        Ok(SyncSchedule {
+            expression: expression.to_owned(),
+            timezone,
+            cron,
+        })
+    }
+
+    /// The first fire time strictly after `after`. Local times that a
+    /// daylight-saving change skips or repeats fire once.
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let local = after.with_timezone(&self.timezone);
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|next| next.with_timezone(&chrono::Utc))
+    }
+}

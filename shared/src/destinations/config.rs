@@ -1,0 +1,100 @@
+//! [`DestinationConfig`]: what every destination type's typed config can
+//! do (report its delivery settings, check a sync's mapping, build the
+//! destination for a worker, check the connection for `ebb check
+//! --connect`), and what building one is given.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use super::destination::Destination;
+use super::error::DestinationError;
+use super::util::limiter::Limiter;
+use crate::config::{AsAny, DeliverySettings, FieldMapping, SyncConfig};
+
+/// A destination type's typed config, read from its `[destinations.NAME]`
+/// table by the parser its registry entry names.
+pub trait DestinationConfig: AsAny + fmt::Debug + Send + Sync {
+    /// The `type` of its table.
+    fn type_name(&self) -> &'static str;
+
+    /// Batch size, timeout, retries and limits.
+    fn delivery(&self) -> &DeliverySettings;
+
+    /// Checks, without connecting, that a sync's mapping gives this
+    /// destination what it needs (e.g. the field records are matched on).
+    /// `destination` is the destination's name; the message is shown as
+    /// the error of the sync's `mapping`.
+    fn check_mapping(
+        &self,
+        _destination: &str,
+        _mapping: &[FieldMapping],
+        _primary_key: &str,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The destination every sync writing to it delivers through, in one
+    /// worker process.
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Destination>, DestinationError>;
+
+    /// `ebb check --connect`: reaches the destination with its credentials
+    /// and checks `fields` (mapped field, model column type) against its
+    /// schema. `None` for destinations reached at run time only.
+    fn check_connection<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+        _sync: &'a SyncConfig,
+        _fields: &'a [(&'a str, &'a str)],
+    ) -> BoxFuture<'a, Option<ConnectionCheck>> {
+        Box::pin(async { None })
+    }
+}
+
+impl<'a> dyn DestinationConfig + 'a {
+    /// The typed config of a destination type, when it is of that type.
+    pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
+        self.as_any().downcast_ref()
+    }
+}
+
+/// What building a destination is given.
+pub struct BuildContext<'a> {
+    /// The destination's name in config.
+    pub name: &'a str,
+    /// The syncs that write to it.
+    pub syncs: &'a [&'a SyncConfig],
+    /// The process's HTTP client (see [`super::util::api::client`]).
+    pub http: &'a reqwest::Client,
+    /// Carries limits shared by every worker (see [`Limiter`]).
+    pub redis: &'a ConnectionManager,
+    pub queue_prefix: &'a str,
+    /// Ebb's state database (create intents, see `util::intents`).
+    pub state: &'a PgPool,
+    /// The destination's limits, shared by its syncs.
+    pub limiter: Arc<Limiter>,
+}
+
+/// What `ebb check --connect` found for one sync's destination.
+pub type ConnectionCheck = Result<MappingReport, ConnectionProblem>;
+
+/// The destination was reached and read its schema.
+#[derive(Debug)]
+pub struct MappingReport {
+    /// What was checked, said when there is no problem: "HubSpot contacts
+    /// accept the mapping of sync `x`; records are upserted by `email`".
+    pub accepted: String,
+    /// Each problem of the mapping, one line each.
+    pub problems: Vec<String>,
+}
+
+/// The destination could not be checked.
+#[derive(Debug)]
+pub struct ConnectionProblem {
+    /// `bad credentials`, `missing permissions`, `unreachable`, …
+    pub kind: &'static str,
+    pub message: String,
+}

@@ -1,0 +1,181 @@
+//! `type = "hubspot"`: one CRM object type, records matched on one
+//! property, with HubSpot's batch cap and rate limit as defaults.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::HubSpotDestination;
+use crate::config::{
+    BatchCap, ConfigError, ConnectorTable, DeliveryDefaults, DeliverySettings, FieldMapping,
+    RateLimit, SyncConfig,
+};
+use crate::destinations::util::intents::IntentLog;
+use crate::destinations::util::limiter::Limiter;
+use crate::destinations::util::vendor::match_field_mapped;
+use crate::destinations::{
+    BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError, MappingReport,
+};
+use crate::secret::Secret;
+
+/// HubSpot CRM v3: one object type, records matched on one property.
+#[derive(Debug, Clone)]
+pub struct HubSpotConfig {
+    /// A private app's access token (`Authorization: Bearer`).
+    pub access_token: Secret,
+    /// `contacts`, `companies`, `deals`, … or a custom object's type id (`2-…`).
+    pub object_type: String,
+    /// The property records are matched on (e.g. `email`); the sync's
+    /// mapping must fill it.
+    pub match_on: String,
+    /// `https://api.hubapi.com`, or an emulator's address.
+    pub base_url: String,
+    /// Inputs per batch request (HubSpot takes at most 100), timeout,
+    /// retries and limits.
+    pub delivery: DeliverySettings,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHubSpotConfig {
+    access_token: String,
+    object: String,
+    match_on: String,
+    #[serde(default = "default_base_url")]
+    base_url: String,
+}
+
+fn default_base_url() -> String {
+    "https://api.hubapi.com".to_owned()
+}
+
+/// HubSpot's batch endpoints take at most 100 inputs.
+pub const MAX_BATCH: usize = 100;
+
+/// HubSpot documents no cap on requests in flight; a handful keeps well
+/// inside the rate limit without queueing at HubSpot. Its burst limit for
+/// a private app on Free and Starter accounts is 100 requests per 10
+/// seconds, per account (Professional and Enterprise allow 190; raise it in
+/// config).
+fn defaults() -> DeliveryDefaults {
+    DeliveryDefaults::new(MAX_BATCH, 5)
+        .cap(BatchCap {
+            max: MAX_BATCH,
+            api_takes: "HubSpot's batch endpoints take",
+            unit: "inputs",
+            hint: "",
+        })
+        .rate_limit(RateLimit {
+            requests: 100,
+            per: Duration::from_secs(10),
+        })
+}
+
+pub fn parse(table: &ConnectorTable<'_>) -> Result<Arc<dyn DestinationConfig>, ConfigError> {
+    let raw: RawHubSpotConfig = table.typed()?;
+    let delivery = table.delivery(&defaults())?;
+    let access_token = table.secret("access_token", &raw.access_token)?;
+    let object_ok = !raw.object.is_empty()
+        && raw
+            .object
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
+    if !object_ok {
+        return Err(table.invalid(
+            "object",
+            format!(
+                "`{}` is not a HubSpot object type; use e.g. `contacts`, `companies`, `deals` or a custom object's type id like `2-1234567`",
+                raw.object
+            ),
+        ));
+    }
+    if raw.match_on.trim().is_empty() {
+        return Err(table.invalid(
+            "match_on",
+            "must name the HubSpot property records are matched on, e.g. `email`",
+        ));
+    }
+    let base_url = table.service_url("base_url", &raw.base_url)?;
+    Ok(Arc::new(HubSpotConfig {
+        access_token,
+        object_type: raw.object,
+        match_on: raw.match_on.trim().to_owned(),
+        base_url,
+        delivery,
+    }))
+}
+
+impl DestinationConfig for HubSpotConfig {
+    fn type_name(&self) -> &'static str {
+        "hubspot"
+    }
+
+    fn delivery(&self) -> &DeliverySettings {
+        &self.delivery
+    }
+
+    fn check_mapping(
+        &self,
+        destination: &str,
+        mapping: &[FieldMapping],
+        primary_key: &str,
+    ) -> Result<(), String> {
+        let how = format!(
+            "matches records on the HubSpot property `{}`",
+            self.match_on
+        );
+        match_field_mapped(destination, &how, &self.match_on, mapping, primary_key)
+    }
+
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Destination>, DestinationError> {
+        let search_limiter = Limiter::new(
+            ctx.redis.clone(),
+            ctx.queue_prefix,
+            &format!("{}/search", ctx.name),
+            &super::search_limits(),
+        );
+        Ok(Arc::new(HubSpotDestination::new(
+            ctx.http.clone(),
+            self,
+            IntentLog::new(ctx.state.clone()),
+            ctx.limiter.clone(),
+            search_limiter,
+        )))
+    }
+
+    fn check_connection<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        sync: &'a SyncConfig,
+        fields: &'a [(&'a str, &'a str)],
+    ) -> BoxFuture<'a, Option<ConnectionCheck>> {
+        Box::pin(async move {
+            let checked = super::check_mapping(client, self, fields).await;
+            Some(match checked {
+                Ok(check) => {
+                    let how = if check.upserts {
+                        format!("upserted by `{}`", self.match_on)
+                    } else {
+                        format!(
+                            "created, and looked up by `{}` when an earlier create's outcome is unknown",
+                            self.match_on
+                        )
+                    };
+                    Ok(MappingReport {
+                        accepted: format!(
+                            "HubSpot {} accept the mapping of sync `{}`; records are {how}",
+                            self.object_type, sync.name
+                        ),
+                        problems: check.problems,
+                    })
+                }
+                Err(failure) => Err(failure.connection_problem(
+                    &self.base_url,
+                    &format!("object type `{}`", self.object_type),
+                )),
+            })
+        })
+    }
+}

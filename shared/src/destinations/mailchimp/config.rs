@@ -1,0 +1,181 @@
+//! `type = "mailchimp"`: the members of one audience, with Mailchimp's
+//! batch cap and connection limit as defaults.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::MailchimpDestination;
+use crate::config::{
+    BatchCap, ConfigError, ConnectorTable, DeliveryDefaults, DeliverySettings, FieldMapping,
+    SyncConfig,
+};
+use crate::destinations::{
+    BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError, MappingReport,
+};
+use crate::secret::Secret;
+
+/// Mailchimp Marketing API 3.0: the members of one audience (list).
+#[derive(Debug, Clone)]
+pub struct MailchimpConfig {
+    /// `<key>-<data center>`; sent as HTTP Basic auth.
+    pub api_key: Secret,
+    pub list_id: String,
+    /// `https://<dc>.api.mailchimp.com`, from the key's data center, or an
+    /// emulator's address.
+    pub base_url: String,
+    /// The status a new member gets: `subscribed`, `pending` (double
+    /// opt-in) or `transactional`. Existing members' status is never changed.
+    pub status_if_new: String,
+    /// What mirror mode does with members whose rows left the model.
+    pub mirror_removal: MailchimpRemoval,
+    /// Members per batch-subscribe request (Mailchimp takes at most 500),
+    /// timeout, retries and limits.
+    pub delivery: DeliverySettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailchimpRemoval {
+    /// `DELETE …/members/{hash}`: archived, restorable, history kept.
+    Archive,
+    /// `…/actions/delete-permanent`: gone for good; Mailchimp will not let
+    /// the address be re-added through the API.
+    Delete,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMailchimpConfig {
+    api_key: String,
+    list_id: String,
+    base_url: Option<String>,
+    #[serde(default = "default_status_if_new")]
+    status_if_new: String,
+    #[serde(default = "default_mirror_removal")]
+    mirror_removal: MailchimpRemoval,
+}
+
+fn default_status_if_new() -> String {
+    "subscribed".to_owned()
+}
+
+fn default_mirror_removal() -> MailchimpRemoval {
+    MailchimpRemoval::Archive
+}
+
+/// Mailchimp's batch subscribe takes at most 500 members.
+pub const MAX_BATCH: usize = 500;
+
+/// Mailchimp allows 10 simultaneous connections per API key.
+fn defaults() -> DeliveryDefaults {
+    DeliveryDefaults::new(MAX_BATCH, 10).cap(BatchCap {
+        max: MAX_BATCH,
+        api_takes: "Mailchimp's batch subscribe takes",
+        unit: "members",
+        hint: "",
+    })
+}
+
+pub fn parse(table: &ConnectorTable<'_>) -> Result<Arc<dyn DestinationConfig>, ConfigError> {
+    let raw: RawMailchimpConfig = table.typed()?;
+    let delivery = table.delivery(&defaults())?;
+    let api_key = table.secret("api_key", &raw.api_key)?;
+    let base_url = match raw.base_url {
+        Some(url) => table.service_url("base_url", &url)?,
+        None => {
+            let data_center = api_key
+                .expose()
+                .rsplit_once('-')
+                .map(|(_, dc)| dc.to_owned())
+                .filter(|dc| !dc.is_empty() && dc.chars().all(|c| c.is_ascii_alphanumeric()));
+            match data_center {
+                Some(dc) => format!("https://{dc}.api.mailchimp.com"),
+                None => {
+                    return Err(table.invalid(
+                        "api_key",
+                        "a Mailchimp API key ends in `-<data center>` (e.g. `…-us6`); copy the whole key from Account → Extras → API keys",
+                    ));
+                }
+            }
+        }
+    };
+    if !matches!(
+        raw.status_if_new.as_str(),
+        "subscribed" | "pending" | "transactional"
+    ) {
+        return Err(table.invalid(
+            "status_if_new",
+            format!(
+                "`{}` is not a status for new members; use `subscribed`, `pending` (double opt-in) or `transactional`",
+                raw.status_if_new
+            ),
+        ));
+    }
+    if raw.list_id.trim().is_empty() || !raw.list_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(table.invalid(
+            "list_id",
+            "must be the audience's list id (letters and digits, e.g. `a1b2c3d4e5`; Audience → Settings → Audience name and defaults)",
+        ));
+    }
+    Ok(Arc::new(MailchimpConfig {
+        api_key,
+        list_id: raw.list_id,
+        base_url,
+        status_if_new: raw.status_if_new,
+        mirror_removal: raw.mirror_removal,
+        delivery,
+    }))
+}
+
+impl DestinationConfig for MailchimpConfig {
+    fn type_name(&self) -> &'static str {
+        "mailchimp"
+    }
+
+    fn delivery(&self) -> &DeliverySettings {
+        &self.delivery
+    }
+
+    fn check_mapping(
+        &self,
+        _destination: &str,
+        mapping: &[FieldMapping],
+        _primary_key: &str,
+    ) -> Result<(), String> {
+        if mapping.iter().any(|m| m.field == "email_address") {
+            return Ok(());
+        }
+        Err("Mailchimp members are keyed by email: the mapping must fill `email_address` (e.g. `email_address = \"email\"`); merge fields go by their tag (`FNAME = \"first_name\"`), and `tags` may list tags".to_owned())
+    }
+
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Destination>, DestinationError> {
+        Ok(Arc::new(MailchimpDestination::new(
+            ctx.http.clone(),
+            self,
+            ctx.limiter.clone(),
+        )))
+    }
+
+    fn check_connection<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        sync: &'a SyncConfig,
+        fields: &'a [(&'a str, &'a str)],
+    ) -> BoxFuture<'a, Option<ConnectionCheck>> {
+        Box::pin(async move {
+            Some(match super::check_mapping(client, self, fields).await {
+                Ok(check) => Ok(MappingReport {
+                    accepted: format!(
+                        "Mailchimp audience {} accepts the mapping of sync `{}`",
+                        self.list_id, sync.name
+                    ),
+                    problems: check.problems,
+                }),
+                Err(failure) => Err(failure
+                    .connection_problem(&self.base_url, &format!("audience `{}`", self.list_id))),
+            })
+        })
+    }
+}

@@ -1,0 +1,86 @@
+//! The `postgres` destination: upserts into a table by the mapped primary key
+//! and, in mirror mode, deletes. Each request is one transaction; a
+//! constraint or type violation rejects the chunk, which the shared delivery
+//! code splits until only the offending records are rejected.
+//!
+//! - `config.rs`: the database URL and table.
+//! - `statements.rs`: the SQL, built from the batch's field names.
+//! - `service.rs`: running it and classifying Postgres errors.
+
+pub mod config;
+mod service;
+mod statements;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::config::SyncConfig;
+use crate::destinations::record::{BatchContext, OutboundRecord};
+use crate::destinations::util::outcome::Attempt;
+use crate::destinations::{Destination, DestinationError};
+use crate::secret::redact_url;
+pub use config::{PostgresConfig, TableName};
+
+pub struct PostgresDestination {
+    pool: PgPool,
+    table: TableName,
+    /// The destination column each sync's primary key is mapped to.
+    key_columns: HashMap<String, String>,
+}
+
+impl PostgresDestination {
+    /// Connects on first use, so a worker starts even while a destination
+    /// database is down (its batches retry instead).
+    pub fn new(
+        name: &str,
+        config: &PostgresConfig,
+        syncs: &[&SyncConfig],
+    ) -> Result<Self, DestinationError> {
+        let options = crate::db::options(&config.url).map_err(|e| DestinationError::Setup {
+            destination: name.to_owned(),
+            message: format!("invalid url {}: {e}", redact_url(config.url.expose())),
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options.application_name("ebb-worker"));
+        let key_columns = syncs
+            .iter()
+            .map(|sync| {
+                let key_column = sync
+                    .mapping
+                    .iter()
+                    .find(|m| m.column == sync.primary_key)
+                    .map(|m| m.field.clone())
+                    .unwrap_or_else(|| sync.primary_key.clone());
+                (sync.name.clone(), key_column)
+            })
+            .collect();
+        Ok(Self {
+            pool,
+            table: config.table.clone(),
+            key_columns,
+        })
+    }
+}
+
+impl Destination for PostgresDestination {
+    fn send<'a>(
+        &'a self,
+        ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            let Some(key_column) = self.key_columns.get(&ctx.sync) else {
+                return Attempt::Fatal(format!(
+                    "sync `{}` does not write to table {} in this worker's config",
+                    ctx.sync, self.table
+                ));
+            };
+            service::apply(&self.pool, &self.table, key_column, records).await
+        })
+    }
+}

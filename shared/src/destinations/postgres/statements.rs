@@ -1,0 +1,62 @@
+//! SQL for the `postgres` destination. Rows travel as one jsonb array bound
+//! as a parameter and are typed by `jsonb_populate_recordset` against the
+//! table's own row type; identifiers are quoted.
+
+use super::TableName;
+use crate::sql::quote_ident;
+
+/// `INSERT … ON CONFLICT (key) DO UPDATE` for the given columns.
+pub fn upsert(table: &TableName, key_column: &str, columns: &[String]) -> String {
+    let table_sql = table.quoted();
+    let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|c| c.as_str() != key_column)
+        .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+        .collect();
+    let on_conflict = if updates.is_empty() {
+        "DO NOTHING".to_owned()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    format!(
+        "INSERT INTO {table_sql} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{table_sql}, $1::jsonb) \
+         ON CONFLICT ({key}) {on_conflict}",
+        cols = cols.join(", "),
+        key = quote_ident(key_column),
+    )
+}
+
+/// `DELETE` by key; keys are typed through the table's row type too.
+pub fn delete(table: &TableName, key_column: &str) -> String {
+    let table_sql = table.quoted();
+    let key = quote_ident(key_column);
+    format!(
+        "DELETE FROM {table_sql} AS t USING jsonb_populate_recordset(NULL::{table_sql}, $1::jsonb) AS d \
+         WHERE t.{key} = d.{key}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_quote_identifiers() {
+        let table = TableName {
+            schema: Some("public".into()),
+            table: "cust\"omers".into(),
+        };
+        let sql = upsert(&table, "id", &["id".into(), "email".into()]);
+        assert!(
+            sql.starts_with("INSERT INTO \"public\".\"cust\"\"omers\" (\"id\", \"email\")"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("ON CONFLICT (\"id\") DO UPDATE SET \"email\" = EXCLUDED.\"email\""),
+            "{sql}"
+        );
+        assert!(upsert(&table, "id", &["id".into()]).ends_with("DO NOTHING"));
+        assert!(delete(&table, "id").contains("WHERE t.\"id\" = d.\"id\""));
+    }
+}

@@ -1,0 +1,61 @@
+//! The records of one batch, as a destination is given them (loaded by the
+//! worker from `ebb_run_records`).
+
+use serde_json::value::RawValue;
+
+/// What to do with a record in the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Upsert,
+    Delete,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Upsert => "upsert",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// One record version to deliver.
+#[derive(Debug, Clone)]
+pub struct OutboundRecord {
+    pub key: String,
+    pub op: Op,
+    /// Mapped fields as JSON (None for deletes).
+    pub fields: Option<Box<RawValue>>,
+    /// Hex content hash of this version (None for deletes).
+    pub version: Option<String>,
+    /// The run whose snapshot produced this version; unchanged by task
+    /// redeliveries, retries and DLQ replays of the same version.
+    pub snapshot_run_id: i64,
+    /// The destination's id for the record, from the ledger, when an
+    /// earlier version was delivered to a destination that has ids.
+    pub destination_id: Option<String>,
+}
+
+impl OutboundRecord {
+    /// Names this record version's effect: the same for every retry,
+    /// redelivery and replay of it, and different for any other version
+    /// (including a revert to older content, which comes from a newer
+    /// snapshot). `sync:key:version:snapshot_run` (`delete` for deletes).
+    pub fn idempotency_key(&self, sync: &str) -> String {
+        format!(
+            "{sync}:{}:{}:{}",
+            self.key,
+            self.version.as_deref().unwrap_or("delete"),
+            self.snapshot_run_id
+        )
+    }
+}
+
+/// Identifies a batch in logs and request bodies.
+#[derive(Debug, Clone)]
+pub struct BatchContext {
+    pub sync: String,
+    pub destination: String,
+    pub run_id: i64,
+    pub batch_no: i32,
+}

@@ -1,0 +1,95 @@
+//! What this worker delivers each sync through: the sync's destination,
+//! built once per destination from its config (see
+//! `ebb_shared::destinations::registry`), and the limits every sync writing
+//! to that destination shares.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apalis_redis::ConnectionManager;
+use ebb_shared::config::{Config, SyncConfig};
+use ebb_shared::destinations::util::delivery::Target;
+use ebb_shared::destinations::util::limiter::Limiter;
+use ebb_shared::destinations::util::retry::RetryPolicy;
+use ebb_shared::destinations::{BuildContext, Destination, util};
+use sqlx::PgPool;
+
+use crate::error::WorkerError;
+
+/// What a worker needs to deliver one sync's batches.
+pub struct SyncTarget {
+    pub destination_name: String,
+    pub destination: Arc<dyn Destination>,
+    /// Shared by every sync writing to the destination.
+    pub limiter: Arc<Limiter>,
+    pub retry: RetryPolicy,
+}
+
+impl SyncTarget {
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            destination: self.destination.as_ref(),
+            limiter: &self.limiter,
+        }
+    }
+}
+
+/// Each sync's target, built once per worker process.
+pub struct Targets {
+    by_sync: HashMap<String, SyncTarget>,
+}
+
+impl Targets {
+    /// `redis` carries the destinations' limits (see [`Limiter`]); `state`
+    /// keeps create intents (see `util::intents`).
+    pub fn build(
+        config: &Config,
+        redis: &ConnectionManager,
+        state: &PgPool,
+    ) -> Result<Targets, WorkerError> {
+        let http = util::api::client()?;
+        let mut by_sync = HashMap::new();
+        for (name, destination_config) in &config.destinations {
+            let syncs: Vec<&SyncConfig> = config
+                .syncs
+                .values()
+                .filter(|sync| &sync.destination == name)
+                .collect();
+            if syncs.is_empty() {
+                continue;
+            }
+            let delivery = destination_config.delivery();
+            let limiter = Arc::new(Limiter::new(
+                redis.clone(),
+                &config.state.queue_prefix,
+                name,
+                &delivery.limits,
+            ));
+            let destination = destination_config.build(&BuildContext {
+                name,
+                syncs: &syncs,
+                http: &http,
+                redis,
+                queue_prefix: &config.state.queue_prefix,
+                state,
+                limiter: limiter.clone(),
+            })?;
+            for sync in syncs {
+                by_sync.insert(
+                    sync.name.clone(),
+                    SyncTarget {
+                        destination_name: name.clone(),
+                        destination: destination.clone(),
+                        limiter: limiter.clone(),
+                        retry: RetryPolicy::new(delivery.max_retries),
+                    },
+                );
+            }
+        }
+        Ok(Targets { by_sync })
+    }
+
+    pub fn for_sync(&self, sync: &str) -> Option<&SyncTarget> {
+        self.by_sync.get(sync)
+    }
+}
