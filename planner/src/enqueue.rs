@@ -8,6 +8,7 @@ use apalis_redis::{ConnectionManager, RedisStorage};
 use ebb_shared::config::{StateConfig, WorkerSettings};
 use ebb_shared::error::QueueError;
 use ebb_shared::queue::{self, WriteBatchTask};
+use ebb_shared::state::batches;
 use ebb_shared::state::runs::{self, Run};
 use sqlx::PgPool;
 
@@ -156,7 +157,7 @@ pub async fn requeue_unsettled(
     queue: &mut Queue,
     run: RunRef<'_>,
 ) -> Result<usize, PlannerError> {
-    let batches = runs::unsettled_batches(pool, run.id).await?;
+    let batches = batches::unsettled(pool, run.id).await?;
     requeue(pool, queue, run, &batches).await?;
     Ok(batches.len())
 }

@@ -11,6 +11,7 @@ use ebb_planner::commands::{self, print_json};
 use ebb_planner::context::Context;
 use ebb_planner::plan;
 use ebb_shared::config::Config;
+use ebb_shared::state::runs::RunState;
 use ebb_shared::state::{dlq, runs};
 
 #[derive(Parser)]
@@ -233,7 +234,7 @@ fn finish_run(summary: &commands::run::RunSummary, json: bool) -> Result<ExitCod
     } else {
         commands::run::print_summary(summary);
     }
-    Ok(if summary.run.state == "succeeded" {
+    Ok(if summary.run.state == RunState::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_RUN_FAILED)
@@ -298,7 +299,7 @@ async fn dlq_command(config: Config, cmd: DlqCommand) -> Result<ExitCode, Planne
                     plan::replay::plan_replay(&ctx.config, &ctx.pool, &sync, ids.as_deref())
                         .await?;
                 let summary = commands::run::enqueue_and_wait(&ctx, planned, json).await?;
-                if summary.run.state != "succeeded" {
+                if summary.run.state != RunState::Succeeded {
                     code = ExitCode::from(EXIT_RUN_FAILED);
                 }
                 if !json {

@@ -21,8 +21,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use ebb_shared::state::batches;
 use ebb_shared::state::events::{self, EventKind};
-use ebb_shared::state::runs::{self, Run};
+use ebb_shared::state::runs::{self, Run, RunState};
 use sqlx::PgPool;
 
 use crate::enqueue::{Queue, requeue, requeue_unsettled};
@@ -59,7 +60,7 @@ impl Watchdog {
         let mut check = Check::default();
         let epoch = self.queue.epoch().await?;
         let mut to_scan: HashMap<&str, Vec<&Run>> = HashMap::new();
-        for run in runs.iter().filter(|r| r.state == "running") {
+        for run in runs.iter().filter(|r| r.state == RunState::Running) {
             if run.queue_epoch.as_ref().is_some_and(|e| *e != epoch) {
                 let batches = requeue_unsettled(pool, &mut self.queue, run.into()).await?;
                 let why = format!(
@@ -119,7 +120,7 @@ impl Watchdog {
         let queued = self.queue.queued_batches(destination).await?;
         let mut requeued = 0;
         for run in runs {
-            let unclaimed = runs::unclaimed_batches(pool, run.id).await?;
+            let unclaimed = batches::unclaimed(pool, run.id).await?;
             let lost: Vec<_> = unclaimed
                 .iter()
                 .filter(|b| !queued.contains(&(run.id, b.batch_no)))

@@ -28,6 +28,11 @@ pub enum StateError {
     },
     #[error("run #{0} does not exist")]
     NoSuchRun(i64),
+    #[error("Ebb's state database holds something unexpected while {context}: {message}")]
+    Corrupt {
+        context: &'static str,
+        message: String,
+    },
 }
 
 impl StateError {

@@ -1,5 +1,5 @@
 //! Where a destination's shared limits live in Redis (the workers' limiter
-//! writes them, see `worker/src/destinations/util/limiter.rs`), and a
+//! writes them, see `destinations/util/limiter.rs`), and a
 //! read-only view of them for operators (`ebb limits`).
 
 use std::sync::LazyLock;

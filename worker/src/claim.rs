@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use ebb_shared::StateError;
 use ebb_shared::queue::WriteBatchTask;
+use ebb_shared::state::BatchState;
+use ebb_shared::state::batches;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -52,21 +54,6 @@ pub struct Claim {
     keeper: tokio::task::JoinHandle<()>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Claimed {
-    took_over: bool,
-    previous_holder: Option<String>,
-    expired_for_secs: Option<f64>,
-}
-
-#[derive(sqlx::FromRow)]
-struct Standing {
-    batch_state: String,
-    run_state: String,
-    claimed_by: Option<String>,
-    live_for_secs: Option<f64>,
-}
-
 /// Claims a batch for `lease`. The delivery is counted when it starts (see
 /// [`Claim::count_delivery`]), not here: a batch that waits, claimed, for
 /// a suspect neighbour to run alone is not charged for that neighbour's
@@ -78,28 +65,7 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<ClaimAttempt, StateError> {
     let token = Uuid::now_v7();
-    let claimed: Option<Claimed> = sqlx::query_as(
-        "WITH previous AS ( \
-             SELECT b.run_id, b.batch_no, b.claim_token IS NOT NULL AS took_over, b.claimed_by, \
-                    EXTRACT(EPOCH FROM now() - b.lease_expires_at)::float8 AS expired_for_secs \
-             FROM ebb_batches b JOIN ebb_runs r ON r.id = b.run_id \
-             WHERE b.run_id = $1 AND b.batch_no = $2 AND b.state = 'pending' AND r.state = 'running' \
-               AND (b.lease_expires_at IS NULL OR b.lease_expires_at < now()) \
-             FOR UPDATE OF b) \
-         UPDATE ebb_batches b SET claim_token = $3, claimed_by = $4, claimed_at = now(), \
-             lease_expires_at = now() + make_interval(secs => $5) \
-         FROM previous WHERE b.run_id = previous.run_id AND b.batch_no = previous.batch_no \
-         RETURNING previous.took_over, previous.claimed_by AS previous_holder, \
-                   previous.expired_for_secs",
-    )
-    .bind(task.run_id)
-    .bind(task.batch_no)
-    .bind(token)
-    .bind(holder)
-    .bind(lease.as_secs_f64())
-    .fetch_optional(pool)
-    .await
-    .map_err(StateError::query("claiming a batch"))?;
+    let claimed = batches::claim(pool, task.run_id, task.batch_no, token, holder, lease).await?;
     if let Some(claimed) = claimed {
         let took_over = claimed.took_over.then(|| TakeOver {
             from: claimed
@@ -125,32 +91,19 @@ pub async fn claim(
             keeper,
         }));
     }
-    let standing: Option<Standing> = sqlx::query_as(
-        "SELECT b.state AS batch_state, r.state AS run_state, b.claimed_by, \
-                EXTRACT(EPOCH FROM b.lease_expires_at - now())::float8 AS live_for_secs \
-         FROM ebb_batches b JOIN ebb_runs r ON r.id = b.run_id \
-         WHERE b.run_id = $1 AND b.batch_no = $2",
-    )
-    .bind(task.run_id)
-    .bind(task.batch_no)
-    .fetch_optional(pool)
-    .await
-    .map_err(StateError::query("reading a batch's claim"))?;
+    let standing = batches::standing(pool, task.run_id, task.batch_no).await?;
     Ok(match standing {
         None => ClaimAttempt::Nothing("no such batch"),
-        Some(s) if s.batch_state == "settled" => ClaimAttempt::Nothing("already settled"),
-        Some(s) if s.run_state != "running" => ClaimAttempt::Nothing("its run is not running"),
-        Some(s) => {
+        Some(s) if s.batch == BatchState::Settled => ClaimAttempt::Nothing("already settled"),
+        Some(s) if !s.run_running => ClaimAttempt::Nothing("its run is not running"),
+        Some(s) => ClaimAttempt::HeldElsewhere {
+            holder: s.claimed_by.unwrap_or_default(),
             // Look again a little after the claim would run out, and at
             // least every third of a lease (it may be settled sooner).
-            let live_for = Duration::from_secs_f64(s.live_for_secs.unwrap_or(0.0).max(0.0));
-            ClaimAttempt::HeldElsewhere {
-                holder: s.claimed_by.unwrap_or_default(),
-                retry_in: (live_for + Duration::from_millis(50))
-                    .min(lease / 3)
-                    .max(Duration::from_millis(50)),
-            }
-        }
+            retry_in: (s.live_for + Duration::from_millis(50))
+                .min(lease / 3)
+                .max(Duration::from_millis(50)),
+        },
     })
 }
 
@@ -172,18 +125,10 @@ async fn keep(
     let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(every).await;
-        let renewal = sqlx::query(
-            "UPDATE ebb_batches SET lease_expires_at = now() + make_interval(secs => $4) \
-             WHERE run_id = $1 AND batch_no = $2 AND claim_token = $3 AND state = 'pending'",
-        )
-        .bind(run_id)
-        .bind(batch_no)
-        .bind(token)
-        .bind(lease.as_secs_f64())
-        .execute(&pool);
+        let renewal = batches::renew(&pool, run_id, batch_no, token, lease);
         match tokio::time::timeout(every, renewal).await {
-            Ok(Ok(done)) if done.rows_affected() == 1 => renewed = Instant::now(),
-            Ok(Ok(_)) => {
+            Ok(Ok(true)) => renewed = Instant::now(),
+            Ok(Ok(false)) => {
                 tracing::warn!(
                     run_id,
                     batch = batch_no,
@@ -220,18 +165,7 @@ impl Claim {
     /// batch that crashes its worker must still be counted, or it would
     /// loop forever (see `[worker].max_deliveries`).
     pub async fn count_delivery(&self, pool: &PgPool) -> Result<Option<i32>, StateError> {
-        let deliveries: Option<i32> = sqlx::query_scalar(
-            "UPDATE ebb_batches SET deliveries = deliveries + 1 \
-             WHERE run_id = $1 AND batch_no = $2 AND claim_token = $3 AND state = 'pending' \
-             RETURNING deliveries",
-        )
-        .bind(self.run_id)
-        .bind(self.batch_no)
-        .bind(self.token)
-        .fetch_optional(pool)
-        .await
-        .map_err(StateError::query("counting a batch's delivery"))?;
-        Ok(deliveries)
+        batches::count_delivery(pool, self.run_id, self.batch_no, self.token).await
     }
 
     /// Resolves when the claim is lost; pending for as long as it is held.
@@ -247,15 +181,7 @@ impl Claim {
     /// settle), so its next task can claim it at once.
     pub async fn release(self, pool: &PgPool) {
         self.keeper.abort();
-        let released = sqlx::query(
-            "UPDATE ebb_batches SET claim_token = NULL, lease_expires_at = NULL \
-             WHERE run_id = $1 AND batch_no = $2 AND claim_token = $3 AND state = 'pending'",
-        )
-        .bind(self.run_id)
-        .bind(self.batch_no)
-        .bind(self.token)
-        .execute(pool)
-        .await;
+        let released = batches::release(pool, self.run_id, self.batch_no, self.token).await;
         if let Err(e) = released {
             tracing::warn!(run_id = self.run_id, batch = self.batch_no, error = %e, "cannot release the claim on a batch; it runs out by itself");
         }

@@ -17,23 +17,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{RwLock, Semaphore};
-
 use apalis::prelude::{BoxDynError, Data};
 use ebb_shared::StateError;
+use ebb_shared::destinations::record::{BatchContext, Op, OutboundRecord};
+use ebb_shared::destinations::util::delivery::{DeliveryStats, deliver};
+use ebb_shared::destinations::util::outcome::RecordOutcome;
 use ebb_shared::queue::WriteBatchTask;
 use ebb_shared::state::events::{self, EventKind};
+use ebb_shared::state::{batches, records};
 use serde_json::value::RawValue;
 use sqlx::PgPool;
+use tokio::sync::{RwLock, Semaphore};
 
 use crate::claim::{self, Claim, ClaimAttempt};
 use crate::error::WorkerError;
 use crate::faults::{Faults, Point};
 use crate::settle::{self, Settled};
-use crate::targets::Targets;
-use ebb_shared::destinations::record::{BatchContext, Op, OutboundRecord};
-use ebb_shared::destinations::util::delivery::deliver;
-use ebb_shared::destinations::util::outcome::RecordOutcome;
+use crate::targets::{SyncTarget, Targets};
 
 pub struct WorkerState {
     pub pool: PgPool,
@@ -87,17 +87,6 @@ pub async fn write_batch(
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct RecordRow {
-    record_key: String,
-    op: String,
-    payload: Option<String>,
-    content_hash: Option<Vec<u8>>,
-    snapshot_run_id: i64,
-    stale: bool,
-    destination_id: Option<String>,
-}
-
 pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), WorkerError> {
     let target = state
         .targets
@@ -111,25 +100,8 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
         Some(slots) => slots.clone().acquire_owned().await.ok(),
         None => None,
     };
-    let claim = loop {
-        match claim::claim(&state.pool, task, &state.name, state.claim_lease).await? {
-            ClaimAttempt::Held(claim) => break claim,
-            ClaimAttempt::Nothing(why) => {
-                tracing::debug!(
-                    run_id = task.run_id,
-                    batch = task.batch_no,
-                    why,
-                    "nothing to deliver"
-                );
-                return Ok(());
-            }
-            ClaimAttempt::HeldElsewhere { holder, retry_in } => {
-                // Not acknowledged yet: should the holder die, this copy of
-                // the task is what delivers the batch.
-                tracing::debug!(run_id = task.run_id, batch = task.batch_no, %holder, "another worker holds this batch; waiting for it to settle or give it up");
-                tokio::time::sleep(retry_in).await;
-            }
-        }
+    let Some(claim) = claim_batch(state, task).await? else {
+        return Ok(());
     };
     match deliver_claimed(state, target, task, &claim).await {
         Ok(()) => Ok(()),
@@ -142,13 +114,40 @@ pub async fn process(state: &WorkerState, task: &WriteBatchTask) -> Result<(), W
     }
 }
 
+/// Claims the batch, waiting while another worker holds it; `None` when
+/// there is nothing to deliver (settled, or its run ended).
+async fn claim_batch(
+    state: &WorkerState,
+    task: &WriteBatchTask,
+) -> Result<Option<Claim>, WorkerError> {
+    loop {
+        match claim::claim(&state.pool, task, &state.name, state.claim_lease).await? {
+            ClaimAttempt::Held(claim) => return Ok(Some(claim)),
+            ClaimAttempt::Nothing(why) => {
+                tracing::debug!(
+                    run_id = task.run_id,
+                    batch = task.batch_no,
+                    why,
+                    "nothing to deliver"
+                );
+                return Ok(None);
+            }
+            ClaimAttempt::HeldElsewhere { holder, retry_in } => {
+                // Not acknowledged yet: should the holder die, this copy of
+                // the task is what delivers the batch.
+                tracing::debug!(run_id = task.run_id, batch = task.batch_no, %holder, "another worker holds this batch; waiting for it to settle or give it up");
+                tokio::time::sleep(retry_in).await;
+            }
+        }
+    }
+}
+
 async fn deliver_claimed(
     state: &WorkerState,
-    target: &crate::targets::SyncTarget,
+    target: &SyncTarget,
     task: &WriteBatchTask,
     claim: &Claim,
 ) -> Result<(), WorkerError> {
-    let q = StateError::query;
     // A batch whose last claim ran out may be what crashed its worker: run
     // it alone in this process, so that if it crashes again the delivery is
     // charged to it and not to innocent neighbours.
@@ -157,8 +156,51 @@ async fn deliver_claimed(
     } else {
         (None, Some(state.solo.clone().read_owned().await))
     };
-    // Counted once it runs: a batch waiting above for a suspect neighbour
-    // is not charged for that neighbour's crash.
+    let deliveries = count_delivery(state, task, claim).await?;
+    let started = Instant::now();
+    let quarantine = deliveries > state.max_deliveries as i32;
+    let ctx = BatchContext {
+        sync: task.sync.clone(),
+        destination: target.destination_name.clone(),
+        run_id: task.run_id,
+        batch_no: task.batch_no,
+    };
+    let (mut settled, sendable) = load(state, task, quarantine, deliveries).await?;
+    let keys = || sendable.iter().map(|r| r.key.as_str()).collect();
+    state.faults.check(Point::BeforeSend, keys);
+    let loaded_ms = started.elapsed().as_millis() as u64;
+    let (outcomes, stats) = send(state, target, task, claim, &ctx, &sendable).await?;
+    let delivered_ms = started.elapsed().as_millis() as u64;
+    state.faults.check(Point::AfterSend, keys);
+    settled.extend(sendable.into_iter().map(|r| r.key).zip(outcomes));
+
+    let result = commit(state, &ctx, claim, &settled, &stats, quarantine, deliveries).await?;
+    tracing::info!(
+        run_id = task.run_id, batch = task.batch_no, sync = %task.sync,
+        delivered = result.delivered, rejected = result.rejected, failed = result.failed,
+        requests = stats.requests, retries = stats.retries, splits = stats.splits,
+        throttled = stats.throttled, limiter_wait_ms = stats.limiter_wait.as_millis() as u64,
+        load_ms = loaded_ms, send_ms = delivered_ms - loaded_ms,
+        settle_ms = started.elapsed().as_millis() as u64 - delivered_ms,
+        "batch settled"
+    );
+    if let Some(run_state) = result.run_finished {
+        tracing::info!(run_id = task.run_id, sync = %task.sync, state = %run_state, "run finished");
+        if let Err(e) = records::purge(&state.pool, task.run_id).await {
+            tracing::warn!(run_id = task.run_id, error = %e, "could not purge the finished run's records");
+        }
+    }
+    Ok(())
+}
+
+/// Counts the delivery as it starts (a batch that waited for a suspect
+/// neighbour is not charged for that neighbour's crash), and records a
+/// takeover as a run event.
+async fn count_delivery(
+    state: &WorkerState,
+    task: &WriteBatchTask,
+    claim: &Claim,
+) -> Result<i32, WorkerError> {
     let deliveries = claim
         .count_delivery(&state.pool)
         .await?
@@ -181,30 +223,20 @@ async fn deliver_claimed(
             tracing::warn!(run_id = task.run_id, error = %e, "cannot record a run event");
         }
     }
-    let started = Instant::now();
-    let quarantine = deliveries > state.max_deliveries as i32;
+    Ok(deliveries)
+}
 
-    // `stale`: the ledger holds a newer version than this one (a replay of an
-    // old DLQ entry); sending it would overwrite newer data. A scalar
-    // subquery, so it stays one index lookup per record: a join here
-    // sometimes got a generic plan that hashed the whole ledger.
-    let rows: Vec<RecordRow> = sqlx::query_as(
-        "SELECT rr.record_key, rr.op, rr.payload::text AS payload, rr.content_hash, rr.snapshot_run_id, \
-                COALESCE((SELECT l.snapshot_run_id > rr.snapshot_run_id FROM ebb_ledger l \
-                          WHERE l.sync_name = $3 AND l.record_key = rr.record_key), false) AS stale, \
-                (SELECT l.destination_id FROM ebb_ledger l \
-                 WHERE l.sync_name = $3 AND l.record_key = rr.record_key) AS destination_id \
-         FROM ebb_run_records rr \
-         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome IS NULL \
-         ORDER BY rr.record_key",
-    )
-    .bind(task.run_id)
-    .bind(task.batch_no)
-    .bind(&task.sync)
-    .fetch_all(&state.pool)
-    .await
-    .map_err(q("loading a batch's records"))?;
-
+/// The batch's unsettled records: those settled without sending
+/// (superseded by a newer delivered version, an unreadable payload, all of
+/// a quarantined batch), and those to send.
+async fn load(
+    state: &WorkerState,
+    task: &WriteBatchTask,
+    quarantine: bool,
+    deliveries: i32,
+) -> Result<(Vec<(String, RecordOutcome)>, Vec<OutboundRecord>), WorkerError> {
+    let rows =
+        records::unsettled_of_batch(&state.pool, task.run_id, task.batch_no, &task.sync).await?;
     let mut settled = Vec::with_capacity(rows.len());
     let mut sendable = Vec::with_capacity(rows.len());
     if quarantine {
@@ -217,24 +249,17 @@ async fn deliver_claimed(
              (a worker crashed on it or settling kept failing; see the worker logs); \
              replay with `ebb dlq replay` once the cause is fixed"
         );
-        settled.extend(rows.iter().map(|row| {
-            (
-                row.record_key.clone(),
-                RecordOutcome::Failed(reason.clone()),
-            )
-        }));
+        settled.extend(
+            rows.into_iter()
+                .map(|row| (row.record_key, RecordOutcome::Failed(reason.clone()))),
+        );
+        return Ok((settled, sendable));
     }
-    let rows = if quarantine { Vec::new() } else { rows };
     for row in rows {
         if row.stale {
             settled.push((row.record_key, RecordOutcome::Superseded));
             continue;
         }
-        let op = if row.op == "delete" {
-            Op::Delete
-        } else {
-            Op::Upsert
-        };
         let fields = match row.payload.map(RawValue::from_string).transpose() {
             Ok(fields) => fields,
             Err(e) => {
@@ -247,25 +272,28 @@ async fn deliver_claimed(
         };
         sendable.push(OutboundRecord {
             key: row.record_key,
-            op,
+            op: Op::from_stored(&row.op),
             fields,
             version: row.content_hash.as_deref().map(ebb_shared::hex::encode),
             snapshot_run_id: row.snapshot_run_id,
             destination_id: row.destination_id,
         });
     }
-    let ctx = BatchContext {
-        sync: task.sync.clone(),
-        destination: target.destination_name.clone(),
-        run_id: task.run_id,
-        batch_no: task.batch_no,
-    };
-    let keys = || sendable.iter().map(|r| r.key.as_str()).collect();
-    state.faults.check(Point::BeforeSend, keys);
-    let loaded_ms = started.elapsed().as_millis() as u64;
-    let delivery = deliver(target.target(), &ctx, &sendable, target.retry);
-    let (outcomes, stats) = tokio::select! {
-        delivered = delivery => delivered,
+    Ok((settled, sendable))
+}
+
+/// Delivers the records, outside any transaction; stops when the claim is
+/// lost, so that two workers never deliver one batch at the same time.
+async fn send(
+    state: &WorkerState,
+    target: &SyncTarget,
+    task: &WriteBatchTask,
+    claim: &Claim,
+    ctx: &BatchContext,
+    sendable: &[OutboundRecord],
+) -> Result<(Vec<RecordOutcome>, DeliveryStats), WorkerError> {
+    tokio::select! {
+        delivered = deliver(target.target(), ctx, sendable, target.retry) => Ok(delivered),
         () = claim.lost() => {
             let message = format!(
                 "batch {}: worker `{}` lost its claim mid-delivery (it could not renew it in time); \
@@ -275,54 +303,36 @@ async fn deliver_claimed(
             if let Err(e) = events::record(&state.pool, task.run_id, EventKind::ClaimLost, &message).await {
                 tracing::warn!(run_id = task.run_id, error = %e, "cannot record a run event");
             }
-            return Err(WorkerError::ClaimLost { run_id: task.run_id, batch_no: task.batch_no });
+            Err(WorkerError::ClaimLost { run_id: task.run_id, batch_no: task.batch_no })
         }
-    };
-    let delivered_ms = started.elapsed().as_millis() as u64;
-    state.faults.check(Point::AfterSend, keys);
-    settled.extend(sendable.into_iter().map(|r| r.key).zip(outcomes));
+    }
+}
 
+/// Settles the outcomes in one short transaction that checks the claim.
+async fn commit(
+    state: &WorkerState,
+    ctx: &BatchContext,
+    claim: &Claim,
+    settled: &[(String, RecordOutcome)],
+    stats: &DeliveryStats,
+    quarantine: bool,
+    deliveries: i32,
+) -> Result<Settled, WorkerError> {
+    let q = StateError::query;
     let mut tx = state.pool.begin().await.map_err(q("starting a settle"))?;
-    let result = settle::settle(&mut tx, &ctx, claim.token, &settled, &stats).await?;
+    let result = settle::settle(&mut tx, ctx, claim.token, settled, stats).await?;
     if quarantine {
-        sqlx::query(
-            "UPDATE ebb_batches SET quarantined = true WHERE run_id = $1 AND batch_no = $2",
-        )
-        .bind(task.run_id)
-        .bind(task.batch_no)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("quarantining a batch"))?;
+        batches::mark_quarantined(&mut tx, ctx.run_id, ctx.batch_no).await?;
         let message = format!(
-            "batch {}: delivered {} times without settling; its {} records were quarantined to the DLQ",
-            task.batch_no,
-            deliveries,
+            "batch {}: delivered {deliveries} times without settling; its {} records were quarantined to the DLQ",
+            ctx.batch_no,
             settled.len()
         );
-        events::record(&mut *tx, task.run_id, EventKind::Quarantined, &message).await?;
+        events::record(&mut *tx, ctx.run_id, EventKind::Quarantined, &message).await?;
     }
     state.faults.check(Point::BeforeCommit, || {
         settled.iter().map(|(k, _)| k.as_str()).collect()
     });
     tx.commit().await.map_err(q("committing a batch"))?;
-    tracing::info!(
-        run_id = task.run_id, batch = task.batch_no, sync = %task.sync,
-        delivered = result.delivered, rejected = result.rejected, failed = result.failed,
-        requests = stats.requests, retries = stats.retries, splits = stats.splits,
-        throttled = stats.throttled, limiter_wait_ms = stats.limiter_wait.as_millis() as u64,
-        load_ms = loaded_ms, send_ms = delivered_ms - loaded_ms,
-        settle_ms = started.elapsed().as_millis() as u64 - delivered_ms,
-        "batch settled"
-    );
-    if let Settled {
-        run_finished: Some(run_state),
-        ..
-    } = &result
-    {
-        tracing::info!(run_id = task.run_id, sync = %task.sync, state = %run_state, "run finished");
-        if let Err(e) = ebb_shared::state::runs::purge_records(&state.pool, task.run_id).await {
-            tracing::warn!(run_id = task.run_id, error = %e, "could not purge the finished run's records");
-        }
-    }
-    Ok(())
+    Ok(result)
 }

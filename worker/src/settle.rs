@@ -3,16 +3,19 @@
 //! totals, and mark the run done when its last batch settles. Runs in one
 //! short transaction after the delivery (see `handler`), and only while the
 //! worker still holds its claim on the batch (see `claim`), so all of it
-//! commits or none, and only once.
+//! commits or none, and only once. The statements are in
+//! `ebb_shared::state`, one module per table.
 
-use ebb_shared::StateError;
+use ebb_shared::destinations::record::BatchContext;
+use ebb_shared::destinations::util::delivery::DeliveryStats;
+use ebb_shared::destinations::util::outcome::RecordOutcome;
+use ebb_shared::state::dlq::{self, DeadRecord};
+use ebb_shared::state::runs::{self, BatchTotals, RunState};
+use ebb_shared::state::{batches, intents, ledger, records};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::WorkerError;
-use ebb_shared::destinations::record::BatchContext;
-use ebb_shared::destinations::util::delivery::DeliveryStats;
-use ebb_shared::destinations::util::outcome::RecordOutcome;
 
 #[derive(Debug, Default)]
 pub struct Settled {
@@ -21,7 +24,7 @@ pub struct Settled {
     pub failed: i64,
     pub superseded: i64,
     /// The run's final state, when this batch was its last.
-    pub run_finished: Option<String>,
+    pub run_finished: Option<RunState>,
 }
 
 pub async fn settle(
@@ -31,67 +34,56 @@ pub async fn settle(
     outcomes: &[(String, RecordOutcome)],
     stats: &DeliveryStats,
 ) -> Result<Settled, WorkerError> {
-    let q = StateError::query;
-    // The row lock makes a second settle of the batch wait, then find the
-    // batch settled and the claim gone.
-    let ours: Option<bool> = sqlx::query_scalar(
-        "SELECT claim_token IS NOT DISTINCT FROM $3 AND state = 'pending' FROM ebb_batches \
-         WHERE run_id = $1 AND batch_no = $2 FOR UPDATE",
+    let (run_id, batch_no, sync) = (ctx.run_id, ctx.batch_no, ctx.sync.as_str());
+    if !batches::lock_claimed(tx, run_id, batch_no, claim_token).await? {
+        return Err(WorkerError::ClaimLost { run_id, batch_no });
+    }
+    let labelled: Vec<(&str, records::Outcome)> = outcomes
+        .iter()
+        .map(|(key, outcome)| (key.as_str(), outcome.outcome()))
+        .collect();
+    records::set_outcomes(tx, run_id, batch_no, &labelled).await?;
+    ledger::advance(tx, run_id, batch_no, sync).await?;
+    ledger::set_destination_ids(tx, sync, &destination_ids(outcomes)).await?;
+    intents::clear_answered(tx, sync, &answered(outcomes)).await?;
+    ledger::remove_deleted(tx, run_id, batch_no, sync).await?;
+    dlq::resolve_settled(tx, run_id, batch_no, sync).await?;
+    dlq::dead_letter(
+        tx,
+        run_id,
+        batch_no,
+        sync,
+        &ctx.destination,
+        &dead(outcomes),
     )
-    .bind(ctx.run_id)
-    .bind(ctx.batch_no)
-    .bind(claim_token)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(q("checking the claim on a batch"))?;
-    if ours != Some(true) {
-        return Err(WorkerError::ClaimLost {
-            run_id: ctx.run_id,
-            batch_no: ctx.batch_no,
-        });
-    }
-    // One statement per outcome (usually one), each an index lookup by
-    // `record_key = ANY(…)`. A join on UNNEST looked the same but, once
-    // Postgres switched the prepared statement to a generic plan, scanned
-    // the whole run: 10× slower settles mid-run.
-    let mut by_outcome: Vec<(&str, Vec<&str>)> = Vec::new();
-    for (key, outcome) in outcomes {
-        let label = outcome.label();
-        match by_outcome.iter_mut().find(|(l, _)| *l == label) {
-            Some((_, keys)) => keys.push(key.as_str()),
-            None => by_outcome.push((label, vec![key.as_str()])),
-        }
-    }
-    for (label, keys) in &by_outcome {
-        sqlx::query(
-            "UPDATE ebb_run_records SET outcome = $3 \
-             WHERE run_id = $1 AND batch_no = $2 AND record_key = ANY($4) AND outcome IS NULL",
-        )
-        .bind(ctx.run_id)
-        .bind(ctx.batch_no)
-        .bind(label)
-        .bind(keys)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("recording record outcomes"))?;
-    }
+    .await?;
+    batches::mark_settled(tx, run_id, batch_no).await?;
 
-    // The ledger only moves forward: an older snapshot never overwrites a newer one.
-    sqlx::query(
-        "INSERT INTO ebb_ledger (sync_name, record_key, content_hash, snapshot_run_id, delivered_run_id) \
-         SELECT $3, rr.record_key, rr.content_hash, rr.snapshot_run_id, $1 FROM ebb_run_records rr \
-         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome = 'delivered' AND rr.op = 'upsert' \
-         ON CONFLICT (sync_name, record_key) DO UPDATE SET content_hash = EXCLUDED.content_hash, \
-             snapshot_run_id = EXCLUDED.snapshot_run_id, delivered_run_id = EXCLUDED.delivered_run_id, delivered_at = now() \
-         WHERE ebb_ledger.snapshot_run_id <= EXCLUDED.snapshot_run_id",
-    )
-    .bind(ctx.run_id)
-    .bind(ctx.batch_no)
-    .bind(&ctx.sync)
-    .execute(&mut *tx)
-    .await
-    .map_err(q("advancing the ledger"))?;
-    let (id_keys, ids): (Vec<&str>, Vec<&str>) = outcomes
+    let settled = count(outcomes);
+    let totals = BatchTotals {
+        delivered: settled.delivered,
+        rejected: settled.rejected,
+        failed: settled.failed,
+        superseded: settled.superseded,
+        retries: i64::from(stats.retries),
+        throttled: i64::from(stats.throttled),
+        limiter_wait_ms: stats.limiter_wait.as_millis() as i64,
+        lookups_before_create: i64::from(stats.lookups_before_create),
+    };
+    let run_finished = if runs::add_settled_batch(tx, run_id, &totals).await? {
+        Some(runs::finish(tx, run_id).await?)
+    } else {
+        None
+    };
+    Ok(Settled {
+        run_finished,
+        ..settled
+    })
+}
+
+/// The destination's ids of the records it applied.
+fn destination_ids(outcomes: &[(String, RecordOutcome)]) -> Vec<(&str, &str)> {
+    outcomes
         .iter()
         .filter_map(|(key, outcome)| match outcome {
             RecordOutcome::Delivered {
@@ -99,24 +91,14 @@ pub async fn settle(
             } => Some((key.as_str(), id.as_str())),
             _ => None,
         })
-        .unzip();
-    if !id_keys.is_empty() {
-        sqlx::query(
-            "UPDATE ebb_ledger l SET destination_id = x.id \
-             FROM UNNEST($2::text[], $3::text[]) AS x(record_key, id) \
-             WHERE l.sync_name = $1 AND l.record_key = x.record_key",
-        )
-        .bind(&ctx.sync)
-        .bind(&id_keys)
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("recording destination ids"))?;
-    }
-    // A create intent is answered once its record was applied (its id is in
-    // the ledger now) or refused (nothing was created). A failed record keeps
-    // its intent: its create may have happened.
-    let answered: Vec<&str> = outcomes
+        .collect()
+}
+
+/// Records whose create intent is answered: applied (their id is in the
+/// ledger now) or refused (nothing was created). A failed record keeps its
+/// intent: its create may have happened.
+fn answered(outcomes: &[(String, RecordOutcome)]) -> Vec<&str> {
+    outcomes
         .iter()
         .filter(|(_, o)| {
             matches!(
@@ -125,83 +107,28 @@ pub async fn settle(
             )
         })
         .map(|(key, _)| key.as_str())
-        .collect();
-    sqlx::query("DELETE FROM ebb_intents WHERE sync_name = $1 AND record_key = ANY($2)")
-        .bind(&ctx.sync)
-        .bind(&answered)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("clearing answered create intents"))?;
-    sqlx::query(
-        "DELETE FROM ebb_ledger l USING ebb_run_records rr \
-         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome = 'delivered' AND rr.op = 'delete' \
-           AND l.sync_name = $3 AND l.record_key = rr.record_key AND l.snapshot_run_id <= rr.snapshot_run_id",
-    )
-    .bind(ctx.run_id)
-    .bind(ctx.batch_no)
-    .bind(&ctx.sync)
-    .execute(&mut *tx)
-    .await
-    .map_err(q("removing deleted records from the ledger"))?;
+        .collect()
+}
 
-    // A delivered (or superseded) version closes open DLQ entries of the same
-    // record that are not newer than it.
-    sqlx::query(
-        "UPDATE ebb_dlq d SET \
-             status = CASE rr.outcome WHEN 'delivered' THEN 'resolved' ELSE 'superseded' END, \
-             resolved_at = now(), \
-             resolution = CASE rr.outcome WHEN 'delivered' THEN 'delivered by run ' || $1 \
-                          ELSE 'not sent by run ' || $1 || ': a newer version was already delivered' END \
-         FROM ebb_run_records rr \
-         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome IN ('delivered', 'superseded') \
-           AND d.sync_name = $3 AND d.record_key = rr.record_key AND d.status = 'open' \
-           AND d.stage = 'destination' AND d.snapshot_run_id <= rr.snapshot_run_id",
-    )
-    .bind(ctx.run_id)
-    .bind(ctx.batch_no)
-    .bind(&ctx.sync)
-    .execute(&mut *tx)
-    .await
-    .map_err(q("resolving DLQ entries"))?;
+/// Records for the DLQ: rejected by the destination, or failed.
+fn dead(outcomes: &[(String, RecordOutcome)]) -> Vec<DeadRecord<'_>> {
+    outcomes
+        .iter()
+        .filter_map(|(key, outcome)| {
+            let kind = match outcome {
+                RecordOutcome::Failed(_) => "failed",
+                _ => "rejected",
+            };
+            outcome.reason().map(|reason| DeadRecord {
+                key: key.as_str(),
+                kind,
+                reason,
+            })
+        })
+        .collect()
+}
 
-    let mut dead_keys = Vec::new();
-    let mut dead_kinds = Vec::new();
-    let mut dead_reasons = Vec::new();
-    for (key, outcome) in outcomes {
-        if let Some(reason) = outcome.reason() {
-            dead_keys.push(key.as_str());
-            dead_kinds.push(if matches!(outcome, RecordOutcome::Failed(_)) {
-                "failed"
-            } else {
-                "rejected"
-            });
-            dead_reasons.push(reason);
-        }
-    }
-    if !dead_keys.is_empty() {
-        sqlx::query(
-            "INSERT INTO ebb_dlq (sync_name, destination, stage, kind, record_key, op, content_hash, \
-                                  snapshot_run_id, first_run_id, last_run_id, payload, reason) \
-             SELECT $3, $4, 'destination', x.kind, rr.record_key, rr.op, rr.content_hash, rr.snapshot_run_id, $1, $1, rr.payload, x.reason \
-             FROM UNNEST($5::text[], $6::text[], $7::text[]) AS x(record_key, kind, reason) \
-             JOIN ebb_run_records rr ON rr.run_id = $1 AND rr.batch_no = $2 AND rr.record_key = x.record_key \
-             ON CONFLICT (sync_name, record_key) WHERE status = 'open' AND stage = 'destination' DO UPDATE SET \
-                 kind = EXCLUDED.kind, reason = EXCLUDED.reason, attempts = ebb_dlq.attempts + 1, \
-                 last_run_id = EXCLUDED.last_run_id, last_failed_at = now(), op = EXCLUDED.op, \
-                 payload = EXCLUDED.payload, content_hash = EXCLUDED.content_hash, snapshot_run_id = EXCLUDED.snapshot_run_id",
-        )
-        .bind(ctx.run_id)
-        .bind(ctx.batch_no)
-        .bind(&ctx.sync)
-        .bind(&ctx.destination)
-        .bind(&dead_keys)
-        .bind(&dead_kinds)
-        .bind(&dead_reasons)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("dead-lettering records"))?;
-    }
-
+fn count(outcomes: &[(String, RecordOutcome)]) -> Settled {
     let mut settled = Settled::default();
     for (_, outcome) in outcomes {
         match outcome {
@@ -211,46 +138,5 @@ pub async fn settle(
             RecordOutcome::Superseded => settled.superseded += 1,
         }
     }
-    sqlx::query(
-        "UPDATE ebb_batches SET state = 'settled', settled_at = clock_timestamp(), \
-             claim_token = NULL, lease_expires_at = NULL WHERE run_id = $1 AND batch_no = $2",
-    )
-    .bind(ctx.run_id)
-    .bind(ctx.batch_no)
-    .execute(&mut *tx)
-    .await
-    .map_err(q("settling a batch"))?;
-    let (batches_settled, batches_total): (i32, i32) = sqlx::query_as(
-        "UPDATE ebb_runs SET batches_settled = batches_settled + 1, delivered = delivered + $2, \
-             rejected = rejected + $3, failed = failed + $4, superseded = superseded + $5, retries = retries + $6, \
-             throttled = throttled + $7, limiter_wait_ms = limiter_wait_ms + $8, \
-             lookups_before_create = lookups_before_create + $9, progress_at = clock_timestamp() \
-         WHERE id = $1 RETURNING batches_settled, batches_total",
-    )
-    .bind(ctx.run_id)
-    .bind(settled.delivered)
-    .bind(settled.rejected)
-    .bind(settled.failed)
-    .bind(settled.superseded)
-    .bind(i64::from(stats.retries))
-    .bind(i64::from(stats.throttled))
-    .bind(stats.limiter_wait.as_millis() as i64)
-    .bind(i64::from(stats.lookups_before_create))
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(q("adding to the run's totals"))?;
-    if batches_settled >= batches_total {
-        let state: String = sqlx::query_scalar(
-            "UPDATE ebb_runs SET finished_at = clock_timestamp(), \
-                 state = CASE WHEN failed > 0 THEN 'failed' ELSE 'succeeded' END, \
-                 error = CASE WHEN failed > 0 THEN failed || ' record(s) could not be delivered (see `ebb dlq list`)' END \
-             WHERE id = $1 RETURNING state",
-        )
-        .bind(ctx.run_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(q("finishing the run"))?;
-        settled.run_finished = Some(state);
-    }
-    Ok(settled)
+    settled
 }

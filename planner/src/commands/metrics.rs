@@ -116,18 +116,7 @@ pub async fn render(config: &Config, pool: &PgPool, queue: &mut Option<Queue>) -
 
 /// `(sync, active runs, open DLQ entries)` for every sync with either.
 async fn by_sync(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, PlannerError> {
-    let rows = sqlx::query_as(
-        "SELECT sync_name, sum(active)::bigint, sum(open)::bigint FROM ( \
-             SELECT sync_name, count(*) AS active, 0 AS open FROM ebb_runs \
-             WHERE state IN ('planning', 'running') GROUP BY sync_name \
-             UNION ALL \
-             SELECT sync_name, 0, count(*) FROM ebb_dlq WHERE status = 'open' GROUP BY sync_name \
-         ) t GROUP BY sync_name ORDER BY sync_name",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(ebb_shared::StateError::query("reading metrics"))?;
-    Ok(rows)
+    Ok(ebb_shared::state::runs::activity_by_sync(pool).await?)
 }
 
 /// One gauge family; an empty `label` writes unlabelled samples.

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use ebb_shared::state::dlq::{self, DlqEntry, DlqFilter};
+use ebb_shared::state::records;
 use ebb_shared::state::runs::{self, Run};
 
 use crate::context::Context;
@@ -58,7 +59,7 @@ pub async fn enqueue_and_wait(
         quiet,
     };
     let run = waiter.wait(planned.run_id).await?;
-    runs::purge_records(&ctx.pool, run.id).await?;
+    records::purge(&ctx.pool, run.id).await?;
     summarize(ctx, run, planned.report.rejections).await
 }
 
@@ -110,7 +111,7 @@ pub fn print_summary(summary: &RunSummary) {
         r.destination,
         r.mode,
         if r.full_resync { ", full resync" } else { "" },
-        r.state.to_uppercase()
+        r.state.as_str().to_uppercase()
     );
     if r.kind == "sync" {
         println!(

@@ -1,11 +1,15 @@
 //! The diff: the snapshot against the ledger (what the destination has
 //! acknowledged), in SQL so the planner's memory does not grow with the model.
+//! The one place that reads Ebb's tables through the planner's temporary
+//! snapshot; every other statement over them is in `ebb_shared::state`.
 
 use serde::Serialize;
 use sqlx::PgConnection;
 
 use ebb_shared::StateError;
 use ebb_shared::config::SyncMode;
+use ebb_shared::state::runs::PlannedTotals;
+use ebb_shared::state::{batches, dlq};
 
 /// Snapshot rows whose key is neither NULL nor duplicated and that have no
 /// problem (see `snapshot`), with how they differ from the ledger. `$1` is
@@ -40,6 +44,22 @@ pub struct PlanCounts {
     /// Records the run will send (upserts and, in mirror mode, deletes).
     pub to_send: i64,
     pub deletes: i64,
+}
+
+impl PlanCounts {
+    /// What the run records of the plan.
+    pub fn totals(&self, batches: usize) -> PlannedTotals {
+        PlannedTotals {
+            added: self.added,
+            changed: self.changed,
+            removed: self.removed,
+            unchanged: self.unchanged,
+            skipped_by_mode: self.skipped_by_mode,
+            rejected: self.rejected,
+            to_send: self.to_send,
+            batches,
+        }
+    }
 }
 
 /// A record the planner refused, with the reason.
@@ -181,16 +201,7 @@ pub async fn record_rejections(
     destination: &str,
     primary_key: &str,
 ) -> Result<(), StateError> {
-    sqlx::query(
-        "UPDATE ebb_dlq SET status = 'superseded', resolved_at = now(), \
-         resolution = 're-evaluated by run ' || $2 \
-         WHERE sync_name = $1 AND stage = 'plan' AND status = 'open'",
-    )
-    .bind(sync)
-    .bind(run_id)
-    .execute(&mut *conn)
-    .await
-    .map_err(q("closing earlier planning rejections"))?;
+    dlq::supersede_plan_rejections(conn, sync, run_id).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO ebb_dlq (sync_name, destination, stage, kind, record_key, op, content_hash, \
                               snapshot_run_id, first_run_id, last_run_id, payload, reason) \
@@ -234,13 +245,5 @@ pub async fn write_batches(
     .execute(&mut *conn)
     .await
     .map_err(q("writing the run's records"))?;
-    sqlx::query_scalar::<_, i32>(
-        "INSERT INTO ebb_batches (run_id, batch_no, record_count) \
-         SELECT $1, batch_no, count(*) FROM ebb_run_records WHERE run_id = $1 GROUP BY batch_no \
-         RETURNING batch_no",
-    )
-    .bind(run_id)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(q("writing the run's batches"))
+    batches::create_for_run(conn, run_id).await
 }

@@ -191,7 +191,7 @@ async fn plan_committed(
     )
     .await?;
     let batches = diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
-    mark_planned(&mut tx, run_id, &counts, batches.len()).await?;
+    runs::mark_planned(&mut tx, run_id, &counts.totals(batches.len())).await?;
     tx.commit()
         .await
         .map_err(StateError::query("committing the plan"))?;
@@ -200,34 +200,4 @@ async fn plan_committed(
         batches,
         report: report(sync, full_resync, counts, rejections),
     })
-}
-
-/// Records the plan's totals and moves the run to `running`, or straight to
-/// `succeeded` when there is nothing to send.
-pub(crate) async fn mark_planned(
-    conn: &mut sqlx::PgConnection,
-    run_id: i64,
-    counts: &PlanCounts,
-    batches: usize,
-) -> Result<(), StateError> {
-    sqlx::query(
-        "UPDATE ebb_runs SET planned_added = $2, planned_changed = $3, planned_removed = $4, unchanged = $5, \
-             skipped_by_mode = $6, rejected_at_plan = $7, to_send = $8, batches_total = $9, planned_at = clock_timestamp(), \
-             state = CASE WHEN $9 = 0 THEN 'succeeded' ELSE 'running' END, \
-             finished_at = CASE WHEN $9 = 0 THEN clock_timestamp() END \
-         WHERE id = $1",
-    )
-    .bind(run_id)
-    .bind(counts.added)
-    .bind(counts.changed)
-    .bind(counts.removed)
-    .bind(counts.unchanged)
-    .bind(counts.skipped_by_mode)
-    .bind(counts.rejected)
-    .bind(counts.to_send)
-    .bind(batches as i32)
-    .execute(conn)
-    .await
-    .map_err(StateError::query("recording the plan"))?;
-    Ok(())
 }

@@ -13,6 +13,8 @@ mod interpolate;
 mod state;
 mod sync;
 mod table;
+#[cfg(test)]
+pub(crate) mod test_support;
 mod worker;
 
 use std::collections::BTreeMap;

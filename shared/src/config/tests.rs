@@ -1,58 +1,6 @@
-use std::collections::HashMap;
-use std::path::Path;
-
 use super::*;
+use crate::config::test_support::{VALID, parse};
 use crate::destinations::http::HttpConfig;
-use crate::destinations::hubspot::HubSpotConfig;
-use crate::destinations::mailchimp::{MailchimpConfig, MailchimpRemoval};
-use crate::destinations::salesforce::{SalesforceApi, SalesforceConfig};
-
-const VALID: &str = r#"
-[state]
-database_url = "${EBB_DATABASE_URL}"
-redis_url    = "redis://127.0.0.1:6379"
-
-[sources.warehouse]
-type = "postgres"
-url  = "${WAREHOUSE_URL}"
-
-[destinations.crm_webhook]
-type = "http"
-url = "http://127.0.0.1:9000/contacts/batch"
-headers = { Authorization = "Bearer ${CRM_TOKEN}" }
-batch_size = 100
-
-[destinations.replica]
-type  = "postgres"
-url   = "${WAREHOUSE_URL}"
-table = "public.customers_synced"
-
-[syncs.customers_to_replica]
-source = "warehouse"
-model = "SELECT id, email FROM analytics.customers"
-primary_key = "id"
-destination = "replica"
-mode = "mirror"
-schedule = "*/15 * * * *"
-[syncs.customers_to_replica.mapping]
-customer_id = "id"
-email = "email"
-"#;
-
-fn env() -> HashMap<&'static str, &'static str> {
-    HashMap::from([
-        ("EBB_DATABASE_URL", "postgres://ebb:s3cret@localhost/ebb"),
-        ("WAREHOUSE_URL", "postgres://localhost/wh"),
-        ("CRM_TOKEN", "tok-123"),
-    ])
-}
-
-fn parse(text: &str) -> Result<Config, ConfigError> {
-    let env = env();
-    Config::parse(Path::new("ebb.toml"), text, &|k| {
-        env.get(k).map(|v| v.to_string())
-    })
-}
 
 #[test]
 fn parses_the_documented_example() {
@@ -365,253 +313,33 @@ fn limits_are_read_and_validated() {
     assert!(err.contains("unknown field `per_second`"), "{err}");
 }
 
-const HUBSPOT: &str = r#"
-[destinations.hubspot]
-type = "hubspot"
-access_token = "${CRM_TOKEN}"
-object = "contacts"
-match_on = "email"
-{EXTRA}
-
-[syncs.contacts_to_hubspot]
-source = "warehouse"
-model = "SELECT id, email, first_name FROM analytics.customers"
-primary_key = "id"
-destination = "hubspot"
-[syncs.contacts_to_hubspot.mapping]
-{MAPPING}
-"#;
-
-fn with_hubspot(extra: &str, mapping: &str) -> String {
-    format!(
-        "{VALID}{}",
-        HUBSPOT
-            .replace("{EXTRA}", extra)
-            .replace("{MAPPING}", mapping)
-    )
-}
-
 #[test]
-fn hubspot_destination_defaults_and_checks() {
-    let config = parse(&with_hubspot(
-        "",
-        "email = \"email\"\nfirstname = \"first_name\"",
-    ))
-    .unwrap();
-    let Some(hubspot) = config
-        .destination("hubspot")
-        .and_then(|d| d.downcast_ref::<HubSpotConfig>())
-    else {
-        panic!("not a hubspot destination");
-    };
-    assert_eq!(hubspot.base_url, "https://api.hubapi.com");
-    assert_eq!(hubspot.delivery.batch_size, 100);
-    assert_eq!(hubspot.access_token.expose(), "tok-123");
-    assert!(!format!("{config:?}").contains("tok-123"), "token redacted");
-    assert_eq!(
-        hubspot.delivery.limits,
-        Limits {
-            max_concurrency: 5,
-            rate_limit: Some(RateLimit {
-                requests: 100,
-                per: std::time::Duration::from_secs(10),
-            }),
-            adaptive_concurrency: true,
-        }
-    );
-
-    let err = parse(&with_hubspot("batch_size = 200", "email = \"email\""))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("destinations.hubspot.batch_size") && err.contains("at most 100 inputs"),
-        "{err}"
-    );
-    let err = parse(&with_hubspot("", "firstname = \"first_name\""))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("syncs.contacts_to_hubspot.mapping")
-            && err.contains("matches records on the HubSpot property `email`")
-            && err.contains("the mapping must fill it"),
-        "{err}"
-    );
-    let bad_object = with_hubspot("", "email = \"email\"")
-        .replace("object = \"contacts\"", "object = \"contacts/../owners\"");
-    let err = parse(&bad_object).unwrap_err().to_string();
-    assert!(
-        err.contains("destinations.hubspot.object") && err.contains("is not a HubSpot object type"),
-        "{err}"
-    );
-}
-
-const MAILCHIMP: &str = r#"
-[destinations.newsletter]
-type = "mailchimp"
-api_key = "{KEY}"
-list_id = "a1b2c3d4e5"
-{EXTRA}
-
-[syncs.subscribers]
-source = "warehouse"
-model = "SELECT id, email, first_name FROM analytics.customers"
-primary_key = "id"
-destination = "newsletter"
-[syncs.subscribers.mapping]
-{MAPPING}
-"#;
-
-fn with_mailchimp(key: &str, extra: &str, mapping: &str) -> String {
-    format!(
-        "{VALID}{}",
-        MAILCHIMP
-            .replace("{KEY}", key)
-            .replace("{EXTRA}", extra)
-            .replace("{MAPPING}", mapping)
-    )
-}
-
-#[test]
-fn mailchimp_destination_takes_its_data_center_from_the_key() {
-    let config = parse(&with_mailchimp(
-        "0123abcd-us6",
-        "",
-        "email_address = \"email\"",
-    ))
-    .unwrap();
-    let Some(mailchimp) = config
-        .destination("newsletter")
-        .and_then(|d| d.downcast_ref::<MailchimpConfig>())
-    else {
-        panic!("not a mailchimp destination");
-    };
-    assert_eq!(mailchimp.base_url, "https://us6.api.mailchimp.com");
-    assert_eq!(mailchimp.status_if_new, "subscribed");
-    assert_eq!(mailchimp.mirror_removal, MailchimpRemoval::Archive);
-    assert_eq!(mailchimp.delivery.batch_size, 500);
-    assert_eq!(mailchimp.delivery.limits.max_concurrency, 10);
-    assert!(!format!("{config:?}").contains("0123abcd"), "key redacted");
-
-    let cases = [
-        (
-            with_mailchimp("0123abcd", "", "email_address = \"email\""),
-            "newsletter.api_key",
-            "ends in `-<data center>`",
-        ),
-        (
-            with_mailchimp(
-                "k-us6",
-                "status_if_new = \"unsubscribed\"",
-                "email_address = \"email\"",
-            ),
-            "newsletter.status_if_new",
-            "is not a status for new members",
-        ),
-        (
-            with_mailchimp("k-us6", "batch_size = 501", "email_address = \"email\""),
-            "newsletter.batch_size",
-            "at most 500 members",
-        ),
-        (
-            with_mailchimp(
-                "k-us6",
-                "mirror_removal = \"purge\"",
-                "email_address = \"email\"",
-            ),
-            "newsletter",
-            "unknown variant `purge`",
-        ),
-        (
-            with_mailchimp("k-us6", "", "FNAME = \"first_name\""),
-            "syncs.subscribers.mapping",
-            "must fill `email_address`",
-        ),
-    ];
-    for (text, key, message) in cases {
-        let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains(key) && err.contains(message), "{key}: {err}");
-    }
-}
-
-#[test]
-fn salesforce_destination_defaults_and_checks() {
-    let salesforce = |extra: &str, mapping: &str| {
-        format!(
-            r#"{VALID}
-[destinations.sf]
-type = "salesforce"
-client_id = "${{CRM_TOKEN}}"
-client_secret = "s3cret"
-refresh_token = "r3fresh"
-object = "Contact"
-external_id = "Warehouse_Id__c"
-{extra}
-
-[syncs.to_sf]
-source = "warehouse"
-model = "SELECT id, email FROM analytics.customers"
-primary_key = "id"
-destination = "sf"
-[syncs.to_sf.mapping]
-{mapping}
-"#
+fn delivery_settings_that_do_not_apply_or_make_no_sense_are_errors() {
+    let replica = |setting: &str| {
+        VALID.replace(
+            "table = \"public.customers_synced\"\n",
+            &format!("table = \"public.customers_synced\"\n{setting}\n"),
         )
     };
-    let config = parse(&salesforce(
-        "",
-        "Warehouse_Id__c = \"id\"\nEmail = \"email\"",
-    ))
-    .unwrap();
-    let Some(sf) = config
-        .destination("sf")
-        .and_then(|d| d.downcast_ref::<SalesforceConfig>())
-    else {
-        panic!("not a salesforce destination");
-    };
-    assert_eq!(sf.login_url, "https://login.salesforce.com");
-    assert_eq!(sf.api_version, "62.0");
-    assert_eq!(sf.delivery.batch_size, 200);
-    assert_eq!(sf.delivery.limits.max_concurrency, 5);
-    let debug = format!("{config:?}");
-    assert!(!debug.contains("s3cret") && !debug.contains("r3fresh") && !debug.contains("tok-123"));
-
-    let cases = [
-        (
-            salesforce("batch_size = 201", "Warehouse_Id__c = \"id\""),
-            "sf.batch_size",
-            "at most 200 records",
-        ),
-        (
-            salesforce("api_version = \"v62\"", "Warehouse_Id__c = \"id\""),
-            "sf.api_version",
-            "is not a Salesforce API version",
-        ),
-        (
-            salesforce("", "Email = \"email\""),
-            "syncs.to_sf.mapping",
-            "the mapping must fill it",
-        ),
-    ];
-    for (text, key, message) in cases {
-        let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains(key) && err.contains(message), "{key}: {err}");
-    }
-    let bulk = parse(&salesforce("api = \"bulk\"", "Warehouse_Id__c = \"id\"")).unwrap();
-    let Some(bulk) = bulk
-        .destination("sf")
-        .and_then(|d| d.downcast_ref::<SalesforceConfig>())
-    else {
-        panic!("not a salesforce destination");
-    };
-    assert_eq!(
-        (bulk.api, bulk.delivery.batch_size),
-        (SalesforceApi::Bulk, 10_000)
-    );
-    let bad_object = salesforce("", "Warehouse_Id__c = \"id\"")
-        .replace("object = \"Contact\"", "object = \"Contact; DROP\"");
-    let err = parse(&bad_object).unwrap_err().to_string();
+    let err = parse(&replica("timeout_secs = 10"))
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("sf.object") && err.contains("is not a Salesforce API name"),
+        err.starts_with("ebb.toml:20: destinations.replica.timeout_secs: is not a setting of this destination type"),
         "{err}"
+    );
+    let crm = VALID.replace("batch_size = 100\n", "batch_size = 100\ntimeout_secs = 0\n");
+    let err = parse(&crm).unwrap_err().to_string();
+    assert!(
+        err.contains("destinations.crm_webhook.timeout_secs: must be at least 1"),
+        "{err}"
+    );
+    let typo = VALID.replace("batch_size = 100\n", "batch_size = 100\nmax_retry = 3\n");
+    let err = parse(&typo).unwrap_err().to_string();
+    assert!(
+        err.contains("unknown field `max_retry`")
+            && err.contains("or a delivery setting: `batch_size`")
+            && err.contains("`max_retries`"),
+        "the error lists the delivery settings too: {err}"
     );
 }

@@ -72,7 +72,7 @@ pub struct BuildContext<'a> {
     /// Carries limits shared by every worker (see [`Limiter`]).
     pub redis: &'a ConnectionManager,
     pub queue_prefix: &'a str,
-    /// Ebb's state database (create intents, see `util::intents`).
+    /// Ebb's state database (create intents, see `state::intents`).
     pub state: &'a PgPool,
     /// The destination's limits, shared by its syncs.
     pub limiter: Arc<Limiter>,

@@ -3,21 +3,7 @@
 
 use serde_json::value::RawValue;
 
-/// What to do with a record in the destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Upsert,
-    Delete,
-}
-
-impl Op {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Upsert => "upsert",
-            Op::Delete => "delete",
-        }
-    }
-}
+pub use crate::state::Op;
 
 /// One record version to deliver.
 #[derive(Debug, Clone)]

@@ -1,9 +1,12 @@
-//! The dead-letter queue: listing, showing and discarding entries. Replays
-//! are planned as runs by the planner.
+//! `ebb_dlq`, the dead-letter queue: records refused at planning (stage
+//! `plan`) or by the destination (stage `destination`), with the reason;
+//! listing, showing and discarding entries; the entries a settle opens and
+//! closes; and the entries a replay takes. Replays are planned as runs by
+//! the planner.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::StateError;
 
@@ -92,4 +95,125 @@ pub async fn discard(
     .fetch_all(pool)
     .await
     .map_err(StateError::query("discarding DLQ entries"))
+}
+
+/// A record a batch could not deliver, for [`dead_letter`].
+pub struct DeadRecord<'a> {
+    pub key: &'a str,
+    /// `rejected` (refused by the destination) or `failed`.
+    pub kind: &'static str,
+    pub reason: &'a str,
+}
+
+/// Opens (or adds an attempt to) a destination-stage entry for each record
+/// of the batch that was rejected or failed, with its payload from the
+/// run's records.
+pub async fn dead_letter(
+    tx: &mut PgConnection,
+    run_id: i64,
+    batch_no: i32,
+    sync: &str,
+    destination: &str,
+    records: &[DeadRecord<'_>],
+) -> Result<(), StateError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = records.iter().map(|r| r.key).collect();
+    let kinds: Vec<&str> = records.iter().map(|r| r.kind).collect();
+    let reasons: Vec<&str> = records.iter().map(|r| r.reason).collect();
+    sqlx::query(
+        "INSERT INTO ebb_dlq (sync_name, destination, stage, kind, record_key, op, content_hash, \
+                              snapshot_run_id, first_run_id, last_run_id, payload, reason) \
+         SELECT $3, $4, 'destination', x.kind, rr.record_key, rr.op, rr.content_hash, rr.snapshot_run_id, $1, $1, rr.payload, x.reason \
+         FROM UNNEST($5::text[], $6::text[], $7::text[]) AS x(record_key, kind, reason) \
+         JOIN ebb_run_records rr ON rr.run_id = $1 AND rr.batch_no = $2 AND rr.record_key = x.record_key \
+         ON CONFLICT (sync_name, record_key) WHERE status = 'open' AND stage = 'destination' DO UPDATE SET \
+             kind = EXCLUDED.kind, reason = EXCLUDED.reason, attempts = ebb_dlq.attempts + 1, \
+             last_run_id = EXCLUDED.last_run_id, last_failed_at = now(), op = EXCLUDED.op, \
+             payload = EXCLUDED.payload, content_hash = EXCLUDED.content_hash, snapshot_run_id = EXCLUDED.snapshot_run_id",
+    )
+    .bind(run_id)
+    .bind(batch_no)
+    .bind(sync)
+    .bind(destination)
+    .bind(&keys)
+    .bind(&kinds)
+    .bind(&reasons)
+    .execute(&mut *tx)
+    .await
+    .map_err(StateError::query("dead-lettering records"))?;
+    Ok(())
+}
+
+/// Closes the open destination-stage entries of records the batch
+/// delivered (`resolved`) or found superseded, when not newer than them.
+pub async fn resolve_settled(
+    tx: &mut PgConnection,
+    run_id: i64,
+    batch_no: i32,
+    sync: &str,
+) -> Result<(), StateError> {
+    sqlx::query(
+        "UPDATE ebb_dlq d SET \
+             status = CASE rr.outcome WHEN 'delivered' THEN 'resolved' ELSE 'superseded' END, \
+             resolved_at = now(), \
+             resolution = CASE rr.outcome WHEN 'delivered' THEN 'delivered by run ' || $1 \
+                          ELSE 'not sent by run ' || $1 || ': a newer version was already delivered' END \
+         FROM ebb_run_records rr \
+         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome IN ('delivered', 'superseded') \
+           AND d.sync_name = $3 AND d.record_key = rr.record_key AND d.status = 'open' \
+           AND d.stage = 'destination' AND d.snapshot_run_id <= rr.snapshot_run_id",
+    )
+    .bind(run_id)
+    .bind(batch_no)
+    .bind(sync)
+    .execute(&mut *tx)
+    .await
+    .map_err(StateError::query("resolving DLQ entries"))?;
+    Ok(())
+}
+
+/// Closes a sync's open planning rejections: every run evaluates them anew.
+pub async fn supersede_plan_rejections(
+    tx: &mut PgConnection,
+    sync: &str,
+    run_id: i64,
+) -> Result<(), StateError> {
+    sqlx::query(
+        "UPDATE ebb_dlq SET status = 'superseded', resolved_at = now(), \
+         resolution = 're-evaluated by run ' || $2 \
+         WHERE sync_name = $1 AND stage = 'plan' AND status = 'open'",
+    )
+    .bind(sync)
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(StateError::query("closing earlier planning rejections"))?;
+    Ok(())
+}
+
+/// Before a replay: closes the open entries (only `ids`, when given) whose
+/// record the ledger holds in a newer version, instead of re-sending old
+/// data. Returns how many.
+pub async fn supersede_outdated(
+    tx: &mut PgConnection,
+    sync: &str,
+    ids: Option<&[i64]>,
+) -> Result<i64, StateError> {
+    let closed = sqlx::query(
+        "UPDATE ebb_dlq d SET status = 'superseded', resolved_at = now(), \
+             resolution = 'not replayed: run ' || l.delivered_run_id || ' delivered a newer version' \
+         FROM ebb_ledger l \
+         WHERE d.status = 'open' AND d.stage = 'destination' AND d.sync_name = $1 \
+           AND ($2::bigint[] IS NULL OR d.id = ANY($2)) \
+           AND l.sync_name = d.sync_name AND l.record_key = d.record_key \
+           AND l.snapshot_run_id > d.snapshot_run_id",
+    )
+    .bind(sync)
+    .bind(ids)
+    .execute(&mut *tx)
+    .await
+    .map_err(StateError::query("closing superseded DLQ entries"))?;
+    Ok(closed.rows_affected() as i64)
 }

@@ -1,7 +1,29 @@
-//! Ebb's bookkeeping in Postgres, as seen by both binaries: runs, their
-//! events and the dead-letter queue. The write paths that settle batches live in the worker
-//! (`ebb_worker::settle`), the planning writes in the planner (`ebb_planner::plan`).
+//! Ebb's bookkeeping in Postgres, one module per table, so that every
+//! statement over a table is in its module (the migrations are in
+//! `shared/migrations/`):
+//!
+//! - [`runs`] (`ebb_runs`): runs, their states and totals;
+//! - [`batches`] (`ebb_batches`): a run's batches, their claims and
+//!   deliveries;
+//! - [`records`] (`ebb_run_records`): the record versions a run sends and
+//!   their outcomes;
+//! - [`ledger`] (`ebb_ledger`): what each destination acknowledged;
+//! - [`intents`] (`ebb_intents`): creates whose outcome is not known yet;
+//! - [`dlq`] (`ebb_dlq`): the dead-letter queue;
+//! - [`events`] (`ebb_run_events`): what happened to a run beside its
+//!   records.
+//!
+//! The planner's diff (`planner/src/plan/diff.rs`) is the one place that
+//! reads these tables through its own temporary snapshot table.
 
+pub mod batches;
 pub mod dlq;
 pub mod events;
+pub mod intents;
+pub mod ledger;
+pub mod records;
 pub mod runs;
+
+pub use batches::BatchState;
+pub use records::{Op, Outcome};
+pub use runs::RunState;

@@ -1,11 +1,64 @@
-//! Sync runs: creation under the one-active-run-per-sync lock, and queries.
+//! `ebb_runs`: sync and replay runs, created under the one-active-run-per-
+//! sync lock, planned, counted as their batches settle, and finished when
+//! the last one does; and the queries behind `ebb runs` and `/metrics`.
+
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::StateError;
 use crate::state::events::RunEvent;
+
+/// A run's state (`ebb_runs.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Streaming and diffing the model; nothing is on the queue yet.
+    Planning,
+    /// Its batches are on the queue (or should be).
+    Running,
+    /// Every record was delivered, rejected or superseded.
+    Succeeded,
+    /// Planning failed, or some records could not be delivered.
+    Failed,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Planning => "planning",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunState::Succeeded | RunState::Failed)
+    }
+}
+
+impl TryFrom<String> for RunState {
+    type Error = String;
+
+    fn try_from(state: String) -> Result<Self, Self::Error> {
+        match state.as_str() {
+            "planning" => Ok(RunState::Planning),
+            "running" => Ok(RunState::Running),
+            "succeeded" => Ok(RunState::Succeeded),
+            "failed" => Ok(RunState::Failed),
+            other => Err(format!("`{other}` is not a run state")),
+        }
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Run {
@@ -16,7 +69,8 @@ pub struct Run {
     pub trigger: String,
     pub mode: String,
     pub full_resync: bool,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: RunState,
     pub planned_added: i64,
     pub planned_changed: i64,
     pub planned_removed: i64,
@@ -62,7 +116,7 @@ pub struct Run {
 
 impl Run {
     pub fn is_finished(&self) -> bool {
-        matches!(self.state.as_str(), "succeeded" | "failed")
+        self.state.is_finished()
     }
 
     /// Records whose outcome is known (delivered, rejected, failed or superseded).
@@ -244,55 +298,135 @@ pub async fn set_enqueued(pool: &PgPool, run_id: i64) -> Result<(), StateError> 
     Ok(())
 }
 
-/// A pending batch that no worker holds a live claim on.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UnclaimedBatch {
-    pub batch_no: i32,
-    /// Since when no worker has held it: its last claim's expiry, or when
-    /// the run was enqueued.
-    pub unclaimed_since: Option<DateTime<Utc>>,
+/// What a plan found, as the run records it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlannedTotals {
+    pub added: i64,
+    pub changed: i64,
+    pub removed: i64,
+    pub unchanged: i64,
+    pub skipped_by_mode: i64,
+    pub rejected: i64,
+    pub to_send: i64,
+    pub batches: usize,
 }
 
-/// A run's pending batches that no worker holds a live claim on: waiting
-/// in the queue, or lost from it.
-pub async fn unclaimed_batches(
-    pool: &PgPool,
+/// Records the plan's totals and moves the run to `running`, or straight to
+/// `succeeded` when there is nothing to send.
+pub async fn mark_planned(
+    tx: &mut PgConnection,
     run_id: i64,
-) -> Result<Vec<UnclaimedBatch>, StateError> {
-    sqlx::query_as::<_, UnclaimedBatch>(
-        "SELECT b.batch_no, COALESCE(b.lease_expires_at, r.enqueued_at, r.planned_at) AS unclaimed_since \
-         FROM ebb_batches b JOIN ebb_runs r ON r.id = b.run_id \
-         WHERE b.run_id = $1 AND b.state = 'pending' \
-           AND (b.lease_expires_at IS NULL OR b.lease_expires_at < now()) \
-         ORDER BY b.batch_no",
+    totals: &PlannedTotals,
+) -> Result<(), StateError> {
+    sqlx::query(
+        "UPDATE ebb_runs SET planned_added = $2, planned_changed = $3, planned_removed = $4, unchanged = $5, \
+             skipped_by_mode = $6, rejected_at_plan = $7, to_send = $8, batches_total = $9, planned_at = clock_timestamp(), \
+             state = CASE WHEN $9 = 0 THEN 'succeeded' ELSE 'running' END, \
+             finished_at = CASE WHEN $9 = 0 THEN clock_timestamp() END \
+         WHERE id = $1",
     )
     .bind(run_id)
-    .fetch_all(pool)
+    .bind(totals.added)
+    .bind(totals.changed)
+    .bind(totals.removed)
+    .bind(totals.unchanged)
+    .bind(totals.skipped_by_mode)
+    .bind(totals.rejected)
+    .bind(totals.to_send)
+    .bind(totals.batches as i32)
+    .execute(&mut *tx)
     .await
-    .map_err(StateError::query("listing unclaimed batches"))
+    .map_err(StateError::query("recording the plan"))?;
+    Ok(())
 }
 
-/// Batches of a run that no worker has settled yet.
-pub async fn unsettled_batches(pool: &PgPool, run_id: i64) -> Result<Vec<i32>, StateError> {
-    sqlx::query_scalar::<_, i32>(
-        "SELECT batch_no FROM ebb_batches WHERE run_id = $1 AND state = 'pending' ORDER BY batch_no",
-    )
-    .bind(run_id)
-    .fetch_all(pool)
-    .await
-    .map_err(StateError::query("listing unsettled batches"))
+/// Records how many older DLQ entries a replay closed instead of sending.
+pub async fn set_superseded(
+    tx: &mut PgConnection,
+    run_id: i64,
+    superseded: i64,
+) -> Result<(), StateError> {
+    sqlx::query("UPDATE ebb_runs SET superseded = $2 WHERE id = $1")
+        .bind(run_id)
+        .bind(superseded)
+        .execute(&mut *tx)
+        .await
+        .map_err(StateError::query("recording superseded entries"))?;
+    Ok(())
 }
 
-/// Frees the per-run record copies once a run has ended; the ledger and the
-/// DLQ keep what outlives the run.
-pub async fn purge_records(pool: &PgPool, run_id: i64) -> Result<u64, StateError> {
-    let done = sqlx::query(
-        "DELETE FROM ebb_run_records rr USING ebb_runs r \
-         WHERE rr.run_id = $1 AND r.id = rr.run_id AND r.state IN ('succeeded', 'failed')",
+/// What one settled batch adds to its run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchTotals {
+    pub delivered: i64,
+    pub rejected: i64,
+    pub failed: i64,
+    pub superseded: i64,
+    pub retries: i64,
+    pub throttled: i64,
+    pub limiter_wait_ms: i64,
+    pub lookups_before_create: i64,
+}
+
+/// Adds a settled batch to its run's totals; returns whether it was the
+/// run's last batch.
+pub async fn add_settled_batch(
+    tx: &mut PgConnection,
+    run_id: i64,
+    totals: &BatchTotals,
+) -> Result<bool, StateError> {
+    let (batches_settled, batches_total): (i32, i32) = sqlx::query_as(
+        "UPDATE ebb_runs SET batches_settled = batches_settled + 1, delivered = delivered + $2, \
+             rejected = rejected + $3, failed = failed + $4, superseded = superseded + $5, retries = retries + $6, \
+             throttled = throttled + $7, limiter_wait_ms = limiter_wait_ms + $8, \
+             lookups_before_create = lookups_before_create + $9, progress_at = clock_timestamp() \
+         WHERE id = $1 RETURNING batches_settled, batches_total",
     )
     .bind(run_id)
-    .execute(pool)
+    .bind(totals.delivered)
+    .bind(totals.rejected)
+    .bind(totals.failed)
+    .bind(totals.superseded)
+    .bind(totals.retries)
+    .bind(totals.throttled)
+    .bind(totals.limiter_wait_ms)
+    .bind(totals.lookups_before_create)
+    .fetch_one(&mut *tx)
     .await
-    .map_err(StateError::query("purging run records"))?;
-    Ok(done.rows_affected())
+    .map_err(StateError::query("adding to the run's totals"))?;
+    Ok(batches_settled >= batches_total)
+}
+
+/// Ends a run whose batches are all settled: `failed` when any record
+/// failed, `succeeded` otherwise.
+pub async fn finish(tx: &mut PgConnection, run_id: i64) -> Result<RunState, StateError> {
+    let state: String = sqlx::query_scalar(
+        "UPDATE ebb_runs SET finished_at = clock_timestamp(), \
+             state = CASE WHEN failed > 0 THEN 'failed' ELSE 'succeeded' END, \
+             error = CASE WHEN failed > 0 THEN failed || ' record(s) could not be delivered (see `ebb dlq list`)' END \
+         WHERE id = $1 RETURNING state",
+    )
+    .bind(run_id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(StateError::query("finishing the run"))?;
+    RunState::try_from(state).map_err(|e| StateError::Corrupt {
+        context: "finishing the run",
+        message: e,
+    })
+}
+
+/// `(sync, active runs, open DLQ entries)` for every sync with either.
+pub async fn activity_by_sync(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, StateError> {
+    sqlx::query_as(
+        "SELECT sync_name, sum(active)::bigint, sum(open)::bigint FROM ( \
+             SELECT sync_name, count(*) AS active, 0 AS open FROM ebb_runs \
+             WHERE state IN ('planning', 'running') GROUP BY sync_name \
+             UNION ALL \
+             SELECT sync_name, 0, count(*) FROM ebb_dlq WHERE status = 'open' GROUP BY sync_name \
+         ) t GROUP BY sync_name ORDER BY sync_name",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("reading metrics"))
 }

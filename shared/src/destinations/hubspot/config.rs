@@ -12,13 +12,13 @@ use crate::config::{
     BatchCap, ConfigError, ConnectorTable, DeliveryDefaults, DeliverySettings, FieldMapping,
     RateLimit, SyncConfig,
 };
-use crate::destinations::util::intents::IntentLog;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::vendor::match_field_mapped;
 use crate::destinations::{
     BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError, MappingReport,
 };
 use crate::secret::Secret;
+use crate::state::intents::IntentLog;
 
 /// HubSpot CRM v3: one object type, records matched on one property.
 #[derive(Debug, Clone)]
@@ -177,5 +177,93 @@ impl DestinationConfig for HubSpotConfig {
                 )),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::{VALID, parse as parse_config};
+    use crate::config::{Limits, RateLimit};
+
+    const HUBSPOT: &str = r#"
+    [destinations.hubspot]
+    type = "hubspot"
+    access_token = "${CRM_TOKEN}"
+    object = "contacts"
+    match_on = "email"
+    {EXTRA}
+
+    [syncs.contacts_to_hubspot]
+    source = "warehouse"
+    model = "SELECT id, email, first_name FROM analytics.customers"
+    primary_key = "id"
+    destination = "hubspot"
+    [syncs.contacts_to_hubspot.mapping]
+    {MAPPING}
+    "#;
+
+    fn with_hubspot(extra: &str, mapping: &str) -> String {
+        format!(
+            "{VALID}{}",
+            HUBSPOT
+                .replace("{EXTRA}", extra)
+                .replace("{MAPPING}", mapping)
+        )
+    }
+
+    #[test]
+    fn hubspot_destination_defaults_and_checks() {
+        let config = parse_config(&with_hubspot(
+            "",
+            "email = \"email\"\nfirstname = \"first_name\"",
+        ))
+        .unwrap();
+        let Some(hubspot) = config
+            .destination("hubspot")
+            .and_then(|d| d.downcast_ref::<HubSpotConfig>())
+        else {
+            panic!("not a hubspot destination");
+        };
+        assert_eq!(hubspot.base_url, "https://api.hubapi.com");
+        assert_eq!(hubspot.delivery.batch_size, 100);
+        assert_eq!(hubspot.access_token.expose(), "tok-123");
+        assert!(!format!("{config:?}").contains("tok-123"), "token redacted");
+        assert_eq!(
+            hubspot.delivery.limits,
+            Limits {
+                max_concurrency: 5,
+                rate_limit: Some(RateLimit {
+                    requests: 100,
+                    per: std::time::Duration::from_secs(10),
+                }),
+                adaptive_concurrency: true,
+            }
+        );
+
+        let err = parse_config(&with_hubspot("batch_size = 200", "email = \"email\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("destinations.hubspot.batch_size") && err.contains("at most 100 inputs"),
+            "{err}"
+        );
+        let err = parse_config(&with_hubspot("", "firstname = \"first_name\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("syncs.contacts_to_hubspot.mapping")
+                && err.contains("matches records on the HubSpot property `email`")
+                && err.contains("the mapping must fill it"),
+            "{err}"
+        );
+        let bad_object = with_hubspot("", "email = \"email\"")
+            .replace("object = \"contacts\"", "object = \"contacts/../owners\"");
+        let err = parse_config(&bad_object).unwrap_err().to_string();
+        assert!(
+            err.contains("destinations.hubspot.object")
+                && err.contains("is not a HubSpot object type"),
+            "{err}"
+        );
     }
 }

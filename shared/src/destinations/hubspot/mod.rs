@@ -15,7 +15,7 @@
 //! - no id, match property not unique (e.g. a company's `domain`):
 //!   `batch/create`, with a create intent committed first; a record whose
 //!   earlier create had an unknown outcome is searched for by its match
-//!   value and updated if found (see `util::intents`);
+//!   value and updated if found (see `state::intents`);
 //! - removed from the model (mirror mode): `batch/archive` by id.
 
 pub mod config;
@@ -36,13 +36,13 @@ use serde_json::{Map, Value};
 
 use crate::destinations::record::{BatchContext, OutboundRecord};
 use crate::destinations::util::api::parse_answer;
-use crate::destinations::util::intents::IntentLog;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
 use crate::destinations::util::vendor::{
     PrepareRules, RequestBudget, SchemaCache, VendorDestination, finish, finish_after, prepare,
 };
+use crate::state::intents::IntentLog;
 use request_builder::BatchAnswer;
 use schema::Schema;
 pub use service::Failure;

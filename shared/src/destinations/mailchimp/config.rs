@@ -179,3 +179,97 @@ impl DestinationConfig for MailchimpConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::{VALID, parse as parse_config};
+
+    const MAILCHIMP: &str = r#"
+    [destinations.newsletter]
+    type = "mailchimp"
+    api_key = "{KEY}"
+    list_id = "a1b2c3d4e5"
+    {EXTRA}
+
+    [syncs.subscribers]
+    source = "warehouse"
+    model = "SELECT id, email, first_name FROM analytics.customers"
+    primary_key = "id"
+    destination = "newsletter"
+    [syncs.subscribers.mapping]
+    {MAPPING}
+    "#;
+
+    fn with_mailchimp(key: &str, extra: &str, mapping: &str) -> String {
+        format!(
+            "{VALID}{}",
+            MAILCHIMP
+                .replace("{KEY}", key)
+                .replace("{EXTRA}", extra)
+                .replace("{MAPPING}", mapping)
+        )
+    }
+
+    #[test]
+    fn mailchimp_destination_takes_its_data_center_from_the_key() {
+        let config = parse_config(&with_mailchimp(
+            "0123abcd-us6",
+            "",
+            "email_address = \"email\"",
+        ))
+        .unwrap();
+        let Some(mailchimp) = config
+            .destination("newsletter")
+            .and_then(|d| d.downcast_ref::<MailchimpConfig>())
+        else {
+            panic!("not a mailchimp destination");
+        };
+        assert_eq!(mailchimp.base_url, "https://us6.api.mailchimp.com");
+        assert_eq!(mailchimp.status_if_new, "subscribed");
+        assert_eq!(mailchimp.mirror_removal, MailchimpRemoval::Archive);
+        assert_eq!(mailchimp.delivery.batch_size, 500);
+        assert_eq!(mailchimp.delivery.limits.max_concurrency, 10);
+        assert!(!format!("{config:?}").contains("0123abcd"), "key redacted");
+
+        let cases = [
+            (
+                with_mailchimp("0123abcd", "", "email_address = \"email\""),
+                "newsletter.api_key",
+                "ends in `-<data center>`",
+            ),
+            (
+                with_mailchimp(
+                    "k-us6",
+                    "status_if_new = \"unsubscribed\"",
+                    "email_address = \"email\"",
+                ),
+                "newsletter.status_if_new",
+                "is not a status for new members",
+            ),
+            (
+                with_mailchimp("k-us6", "batch_size = 501", "email_address = \"email\""),
+                "newsletter.batch_size",
+                "at most 500 members",
+            ),
+            (
+                with_mailchimp(
+                    "k-us6",
+                    "mirror_removal = \"purge\"",
+                    "email_address = \"email\"",
+                ),
+                "newsletter",
+                "unknown variant `purge`",
+            ),
+            (
+                with_mailchimp("k-us6", "", "FNAME = \"first_name\""),
+                "syncs.subscribers.mapping",
+                "must fill `email_address`",
+            ),
+        ];
+        for (text, key, message) in cases {
+            let err = parse_config(&text).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(message), "{key}: {err}");
+        }
+    }
+}

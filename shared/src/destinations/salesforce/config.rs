@@ -192,3 +192,94 @@ impl DestinationConfig for SalesforceConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::{VALID, parse as parse_config};
+
+    #[test]
+    fn salesforce_destination_defaults_and_checks() {
+        let salesforce = |extra: &str, mapping: &str| {
+            format!(
+                r#"{VALID}
+    [destinations.sf]
+    type = "salesforce"
+    client_id = "${{CRM_TOKEN}}"
+    client_secret = "s3cret"
+    refresh_token = "r3fresh"
+    object = "Contact"
+    external_id = "Warehouse_Id__c"
+    {extra}
+
+    [syncs.to_sf]
+    source = "warehouse"
+    model = "SELECT id, email FROM analytics.customers"
+    primary_key = "id"
+    destination = "sf"
+    [syncs.to_sf.mapping]
+    {mapping}
+    "#
+            )
+        };
+        let config = parse_config(&salesforce(
+            "",
+            "Warehouse_Id__c = \"id\"\nEmail = \"email\"",
+        ))
+        .unwrap();
+        let Some(sf) = config
+            .destination("sf")
+            .and_then(|d| d.downcast_ref::<SalesforceConfig>())
+        else {
+            panic!("not a salesforce destination");
+        };
+        assert_eq!(sf.login_url, "https://login.salesforce.com");
+        assert_eq!(sf.api_version, "62.0");
+        assert_eq!(sf.delivery.batch_size, 200);
+        assert_eq!(sf.delivery.limits.max_concurrency, 5);
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("r3fresh") && !debug.contains("tok-123")
+        );
+
+        let cases = [
+            (
+                salesforce("batch_size = 201", "Warehouse_Id__c = \"id\""),
+                "sf.batch_size",
+                "at most 200 records",
+            ),
+            (
+                salesforce("api_version = \"v62\"", "Warehouse_Id__c = \"id\""),
+                "sf.api_version",
+                "is not a Salesforce API version",
+            ),
+            (
+                salesforce("", "Email = \"email\""),
+                "syncs.to_sf.mapping",
+                "the mapping must fill it",
+            ),
+        ];
+        for (text, key, message) in cases {
+            let err = parse_config(&text).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(message), "{key}: {err}");
+        }
+        let bulk = parse_config(&salesforce("api = \"bulk\"", "Warehouse_Id__c = \"id\"")).unwrap();
+        let Some(bulk) = bulk
+            .destination("sf")
+            .and_then(|d| d.downcast_ref::<SalesforceConfig>())
+        else {
+            panic!("not a salesforce destination");
+        };
+        assert_eq!(
+            (bulk.api, bulk.delivery.batch_size),
+            (SalesforceApi::Bulk, 10_000)
+        );
+        let bad_object = salesforce("", "Warehouse_Id__c = \"id\"")
+            .replace("object = \"Contact\"", "object = \"Contact; DROP\"");
+        let err = parse_config(&bad_object).unwrap_err().to_string();
+        assert!(
+            err.contains("sf.object") && err.contains("is not a Salesforce API name"),
+            "{err}"
+        );
+    }
+}

@@ -6,7 +6,6 @@ pub mod adaptive;
 pub mod api;
 pub mod delivery;
 pub mod email;
-pub mod intents;
 pub mod limiter;
 pub mod outcome;
 pub mod retry;

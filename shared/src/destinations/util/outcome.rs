@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::state::Outcome;
+
 /// The answer to one request carrying a chunk of records.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
@@ -82,12 +84,13 @@ pub enum RecordOutcome {
 }
 
 impl RecordOutcome {
-    pub fn label(&self) -> &'static str {
+    /// What the state database records of it.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            RecordOutcome::Delivered { .. } => "delivered",
-            RecordOutcome::Rejected(_) => "rejected",
-            RecordOutcome::Failed(_) => "failed",
-            RecordOutcome::Superseded => "superseded",
+            RecordOutcome::Delivered { .. } => Outcome::Delivered,
+            RecordOutcome::Rejected(_) => Outcome::Rejected,
+            RecordOutcome::Failed(_) => Outcome::Failed,
+            RecordOutcome::Superseded => Outcome::Superseded,
         }
     }
 

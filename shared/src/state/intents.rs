@@ -3,13 +3,15 @@
 //! create's answer is lost (a dropped connection, a worker crash before the
 //! batch committed) the record comes back with an intent, and the
 //! destination looks it up by its match key instead of creating it twice.
-//! Intents are cleared when their record settles (see `settle`).
+//! Intents are cleared when their record settles ([`clear_answered`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
+
+use crate::error::StateError;
 
 /// An earlier create of a record, whose outcome is unknown.
 #[derive(Debug, Clone, Copy)]
@@ -73,4 +75,21 @@ impl IntentLog {
         .await?;
         Ok(())
     }
+}
+
+/// Clears the intents of records that were applied (their id is in the
+/// ledger now) or refused (nothing was created). A failed record keeps its
+/// intent: its create may have happened.
+pub async fn clear_answered(
+    tx: &mut PgConnection,
+    sync: &str,
+    answered: &[&str],
+) -> Result<(), StateError> {
+    sqlx::query("DELETE FROM ebb_intents WHERE sync_name = $1 AND record_key = ANY($2)")
+        .bind(sync)
+        .bind(answered)
+        .execute(&mut *tx)
+        .await
+        .map_err(StateError::query("clearing answered create intents"))?;
+    Ok(())
 }
