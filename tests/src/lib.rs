@@ -3,6 +3,7 @@
 //! emulators. Each [`TestEnv`] has its own databases and Redis key prefix, so
 //! tests run in parallel.
 
+pub mod conformance;
 pub mod hubspot;
 pub mod mailchimp;
 pub mod receiver;
