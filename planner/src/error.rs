@@ -23,6 +23,15 @@ pub enum PlannerError {
         rows: u64,
         message: String,
     },
+    #[error("run #{0} was cancelled while it was being planned; nothing was sent")]
+    CancelledWhilePlanning(i64),
+    /// Something named (a run, a DLQ entry) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request does not fit the current state (a run already ended, an
+    /// entry already closed).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Usage(String),
 }

@@ -2,8 +2,10 @@
 //! writes the plan to Postgres and enqueues batch tasks; plus the operator
 //! commands of the `ebb` CLI.
 
+pub mod api;
 pub mod commands;
 pub mod context;
+pub mod control;
 pub mod enqueue;
 pub mod error;
 pub mod plan;

@@ -9,10 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use ebb_planner::PlannerError;
 use ebb_planner::commands::{self, print_json};
 use ebb_planner::context::Context;
+use ebb_planner::control;
 use ebb_planner::plan;
 use ebb_shared::config::Config;
 use ebb_shared::state::runs::RunState;
-use ebb_shared::state::{dlq, runs};
+use ebb_shared::state::{dlq, records, runs};
 
 #[derive(Parser)]
 #[command(
@@ -61,11 +62,47 @@ enum Command {
     Runs {
         #[arg(long)]
         sync: Option<String>,
+        /// Only runs in this state (planning, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        state: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: i64,
         #[arg(long)]
         json: bool,
     },
+    /// A run's records and their outcomes (rejected and failed ones with their reason).
+    Records {
+        run: i64,
+        /// The record with this primary key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Only records with this outcome (delivered, rejected, failed, superseded).
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each sync: its schedule, whether it is paused, its last run and health.
+    Syncs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a sync's schedule (survives restarts; runs started by hand still run).
+    Pause {
+        sync: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Resume a sync's schedule.
+    Resume {
+        sync: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Cancel a planning or running run: its unsent batches are not sent.
+    Cancel { run: i64 },
     /// Inspect, replay and discard dead-lettered records.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -80,6 +117,10 @@ enum Command {
     Serve {
         #[arg(long, env = "EBB_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Serve the API without authentication, every caller an operator. For a
+        /// local test only; logged loudly.
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
 }
 
@@ -109,10 +150,22 @@ enum DlqCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Close entries without sending them.
-    Discard {
+    /// Close entries without sending them: not to be delivered.
+    #[command(alias = "discard")]
+    Dismiss {
         #[command(flatten)]
         selection: Selection,
+        /// Why, recorded with the entries.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Close entries as dealt with another way (e.g. fixed in the destination by hand).
+    Resolve {
+        #[command(flatten)]
+        selection: Selection,
+        /// What was done, recorded with the entries.
+        #[arg(long)]
+        note: Option<String>,
     },
 }
 
@@ -200,15 +253,107 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
             let summary = commands::run::enqueue_and_wait(&ctx, planned, json).await?;
             finish_run(&summary, json)
         }
-        Command::Runs { sync, limit, json } => {
+        Command::Runs {
+            sync,
+            state,
+            limit,
+            json,
+        } => {
             let ctx = Context::open(config).await?;
-            let list = runs::list(&ctx.pool, sync.as_deref(), limit).await?;
+            let state = state
+                .map(|s| {
+                    RunState::try_from(s.to_lowercase()).map_err(|e| {
+                        PlannerError::Usage(format!(
+                            "--state: {e}; use planning, running, succeeded, failed or cancelled"
+                        ))
+                    })
+                })
+                .transpose()?;
+            let list = runs::query(
+                &ctx.pool,
+                &runs::RunFilter {
+                    sync: sync.as_deref(),
+                    state,
+                    limit,
+                    ..runs::RunFilter::default()
+                },
+            )
+            .await?;
             if json {
                 print_json(&list);
             } else {
                 commands::runs::print_table(&list);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Records {
+            run,
+            key,
+            outcome,
+            limit,
+            json,
+        } => {
+            let ctx = Context::open(config).await?;
+            let run = runs::get(&ctx.pool, run).await?;
+            let outcome = outcome
+                .map(|o| {
+                    serde_json::from_value::<records::Outcome>(serde_json::Value::String(o.to_lowercase()))
+                        .map_err(|_| PlannerError::Usage(format!(
+                            "--outcome: `{o}` is not an outcome; use delivered, rejected, failed or superseded"
+                        )))
+                })
+                .transpose()?;
+            if run.records_purged {
+                return Err(PlannerError::Conflict(format!(
+                    "run #{}'s records were deleted after [state].run_records_retention_days; its totals remain (`ebb runs`)",
+                    run.id
+                )));
+            }
+            let list = records::of_run(
+                &ctx.pool,
+                run.id,
+                &records::RecordFilter {
+                    key: key.as_deref(),
+                    outcome,
+                    after_key: None,
+                    limit,
+                },
+            )
+            .await?;
+            if json {
+                print_json(&list);
+            } else {
+                commands::runs::print_records(&list);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Syncs { json } => {
+            let ctx = Context::open(config).await?;
+            let list = control::syncs::overview(&ctx.config, &ctx.pool).await?;
+            if json {
+                print_json(&list);
+            } else {
+                commands::runs::print_syncs(&list);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause { sync, note } => set_paused(config, &sync, true, note).await,
+        Command::Resume { sync, note } => set_paused(config, &sync, false, note).await,
+        Command::Cancel { run } => {
+            let ctx = Context::open(config).await?;
+            let found = runs::get(&ctx.pool, run).await?;
+            if runs::cancel(&ctx.pool, run, "cli").await? {
+                println!(
+                    "run #{run} of sync `{}` cancelled; its unsent batches will not be sent",
+                    found.sync_name
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(PlannerError::Conflict(format!(
+                    "run #{run} has already ended ({})",
+                    found.state
+                )))
+            }
         }
         Command::Dlq(cmd) => dlq_command(config, cmd).await,
         Command::Limits { json } => {
@@ -220,9 +365,13 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            insecure_no_auth,
+        } => {
+            let auth = ebb_planner::api::Auth::from_config(config.api.as_ref(), insecure_no_auth)?;
             let ctx = Arc::new(Context::open(config).await?);
-            commands::serve::serve(ctx, listen).await?;
+            commands::serve::serve(ctx, listen, Arc::new(auth)).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -256,6 +405,7 @@ async fn dlq_command(config: Config, cmd: DlqCommand) -> Result<ExitCode, Planne
                     sync: sync.as_deref(),
                     include_closed: all,
                     limit,
+                    ..dlq::DlqFilter::default()
                 },
             )
             .await?;
@@ -279,18 +429,14 @@ async fn dlq_command(config: Config, cmd: DlqCommand) -> Result<ExitCode, Planne
             }
             Ok(ExitCode::SUCCESS)
         }
-        DlqCommand::Discard { selection } => {
-            let discarded =
-                dlq::discard(&ctx.pool, &selection.ids, selection.sync.as_deref()).await?;
-            println!(
-                "discarded {} entr{}",
-                discarded.len(),
-                if discarded.len() == 1 { "y" } else { "ies" }
-            );
-            Ok(ExitCode::SUCCESS)
+        DlqCommand::Dismiss { selection, note } => {
+            close_entries(&ctx, selection, dlq::Closing::Dismiss, note, "dismissed").await
+        }
+        DlqCommand::Resolve { selection, note } => {
+            close_entries(&ctx, selection, dlq::Closing::Resolve, note, "resolved").await
         }
         DlqCommand::Replay { selection, json } => {
-            let targets = replay_targets(&ctx, &selection).await?;
+            let targets = control::dlq::replay_targets(&ctx.pool, &selection.control()).await?;
             let mut code = ExitCode::SUCCESS;
             let mut summaries = Vec::new();
             for (sync_name, ids) in targets {
@@ -315,35 +461,52 @@ async fn dlq_command(config: Config, cmd: DlqCommand) -> Result<ExitCode, Planne
     }
 }
 
-/// Groups the selected entries by sync. Planning-stage entries cannot be
-/// replayed: their fix is in the model, and the next run re-checks them.
-async fn replay_targets(
+impl Selection {
+    fn control(&self) -> control::dlq::Selection {
+        control::dlq::Selection {
+            ids: self.ids.clone(),
+            sync: self.sync.clone(),
+        }
+    }
+}
+
+async fn close_entries(
     ctx: &Context,
-    selection: &Selection,
-) -> Result<Vec<(String, Option<Vec<i64>>)>, PlannerError> {
-    if let Some(sync) = &selection.sync {
-        return Ok(vec![(sync.clone(), None)]);
-    }
-    let mut by_sync: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
-    for &id in &selection.ids {
-        let entry = dlq::get(&ctx.pool, id).await?.ok_or_else(|| {
-            PlannerError::Usage(format!(
-                "DLQ entry #{id} does not exist; see `ebb dlq list`"
-            ))
-        })?;
-        if entry.status != "open" {
-            return Err(PlannerError::Usage(format!(
-                "DLQ entry #{id} is {}, not open; nothing to replay",
-                entry.status
-            )));
-        }
-        if entry.stage == "plan" {
-            return Err(PlannerError::Usage(format!(
-                "DLQ entry #{id} was rejected by the planner ({}); fix the model and run the sync again",
-                entry.reason
-            )));
-        }
-        by_sync.entry(entry.sync_name).or_default().push(id);
-    }
-    Ok(by_sync.into_iter().map(|(s, ids)| (s, Some(ids))).collect())
+    selection: Selection,
+    closing: dlq::Closing,
+    note: Option<String>,
+    verb: &str,
+) -> Result<ExitCode, PlannerError> {
+    let closed = control::dlq::close(
+        &ctx.pool,
+        &selection.control(),
+        closing,
+        "cli",
+        note.as_deref(),
+    )
+    .await?;
+    println!(
+        "{verb} {} entr{}",
+        closed.len(),
+        if closed.len() == 1 { "y" } else { "ies" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_paused(
+    config: Config,
+    sync: &str,
+    paused: bool,
+    note: Option<String>,
+) -> Result<ExitCode, PlannerError> {
+    let ctx = Context::open(config).await?;
+    let setting =
+        control::syncs::set_paused(&ctx.config, &ctx.pool, sync, paused, "cli", note.as_deref())
+            .await?;
+    println!(
+        "sync `{}`: schedule {}",
+        setting.sync_name,
+        if setting.paused { "paused" } else { "resumed" }
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -34,7 +34,7 @@ impl LimitKeys {
 }
 
 /// A destination's limiter right now, across all workers.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct LimiterView {
     /// Requests holding a live concurrency lease.
     pub in_flight: u64,

@@ -305,6 +305,31 @@ impl TestEnv {
             .expect("spawn ebb-worker")
     }
 
+    /// Starts `ebb serve` on `port` with `args`; its log (appended across
+    /// restarts) is `serve.log` in the test directory.
+    pub fn serve(&self, port: u16, args: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("serve.log"))
+            .expect("serve log");
+        Command::new(bin("ebb"))
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("EBB_LOG_TEXT", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn ebb serve")
+    }
+
     /// Restarts every worker that has exited, as Kubernetes would; returns
     /// how many were restarted.
     pub fn restart_dead_workers(&mut self) -> usize {

@@ -186,8 +186,8 @@ async fn deliver_claimed(
     );
     if let Some(run_state) = result.run_finished {
         tracing::info!(run_id = task.run_id, sync = %task.sync, state = %run_state, "run finished");
-        if let Err(e) = records::purge(&state.pool, task.run_id).await {
-            tracing::warn!(run_id = task.run_id, error = %e, "could not purge the finished run's records");
+        if let Err(e) = records::release_payloads(&state.pool, task.run_id).await {
+            tracing::warn!(run_id = task.run_id, error = %e, "could not release the finished run's payloads");
         }
     }
     Ok(())

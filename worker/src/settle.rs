@@ -71,7 +71,7 @@ pub async fn settle(
         lookups_before_create: i64::from(stats.lookups_before_create),
     };
     let run_finished = if runs::add_settled_batch(tx, run_id, &totals).await? {
-        Some(runs::finish(tx, run_id).await?)
+        runs::finish(tx, run_id).await?
     } else {
         None
     };

@@ -9,11 +9,15 @@ use serde::Serialize;
 use crate::enqueue::Queue;
 use crate::error::PlannerError;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DestinationLimits {
     pub destination: String,
+    /// The destination's `type`.
+    #[serde(rename = "type")]
+    pub destination_type: String,
     pub max_concurrency: u32,
-    /// `requests` per `per_seconds`, when set.
+    /// `[requests, per_seconds]`, when set.
+    #[schema(value_type = Option<Vec<f64>>)]
     pub rate_limit: Option<(u32, f64)>,
     pub adaptive_concurrency: bool,
     pub now: LimiterView,
@@ -36,6 +40,7 @@ pub async fn collect_on(
         let keys = LimitKeys::new(&config.state.queue_prefix, name);
         out.push(DestinationLimits {
             destination: name.clone(),
+            destination_type: destination.type_name().to_owned(),
             max_concurrency: configured.max_concurrency,
             rate_limit: configured
                 .rate_limit

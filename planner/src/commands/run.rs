@@ -7,7 +7,7 @@ use ebb_shared::state::records;
 use ebb_shared::state::runs::{self, Run};
 
 use crate::context::Context;
-use crate::enqueue::{RunRef, enqueue_run};
+use crate::enqueue::{Queue, RunRef, enqueue_run};
 use crate::error::PlannerError;
 use crate::plan::{PlanRejection, PlannedRun};
 use crate::progress::Waiter;
@@ -26,12 +26,9 @@ pub struct RunSummary {
     pub open_dlq_entries: i64,
 }
 
-/// Enqueues a planned run and waits for the workers to settle it.
-pub async fn enqueue_and_wait(
-    ctx: &Context,
-    planned: PlannedRun,
-    quiet: bool,
-) -> Result<RunSummary, PlannerError> {
+/// Puts a planned run's batches on the queue; a run whose queue cannot be
+/// reached is failed (nothing was sent). Returns the queue connection.
+pub async fn enqueue(ctx: &Context, planned: &PlannedRun) -> Result<Queue, PlannerError> {
     let mut queue = match ctx.queue().await {
         Ok(q) => q,
         Err(e) => {
@@ -44,22 +41,31 @@ pub async fn enqueue_and_wait(
             return Err(e);
         }
     };
-    let sync = &planned.report.sync;
     if !planned.batches.is_empty() {
         let run = RunRef {
             id: planned.run_id,
-            sync,
+            sync: &planned.report.sync,
             destination: &planned.report.destination,
         };
         enqueue_run(&ctx.pool, &mut queue, run, &planned.batches).await?;
     }
+    Ok(queue)
+}
+
+/// Enqueues a planned run and waits for the workers to settle it.
+pub async fn enqueue_and_wait(
+    ctx: &Context,
+    planned: PlannedRun,
+    quiet: bool,
+) -> Result<RunSummary, PlannerError> {
+    let queue = enqueue(ctx, &planned).await?;
     let mut waiter = Waiter {
         pool: &ctx.pool,
         watchdog: Watchdog::new(queue),
         quiet,
     };
     let run = waiter.wait(planned.run_id).await?;
-    records::purge(&ctx.pool, run.id).await?;
+    records::release_payloads(&ctx.pool, run.id).await?;
     summarize(ctx, run, planned.report.rejections).await
 }
 
@@ -73,8 +79,8 @@ async fn summarize(
         &ctx.pool,
         &DlqFilter {
             sync: Some(&run.sync_name),
-            include_closed: false,
             limit: 1000,
+            ..DlqFilter::default()
         },
     )
     .await?;

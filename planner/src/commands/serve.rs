@@ -1,8 +1,9 @@
 //! `ebb serve`: the planner daemon. Fires each sync on its cron schedule (a
-//! sync with an active run is skipped, never doubled), re-enqueues work the
-//! queue lost (see `watchdog`), and answers `/healthz` (process alive),
-//! `/readyz` (state database and Redis reachable) and `/metrics`
-//! (Prometheus text, see `metrics`).
+//! sync with an active run is skipped, never doubled; a paused one is not
+//! fired), re-enqueues work the queue lost (see `watchdog`), deletes run
+//! records past their retention, and answers `/healthz` (process alive),
+//! `/readyz` (state database and Redis reachable), `/metrics` (Prometheus
+//! text, see `metrics`) and the API under `/api/v1` (see `crate::api`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
@@ -19,16 +20,18 @@ use ebb_shared::config::SyncConfig;
 use ebb_shared::health;
 use tokio::sync::{Mutex, Semaphore};
 
+use crate::api::{self, Auth};
 use crate::context::Context;
-use crate::enqueue::{Queue, RunRef, enqueue_run};
+use crate::control::trigger;
+use crate::enqueue::Queue;
 use crate::error::PlannerError;
-use crate::plan;
 use crate::watchdog::Watchdog;
 
 /// What the unauthenticated endpoints share: one Redis connection, kept
 /// between requests, and a cap on requests served at once.
 struct Probes {
     ctx: Arc<Context>,
+    auth: Arc<Auth>,
     queue: Mutex<Option<Queue>>,
     at_once: Semaphore,
 }
@@ -37,15 +40,31 @@ struct Probes {
 /// at once, so a flood of probes cannot pile up connections.
 const PROBES_AT_ONCE: usize = 4;
 
-pub async fn serve(ctx: Arc<Context>, listen: SocketAddr) -> Result<(), PlannerError> {
+pub async fn serve(
+    ctx: Arc<Context>,
+    listen: SocketAddr,
+    auth: Arc<Auth>,
+) -> Result<(), PlannerError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| PlannerError::Usage(format!("cannot listen on {listen}: {e}")))?;
-    if !listen.ip().is_loopback() {
-        tracing::warn!(%listen, "serving on a non-loopback address: /healthz, /readyz and /metrics need no authentication");
+    if !listen.ip().is_loopback() && !auth.protects_metrics() {
+        tracing::warn!(%listen, "serving on a non-loopback address: /healthz, /readyz and /metrics need no authentication (set [api].protect_metrics for /metrics)");
+    }
+    match auth.as_ref() {
+        Auth::Off => tracing::info!(
+            "the API is off: add an [api] section with tokens to ebb.toml to serve /api/v1"
+        ),
+        Auth::Insecure => {
+            tracing::warn!(%listen, "serving /api/v1 WITHOUT AUTHENTICATION (--insecure-no-auth)")
+        }
+        Auth::Tokens { .. } => {
+            tracing::info!(%listen, "serving /api/v1 (bearer tokens from [api])")
+        }
     }
     let probes = Arc::new(Probes {
         ctx: ctx.clone(),
+        auth: auth.clone(),
         queue: Mutex::new(None),
         at_once: Semaphore::new(PROBES_AT_ONCE),
     });
@@ -53,8 +72,9 @@ pub async fn serve(ctx: Arc<Context>, listen: SocketAddr) -> Result<(), PlannerE
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(probes);
-    tracing::info!(%listen, "serving /healthz and /readyz");
+        .with_state(probes)
+        .merge(api::router(ctx.clone(), auth));
+    tracing::info!(%listen, "serving /healthz, /readyz and /metrics");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let mut schedulers = Vec::new();
@@ -67,17 +87,24 @@ pub async fn serve(ctx: Arc<Context>, listen: SocketAddr) -> Result<(), PlannerE
         tracing::warn!("no sync has a `schedule`; serve only watches running runs");
     }
     let watchdog = tokio::spawn(watchdog_loop(ctx.clone()));
+    let janitor = tokio::spawn(janitor_loop(ctx.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
     for s in schedulers {
         s.abort();
     }
     watchdog.abort();
+    janitor.abort();
     server.abort();
     Ok(())
 }
 
-async fn metrics(State(probes): State<Arc<Probes>>) -> Response {
+async fn metrics(State(probes): State<Arc<Probes>>, headers: HeaderMap) -> Response {
+    if probes.auth.protects_metrics()
+        && let Err(problem) = probes.auth.caller(&headers)
+    {
+        return problem.into_response();
+    }
     let Ok(_turn) = probes.at_once.try_acquire() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
     };
@@ -128,9 +155,19 @@ async fn schedule_loop(ctx: Arc<Context>, sync: SyncConfig) {
         };
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
-        match fire(&ctx, &sync).await {
-            Ok(Some(run_id)) => tracing::info!(sync = %sync.name, run_id, "scheduled run started"),
-            Ok(None) => {}
+        match ebb_shared::state::syncs::is_paused(&ctx.pool, &sync.name).await {
+            Ok(true) => {
+                tracing::info!(sync = %sync.name, "schedule paused; skipping this tick");
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(sync = %sync.name, error = %e, "cannot read whether the sync is paused; skipping this tick");
+                continue;
+            }
+        }
+        match trigger::run_now(&ctx, &sync, false, "schedule").await {
+            Ok(run_id) => tracing::info!(sync = %sync.name, run_id, "scheduled run started"),
             Err(PlannerError::State(StateError::RunActive { run_id, .. })) => {
                 tracing::info!(sync = %sync.name, active_run = run_id, "previous run still active; skipping this tick");
             }
@@ -165,18 +202,23 @@ async fn watchdog_loop(ctx: Arc<Context>) {
     }
 }
 
-async fn fire(ctx: &Context, sync: &SyncConfig) -> Result<Option<i64>, PlannerError> {
-    let planned = plan::plan_run(&ctx.config, &ctx.pool, sync, false, "schedule").await?;
-    if !planned.batches.is_empty() {
-        let mut queue = ctx.queue().await?;
-        let run = RunRef {
-            id: planned.run_id,
-            sync: &sync.name,
-            destination: &sync.destination,
-        };
-        enqueue_run(&ctx.pool, &mut queue, run, &planned.batches).await?;
+/// How often serve deletes run records past their retention.
+const JANITOR_EVERY: Duration = Duration::from_secs(3600);
+
+async fn janitor_loop(ctx: Arc<Context>) {
+    let days = ctx.config.state.run_records_retention_days;
+    loop {
+        match ebb_shared::state::records::delete_older_than(&ctx.pool, days).await {
+            Ok(0) => {}
+            Ok(runs) => tracing::info!(
+                runs,
+                days,
+                "deleted the records of runs past their retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not delete old run records; will retry"),
+        }
+        tokio::time::sleep(JANITOR_EVERY).await;
     }
-    Ok(Some(planned.run_id))
 }
 
 async fn shutdown_signal() {

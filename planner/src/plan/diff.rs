@@ -29,7 +29,7 @@ const REMOVED: &str = "SELECT l.record_key FROM ebb_ledger l \
        AND NOT EXISTS (SELECT 1 FROM ebb_snapshot s WHERE s.record_key = l.record_key)";
 
 /// What a plan found.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct PlanCounts {
     pub rows_read: u64,
     pub added: i64,
@@ -63,7 +63,7 @@ impl PlanCounts {
 }
 
 /// A record the planner refused, with the reason.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PlanRejection {
     pub record_key: Option<String>,
     pub reason: String,

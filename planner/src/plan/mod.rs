@@ -22,7 +22,7 @@ pub use diff::{PlanCounts, PlanRejection, SendRule};
 const REJECTION_SAMPLE: i64 = 20;
 
 /// What `ebb plan` prints, and what a run records before sending.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PlanReport {
     pub sync: String,
     pub destination: String,
@@ -132,7 +132,20 @@ pub async fn plan_run(
     full_resync: bool,
     trigger: &str,
 ) -> Result<PlannedRun, PlannerError> {
-    let run_id = runs::start(
+    let run_id = start_run(pool, sync, full_resync, trigger).await?;
+    plan_started(config, pool, sync, full_resync, run_id).await
+}
+
+/// Creates a run of `sync` in state `planning`, under the one-active-run
+/// lock; `trigger` says who or what started it (`cli`, `schedule`,
+/// `api:<token name>`, …).
+pub async fn start_run(
+    pool: &PgPool,
+    sync: &SyncConfig,
+    full_resync: bool,
+    trigger: &str,
+) -> Result<i64, PlannerError> {
+    Ok(runs::start(
         pool,
         NewRun {
             sync: &sync.name,
@@ -143,7 +156,18 @@ pub async fn plan_run(
             full_resync,
         },
     )
-    .await?;
+    .await?)
+}
+
+/// Plans a run [`start_run`] created. On any error the run is marked failed
+/// with the error, and nothing has been sent.
+pub async fn plan_started(
+    config: &Config,
+    pool: &PgPool,
+    sync: &SyncConfig,
+    full_resync: bool,
+    run_id: i64,
+) -> Result<PlannedRun, PlannerError> {
     match plan_committed(config, pool, sync, full_resync, run_id).await {
         Ok(planned) => Ok(planned),
         Err(e) => {
@@ -191,7 +215,9 @@ async fn plan_committed(
     )
     .await?;
     let batches = diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
-    runs::mark_planned(&mut tx, run_id, &counts.totals(batches.len())).await?;
+    if !runs::mark_planned(&mut tx, run_id, &counts.totals(batches.len())).await? {
+        return Err(PlannerError::CancelledWhilePlanning(run_id));
+    }
     tx.commit()
         .await
         .map_err(StateError::query("committing the plan"))?;

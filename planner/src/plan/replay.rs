@@ -36,7 +36,7 @@ pub async fn plan_replay(
         Ok(planned) => Ok(planned),
         Err(e) => {
             let _ = runs::fail(pool, run_id, &e.to_string()).await;
-            Err(e.into())
+            Err(e)
         }
     }
 }
@@ -47,7 +47,7 @@ async fn plan(
     ids: Option<&[i64]>,
     run_id: i64,
     batch_size: usize,
-) -> Result<PlannedRun, StateError> {
+) -> Result<PlannedRun, PlannerError> {
     let q = StateError::query;
     let mut tx = pool.begin().await.map_err(q("starting the replay plan"))?;
     let superseded = dlq::supersede_outdated(&mut tx, &sync.name, ids).await?;
@@ -57,7 +57,9 @@ async fn plan(
         to_send,
         ..PlanCounts::default()
     };
-    runs::mark_planned(&mut tx, run_id, &counts.totals(batches.len())).await?;
+    if !runs::mark_planned(&mut tx, run_id, &counts.totals(batches.len())).await? {
+        return Err(PlannerError::CancelledWhilePlanning(run_id));
+    }
     runs::set_superseded(&mut tx, run_id, superseded).await?;
     tx.commit().await.map_err(q("committing the replay plan"))?;
     Ok(PlannedRun {

@@ -7,6 +7,7 @@
 //! picked by `type` from the registries (`sources::registry`,
 //! `destinations::registry`).
 
+mod api;
 mod delivery;
 mod error;
 mod interpolate;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use api::{ApiConfig, ApiToken, MIN_TOKEN_CHARS, Role};
 pub use delivery::{
     BatchCap, DELIVERY_FIELDS, DeliveryDefaults, DeliverySettings, Limits, MAX_BATCH_SIZE,
     RateLimit,
@@ -47,6 +49,8 @@ pub struct Config {
     pub path: PathBuf,
     pub state: StateConfig,
     pub worker: WorkerSettings,
+    /// `[api]`: who may call `ebb serve`'s API. Without it, the API is off.
+    pub api: Option<ApiConfig>,
     pub sources: BTreeMap<String, Arc<dyn SourceConfig>>,
     pub destinations: BTreeMap<String, Arc<dyn DestinationConfig>>,
     pub syncs: BTreeMap<String, SyncConfig>,
@@ -58,6 +62,8 @@ struct RawConfig {
     state: Spanned<state::RawState>,
     #[serde(default)]
     worker: Option<Spanned<WorkerSettings>>,
+    #[serde(default)]
+    api: Option<Spanned<api::RawApi>>,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<toml::Table>>,
     #[serde(default)]
@@ -102,6 +108,10 @@ impl Config {
 
         let state = state::resolve_state(&src, raw.state, lookup)?;
         let worker = raw.worker.map(Spanned::into_inner).unwrap_or_default();
+        let api = raw
+            .api
+            .map(|api| api::resolve_api(&src, api, lookup))
+            .transpose()?;
 
         let mut sources = BTreeMap::new();
         for (name, table) in &raw.sources {
@@ -136,6 +146,7 @@ impl Config {
             path: path.to_owned(),
             state,
             worker,
+            api,
             sources,
             destinations,
             syncs,

@@ -15,6 +15,9 @@ pub struct StateConfig {
     /// Prefix of every Redis key Ebb writes, so several Ebb installations
     /// (or parallel tests) can share one Redis.
     pub queue_prefix: String,
+    /// How long a finished run's per-record outcomes are kept (without
+    /// their payloads), for its history; `ebb serve` deletes older ones.
+    pub run_records_retention_days: u32,
 }
 
 #[derive(Deserialize)]
@@ -24,6 +27,12 @@ pub(crate) struct RawState {
     redis_url: Spanned<String>,
     #[serde(default = "default_queue_prefix")]
     queue_prefix: String,
+    #[serde(default = "default_run_records_retention_days")]
+    run_records_retention_days: u32,
+}
+
+fn default_run_records_retention_days() -> u32 {
+    14
 }
 
 fn default_queue_prefix() -> String {
@@ -60,9 +69,17 @@ pub(crate) fn resolve_state(
             "must be non-empty and use only letters, digits, `_`, `-`, `.` or `:`",
         ));
     }
+    if raw.run_records_retention_days == 0 {
+        return Err(src.invalid(
+            None,
+            "state.run_records_retention_days",
+            "must be at least 1 (a run's records are its history)",
+        ));
+    }
     Ok(StateConfig {
         database_url,
         redis_url,
         queue_prefix: raw.queue_prefix,
+        run_records_retention_days: raw.run_records_retention_days,
     })
 }

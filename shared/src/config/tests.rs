@@ -343,3 +343,60 @@ fn delivery_settings_that_do_not_apply_or_make_no_sense_are_errors() {
         "the error lists the delivery settings too: {err}"
     );
 }
+
+#[test]
+fn api_tokens_are_secrets_with_names_and_roles() {
+    let with_api = |api: &str| format!("{VALID}\n[api]\n{api}\n");
+    let config = parse(&with_api(
+        r#"tokens = [
+  { name = "ops", token = "${CRM_TOKEN}-and-more-characters", role = "operator" },
+  { name = "grafana", token = "a-viewer-token-0123456789", role = "viewer" },
+]
+protect_metrics = true"#,
+    ))
+    .unwrap();
+    let api = config.api.as_ref().expect("[api]");
+    assert!(api.protect_metrics);
+    assert_eq!(
+        api.tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.role))
+            .collect::<Vec<_>>(),
+        [("ops", Role::Operator), ("grafana", Role::Viewer)]
+    );
+    assert_eq!(api.tokens[0].token.expose(), "tok-123-and-more-characters");
+    assert!(
+        !format!("{config:?}").contains("tok-123"),
+        "tokens redacted"
+    );
+    assert!(
+        parse(VALID).unwrap().api.is_none(),
+        "no [api]: the API is off"
+    );
+
+    let cases = [
+        (
+            r#"tokens = [{ name = "ops", token = "short", role = "operator" }]"#,
+            "api.tokens[0].token: is shorter than 16 characters",
+        ),
+        (
+            r#"tokens = [
+  { name = "ops", token = "a-long-enough-token-1", role = "operator" },
+  { name = "ops", token = "a-long-enough-token-2", role = "viewer" },
+]"#,
+            "api.tokens[1].name: `ops` names two tokens",
+        ),
+        (
+            r#"tokens = [{ name = "ops", token = "${NOT_SET_ANYWHERE}", role = "operator" }]"#,
+            "environment variable `NOT_SET_ANYWHERE` is not set",
+        ),
+        (
+            r#"tokens = [{ name = "ops", token = "a-long-enough-token-1", role = "admin" }]"#,
+            "unknown variant `admin`",
+        ),
+    ];
+    for (api, expected) in cases {
+        let err = parse(&with_api(api)).unwrap_err().to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+}

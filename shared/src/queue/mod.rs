@@ -147,7 +147,7 @@ pub async fn epoch(
 }
 
 /// Queue depth as an operator (or an autoscaler) sees it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct QueueDepth {
     pub pending: u64,
     pub scheduled: u64,

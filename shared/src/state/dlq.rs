@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::error::StateError;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DlqEntry {
     pub id: i64,
     pub sync_name: String,
@@ -22,6 +22,7 @@ pub struct DlqEntry {
     pub snapshot_run_id: i64,
     pub first_run_id: i64,
     pub last_run_id: i64,
+    #[schema(value_type = Option<Object>)]
     pub payload: Option<serde_json::Value>,
     pub reason: String,
     pub attempts: i32,
@@ -36,27 +37,81 @@ const DLQ_COLUMNS: &str = "id, sync_name, destination, stage, kind, record_key, 
     first_run_id, last_run_id, payload, reason, attempts, status, resolution, first_failed_at, \
     last_failed_at, resolved_at";
 
-/// Filters for `ebb dlq list`.
+/// Filters for `ebb dlq list` and the API's DLQ listing.
 #[derive(Debug, Clone, Default)]
 pub struct DlqFilter<'a> {
     pub sync: Option<&'a str>,
+    /// Only entries in this status (`open`, `resolved`, `discarded`,
+    /// `superseded`); open ones unless `include_closed`.
+    pub status: Option<&'a str>,
     /// Also show resolved, discarded and superseded entries.
     pub include_closed: bool,
+    /// Only entries whose reason contains this (case-insensitive).
+    pub reason: Option<&'a str>,
+    /// Only entries with a larger id (the page after a cursor).
+    pub after_id: Option<i64>,
     pub limit: i64,
 }
 
 pub async fn list(pool: &PgPool, filter: &DlqFilter<'_>) -> Result<Vec<DlqEntry>, StateError> {
     sqlx::query_as::<_, DlqEntry>(sqlx::AssertSqlSafe(format!(
         "SELECT {DLQ_COLUMNS} FROM ebb_dlq \
-         WHERE ($1::text IS NULL OR sync_name = $1) AND ($2 OR status = 'open') \
-         ORDER BY id LIMIT $3"
+         WHERE ($1::text IS NULL OR sync_name = $1) \
+           AND (CASE WHEN $2::text IS NOT NULL THEN status = $2 ELSE ($3 OR status = 'open') END) \
+           AND ($4::text IS NULL OR strpos(lower(reason), lower($4)) > 0) \
+           AND ($5::bigint IS NULL OR id > $5) \
+         ORDER BY id LIMIT $6"
     )))
     .bind(filter.sync)
+    .bind(filter.status)
     .bind(filter.include_closed)
+    .bind(filter.reason)
+    .bind(filter.after_id)
     .bind(filter.limit)
     .fetch_all(pool)
     .await
     .map_err(StateError::query("listing the DLQ"))
+}
+
+/// How an operator closes open entries without sending them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// Not to be delivered (`discarded`).
+    Dismiss,
+    /// Dealt with another way, e.g. fixed in the destination by hand
+    /// (`resolved`).
+    Resolve,
+}
+
+/// Closes the open entries among `ids` (or, with `sync`, every open entry
+/// of that sync) with who did it and why. Returns the ids closed.
+pub async fn close(
+    pool: &PgPool,
+    ids: &[i64],
+    sync: Option<&str>,
+    closing: Closing,
+    by: &str,
+    note: Option<&str>,
+) -> Result<Vec<i64>, StateError> {
+    let (status, verb) = match closing {
+        Closing::Dismiss => ("discarded", "dismissed"),
+        Closing::Resolve => ("resolved", "resolved"),
+    };
+    let resolution = match note {
+        Some(note) if !note.trim().is_empty() => format!("{verb} by {by}: {}", note.trim()),
+        _ => format!("{verb} by {by}"),
+    };
+    sqlx::query_scalar::<_, i64>(
+        "UPDATE ebb_dlq SET status = $3, resolved_at = now(), resolution = $4 \
+         WHERE status = 'open' AND (id = ANY($1) OR ($2::text IS NOT NULL AND sync_name = $2)) RETURNING id",
+    )
+    .bind(ids)
+    .bind(sync)
+    .bind(status)
+    .bind(resolution)
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("closing DLQ entries"))
 }
 
 pub async fn count_open(pool: &PgPool, sync: Option<&str>) -> Result<i64, StateError> {
@@ -77,24 +132,6 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<Option<DlqEntry>, StateError>
     .fetch_optional(pool)
     .await
     .map_err(StateError::query("reading a DLQ entry"))
-}
-
-/// Marks open entries as discarded: an operator decided not to deliver them.
-/// Returns the ids actually discarded.
-pub async fn discard(
-    pool: &PgPool,
-    ids: &[i64],
-    sync: Option<&str>,
-) -> Result<Vec<i64>, StateError> {
-    sqlx::query_scalar::<_, i64>(
-        "UPDATE ebb_dlq SET status = 'discarded', resolved_at = now(), resolution = 'discarded by operator' \
-         WHERE status = 'open' AND (id = ANY($1) OR ($2::text IS NOT NULL AND sync_name = $2)) RETURNING id",
-    )
-    .bind(ids)
-    .bind(sync)
-    .fetch_all(pool)
-    .await
-    .map_err(StateError::query("discarding DLQ entries"))
 }
 
 /// A record a batch could not deliver, for [`dead_letter`].

@@ -33,7 +33,7 @@ impl EventKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RunEvent {
     pub at: DateTime<Utc>,
     pub kind: String,

@@ -11,7 +11,10 @@
 //! - [`intents`] (`ebb_intents`): creates whose outcome is not known yet;
 //! - [`dlq`] (`ebb_dlq`): the dead-letter queue;
 //! - [`events`] (`ebb_run_events`): what happened to a run beside its
-//!   records.
+//!   records;
+//! - [`syncs`] (`ebb_sync_settings`): schedules paused by operators;
+//! - [`idempotency`] (`ebb_api_idempotency`): run triggers retried with the
+//!   same `Idempotency-Key`.
 //!
 //! The planner's diff (`planner/src/plan/diff.rs`) is the one place that
 //! reads these tables through its own temporary snapshot table.
@@ -19,10 +22,12 @@
 pub mod batches;
 pub mod dlq;
 pub mod events;
+pub mod idempotency;
 pub mod intents;
 pub mod ledger;
 pub mod records;
 pub mod runs;
+pub mod syncs;
 
 pub use batches::BatchState;
 pub use records::{Op, Outcome};

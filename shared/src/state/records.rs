@@ -1,6 +1,8 @@
 //! `ebb_run_records`: each record version a run sends, with its batch and,
 //! once settled, its outcome. Written by the planner (a sync's diff, a DLQ
-//! replay), read and settled by the workers, purged when the run ends.
+//! replay), read and settled by the workers; its payload is dropped when
+//! the run ends, and the rest after the retention period, so a run's
+//! per-record outcomes can be read meanwhile.
 
 use sqlx::{PgConnection, PgPool};
 
@@ -32,7 +34,10 @@ impl Op {
 }
 
 /// How a record of a run ended (`ebb_run_records.outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// The destination acknowledged it; the ledger holds it.
     Delivered,
@@ -162,16 +167,101 @@ pub async fn replay_from_dlq(
     Ok(written.rows_affected() as i64)
 }
 
-/// Frees the per-run record copies once a run has ended; the ledger and the
-/// DLQ keep what outlives the run.
-pub async fn purge(pool: &PgPool, run_id: i64) -> Result<u64, StateError> {
-    let done = sqlx::query(
-        "DELETE FROM ebb_run_records rr USING ebb_runs r \
-         WHERE rr.run_id = $1 AND r.id = rr.run_id AND r.state IN ('succeeded', 'failed')",
+/// Drops the payloads of a run's records once it has ended, keeping each
+/// record's key, op and outcome for the run's history (the ledger and the
+/// DLQ keep what outlives the run). `false` when the run has not ended.
+pub async fn release_payloads(pool: &PgPool, run_id: i64) -> Result<bool, StateError> {
+    let ended: Option<bool> = sqlx::query_scalar(
+        "SELECT state IN ('succeeded', 'failed', 'cancelled') FROM ebb_runs WHERE id = $1",
+    )
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(StateError::query("reading whether a run ended"))?;
+    if ended != Some(true) {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE ebb_run_records SET payload = NULL WHERE run_id = $1 AND payload IS NOT NULL",
     )
     .bind(run_id)
     .execute(pool)
     .await
-    .map_err(StateError::query("purging run records"))?;
-    Ok(done.rows_affected())
+    .map_err(StateError::query("releasing a run's payloads"))?;
+    Ok(true)
+}
+
+/// Deletes the records of runs that ended more than `days` days ago; their
+/// totals stay on the run. Returns how many runs lost their records.
+pub async fn delete_older_than(pool: &PgPool, days: u32) -> Result<u64, StateError> {
+    let runs: Vec<i64> = sqlx::query_scalar(
+        "UPDATE ebb_runs SET records_purged = true \
+         WHERE NOT records_purged AND state IN ('succeeded', 'failed', 'cancelled') \
+           AND finished_at < now() - make_interval(days => $1) RETURNING id",
+    )
+    .bind(days as i32)
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("choosing runs past their retention"))?;
+    if runs.is_empty() {
+        return Ok(0);
+    }
+    sqlx::query("DELETE FROM ebb_run_records WHERE run_id = ANY($1)")
+        .bind(&runs)
+        .execute(pool)
+        .await
+        .map_err(StateError::query("deleting records past their retention"))?;
+    Ok(runs.len() as u64)
+}
+
+/// One record of a run, as the run's history shows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct RunRecord {
+    pub record_key: String,
+    /// `upsert` or `delete`.
+    pub op: String,
+    pub batch_no: i32,
+    /// `delivered`, `rejected`, `failed` or `superseded`; none while the
+    /// record is not settled (or its run was cancelled before sending it).
+    pub outcome: Option<String>,
+    /// Why it was rejected or failed, from its DLQ entry.
+    pub reason: Option<String>,
+}
+
+/// Which records of a run to list, in key order.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFilter<'a> {
+    /// This key only.
+    pub key: Option<&'a str>,
+    pub outcome: Option<Outcome>,
+    /// Only keys after this one (the page after a cursor).
+    pub after_key: Option<&'a str>,
+    pub limit: i64,
+}
+
+/// A run's records, with the reasons of those that were dead-lettered.
+pub async fn of_run(
+    pool: &PgPool,
+    run_id: i64,
+    filter: &RecordFilter<'_>,
+) -> Result<Vec<RunRecord>, StateError> {
+    sqlx::query_as(
+        "SELECT rr.record_key, rr.op, rr.batch_no, rr.outcome, \
+                (SELECT d.reason FROM ebb_dlq d JOIN ebb_runs r ON r.id = rr.run_id \
+                 WHERE d.sync_name = r.sync_name AND d.record_key = rr.record_key \
+                   AND d.last_run_id = rr.run_id AND d.stage = 'destination' \
+                 ORDER BY d.id DESC LIMIT 1) AS reason \
+         FROM ebb_run_records rr \
+         WHERE rr.run_id = $1 AND ($2::text IS NULL OR rr.record_key = $2) \
+           AND ($3::text IS NULL OR rr.outcome = $3) AND ($4::text IS NULL OR rr.record_key > $4) \
+         ORDER BY rr.record_key LIMIT $5",
+    )
+    .bind(run_id)
+    .bind(filter.key)
+    .bind(filter.outcome.map(Outcome::as_str))
+    .bind(filter.after_key)
+    .bind(filter.limit)
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("listing a run's records"))
 }

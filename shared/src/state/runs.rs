@@ -2,6 +2,7 @@
 //! sync lock, planned, counted as their batches settle, and finished when
 //! the last one does; and the queries behind `ebb runs` and `/metrics`.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -12,7 +13,7 @@ use crate::error::StateError;
 use crate::state::events::RunEvent;
 
 /// A run's state (`ebb_runs.state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// Streaming and diffing the model; nothing is on the queue yet.
@@ -23,6 +24,9 @@ pub enum RunState {
     Succeeded,
     /// Planning failed, or some records could not be delivered.
     Failed,
+    /// An operator cancelled it: its unsent batches are not sent; what was
+    /// sent stays in the ledger.
+    Cancelled,
 }
 
 impl RunState {
@@ -32,11 +36,15 @@ impl RunState {
             RunState::Running => "running",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
         }
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(self, RunState::Succeeded | RunState::Failed)
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled
+        )
     }
 }
 
@@ -49,6 +57,7 @@ impl TryFrom<String> for RunState {
             "running" => Ok(RunState::Running),
             "succeeded" => Ok(RunState::Succeeded),
             "failed" => Ok(RunState::Failed),
+            "cancelled" => Ok(RunState::Cancelled),
             other => Err(format!("`{other}` is not a run state")),
         }
     }
@@ -56,11 +65,11 @@ impl TryFrom<String> for RunState {
 
 impl fmt::Display for RunState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Run {
     pub id: i64,
     pub sync_name: String,
@@ -98,6 +107,9 @@ pub struct Run {
     pub redeliveries: i64,
     /// Batches quarantined as poison (see `[worker].max_deliveries`).
     pub quarantined_batches: i64,
+    /// Its per-record outcomes were deleted after
+    /// `[state].run_records_retention_days`; its totals remain.
+    pub records_purged: bool,
     pub error: Option<String>,
     /// The Redis dataset its tasks were pushed into (see `queue::epoch`).
     pub queue_epoch: Option<String>,
@@ -132,7 +144,7 @@ const RUN_COLUMNS: &str = "id, sync_name, destination, kind, trigger, mode, full
     (SELECT COALESCE(sum(b.deliveries - 1), 0)::bigint FROM ebb_batches b \
      WHERE b.run_id = ebb_runs.id AND b.deliveries > 1) AS redeliveries, \
     (SELECT count(*) FROM ebb_batches b WHERE b.run_id = ebb_runs.id AND b.quarantined) AS quarantined_batches, \
-    error, queue_epoch, created_at, planned_at, enqueued_at, progress_at, finished_at";
+    records_purged, error, queue_epoch, created_at, planned_at, enqueued_at, progress_at, finished_at";
 
 /// What starts a run.
 #[derive(Debug, Clone)]
@@ -236,16 +248,80 @@ pub async fn get(pool: &PgPool, run_id: i64) -> Result<Run, StateError> {
 
 /// The newest runs, with their events.
 pub async fn list(pool: &PgPool, sync: Option<&str>, limit: i64) -> Result<Vec<Run>, StateError> {
+    query(
+        pool,
+        &RunFilter {
+            sync,
+            limit,
+            ..RunFilter::default()
+        },
+    )
+    .await
+}
+
+/// Which runs to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter<'a> {
+    pub sync: Option<&'a str>,
+    pub state: Option<RunState>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+    /// Only runs with a smaller id (the page after a cursor).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// The runs `filter` selects, newest first, with their events.
+pub async fn query(pool: &PgPool, filter: &RunFilter<'_>) -> Result<Vec<Run>, StateError> {
     let mut runs = sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(format!(
-        "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE ($1::text IS NULL OR sync_name = $1) ORDER BY id DESC LIMIT $2"
+        "SELECT {RUN_COLUMNS} FROM ebb_runs \
+         WHERE ($1::text IS NULL OR sync_name = $1) AND ($2::text IS NULL OR state = $2) \
+           AND ($3::timestamptz IS NULL OR created_at >= $3) AND ($4::timestamptz IS NULL OR created_at < $4) \
+           AND ($5::bigint IS NULL OR id < $5) \
+         ORDER BY id DESC LIMIT $6"
     )))
-    .bind(sync)
-    .bind(limit)
+    .bind(filter.sync)
+    .bind(filter.state.map(RunState::as_str))
+    .bind(filter.since)
+    .bind(filter.until)
+    .bind(filter.before_id)
+    .bind(filter.limit)
     .fetch_all(pool)
     .await
     .map_err(StateError::query("listing runs"))?;
     with_events(pool, &mut runs).await?;
     Ok(runs)
+}
+
+/// Each sync's newest run and newest succeeded run, by sync name.
+pub async fn latest_by_sync(
+    pool: &PgPool,
+) -> Result<HashMap<String, (Option<Run>, Option<Run>)>, StateError> {
+    let newest = sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE id IN (SELECT max(id) FROM ebb_runs GROUP BY sync_name)"
+    )))
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("reading each sync's last run"))?;
+    let succeeded = sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE id IN \
+             (SELECT max(id) FROM ebb_runs WHERE state = 'succeeded' GROUP BY sync_name)"
+    )))
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("reading each sync's last successful run"))?;
+    let mut by_sync: HashMap<String, (Option<Run>, Option<Run>)> = HashMap::new();
+    for run in newest {
+        let sync = run.sync_name.clone();
+        by_sync.entry(sync).or_default().0 = Some(run);
+    }
+    for run in succeeded {
+        let sync = run.sync_name.clone();
+        by_sync.entry(sync).or_default().1 = Some(run);
+    }
+    Ok(by_sync)
 }
 
 /// Fills each run's `events`.
@@ -312,18 +388,19 @@ pub struct PlannedTotals {
 }
 
 /// Records the plan's totals and moves the run to `running`, or straight to
-/// `succeeded` when there is nothing to send.
+/// `succeeded` when there is nothing to send. `false` when the run is no
+/// longer planning (an operator cancelled it meanwhile).
 pub async fn mark_planned(
     tx: &mut PgConnection,
     run_id: i64,
     totals: &PlannedTotals,
-) -> Result<(), StateError> {
-    sqlx::query(
+) -> Result<bool, StateError> {
+    let marked = sqlx::query(
         "UPDATE ebb_runs SET planned_added = $2, planned_changed = $3, planned_removed = $4, unchanged = $5, \
              skipped_by_mode = $6, rejected_at_plan = $7, to_send = $8, batches_total = $9, planned_at = clock_timestamp(), \
              state = CASE WHEN $9 = 0 THEN 'succeeded' ELSE 'running' END, \
              finished_at = CASE WHEN $9 = 0 THEN clock_timestamp() END \
-         WHERE id = $1",
+         WHERE id = $1 AND state = 'planning'",
     )
     .bind(run_id)
     .bind(totals.added)
@@ -337,7 +414,7 @@ pub async fn mark_planned(
     .execute(&mut *tx)
     .await
     .map_err(StateError::query("recording the plan"))?;
-    Ok(())
+    Ok(marked.rows_affected() == 1)
 }
 
 /// Records how many older DLQ entries a replay closed instead of sending.
@@ -398,22 +475,42 @@ pub async fn add_settled_batch(
 }
 
 /// Ends a run whose batches are all settled: `failed` when any record
-/// failed, `succeeded` otherwise.
-pub async fn finish(tx: &mut PgConnection, run_id: i64) -> Result<RunState, StateError> {
-    let state: String = sqlx::query_scalar(
+/// failed, `succeeded` otherwise. A run that ended otherwise meanwhile (an
+/// operator cancelled it) keeps its state; `None` then.
+pub async fn finish(tx: &mut PgConnection, run_id: i64) -> Result<Option<RunState>, StateError> {
+    let state: Option<String> = sqlx::query_scalar(
         "UPDATE ebb_runs SET finished_at = clock_timestamp(), \
              state = CASE WHEN failed > 0 THEN 'failed' ELSE 'succeeded' END, \
              error = CASE WHEN failed > 0 THEN failed || ' record(s) could not be delivered (see `ebb dlq list`)' END \
-         WHERE id = $1 RETURNING state",
+         WHERE id = $1 AND state = 'running' RETURNING state",
     )
     .bind(run_id)
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(StateError::query("finishing the run"))?;
-    RunState::try_from(state).map_err(|e| StateError::Corrupt {
-        context: "finishing the run",
-        message: e,
-    })
+    state
+        .map(|state| {
+            RunState::try_from(state).map_err(|e| StateError::Corrupt {
+                context: "finishing the run",
+                message: e,
+            })
+        })
+        .transpose()
+}
+
+/// Cancels a planning or running run; `false` when it had already ended.
+pub async fn cancel(pool: &PgPool, run_id: i64, by: &str) -> Result<bool, StateError> {
+    let cancelled = sqlx::query(
+        "UPDATE ebb_runs SET state = 'cancelled', finished_at = now(), \
+             error = 'cancelled by ' || $2 || '; its unsent batches were not sent' \
+         WHERE id = $1 AND state IN ('planning', 'running')",
+    )
+    .bind(run_id)
+    .bind(by)
+    .execute(pool)
+    .await
+    .map_err(StateError::query("cancelling a run"))?;
+    Ok(cancelled.rows_affected() == 1)
 }
 
 /// `(sync, active runs, open DLQ entries)` for every sync with either.

@@ -325,6 +325,7 @@ pub(crate) mod tests {
             database_url: Secret::new("postgres://unused"),
             redis_url: Secret::new("redis://127.0.0.1:6379"),
             queue_prefix: format!("ebbunit-{}", uuid::Uuid::now_v7().simple()),
+            run_records_retention_days: 14,
         };
         let conn = crate::queue::connect(&state)
             .await

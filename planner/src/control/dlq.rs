@@ -1,0 +1,80 @@
+//! Replaying and closing DLQ entries, chosen by id or by sync.
+
+use std::collections::BTreeMap;
+
+use ebb_shared::state::dlq;
+use sqlx::PgPool;
+
+use crate::error::PlannerError;
+
+/// Which entries an operator means.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub ids: Vec<i64>,
+    /// Every open entry of this sync.
+    pub sync: Option<String>,
+}
+
+/// The selected entries grouped by sync, for one replay run each (`None`:
+/// every open entry of the sync). Planning-stage entries cannot be
+/// replayed: their fix is in the model, and the next run re-checks them.
+pub async fn replay_targets(
+    pool: &PgPool,
+    selection: &Selection,
+) -> Result<Vec<(String, Option<Vec<i64>>)>, PlannerError> {
+    if let Some(sync) = &selection.sync {
+        return Ok(vec![(sync.clone(), None)]);
+    }
+    let mut by_sync: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for &id in &selection.ids {
+        let entry = dlq::get(pool, id).await?.ok_or_else(|| {
+            PlannerError::NotFound(format!(
+                "DLQ entry #{id} does not exist; see `ebb dlq list`"
+            ))
+        })?;
+        if entry.status != "open" {
+            return Err(PlannerError::Conflict(format!(
+                "DLQ entry #{id} is {}, not open; nothing to replay",
+                entry.status
+            )));
+        }
+        if entry.stage == "plan" {
+            return Err(PlannerError::Conflict(format!(
+                "DLQ entry #{id} was rejected by the planner ({}); fix the model and run the sync again",
+                entry.reason
+            )));
+        }
+        by_sync.entry(entry.sync_name).or_default().push(id);
+    }
+    if by_sync.is_empty() {
+        return Err(PlannerError::Usage(
+            "choose entries to replay: their ids, or a sync".into(),
+        ));
+    }
+    Ok(by_sync.into_iter().map(|(s, ids)| (s, Some(ids))).collect())
+}
+
+/// Closes the selected open entries without sending them; returns the ids
+/// closed.
+pub async fn close(
+    pool: &PgPool,
+    selection: &Selection,
+    closing: dlq::Closing,
+    by: &str,
+    note: Option<&str>,
+) -> Result<Vec<i64>, PlannerError> {
+    if selection.ids.is_empty() && selection.sync.is_none() {
+        return Err(PlannerError::Usage(
+            "choose entries to close: their ids, or a sync".into(),
+        ));
+    }
+    Ok(dlq::close(
+        pool,
+        &selection.ids,
+        selection.sync.as_deref(),
+        closing,
+        by,
+        note,
+    )
+    .await?)
+}
