@@ -18,6 +18,7 @@ mod paging;
 pub mod problem;
 mod runs;
 mod syncs;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ pub struct ApiState {
         (name = "runs", description = "Run history, a run's records, cancelling a run"),
         (name = "dlq", description = "Dead-lettered records: inspect, replay, dismiss, resolve"),
         (name = "destinations", description = "Each destination's limits and queue"),
+        (name = "webhooks", description = "Events from other systems that start syncs; signed by their sender instead of a bearer token"),
     )
 )]
 struct ApiDoc;
@@ -98,9 +100,17 @@ pub fn router(ctx: Arc<Context>, auth: Arc<Auth>) -> Router {
         .routes(routes!(dlq::dismiss_dlq))
         .routes(routes!(dlq::resolve_dlq))
         .routes(routes!(destinations::list_destinations));
-    let (routes, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();
+    // Signed by the sender, so outside the bearer-token layer.
+    let (webhooks, webhook_doc) = OpenApiRouter::new()
+        .nest(
+            "/api/v1",
+            OpenApiRouter::new().routes(routes!(webhooks::dbt_webhook)),
+        )
+        .split_for_parts();
+    doc.merge(webhook_doc);
     let doc = Arc::new(doc);
     routes
         .route(
@@ -125,5 +135,6 @@ pub fn router(ctx: Arc<Context>, auth: Arc<Auth>) -> Router {
             auth,
             auth::authenticate,
         ))
+        .merge(webhooks)
         .with_state(state)
 }

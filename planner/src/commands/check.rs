@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use ebb_shared::config::{Config, FieldMapping, SyncConfig};
+use ebb_shared::config::{Config, DbtModel, FieldMapping, SyncConfig, read_manifest, stale_models};
 use ebb_shared::destinations::util::api;
 use ebb_shared::sources::{Column, Source, effective_mapping};
 
 /// Returns the number of problems found (each already printed).
 pub async fn check(config: &Config, connect: bool) -> usize {
+    warn_stale_dbt_manifest(config);
     let mut problems = 0;
     let mut sources: BTreeMap<&str, Option<Box<dyn Source>>> = BTreeMap::new();
     for sync in config.syncs.values() {
@@ -125,5 +126,30 @@ async fn check_destination(
             );
             1
         }
+    }
+}
+
+/// A dbt manifest older than the models it describes: Ebb would read what
+/// dbt built before those changes. A warning, not a problem: the models
+/// may simply not have been rebuilt yet.
+fn warn_stale_dbt_manifest(config: &Config) {
+    let Some(dbt) = &config.dbt else {
+        return;
+    };
+    let Ok(models) = read_manifest(&dbt.manifest) else {
+        return;
+    };
+    let used: Vec<&DbtModel> = config
+        .syncs
+        .values()
+        .filter_map(|s| s.model.dbt_model())
+        .filter_map(|name| models.get(name).and_then(|m| m.first()))
+        .collect();
+    for file in stale_models(&dbt.manifest, &used) {
+        eprintln!(
+            "warning: {} changed after the dbt manifest {} was written; run `dbt compile` (or your dbt job) so Ebb reads the current model",
+            file.display(),
+            dbt.manifest.display()
+        );
     }
 }

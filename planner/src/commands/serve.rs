@@ -88,6 +88,7 @@ pub async fn serve(
     }
     let watchdog = tokio::spawn(watchdog_loop(ctx.clone()));
     let janitor = tokio::spawn(janitor_loop(ctx.clone()));
+    let dependencies = tokio::spawn(dependency_loop(ctx.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
     for s in schedulers {
@@ -95,6 +96,7 @@ pub async fn serve(
     }
     watchdog.abort();
     janitor.abort();
+    dependencies.abort();
     server.abort();
     Ok(())
 }
@@ -198,6 +200,48 @@ async fn watchdog_loop(ctx: Arc<Context>) {
         tokio::time::sleep(WATCHDOG_EVERY).await;
         if let Err(e) = watchdog.check_all(&ctx.pool).await {
             tracing::warn!(error = %e, "watchdog check failed; will retry");
+        }
+    }
+}
+
+/// How often serve looks for syncs whose upstreams (`after`) succeeded.
+const DEPENDENCIES_EVERY: Duration = Duration::from_secs(2);
+
+async fn dependency_loop(ctx: Arc<Context>) {
+    if ctx.config.syncs.values().all(|s| s.after.is_empty()) {
+        return;
+    }
+    loop {
+        tokio::time::sleep(DEPENDENCIES_EVERY).await;
+        let due = match crate::control::dependencies::due(&ctx.config, &ctx.pool).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the syncs that run after others; will retry");
+                continue;
+            }
+        };
+        for due in due {
+            let Some(sync) = ctx.config.syncs.get(&due.sync).cloned() else {
+                continue;
+            };
+            match ebb_shared::state::syncs::is_paused(&ctx.pool, &sync.name).await {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(e) => {
+                    tracing::warn!(sync = %sync.name, error = %e, "cannot read whether the sync is paused");
+                    continue;
+                }
+            }
+            let trigger = format!("after:{}", due.after);
+            match trigger::start_in_background(&ctx, &sync, false, &trigger, None).await {
+                Ok(started) => {
+                    tracing::info!(sync = %sync.name, run_id = started.run.id, %trigger, "run started after an upstream sync succeeded")
+                }
+                Err(PlannerError::State(StateError::RunActive { .. })) => {}
+                Err(e) => {
+                    tracing::error!(sync = %sync.name, error = %e, "run after an upstream sync failed")
+                }
+            }
         }
     }
 }

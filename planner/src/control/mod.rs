@@ -4,6 +4,7 @@
 //! closing DLQ entries. Cancelling a run is one statement
 //! (`ebb_shared::state::runs::cancel`).
 
+pub mod dependencies;
 pub mod dlq;
 pub mod syncs;
 pub mod trigger;

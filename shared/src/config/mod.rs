@@ -8,6 +8,7 @@
 //! `destinations::registry`).
 
 mod api;
+mod dbt;
 mod delivery;
 mod error;
 mod interpolate;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use api::{ApiConfig, ApiToken, MIN_TOKEN_CHARS, Role};
+pub use dbt::{DbtConfig, DbtModel, read_manifest, stale_models};
 pub use delivery::{
     BatchCap, DELIVERY_FIELDS, DeliveryDefaults, DeliverySettings, Limits, MAX_BATCH_SIZE,
     RateLimit,
@@ -51,6 +53,8 @@ pub struct Config {
     pub worker: WorkerSettings,
     /// `[api]`: who may call `ebb serve`'s API. Without it, the API is off.
     pub api: Option<ApiConfig>,
+    /// `[dbt]`: the dbt project models are read from, and its jobs.
+    pub dbt: Option<DbtConfig>,
     pub sources: BTreeMap<String, Arc<dyn SourceConfig>>,
     pub destinations: BTreeMap<String, Arc<dyn DestinationConfig>>,
     pub syncs: BTreeMap<String, SyncConfig>,
@@ -64,6 +68,8 @@ struct RawConfig {
     worker: Option<Spanned<WorkerSettings>>,
     #[serde(default)]
     api: Option<Spanned<api::RawApi>>,
+    #[serde(default)]
+    dbt: Option<Spanned<dbt::RawDbt>>,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<toml::Table>>,
     #[serde(default)]
@@ -129,10 +135,26 @@ impl Config {
             );
             destinations.insert(name.clone(), destinations::registry::parse(&table)?);
         }
+        let dbt = raw
+            .dbt
+            .map(|dbt| dbt::resolve_dbt(&src, &base_dir, dbt, lookup))
+            .transpose()?;
+        let dbt_models = dbt.as_ref().map(|dbt| sync::DbtModels {
+            manifest: &dbt.manifest,
+            models: dbt::read_manifest(&dbt.manifest),
+        });
+        check_after(&src, &raw.syncs)?;
         let mut syncs = BTreeMap::new();
         for (name, raw_sync) in raw.syncs {
-            let sync =
-                sync::resolve_sync(&src, &base_dir, &name, raw_sync, &sources, &destinations)?;
+            let sync = sync::resolve_sync(
+                &src,
+                &base_dir,
+                &name,
+                raw_sync,
+                &sources,
+                &destinations,
+                dbt_models.as_ref(),
+            )?;
             syncs.insert(name, sync);
         }
         if syncs.is_empty() {
@@ -147,6 +169,7 @@ impl Config {
             state,
             worker,
             api,
+            dbt,
             sources,
             destinations,
             syncs,
@@ -172,6 +195,84 @@ impl Config {
     pub fn source(&self, name: &str) -> Option<&dyn SourceConfig> {
         self.sources.get(name).map(Arc::as_ref)
     }
+}
+
+/// Checks `after = [...]`: every name is a sync, and they form no cycle
+/// (the cycle is named).
+fn check_after(
+    src: &SourceText<'_>,
+    syncs: &BTreeMap<String, Spanned<sync::RawSync>>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in syncs {
+        for upstream in &raw.get_ref().after {
+            let upstream_name = upstream.get_ref();
+            if upstream_name == name {
+                return Err(src.invalid(
+                    Some(upstream.span().start),
+                    format!("syncs.{name}.after"),
+                    "a sync cannot run after itself",
+                ));
+            }
+            if !syncs.contains_key(upstream_name) {
+                return Err(src.invalid(
+                    Some(upstream.span().start),
+                    format!("syncs.{name}.after"),
+                    format!(
+                        "unknown sync `{upstream_name}`; defined syncs are: {}",
+                        syncs.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    // Depth-first, in name order: a sync met again while on the path closes
+    // a cycle.
+    fn visit<'a>(
+        name: &'a str,
+        syncs: &'a BTreeMap<String, Spanned<sync::RawSync>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) -> Option<(Vec<&'a str>, usize)> {
+        if done.contains(name) {
+            return None;
+        }
+        if let Some(start) = path.iter().position(|p| *p == name) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(name);
+            let at = syncs
+                .get(path[path.len() - 1])
+                .and_then(|raw| raw.get_ref().after.iter().find(|a| a.get_ref() == name))
+                .map_or(0, |a| a.span().start);
+            return Some((cycle, at));
+        }
+        path.push(name);
+        if let Some(raw) = syncs.get(name) {
+            for upstream in &raw.get_ref().after {
+                if let Some(found) = visit(upstream.get_ref(), syncs, path, done) {
+                    return Some(found);
+                }
+            }
+        }
+        path.pop();
+        done.insert(name);
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for name in syncs.keys() {
+        if let Some((cycle, at)) = visit(name, syncs, &mut Vec::new(), &mut done) {
+            // `after` points upstream; the cycle reads in run order.
+            let order: Vec<&str> = cycle.iter().rev().copied().collect();
+            return Err(src.invalid(
+                Some(at),
+                format!("syncs.{}.after", cycle[cycle.len() - 2]),
+                format!(
+                    "`after` makes a cycle: {}; no sync of it could ever start",
+                    order.join(" → ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Lets a connector's typed config be read back as its own type (in tests,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::ConfigError;
+use super::dbt::DbtModel;
 use super::table::SourceText;
 use crate::destinations::DestinationConfig;
 use crate::sources::SourceConfig;
@@ -17,7 +18,7 @@ use crate::sources::SourceConfig;
 pub(crate) struct RawSync {
     source: Spanned<String>,
     #[serde(default)]
-    model: Option<Spanned<String>>,
+    model: Option<Spanned<RawModel>>,
     #[serde(default)]
     model_file: Option<Spanned<String>>,
     primary_key: Spanned<String>,
@@ -32,6 +33,29 @@ pub(crate) struct RawSync {
     max_record_bytes: Option<Spanned<usize>>,
     #[serde(default)]
     mapping: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub(crate) after: Vec<Spanned<String>>,
+}
+
+/// `model = "SELECT …"` or `model = { dbt = "customers" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawModel {
+    Sql(String),
+    Dbt(RawDbtModel),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDbtModel {
+    dbt: String,
+}
+
+/// The dbt project's models, read once from its manifest, for the syncs
+/// that read `model = { dbt = … }`.
+pub(crate) struct DbtModels<'a> {
+    pub manifest: &'a Path,
+    pub models: Result<BTreeMap<String, Vec<DbtModel>>, String>,
 }
 
 pub(crate) fn resolve_sync(
@@ -41,6 +65,7 @@ pub(crate) fn resolve_sync(
     raw: Spanned<RawSync>,
     sources: &BTreeMap<String, Arc<dyn SourceConfig>>,
     destinations: &BTreeMap<String, Arc<dyn DestinationConfig>>,
+    dbt: Option<&DbtModels<'_>>,
 ) -> Result<SyncConfig, ConfigError> {
     let key = format!("syncs.{name}");
     let header = raw.span().start;
@@ -68,13 +93,20 @@ pub(crate) fn resolve_sync(
         ));
     };
     let model = match (raw.model, raw.model_file) {
-        (Some(sql), None) => Model {
-            sql: sql.get_ref().clone(),
-            origin: ModelOrigin::Inline {
-                config_path: src.path.to_owned(),
-                line: src.line_of(sql.span().start),
-            },
-        },
+        (Some(model), None) => {
+            let at = model.span().start;
+            match model.into_inner() {
+                RawModel::Sql(sql) => Model {
+                    sql,
+                    origin: ModelOrigin::Inline {
+                        config_path: src.path.to_owned(),
+                        line: src.line_of(at),
+                    },
+                },
+                RawModel::Dbt(RawDbtModel { dbt: name }) => dbt_model(dbt, &name)
+                    .map_err(|message| src.invalid(Some(at), format!("{key}.model"), message))?,
+            }
+        }
         (None, Some(file)) => {
             let path = base_dir.join(file.get_ref());
             let sql = std::fs::read_to_string(&path).map_err(|e| {
@@ -100,7 +132,7 @@ pub(crate) fn resolve_sync(
             return Err(src.invalid(
                 Some(header),
                 key,
-                "missing model: set `model = \"SELECT ...\"` or `model_file = \"models/NAME.sql\"`",
+                "missing model: set `model = \"SELECT ...\"`, `model = { dbt = \"NAME\" }` or `model_file = \"models/NAME.sql\"`",
             ));
         }
     };
@@ -170,6 +202,7 @@ pub(crate) fn resolve_sync(
         .check_mapping(raw.destination.get_ref(), &mapping, &primary_key)
         .map_err(|message| src.invalid(Some(header), format!("{key}.mapping"), message))?;
     Ok(SyncConfig {
+        after: raw.after.into_iter().map(Spanned::into_inner).collect(),
         name: name.to_owned(),
         source: raw.source.into_inner(),
         destination: raw.destination.into_inner(),
@@ -182,6 +215,56 @@ pub(crate) fn resolve_sync(
         schedule,
         max_record_bytes,
         mapping,
+    })
+}
+
+/// A sync's model from the dbt manifest.
+fn dbt_model(dbt: Option<&DbtModels<'_>>, name: &str) -> Result<Model, String> {
+    let Some(dbt) = dbt else {
+        return Err(format!(
+            "reads the dbt model `{name}`, but there is no [dbt] section: add `[dbt]` with `manifest = \"<dbt project>/target/manifest.json\"`"
+        ));
+    };
+    let models = dbt.models.as_ref().map_err(Clone::clone)?;
+    let found = match models.get(name).map(Vec::as_slice) {
+        Some([one]) => one,
+        Some(several) => {
+            return Err(format!(
+                "{} dbt models are named `{name}` (in different packages); Ebb cannot tell which to read",
+                several.len()
+            ));
+        }
+        None => {
+            let names: Vec<&str> = models.keys().map(String::as_str).collect();
+            let close: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|m| m.contains(name) || name.contains(m))
+                .take(5)
+                .collect();
+            return Err(format!(
+                "the dbt manifest {} has no model `{name}`{}",
+                dbt.manifest.display(),
+                if close.is_empty() {
+                    format!(" ({} models)", names.len())
+                } else {
+                    format!("; did you mean {}?", close.join(", "))
+                }
+            ));
+        }
+    };
+    let sql = found.sql().ok_or_else(|| {
+        format!(
+            "the dbt model `{name}` has neither a relation nor compiled SQL in {}; run `dbt compile`",
+            dbt.manifest.display()
+        )
+    })?;
+    Ok(Model {
+        sql,
+        origin: ModelOrigin::Dbt {
+            manifest: dbt.manifest.to_owned(),
+            model: name.to_owned(),
+        },
     })
 }
 
@@ -233,6 +316,8 @@ impl SyncMode {
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     pub name: String,
+    /// Syncs whose success starts this one (`after = [...]`).
+    pub after: Vec<String>,
     pub source: String,
     pub destination: String,
     pub model: Model,
@@ -270,8 +355,18 @@ pub struct Model {
 /// Where the model SQL was written, to point SQL errors at the right line.
 #[derive(Debug, Clone)]
 pub enum ModelOrigin {
-    Inline { config_path: PathBuf, line: usize },
-    File { path: PathBuf },
+    Inline {
+        config_path: PathBuf,
+        line: usize,
+    },
+    File {
+        path: PathBuf,
+    },
+    /// `model = { dbt = "…" }`, from the dbt manifest.
+    Dbt {
+        manifest: PathBuf,
+        model: String,
+    },
 }
 
 impl Model {
@@ -304,6 +399,19 @@ impl Model {
                     line_in_sql + 1
                 )
             }
+            ModelOrigin::Dbt { manifest, model } => format!(
+                "dbt model `{model}` ({}; SQL line {}, column {column})",
+                manifest.display(),
+                line_in_sql + 1
+            ),
+        }
+    }
+
+    /// The dbt model this model reads, when it is one.
+    pub fn dbt_model(&self) -> Option<&str> {
+        match &self.origin {
+            ModelOrigin::Dbt { model, .. } => Some(model),
+            _ => None,
         }
     }
 
@@ -312,6 +420,9 @@ impl Model {
             ModelOrigin::File { path } => path.display().to_string(),
             ModelOrigin::Inline { config_path, line } => {
                 format!("{}:{line}", config_path.display())
+            }
+            ModelOrigin::Dbt { manifest, model } => {
+                format!("dbt model `{model}` ({})", manifest.display())
             }
         }
     }

@@ -400,3 +400,100 @@ protect_metrics = true"#,
         assert!(err.contains(expected), "{expected}: {err}");
     }
 }
+
+#[test]
+fn after_names_syncs_and_a_cycle_is_named() {
+    let chain = |a_after: &str| {
+        format!(
+            r#"{VALID}
+[syncs.a]
+source = "warehouse"
+model = "SELECT id, email FROM analytics.customers"
+primary_key = "id"
+destination = "crm_webhook"
+after = [{a_after}]
+
+[syncs.b]
+source = "warehouse"
+model = "SELECT id, email FROM analytics.customers"
+primary_key = "id"
+destination = "crm_webhook"
+after = ["a"]
+
+[syncs.c]
+source = "warehouse"
+model = "SELECT id, email FROM analytics.customers"
+primary_key = "id"
+destination = "crm_webhook"
+after = ["b"]
+"#
+        )
+    };
+    let config = parse(&chain("")).unwrap();
+    assert_eq!(config.sync("c").unwrap().after, ["b"]);
+    let err = parse(&chain("\"c\"")).unwrap_err().to_string();
+    assert!(
+        err.contains("`after` makes a cycle: a → b → c → a") && err.contains("syncs.b.after"),
+        "{err}"
+    );
+    let err = parse(&chain("\"nope\"")).unwrap_err().to_string();
+    assert!(err.contains("syncs.a.after: unknown sync `nope`"), "{err}");
+    let err = parse(&chain("\"a\"")).unwrap_err().to_string();
+    assert!(err.contains("cannot run after itself"), "{err}");
+}
+
+#[test]
+fn a_dbt_model_needs_a_dbt_section_and_a_model_the_manifest_has() {
+    let dir = std::env::temp_dir().join(format!("ebb-dbt-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("target")).unwrap();
+    std::fs::write(
+        dir.join("target/manifest.json"),
+        r#"{"nodes": {
+            "model.shop.customers": {"resource_type": "model", "name": "customers",
+                "relation_name": "\"db\".\"marts\".\"customers\""},
+            "model.shop.stg_orders": {"resource_type": "model", "name": "stg_orders",
+                "relation_name": null, "compiled_code": "select 1 as id"}}}"#,
+    )
+    .unwrap();
+    let text = |model: &str, dbt: &str| {
+        VALID.replace(
+            "model = \"SELECT id, email FROM analytics.customers\"",
+            &format!("model = {model}"),
+        ) + dbt
+    };
+    let dbt = "\n[dbt]\nmanifest = \"target/manifest.json\"\n";
+    let env = crate::config::test_support::env();
+    let parse_at = |text: &str| {
+        Config::parse(&dir.join("ebb.toml"), text, &|k| {
+            env.get(k).map(|v| v.to_string())
+        })
+    };
+    let config = parse_at(&text("{ dbt = \"customers\" }", dbt)).unwrap();
+    let model = &config.sync("customers_to_replica").unwrap().model;
+    assert_eq!(model.sql, "SELECT * FROM \"db\".\"marts\".\"customers\"");
+    assert_eq!(model.dbt_model(), Some("customers"));
+    let ephemeral = parse_at(&text("{ dbt = \"stg_orders\" }", dbt)).unwrap();
+    assert_eq!(
+        ephemeral.sync("customers_to_replica").unwrap().model.sql,
+        "select 1 as id"
+    );
+    let err = parse_at(&text("{ dbt = \"customer\" }", dbt))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has no model `customer`; did you mean customers?"),
+        "{err}"
+    );
+    let err = parse_at(&text("{ dbt = \"customers\" }", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("there is no [dbt] section"), "{err}");
+    let err = parse_at(&text(
+        "{ dbt = \"customers\" }",
+        "\n[dbt]\nmanifest = \"nowhere/manifest.json\"\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("run `dbt compile`"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
