@@ -39,6 +39,10 @@ queue_prefix = "ebbfuzz"
 [api]
 tokens = [{ name = "fuzz", token = "\${EBB_FUZZ_TOKEN}", role = "operator" }]
 
+[dbt]
+manifest = "target/manifest.json"
+webhook_secret = "fuzz-dbt-secret"
+
 [sources.warehouse]
 type = "postgres"
 url = "$pg/ebb_fuzz_warehouse"

@@ -2,6 +2,7 @@
 //! writes the plan to Postgres and enqueues batch tasks; plus the operator
 //! commands of the `ebb` CLI.
 
+pub mod alerts;
 pub mod api;
 pub mod commands;
 pub mod context;

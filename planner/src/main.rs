@@ -103,6 +103,15 @@ enum Command {
     },
     /// Cancel a planning or running run: its unsent batches are not sent.
     Cancel { run: i64 },
+    /// Incidents the configured alerts opened (add --all for resolved ones).
+    Alerts {
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect, replay and discard dead-lettered records.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -354,6 +363,29 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
                     found.state
                 )))
             }
+        }
+        Command::Alerts { all, limit, json } => {
+            let ctx = Context::open(config).await?;
+            let incidents = ebb_shared::state::alerts::incidents(&ctx.pool, all, limit).await?;
+            if json {
+                print_json(&incidents);
+            } else if incidents.is_empty() {
+                println!("no {}incidents", if all { "" } else { "open " });
+            } else {
+                for i in &incidents {
+                    println!(
+                        "#{:<5} {:<12} {:<24} {:<14} {}  {}",
+                        i.id,
+                        i.alert,
+                        i.sync_name,
+                        i.kind.as_str(),
+                        i.resolved_at
+                            .map_or("OPEN".to_owned(), |_| "resolved".to_owned()),
+                        i.detail
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(cmd) => dlq_command(config, cmd).await,
         Command::Limits { json } => {

@@ -11,6 +11,7 @@
 //! What an operation does is written once, in `crate::control` and
 //! `ebb_shared::state`, for the API and the CLI alike.
 
+mod alerts;
 pub mod auth;
 mod destinations;
 mod dlq;
@@ -60,6 +61,7 @@ pub struct ApiState {
         (name = "runs", description = "Run history, a run's records, cancelling a run"),
         (name = "dlq", description = "Dead-lettered records: inspect, replay, dismiss, resolve"),
         (name = "destinations", description = "Each destination's limits and queue"),
+        (name = "alerts", description = "Incidents opened and resolved by the configured alerts"),
         (name = "webhooks", description = "Events from other systems that start syncs; signed by their sender instead of a bearer token"),
     )
 )]
@@ -99,7 +101,8 @@ pub fn router(ctx: Arc<Context>, auth: Arc<Auth>) -> Router {
         .routes(routes!(dlq::replay_dlq))
         .routes(routes!(dlq::dismiss_dlq))
         .routes(routes!(dlq::resolve_dlq))
-        .routes(routes!(destinations::list_destinations));
+        .routes(routes!(destinations::list_destinations))
+        .routes(routes!(alerts::list_incidents));
     let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();

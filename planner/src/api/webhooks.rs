@@ -82,6 +82,11 @@ pub async fn dbt_webhook(
     body: Bytes,
 ) -> Result<(StatusCode, Json<DbtWebhookAnswer>), Problem> {
     let config = &api.ctx.config;
+    if !headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return Err(Problem::unauthorized(
+            "dbt Cloud signs its webhooks in the Authorization header; it is missing",
+        ));
+    }
     let Some((dbt, secret)) = config
         .dbt
         .as_ref()

@@ -89,6 +89,7 @@ pub async fn serve(
     let watchdog = tokio::spawn(watchdog_loop(ctx.clone()));
     let janitor = tokio::spawn(janitor_loop(ctx.clone()));
     let dependencies = tokio::spawn(dependency_loop(ctx.clone()));
+    let alerting = tokio::spawn(alert_loop(ctx.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
     for s in schedulers {
@@ -97,6 +98,7 @@ pub async fn serve(
     watchdog.abort();
     janitor.abort();
     dependencies.abort();
+    alerting.abort();
     server.abort();
     Ok(())
 }
@@ -242,6 +244,32 @@ async fn dependency_loop(ctx: Arc<Context>) {
                     tracing::error!(sync = %sync.name, error = %e, "run after an upstream sync failed")
                 }
             }
+        }
+    }
+}
+
+/// How often serve looks at runs for alerts, and sends queued messages.
+const ALERTS_EVERY: Duration = Duration::from_secs(2);
+
+async fn alert_loop(ctx: Arc<Context>) {
+    if ctx.config.alerts.is_empty() {
+        return;
+    }
+    let started = Utc::now();
+    let client = match ebb_shared::destinations::util::api::client() {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the HTTP client for alerts; alerts are off");
+            return;
+        }
+    };
+    loop {
+        tokio::time::sleep(ALERTS_EVERY).await;
+        if let Err(e) = crate::alerts::evaluate(&ctx.config, &ctx.pool, started).await {
+            tracing::warn!(error = %e, "cannot evaluate alerts; will retry");
+        }
+        if let Err(e) = crate::alerts::deliver_due(&ctx.config, &ctx.pool, &client).await {
+            tracing::warn!(error = %e, "cannot send alert messages; will retry");
         }
     }
 }

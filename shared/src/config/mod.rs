@@ -7,6 +7,7 @@
 //! picked by `type` from the registries (`sources::registry`,
 //! `destinations::registry`).
 
+mod alerts;
 mod api;
 mod dbt;
 mod delivery;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use alerts::{AlertConfig, AlertTarget};
 pub use api::{ApiConfig, ApiToken, MIN_TOKEN_CHARS, Role};
 pub use dbt::{DbtConfig, DbtModel, read_manifest, stale_models};
 pub use delivery::{
@@ -55,6 +57,8 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     /// `[dbt]`: the dbt project models are read from, and its jobs.
     pub dbt: Option<DbtConfig>,
+    /// `[alerts.NAME]`, in name order.
+    pub alerts: Vec<AlertConfig>,
     pub sources: BTreeMap<String, Arc<dyn SourceConfig>>,
     pub destinations: BTreeMap<String, Arc<dyn DestinationConfig>>,
     pub syncs: BTreeMap<String, SyncConfig>,
@@ -70,6 +74,8 @@ struct RawConfig {
     api: Option<Spanned<api::RawApi>>,
     #[serde(default)]
     dbt: Option<Spanned<dbt::RawDbt>>,
+    #[serde(default)]
+    alerts: BTreeMap<String, Spanned<alerts::RawAlert>>,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<toml::Table>>,
     #[serde(default)]
@@ -144,6 +150,8 @@ impl Config {
             models: dbt::read_manifest(&dbt.manifest),
         });
         check_after(&src, &raw.syncs)?;
+        let sync_names: Vec<&str> = raw.syncs.keys().map(String::as_str).collect();
+        let alerts = alerts::resolve_alerts(&src, raw.alerts, &sync_names, lookup)?;
         let mut syncs = BTreeMap::new();
         for (name, raw_sync) in raw.syncs {
             let sync = sync::resolve_sync(
@@ -170,6 +178,7 @@ impl Config {
             worker,
             api,
             dbt,
+            alerts,
             sources,
             destinations,
             syncs,

@@ -497,3 +497,53 @@ fn a_dbt_model_needs_a_dbt_section_and_a_model_the_manifest_has() {
     assert!(err.contains("run `dbt compile`"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn alerts_need_one_target_and_something_to_alert_on() {
+    let with = |alert: &str| format!("{VALID}\n[alerts.oncall]\n{alert}\n");
+    let config = parse(&with(
+        "slack_webhook_url = \"https://hooks.slack.com/services/T0/B0/${CRM_TOKEN}\"\nrejections_over_percent = 5.0\nnot_succeeded_for = \"6h\"\nsyncs = [\"customers_to_replica\"]",
+    ))
+    .unwrap();
+    let alert = &config.alerts[0];
+    assert_eq!(alert.name, "oncall");
+    assert!(matches!(alert.target, AlertTarget::Slack(_)));
+    assert!(alert.run_failed, "on by default");
+    assert_eq!(
+        alert.not_succeeded_for,
+        Some(std::time::Duration::from_secs(6 * 3600))
+    );
+    assert!(alert.watches("customers_to_replica") && !alert.watches("other"));
+    assert!(
+        !format!("{config:?}").contains("tok-123"),
+        "the Slack URL is a secret"
+    );
+    let cases = [
+        ("", "set one of `webhook_url`"),
+        (
+            "webhook_url = \"https://a.example\"\nslack_webhook_url = \"https://b.example\"",
+            "set one of `webhook_url`",
+        ),
+        ("webhook_url = \"ftp://a.example\"", "must start with http"),
+        (
+            "webhook_url = \"https://a.example\"\nnot_succeeded_for = \"six hours\"",
+            "is not a duration",
+        ),
+        (
+            "webhook_url = \"https://a.example\"\nsyncs = [\"nope\"]",
+            "alerts.oncall.syncs: unknown sync `nope`",
+        ),
+        (
+            "webhook_url = \"https://a.example\"\nrun_failed = false",
+            "alerts on nothing",
+        ),
+        (
+            "webhook_url = \"https://a.example\"\nrejections_over_percent = 150.0",
+            "a percentage",
+        ),
+    ];
+    for (alert, expected) in cases {
+        let err = parse(&with(alert)).unwrap_err().to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+}

@@ -14,11 +14,14 @@
 //!   records;
 //! - [`syncs`] (`ebb_sync_settings`): schedules paused by operators;
 //! - [`idempotency`] (`ebb_api_idempotency`): run triggers retried with the
-//!   same `Idempotency-Key`.
+//!   same `Idempotency-Key`;
+//! - [`alerts`] (`ebb_alert_incidents`, `ebb_alert_deliveries`): what is
+//!   wrong with a sync, and the messages that say so.
 //!
 //! The planner's diff (`planner/src/plan/diff.rs`) is the one place that
 //! reads these tables through its own temporary snapshot table.
 
+pub mod alerts;
 pub mod batches;
 pub mod dlq;
 pub mod events;

@@ -295,6 +295,18 @@ pub async fn query(pool: &PgPool, filter: &RunFilter<'_>) -> Result<Vec<Run>, St
     Ok(runs)
 }
 
+/// Each sync's newest run that succeeded or failed, by sync name.
+pub async fn latest_finished_by_sync(pool: &PgPool) -> Result<HashMap<String, Run>, StateError> {
+    let runs = sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE id IN \
+             (SELECT max(id) FROM ebb_runs WHERE state IN ('succeeded', 'failed') GROUP BY sync_name)"
+    )))
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("reading each sync's last finished run"))?;
+    Ok(runs.into_iter().map(|r| (r.sync_name.clone(), r)).collect())
+}
+
 /// Each sync's newest run and newest succeeded run, by sync name.
 pub async fn latest_by_sync(
     pool: &PgPool,
