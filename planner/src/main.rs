@@ -179,13 +179,16 @@ enum DlqCommand {
 }
 
 #[derive(Args)]
-#[group(required = true, multiple = false)]
 struct Selection {
     /// Entry ids.
+    #[arg(required_unless_present = "sync", conflicts_with = "sync")]
     ids: Vec<i64>,
     /// Every open entry of this sync.
     #[arg(long)]
     sync: Option<String>,
+    /// With --sync: only the entries whose reason contains this (case-insensitive).
+    #[arg(long, requires = "sync")]
+    reason: Option<String>,
 }
 
 /// Exit codes: 0 success, 1 a run failed, 2 bad input or unreachable infrastructure.
@@ -498,6 +501,7 @@ impl Selection {
         control::dlq::Selection {
             ids: self.ids.clone(),
             sync: self.sync.clone(),
+            reason: self.reason.clone(),
         }
     }
 }

@@ -650,11 +650,19 @@ async fn dlq_entries_are_listed_replayed_dismissed_and_resolved() {
     assert_eq!(entry["status"], "discarded");
     assert_eq!(entry["resolution"], "dismissed by api:ops: test data");
 
+    let (status, none) = served
+        .post(
+            "/api/v1/dlq/resolve",
+            OPS,
+            json!({"sync": "customers", "reason": "no such reason", "note": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no entry matches: {none}");
     let (status, closed) = served
         .post(
             "/api/v1/dlq/resolve",
             OPS,
-            json!({"sync": "customers", "note": "fixed by hand"}),
+            json!({"sync": "customers", "reason": "CHECK constraint", "note": "fixed by hand"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{closed}");

@@ -79,6 +79,8 @@ pub enum CloseRequest {
 #[serde(deny_unknown_fields)]
 pub struct SyncEntries {
     pub sync: String,
+    /// Only the entries whose reason contains this (case-insensitive).
+    pub reason: Option<String>,
     /// Why (dismiss and resolve); recorded with the entries.
     pub note: Option<String>,
 }
@@ -111,7 +113,7 @@ fn ids<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<i64>, D:
         .collect()
 }
 
-fn selection(ids: &[i64], sync: Option<&str>) -> Result<Selection, Problem> {
+fn selection(ids: &[i64], sync: Option<&SyncEntries>) -> Result<Selection, Problem> {
     if ids.is_empty() && sync.is_none() {
         return Err(Problem::bad_request(
             "give the entries' `ids`, or a `sync` for all its open entries",
@@ -119,7 +121,8 @@ fn selection(ids: &[i64], sync: Option<&str>) -> Result<Selection, Problem> {
     }
     Ok(Selection {
         ids: ids.to_vec(),
-        sync: sync.map(str::to_owned),
+        sync: sync.map(|s| s.sync.clone()),
+        reason: sync.and_then(|s| s.reason.clone()),
     })
 }
 
@@ -127,7 +130,7 @@ impl ReplayRequest {
     fn selection(&self) -> Result<Selection, Problem> {
         match self {
             ReplayRequest::Ids(e) => selection(&e.ids, None),
-            ReplayRequest::Sync(e) => selection(&[], Some(&e.sync)),
+            ReplayRequest::Sync(e) => selection(&[], Some(e)),
         }
     }
 }
@@ -136,7 +139,7 @@ impl CloseRequest {
     fn selection(&self) -> Result<Selection, Problem> {
         match self {
             CloseRequest::Ids(e) => selection(&e.ids, None),
-            CloseRequest::Sync(e) => selection(&[], Some(&e.sync)),
+            CloseRequest::Sync(e) => selection(&[], Some(e)),
         }
     }
 
@@ -243,6 +246,11 @@ pub async fn replay_dlq(
     {
         return Err(Problem::not_found(format!("no sync `{sync}`")));
     }
+    if paging::stored_text(selection.reason.as_deref()).is_none() {
+        return Err(Problem::not_found(
+            "no open DLQ entry has a reason containing NUL",
+        ));
+    }
     let targets = control::replay_targets(&api.ctx.pool, &selection).await?;
     let mut started = Vec::new();
     for (sync_name, ids) in targets {
@@ -303,7 +311,9 @@ async fn close(
 ) -> Result<Json<Closed>, Problem> {
     caller.require_operator()?;
     let selection = request.selection()?;
-    if paging::stored_text(selection.sync.as_deref()).is_none() {
+    if paging::stored_text(selection.sync.as_deref()).is_none()
+        || paging::stored_text(selection.reason.as_deref()).is_none()
+    {
         return Ok(Json(Closed { ids: Vec::new() }));
     }
     let ids = control::close(

@@ -11,8 +11,50 @@ use crate::error::PlannerError;
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     pub ids: Vec<i64>,
-    /// Every open entry of this sync.
+    /// Every open entry of this sync…
     pub sync: Option<String>,
+    /// …whose reason contains this (case-insensitive).
+    pub reason: Option<String>,
+}
+
+/// The open entries of `sync` whose reason contains `reason`
+/// (destination-stage ones only, with `destination_only`).
+async fn matching(
+    pool: &PgPool,
+    sync: &str,
+    reason: &str,
+    destination_only: bool,
+) -> Result<Vec<i64>, PlannerError> {
+    let mut ids = Vec::new();
+    let mut after_id = None;
+    loop {
+        let page = dlq::list(
+            pool,
+            &dlq::DlqFilter {
+                sync: Some(sync),
+                reason: Some(reason),
+                after_id,
+                limit: 1000,
+                ..dlq::DlqFilter::default()
+            },
+        )
+        .await?;
+        let Some(last) = page.last().map(|e| e.id) else {
+            break;
+        };
+        ids.extend(
+            page.iter()
+                .filter(|e| !destination_only || e.stage == "destination")
+                .map(|e| e.id),
+        );
+        after_id = Some(last);
+    }
+    if ids.is_empty() {
+        return Err(PlannerError::NotFound(format!(
+            "no open DLQ entry of sync `{sync}` has a reason containing `{reason}`"
+        )));
+    }
+    Ok(ids)
 }
 
 /// The selected entries grouped by sync, for one replay run each (`None`:
@@ -23,7 +65,13 @@ pub async fn replay_targets(
     selection: &Selection,
 ) -> Result<Vec<(String, Option<Vec<i64>>)>, PlannerError> {
     if let Some(sync) = &selection.sync {
-        return Ok(vec![(sync.clone(), None)]);
+        return Ok(match &selection.reason {
+            None => vec![(sync.clone(), None)],
+            Some(reason) => vec![(
+                sync.clone(),
+                Some(matching(pool, sync, reason, true).await?),
+            )],
+        });
     }
     let mut by_sync: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for &id in &selection.ids {
@@ -67,6 +115,10 @@ pub async fn close(
         return Err(PlannerError::Usage(
             "choose entries to close: their ids, or a sync".into(),
         ));
+    }
+    if let (Some(sync), Some(reason)) = (&selection.sync, &selection.reason) {
+        let ids = matching(pool, sync, reason, false).await?;
+        return Ok(dlq::close(pool, &ids, None, closing, by, note).await?);
     }
     Ok(dlq::close(
         pool,
