@@ -13,9 +13,9 @@ use crate::config::{
     RateLimit, SyncConfig,
 };
 use crate::destinations::util::limiter::Limiter;
-use crate::destinations::util::vendor::match_field_mapped;
+use crate::destinations::util::vendor::{connection_check, match_field_mapped};
 use crate::destinations::{
-    BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError, MappingReport,
+    BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError,
 };
 use crate::secret::Secret;
 use crate::state::intents::IntentLog;
@@ -152,9 +152,9 @@ impl DestinationConfig for HubSpotConfig {
         fields: &'a [(&'a str, &'a str)],
     ) -> BoxFuture<'a, Option<ConnectionCheck>> {
         Box::pin(async move {
-            let checked = super::check_mapping(client, self, fields).await;
-            Some(match checked {
-                Ok(check) => {
+            let checked = super::check_mapping(client, self, fields)
+                .await
+                .map(|check| {
                     let how = if check.upserts {
                         format!("upserted by `{}`", self.match_on)
                     } else {
@@ -163,19 +163,14 @@ impl DestinationConfig for HubSpotConfig {
                             self.match_on
                         )
                     };
-                    Ok(MappingReport {
-                        accepted: format!(
-                            "HubSpot {} accept the mapping of sync `{}`; records are {how}",
-                            self.object_type, sync.name
-                        ),
-                        problems: check.problems,
-                    })
-                }
-                Err(failure) => Err(failure.connection_problem(
-                    &self.base_url,
-                    &format!("object type `{}`", self.object_type),
-                )),
-            })
+                    let accepted = format!(
+                        "HubSpot {} accept the mapping of sync `{}`; records are {how}",
+                        self.object_type, sync.name
+                    );
+                    (check.problems, accepted)
+                });
+            let what = format!("object type `{}`", self.object_type);
+            Some(connection_check(checked, &self.base_url, &what))
         })
     }
 }

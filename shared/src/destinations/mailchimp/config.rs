@@ -11,8 +11,9 @@ use crate::config::{
     BatchCap, ConfigError, ConnectorTable, DeliveryDefaults, DeliverySettings, FieldMapping,
     SyncConfig,
 };
+use crate::destinations::util::vendor::connection_check;
 use crate::destinations::{
-    BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError, MappingReport,
+    BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError,
 };
 use crate::secret::Secret;
 
@@ -165,17 +166,15 @@ impl DestinationConfig for MailchimpConfig {
         fields: &'a [(&'a str, &'a str)],
     ) -> BoxFuture<'a, Option<ConnectionCheck>> {
         Box::pin(async move {
-            Some(match super::check_mapping(client, self, fields).await {
-                Ok(check) => Ok(MappingReport {
-                    accepted: format!(
-                        "Mailchimp audience {} accepts the mapping of sync `{}`",
-                        self.list_id, sync.name
-                    ),
-                    problems: check.problems,
-                }),
-                Err(failure) => Err(failure
-                    .connection_problem(&self.base_url, &format!("audience `{}`", self.list_id))),
-            })
+            let accepted = format!(
+                "Mailchimp audience {} accepts the mapping of sync `{}`",
+                self.list_id, sync.name
+            );
+            let checked = super::check_mapping(client, self, fields)
+                .await
+                .map(|check| (check.problems, accepted));
+            let what = format!("audience `{}`", self.list_id);
+            Some(connection_check(checked, &self.base_url, &what))
         })
     }
 }

@@ -11,9 +11,9 @@ use crate::config::{
     BatchCap, ConfigError, ConnectorTable, DeliveryDefaults, DeliverySettings, FieldMapping,
     MAX_BATCH_SIZE, SyncConfig,
 };
-use crate::destinations::util::vendor::match_field_mapped;
+use crate::destinations::util::vendor::{connection_check, match_field_mapped};
 use crate::destinations::{
-    BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError, MappingReport,
+    BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError,
 };
 use crate::secret::Secret;
 
@@ -176,19 +176,15 @@ impl DestinationConfig for SalesforceConfig {
         fields: &'a [(&'a str, &'a str)],
     ) -> BoxFuture<'a, Option<ConnectionCheck>> {
         Box::pin(async move {
-            Some(match super::check_mapping(client, self, fields).await {
-                Ok(check) => Ok(MappingReport {
-                    accepted: format!(
-                        "Salesforce {} accepts the mapping of sync `{}`; records are upserted by `{}`",
-                        self.object, sync.name, self.external_id
-                    ),
-                    problems: check.problems,
-                }),
-                Err(failure) => Err(failure.connection_problem(
-                    &self.login_url,
-                    &format!("object `{}` (API v{})", self.object, self.api_version),
-                )),
-            })
+            let accepted = format!(
+                "Salesforce {} accepts the mapping of sync `{}`; records are upserted by `{}`",
+                self.object, sync.name, self.external_id
+            );
+            let checked = super::check_mapping(client, self, fields)
+                .await
+                .map(|check| (check.problems, accepted));
+            let what = format!("object `{}` (API v{})", self.object, self.api_version);
+            Some(connection_check(checked, &self.login_url, &what))
         })
     }
 }

@@ -17,8 +17,8 @@ use super::api::Failure;
 use super::limiter::Limiter;
 use super::outcome::{Attempt, RecordAnswer, Unapplied};
 use crate::config::FieldMapping;
-use crate::destinations::Destination;
 use crate::destinations::record::{BatchContext, Op, OutboundRecord};
+use crate::destinations::{ConnectionCheck, Destination, MappingReport};
 
 /// Checks, at config time, that a sync's non-empty mapping fills the field
 /// a vendor matches records on; `how` says how the destination uses it
@@ -36,6 +36,20 @@ pub fn match_field_mapped(
     Err(format!(
         "destination `{destination}` {how}, so the mapping must fill it (e.g. `{field} = \"{primary_key}\"`)"
     ))
+}
+
+/// What `ebb check --connect` says of a vendor: `checked` is the mapping's
+/// problems and what was accepted, or why the vendor could not be checked
+/// (`base_url`: where it went; `what`: what it looked for).
+pub fn connection_check(
+    checked: Result<(Vec<String>, String), Failure>,
+    base_url: &str,
+    what: &str,
+) -> ConnectionCheck {
+    match checked {
+        Ok((problems, accepted)) => Ok(MappingReport { accepted, problems }),
+        Err(failure) => Err(failure.connection_problem(base_url, what)),
+    }
 }
 
 /// A vendor's schema (properties, merge fields, describe) is read again
