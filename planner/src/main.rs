@@ -355,6 +355,11 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
             let ctx = Context::open(config).await?;
             let found = runs::get(&ctx.pool, run).await?;
             if runs::cancel(&ctx.pool, run, "cli").await? {
+                ebb_shared::telemetry::metrics::run_ended(
+                    &found.sync_name,
+                    "cancelled",
+                    (chrono::Utc::now() - found.created_at).to_std().ok(),
+                );
                 println!(
                     "run #{run} of sync `{}` cancelled; its unsent batches will not be sent",
                     found.sync_name

@@ -25,6 +25,7 @@ use ebb_shared::destinations::util::outcome::RecordOutcome;
 use ebb_shared::queue::WriteBatchTask;
 use ebb_shared::state::events::{self, EventKind};
 use ebb_shared::state::{batches, records};
+use ebb_shared::telemetry::metrics;
 use serde_json::value::RawValue;
 use sqlx::PgPool;
 use tokio::sync::{RwLock, Semaphore};
@@ -184,8 +185,29 @@ async fn deliver_claimed(
         settle_ms = started.elapsed().as_millis() as u64 - delivered_ms,
         "batch settled"
     );
+    metrics::batch_settled(&metrics::BatchReport {
+        sync: &task.sync,
+        destination: &target.destination_name,
+        records: &[
+            ("delivered", result.delivered as u64),
+            ("rejected", result.rejected as u64),
+            ("failed", result.failed as u64),
+            ("superseded", result.superseded as u64),
+        ],
+        requests: &stats.answers.by_class(),
+        retries: stats.retries,
+        limiter_wait: stats.limiter_wait,
+        duration: started.elapsed(),
+    });
     if let Some(run_state) = result.run_finished {
         tracing::info!(run_id = task.run_id, sync = %task.sync, state = %run_state, "run finished");
+        let duration = match ebb_shared::state::runs::get(&state.pool, task.run_id).await {
+            Ok(run) => run
+                .finished_at
+                .and_then(|f| (f - run.created_at).to_std().ok()),
+            Err(_) => None,
+        };
+        metrics::run_ended(&task.sync, run_state.as_str(), duration);
         if let Err(e) = records::release_payloads(&state.pool, task.run_id).await {
             tracing::warn!(run_id = task.run_id, error = %e, "could not release the finished run's payloads");
         }

@@ -1,6 +1,7 @@
-//! The worker's health endpoints (with `--listen`): `/healthz` answers while
-//! the process runs; `/readyz` answers 200 only while the state database and
-//! Redis are both reachable. Point Kubernetes' liveness probe at `/healthz`
+//! The worker's endpoints (with `--listen`): `/healthz` answers while the
+//! process runs; `/readyz` answers 200 only while the state database and
+//! Redis are both reachable; `/metrics` is its counters and histograms
+//! (Prometheus text, see `ebb_shared::telemetry::metrics`). Point Kubernetes' liveness probe at `/healthz`
 //! only: during an outage a worker waits for its infrastructure to return,
 //! and restarting it would not help.
 
@@ -33,8 +34,17 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    ebb_shared::telemetry::metrics::prometheus_text(),
+                )
+            }),
+        )
         .with_state(Deps { pool, redis });
-    tracing::info!(%listen, "serving /healthz and /readyz");
+    tracing::info!(%listen, "serving /healthz, /readyz and /metrics");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "health endpoints stopped");

@@ -184,5 +184,10 @@ pub async fn cancel_run(
             run.state
         )));
     }
+    ebb_shared::telemetry::metrics::run_ended(
+        &run.sync_name,
+        "cancelled",
+        (chrono::Utc::now() - run.created_at).to_std().ok(),
+    );
     Ok(Json(runs::get(&api.ctx.pool, id).await?))
 }

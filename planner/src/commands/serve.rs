@@ -114,7 +114,8 @@ async fn metrics(State(probes): State<Arc<Probes>>, headers: HeaderMap) -> Respo
     };
     let ctx = &probes.ctx;
     let mut queue = probes.queue.lock().await;
-    let text = super::metrics::render(&ctx.config, &ctx.pool, &mut queue).await;
+    let mut text = super::metrics::render(&ctx.config, &ctx.pool, &mut queue).await;
+    text.push_str(&ebb_shared::telemetry::metrics::prometheus_text());
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -13,6 +13,7 @@ use ebb_shared::config::{Config, SyncConfig};
 use ebb_shared::sources::Source;
 use ebb_shared::sources::source::resolve_mapping;
 use ebb_shared::state::runs::{self, NewRun};
+use ebb_shared::telemetry::metrics;
 use sqlx::PgPool;
 
 use crate::error::PlannerError;
@@ -168,11 +169,24 @@ pub async fn plan_started(
     full_resync: bool,
     run_id: i64,
 ) -> Result<PlannedRun, PlannerError> {
+    let started = std::time::Instant::now();
     match plan_committed(config, pool, sync, full_resync, run_id).await {
-        Ok(planned) => Ok(planned),
+        Ok(planned) => {
+            metrics::planned(&sync.name, started.elapsed());
+            if planned.batches.is_empty() {
+                // Nothing to send: the run ended with its plan.
+                metrics::run_ended(&sync.name, "succeeded", Some(started.elapsed()));
+            }
+            Ok(planned)
+        }
         Err(e) => {
             if let Err(fail_error) = runs::fail(pool, run_id, &e.to_string()).await {
                 tracing::error!(run_id, error = %fail_error, "could not mark the run failed");
+            }
+            // A run cancelled while planning was counted by whoever
+            // cancelled it.
+            if !matches!(e, PlannerError::CancelledWhilePlanning(_)) {
+                metrics::run_ended(&sync.name, "failed", Some(started.elapsed()));
             }
             Err(e)
         }

@@ -36,6 +36,60 @@ pub struct DeliveryStats {
     /// Records searched for by match key before a create, because an
     /// earlier create of theirs had an unknown outcome.
     pub lookups_before_create: u32,
+    /// Requests by how the destination answered them.
+    pub answers: AnswerCounts,
+}
+
+/// Requests by how the destination answered, as the metrics name them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AnswerCounts {
+    /// Applied whole.
+    pub applied: u32,
+    /// Answered record by record (a batch API's multi-status answer).
+    pub per_record: u32,
+    /// The content was refused.
+    pub rejected: u32,
+    /// 429: back-pressure.
+    pub throttled: u32,
+    /// 5xx, timeouts, lost connections.
+    pub transient: u32,
+    /// Credentials, permissions, configuration.
+    pub fatal: u32,
+}
+
+impl AnswerCounts {
+    fn count(&mut self, attempt: &Attempt) {
+        let counter = match attempt {
+            Attempt::Delivered => &mut self.applied,
+            Attempt::Answered(_) => &mut self.per_record,
+            Attempt::Rejected(_) => &mut self.rejected,
+            Attempt::Throttled { .. } => &mut self.throttled,
+            Attempt::Transient { .. } => &mut self.transient,
+            Attempt::Fatal(_) => &mut self.fatal,
+        };
+        *counter += 1;
+    }
+
+    /// `(class, requests)` for each class, as the metrics label them.
+    pub fn by_class(&self) -> [(&'static str, u32); 6] {
+        [
+            ("applied", self.applied),
+            ("per_record", self.per_record),
+            ("rejected", self.rejected),
+            ("throttled", self.throttled),
+            ("transient", self.transient),
+            ("fatal", self.fatal),
+        ]
+    }
+
+    fn add(&mut self, other: &AnswerCounts) {
+        self.applied += other.applied;
+        self.per_record += other.per_record;
+        self.rejected += other.rejected;
+        self.throttled += other.throttled;
+        self.transient += other.transient;
+        self.fatal += other.fatal;
+    }
 }
 
 /// Back-pressure is waited out without spending retries, but not forever.
@@ -154,6 +208,7 @@ async fn send_with_retry(
         progress.stats.limiter_wait += waiting.elapsed();
         progress.stats.requests += 1;
         let attempt = target.destination.send(ctx, &chunk).await;
+        progress.stats.answers.count(&attempt);
         permit.release().await;
         drop(chunk);
         if let Some(slot) = slot {
@@ -384,6 +439,7 @@ impl DeliveryStats {
         self.throttled += other.throttled;
         self.limiter_wait += other.limiter_wait;
         self.lookups_before_create += other.lookups_before_create;
+        self.answers.add(&other.answers);
     }
 }
 

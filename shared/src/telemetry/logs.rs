@@ -1,5 +1,5 @@
-//! Logging setup shared by both binaries: human-readable lines on a terminal,
-//! JSON lines otherwise (for Kubernetes log collectors). `RUST_LOG` filters.
+//! Logging: human-readable lines on a terminal, JSON lines otherwise (for
+//! Kubernetes log collectors). `RUST_LOG` filters.
 
 use std::io::IsTerminal;
 
