@@ -31,6 +31,8 @@ pub struct RunRef<'a> {
     pub id: i64,
     pub sync: &'a str,
     pub destination: &'a str,
+    /// Its root span's W3C `traceparent`, carried by each task.
+    pub traceparent: Option<&'a str>,
 }
 
 impl<'a> From<&'a Run> for RunRef<'a> {
@@ -39,6 +41,7 @@ impl<'a> From<&'a Run> for RunRef<'a> {
             id: run.id,
             sync: &run.sync_name,
             destination: &run.destination,
+            traceparent: run.traceparent.as_deref(),
         }
     }
 }
@@ -98,20 +101,21 @@ impl Queue {
     ) -> Result<(), PlannerError> {
         let epoch = self.epoch().await?;
         runs::set_queue_epoch(pool, run.id, &epoch).await?;
-        let tasks = tasks(run.id, run.sync, batches);
+        let tasks = tasks(run, batches);
         queue::enqueue(self.storage(run.destination), tasks).await?;
         runs::set_enqueued(pool, run.id).await?;
         Ok(())
     }
 }
 
-fn tasks(run_id: i64, sync: &str, batches: &[i32]) -> Vec<WriteBatchTask> {
+fn tasks(run: RunRef<'_>, batches: &[i32]) -> Vec<WriteBatchTask> {
     batches
         .iter()
         .map(|&batch_no| WriteBatchTask {
-            run_id,
+            run_id: run.id,
             batch_no,
-            sync: sync.to_owned(),
+            sync: run.sync.to_owned(),
+            traceparent: run.traceparent.map(str::to_owned),
         })
         .collect()
 }

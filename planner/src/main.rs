@@ -197,7 +197,6 @@ const EXIT_ERROR: u8 = 2;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    ebb_shared::telemetry::init("warn,ebb_planner=info");
     let cli = Cli::parse();
     match execute(cli).await {
         Ok(code) => code,
@@ -210,6 +209,8 @@ async fn main() -> ExitCode {
 
 async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
     let config = Config::load(&cli.config)?;
+    let _telemetry =
+        ebb_shared::telemetry::init("warn,ebb_planner=info", "ebb-planner", &config.telemetry);
     match cli.command {
         Command::Check { connect } => {
             let problems = commands::check::check(&config, connect).await;

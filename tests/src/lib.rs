@@ -6,6 +6,7 @@
 pub mod conformance;
 pub mod hubspot;
 pub mod mailchimp;
+pub mod otlp;
 pub mod receiver;
 pub mod salesforce;
 

@@ -29,6 +29,7 @@ use ebb_shared::telemetry::metrics;
 use serde_json::value::RawValue;
 use sqlx::PgPool;
 use tokio::sync::{RwLock, Semaphore};
+use tracing::Instrument;
 
 use crate::claim::{self, Claim, ClaimAttempt};
 use crate::error::WorkerError;
@@ -66,13 +67,26 @@ pub async fn write_batch(
 ) -> Result<(), BoxDynError> {
     let state: Arc<WorkerState> = Arc::clone(&state);
     let (run_id, batch_no) = (task.run_id, task.batch_no);
-    let work = tokio::spawn(async move {
-        let result = process(&state, &task).await;
-        if let Err(e) = &result {
-            tracing::error!(run_id = task.run_id, batch = task.batch_no, sync = %task.sync, error = %e, "batch not settled; it will be retried");
+    // Joins the run's trace, whose root span is the planner's.
+    let span = tracing::info_span!(
+        "ebb.batch",
+        run_id,
+        batch = batch_no,
+        sync = %task.sync,
+        worker = %state.name,
+        trace_id = tracing::field::Empty,
+    );
+    ebb_shared::telemetry::continue_trace(&span, task.traceparent.as_deref());
+    let work = tokio::spawn(
+        async move {
+            let result = process(&state, &task).await;
+            if let Err(e) = &result {
+                tracing::error!(run_id = task.run_id, batch = task.batch_no, sync = %task.sync, error = %e, "batch not settled; it will be retried");
+            }
+            result
         }
-        result
-    });
+        .instrument(span),
+    );
     match work.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Box::new(e)),
@@ -166,7 +180,9 @@ async fn deliver_claimed(
         run_id: task.run_id,
         batch_no: task.batch_no,
     };
-    let (mut settled, sendable) = load(state, task, quarantine, deliveries).await?;
+    let (mut settled, sendable) = load(state, task, quarantine, deliveries)
+        .instrument(tracing::info_span!("ebb.batch.load"))
+        .await?;
     let keys = || sendable.iter().map(|r| r.key.as_str()).collect();
     state.faults.check(Point::BeforeSend, keys);
     let loaded_ms = started.elapsed().as_millis() as u64;
@@ -175,7 +191,12 @@ async fn deliver_claimed(
     state.faults.check(Point::AfterSend, keys);
     settled.extend(sendable.into_iter().map(|r| r.key).zip(outcomes));
 
-    let result = commit(state, &ctx, claim, &settled, &stats, quarantine, deliveries).await?;
+    let result = commit(state, &ctx, claim, &settled, &stats, quarantine, deliveries)
+        .instrument(tracing::info_span!(
+            "ebb.batch.settle",
+            records = settled.len()
+        ))
+        .await?;
     tracing::info!(
         run_id = task.run_id, batch = task.batch_no, sync = %task.sync,
         delivered = result.delivered, rejected = result.rejected, failed = result.failed,

@@ -31,7 +31,6 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    ebb_shared::telemetry::init("warn,ebb_worker=info");
     let cli = Cli::parse();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -40,6 +39,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let _telemetry =
+        ebb_shared::telemetry::init("warn,ebb_worker=info", "ebb-worker", &config.telemetry);
     match pool::run(
         config,
         PoolOptions {

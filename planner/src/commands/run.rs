@@ -1,6 +1,7 @@
 //! `ebb run SYNC`: plan, enqueue, wait, summarize. Also used for DLQ replays.
 
 use serde::Serialize;
+use tracing::Instrument;
 
 use ebb_shared::state::dlq::{self, DlqEntry, DlqFilter};
 use ebb_shared::state::records;
@@ -46,8 +47,11 @@ pub async fn enqueue(ctx: &Context, planned: &PlannedRun) -> Result<Queue, Plann
             id: planned.run_id,
             sync: &planned.report.sync,
             destination: &planned.report.destination,
+            traceparent: planned.traceparent.as_deref(),
         };
-        enqueue_run(&ctx.pool, &mut queue, run, &planned.batches).await?;
+        enqueue_run(&ctx.pool, &mut queue, run, &planned.batches)
+            .instrument(tracing::info_span!(parent: &planned.span, "ebb.enqueue", batches = planned.batches.len()))
+            .await?;
     }
     Ok(queue)
 }

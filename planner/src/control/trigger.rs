@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ebb_shared::config::SyncConfig;
 use ebb_shared::state::idempotency;
 use ebb_shared::state::runs::{self, Run};
+use tracing::Instrument;
 
 use crate::context::Context;
 use crate::enqueue::{RunRef, enqueue_run};
@@ -107,7 +108,10 @@ async fn plan_and_enqueue(
         id: planned.run_id,
         sync: &sync.name,
         destination: &sync.destination,
+        traceparent: planned.traceparent.as_deref(),
     };
-    enqueue_run(&ctx.pool, &mut queue, run, &planned.batches).await?;
+    enqueue_run(&ctx.pool, &mut queue, run, &planned.batches)
+        .instrument(tracing::info_span!(parent: &planned.span, "ebb.enqueue", batches = planned.batches.len()))
+        .await?;
     Ok(())
 }

@@ -15,6 +15,7 @@ use ebb_shared::sources::source::resolve_mapping;
 use ebb_shared::state::runs::{self, NewRun};
 use ebb_shared::telemetry::metrics;
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use crate::error::PlannerError;
 pub use diff::{PlanCounts, PlanRejection, SendRule};
@@ -40,6 +41,29 @@ pub struct PlannedRun {
     pub run_id: i64,
     pub batches: Vec<i32>,
     pub report: PlanReport,
+    /// The run's root span (`ebb.run`): enqueueing, and waiting in `ebb
+    /// run`, happen in it; its workers' batches join it through
+    /// `traceparent`.
+    pub span: tracing::Span,
+    pub traceparent: Option<String>,
+}
+
+/// The root span of a run's trace, with its `traceparent` recorded on the
+/// run (so re-enqueued tasks carry it too).
+pub(crate) async fn run_span(
+    pool: &PgPool,
+    sync: &SyncConfig,
+    run_id: i64,
+) -> (tracing::Span, Option<String>) {
+    let span = tracing::info_span!("ebb.run", run_id, sync = %sync.name, destination = %sync.destination, trace_id = tracing::field::Empty);
+    ebb_shared::telemetry::record_trace_id(&span);
+    let traceparent = ebb_shared::telemetry::traceparent(&span);
+    if let Some(traceparent) = &traceparent
+        && let Err(e) = runs::set_traceparent(pool, run_id, traceparent).await
+    {
+        tracing::warn!(run_id, error = %e, "cannot record the run's trace; its re-enqueued batches will start traces of their own");
+    }
+    (span, traceparent)
 }
 
 async fn open_source(config: &Config, sync: &SyncConfig) -> Result<Box<dyn Source>, PlannerError> {
@@ -116,12 +140,22 @@ async fn snapshot_and_diff(
     rule: SendRule,
     heartbeat: Option<(&PgPool, i64)>,
 ) -> Result<(PlanCounts, Vec<PlanRejection>), PlannerError> {
-    let rows = snapshot::snapshot(tx, source, sync, mapping, heartbeat).await?;
-    diff::find_duplicates(tx).await?;
-    let mut counts = diff::count(tx, &sync.name, rule).await?;
-    counts.rows_read = rows;
-    let rejections = diff::sample_rejections(tx, &sync.primary_key, REJECTION_SAMPLE).await?;
-    Ok((counts, rejections))
+    let rows = snapshot::snapshot(tx, source, sync, mapping, heartbeat)
+        .instrument(tracing::info_span!(
+            "ebb.plan.snapshot",
+            rows = tracing::field::Empty
+        ))
+        .await?;
+    tracing::Span::current().record("rows", rows);
+    async {
+        diff::find_duplicates(tx).await?;
+        let mut counts = diff::count(tx, &sync.name, rule).await?;
+        counts.rows_read = rows;
+        let rejections = diff::sample_rejections(tx, &sync.primary_key, REJECTION_SAMPLE).await?;
+        Ok((counts, rejections))
+    }
+    .instrument(tracing::info_span!("ebb.plan.diff"))
+    .await
 }
 
 /// Creates a run and commits its plan. On any error the run is marked failed
@@ -170,14 +204,24 @@ pub async fn plan_started(
     run_id: i64,
 ) -> Result<PlannedRun, PlannerError> {
     let started = std::time::Instant::now();
-    match plan_committed(config, pool, sync, full_resync, run_id).await {
-        Ok(planned) => {
+    let (span, traceparent) = run_span(pool, sync, run_id).await;
+    let planned = plan_committed(config, pool, sync, full_resync, run_id)
+        .instrument(tracing::info_span!(parent: &span, "ebb.plan"))
+        .await;
+    match planned {
+        Ok((batches, report)) => {
             metrics::planned(&sync.name, started.elapsed());
-            if planned.batches.is_empty() {
+            if batches.is_empty() {
                 // Nothing to send: the run ended with its plan.
                 metrics::run_ended(&sync.name, "succeeded", Some(started.elapsed()));
             }
-            Ok(planned)
+            Ok(PlannedRun {
+                run_id,
+                batches,
+                report,
+                span,
+                traceparent,
+            })
         }
         Err(e) => {
             if let Err(fail_error) = runs::fail(pool, run_id, &e.to_string()).await {
@@ -199,7 +243,7 @@ async fn plan_committed(
     sync: &SyncConfig,
     full_resync: bool,
     run_id: i64,
-) -> Result<PlannedRun, PlannerError> {
+) -> Result<(Vec<i32>, PlanReport), PlannerError> {
     let source = open_source(config, sync).await?;
     let mapping = resolve_mapping(source.as_ref(), sync).await?;
     let batch_size = batch_size(config, sync)?;
@@ -220,24 +264,25 @@ async fn plan_committed(
         Some((pool, run_id)),
     )
     .await?;
-    diff::record_rejections(
-        &mut tx,
-        run_id,
-        &sync.name,
-        &sync.destination,
-        &sync.primary_key,
-    )
-    .await?;
-    let batches = diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
-    if !runs::mark_planned(&mut tx, run_id, &counts.totals(batches.len())).await? {
-        return Err(PlannerError::CancelledWhilePlanning(run_id));
+    let batches = async {
+        diff::record_rejections(
+            &mut tx,
+            run_id,
+            &sync.name,
+            &sync.destination,
+            &sync.primary_key,
+        )
+        .await?;
+        let batches = diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
+        if !runs::mark_planned(&mut tx, run_id, &counts.totals(batches.len())).await? {
+            return Err(PlannerError::CancelledWhilePlanning(run_id));
+        }
+        tx.commit()
+            .await
+            .map_err(StateError::query("committing the plan"))?;
+        Ok(batches)
     }
-    tx.commit()
-        .await
-        .map_err(StateError::query("committing the plan"))?;
-    Ok(PlannedRun {
-        run_id,
-        batches,
-        report: report(sync, full_resync, counts, rejections),
-    })
+    .instrument(tracing::info_span!("ebb.plan.commit"))
+    .await?;
+    Ok((batches, report(sync, full_resync, counts, rejections)))
 }

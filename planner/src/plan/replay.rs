@@ -62,9 +62,12 @@ async fn plan(
     }
     runs::set_superseded(&mut tx, run_id, superseded).await?;
     tx.commit().await.map_err(q("committing the replay plan"))?;
+    let (span, traceparent) = super::run_span(pool, sync, run_id).await;
     Ok(PlannedRun {
         run_id,
         batches,
+        span,
+        traceparent,
         report: PlanReport {
             sync: sync.name.clone(),
             destination: sync.destination.clone(),

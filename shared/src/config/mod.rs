@@ -16,6 +16,7 @@ mod interpolate;
 mod state;
 mod sync;
 mod table;
+mod telemetry;
 #[cfg(test)]
 pub(crate) mod test_support;
 mod worker;
@@ -42,6 +43,7 @@ pub use sync::{
     SyncMode, SyncSchedule,
 };
 pub use table::ConnectorTable;
+pub use telemetry::{OtlpProtocol, TelemetryConfig};
 pub use worker::WorkerSettings;
 
 use crate::destinations::{self, DestinationConfig};
@@ -59,6 +61,8 @@ pub struct Config {
     pub dbt: Option<DbtConfig>,
     /// `[alerts.NAME]`, in name order.
     pub alerts: Vec<AlertConfig>,
+    /// `[telemetry]`: where traces go.
+    pub telemetry: TelemetryConfig,
     pub sources: BTreeMap<String, Arc<dyn SourceConfig>>,
     pub destinations: BTreeMap<String, Arc<dyn DestinationConfig>>,
     pub syncs: BTreeMap<String, SyncConfig>,
@@ -76,6 +80,8 @@ struct RawConfig {
     dbt: Option<Spanned<dbt::RawDbt>>,
     #[serde(default)]
     alerts: BTreeMap<String, Spanned<alerts::RawAlert>>,
+    #[serde(default)]
+    telemetry: Option<Spanned<TelemetryConfig>>,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<toml::Table>>,
     #[serde(default)]
@@ -179,6 +185,7 @@ impl Config {
             api,
             dbt,
             alerts,
+            telemetry: raw.telemetry.map(Spanned::into_inner).unwrap_or_default(),
             sources,
             destinations,
             syncs,

@@ -29,6 +29,9 @@ pub struct WriteBatchTask {
     pub run_id: i64,
     pub batch_no: i32,
     pub sync: String,
+    /// The run's W3C `traceparent`, so the batch's spans join its trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// apalis-redis pushes many tasks in one Lua call; past a few hundred the

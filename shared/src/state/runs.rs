@@ -113,6 +113,8 @@ pub struct Run {
     pub error: Option<String>,
     /// The Redis dataset its tasks were pushed into (see `queue::epoch`).
     pub queue_epoch: Option<String>,
+    /// The W3C `traceparent` of its root span, when traces are on.
+    pub traceparent: Option<String>,
     pub created_at: DateTime<Utc>,
     pub planned_at: Option<DateTime<Utc>>,
     /// When the planner finished pushing the run's tasks.
@@ -144,7 +146,7 @@ const RUN_COLUMNS: &str = "id, sync_name, destination, kind, trigger, mode, full
     (SELECT COALESCE(sum(b.deliveries - 1), 0)::bigint FROM ebb_batches b \
      WHERE b.run_id = ebb_runs.id AND b.deliveries > 1) AS redeliveries, \
     (SELECT count(*) FROM ebb_batches b WHERE b.run_id = ebb_runs.id AND b.quarantined) AS quarantined_batches, \
-    records_purged, error, queue_epoch, created_at, planned_at, enqueued_at, progress_at, finished_at";
+    records_purged, error, queue_epoch, traceparent, created_at, planned_at, enqueued_at, progress_at, finished_at";
 
 /// What starts a run.
 #[derive(Debug, Clone)]
@@ -362,6 +364,21 @@ pub async fn running(pool: &PgPool) -> Result<Vec<Run>, StateError> {
     .fetch_all(pool)
     .await
     .map_err(StateError::query("listing running runs"))
+}
+
+/// Records the `traceparent` of a run's root span.
+pub async fn set_traceparent(
+    pool: &PgPool,
+    run_id: i64,
+    traceparent: &str,
+) -> Result<(), StateError> {
+    sqlx::query("UPDATE ebb_runs SET traceparent = $2 WHERE id = $1")
+        .bind(run_id)
+        .bind(traceparent)
+        .execute(pool)
+        .await
+        .map_err(StateError::query("recording a run's trace"))?;
+    Ok(())
 }
 
 /// Records which Redis dataset a run's tasks are being pushed into. Written

@@ -14,6 +14,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use super::adaptive::Response;
 use super::limiter::Limiter;
 use super::outcome::{Attempt, RecordAnswer, RecordOutcome, Unapplied, truncate_message};
@@ -55,6 +57,18 @@ pub struct AnswerCounts {
     pub transient: u32,
     /// Credentials, permissions, configuration.
     pub fatal: u32,
+}
+
+/// How a request was answered, as spans and metrics name it.
+fn answer_class(attempt: &Attempt) -> &'static str {
+    match attempt {
+        Attempt::Delivered => "applied",
+        Attempt::Answered(_) => "per_record",
+        Attempt::Rejected(_) => "rejected",
+        Attempt::Throttled { .. } => "throttled",
+        Attempt::Transient { .. } => "transient",
+        Attempt::Fatal(_) => "fatal",
+    }
 }
 
 impl AnswerCounts {
@@ -200,14 +214,35 @@ async fn send_with_retry(
     let mut remaining = positions;
     let mut throttles = 0;
     let mut throttled_for = Duration::ZERO;
+    // Which time these records go out: 0 the first, then each resend (a
+    // retry, or a wait after a 429).
+    let mut resend = 0u32;
     loop {
         let chunk = gather(records, &remaining);
+        // One span per request: a trace shows each retry on its own.
+        let span = tracing::info_span!(
+            "ebb.destination.request",
+            destination = %ctx.destination,
+            records = chunk.len(),
+            resend,
+            limiter_wait_ms = tracing::field::Empty,
+            answer = tracing::field::Empty,
+        );
         let waiting = Instant::now();
-        let slot = target.limiter.local_slot().await;
-        let permit = target.limiter.acquire().await;
-        progress.stats.limiter_wait += waiting.elapsed();
+        let slot = target.limiter.local_slot().instrument(span.clone()).await;
+        let permit = target.limiter.acquire().instrument(span.clone()).await;
+        let waited = waiting.elapsed();
+        span.record("limiter_wait_ms", waited.as_millis() as u64);
+        progress.stats.limiter_wait += waited;
         progress.stats.requests += 1;
-        let attempt = target.destination.send(ctx, &chunk).await;
+        let attempt = target
+            .destination
+            .send(ctx, &chunk)
+            .instrument(span.clone())
+            .await;
+        span.record("answer", answer_class(&attempt));
+        drop(span);
+        resend += 1;
         progress.stats.answers.count(&attempt);
         permit.release().await;
         drop(chunk);
