@@ -1,6 +1,7 @@
-//! An OTLP/HTTP trace receiver (JSON encoding, as the OpenTelemetry
-//! protocol specifies it: `POST /v1/traces` with an
-//! `ExportTraceServiceRequest`), keeping the spans it got.
+//! An OTLP/HTTP receiver (JSON encoding, as the OpenTelemetry protocol
+//! specifies it: `POST /v1/traces` with an `ExportTraceServiceRequest`,
+//! `POST /v1/metrics` with an `ExportMetricsServiceRequest`), keeping the
+//! spans and metric points it got.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,37 +28,57 @@ pub struct Span {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// A sum or histogram data point as the receiver keeps it.
+#[derive(Debug, Clone)]
+pub struct MetricPoint {
+    /// The instrument's name, as the process named it (no `_total`).
+    pub name: String,
+    /// The resource's `service.name`.
+    pub service: String,
+    /// A sum's value, or a histogram's count.
+    pub value: f64,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+struct Received {
+    spans: Mutex<Vec<Span>>,
+    metrics: Mutex<Vec<MetricPoint>>,
+}
+
 #[derive(Clone)]
 pub struct Collector {
     pub addr: SocketAddr,
-    pub spans: Arc<Mutex<Vec<Span>>>,
+    received: Arc<Received>,
 }
 
 impl Collector {
     pub async fn start() -> Collector {
-        let spans = Arc::new(Mutex::new(Vec::new()));
+        let received = Arc::new(Received::default());
         let app = Router::new()
-            .route("/v1/traces", post(export))
-            .with_state(spans.clone());
+            .route("/v1/traces", post(export_traces))
+            .route("/v1/metrics", post(export_metrics))
+            .with_state(received.clone());
         let addr = crate::serve_emulator(app, "127.0.0.1:0").await;
-        Collector { addr, spans }
+        Collector { addr, received }
     }
 
-    /// The base URL (the exporter adds `/v1/traces`).
+    /// The base URL (the exporter adds `/v1/traces` or `/v1/metrics`).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     pub fn spans(&self) -> Vec<Span> {
-        self.spans.lock().expect("lock").clone()
+        self.received.spans.lock().expect("lock").clone()
+    }
+
+    pub fn metric_points(&self) -> Vec<MetricPoint> {
+        self.received.metrics.lock().expect("lock").clone()
     }
 }
 
-async fn export(
-    State(spans): State<Arc<Mutex<Vec<Span>>>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, (StatusCode, String)> {
+/// The request body as JSON: this receiver speaks OTLP/HTTP JSON only.
+fn json_request(headers: &HeaderMap, body: &[u8]) -> Result<Value, (StatusCode, String)> {
     let json_body = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -68,8 +89,72 @@ async fn export(
             "this receiver takes OTLP/HTTP JSON (application/json)".into(),
         ));
     }
-    let request: Value = serde_json::from_slice(&body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("not JSON: {e}")))?;
+    serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("not JSON: {e}")))
+}
+
+async fn export_metrics(
+    State(state): State<Arc<Received>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, (StatusCode, String)> {
+    let request = json_request(&headers, &body)?;
+    let mut received = Vec::new();
+    for resource_metrics in request["resourceMetrics"].as_array().into_iter().flatten() {
+        let resource = attributes(&resource_metrics["resource"]["attributes"]);
+        let service = resource.get("service.name").cloned().unwrap_or_default();
+        let scopes = resource_metrics["scopeMetrics"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        for metric in scopes.flat_map(|s| s["metrics"].as_array().into_iter().flatten()) {
+            let name = text(&metric["name"]);
+            // Sums and gauges carry `asInt` (a string, int64 in JSON) or
+            // `asDouble`; histograms a `count`.
+            for (kind, value_of) in [
+                ("sum", point_value as fn(&Value) -> Option<f64>),
+                ("gauge", point_value),
+                ("histogram", histogram_count),
+            ] {
+                for point in metric[kind]["dataPoints"].as_array().into_iter().flatten() {
+                    let Some(value) = value_of(point) else {
+                        return Err((
+                            StatusCode::BAD_REQUEST,
+                            format!("{name}: a {kind} point without a value: {point}"),
+                        ));
+                    };
+                    received.push(MetricPoint {
+                        name: name.clone(),
+                        service: service.clone(),
+                        value,
+                        attributes: attributes(&point["attributes"]),
+                    });
+                }
+            }
+        }
+    }
+    state.metrics.lock().expect("lock").extend(received);
+    // An ExportMetricsServiceResponse with nothing rejected.
+    Ok(Json(json!({})))
+}
+
+fn number(value: &Value) -> Option<f64> {
+    value.as_f64().or_else(|| value.as_str()?.parse().ok())
+}
+
+fn point_value(point: &Value) -> Option<f64> {
+    number(&point["asInt"]).or_else(|| number(&point["asDouble"]))
+}
+
+fn histogram_count(point: &Value) -> Option<f64> {
+    number(&point["count"])
+}
+
+async fn export_traces(
+    State(state): State<Arc<Received>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, (StatusCode, String)> {
+    let request = json_request(&headers, &body)?;
     let mut received = Vec::new();
     for resource_spans in request["resourceSpans"].as_array().into_iter().flatten() {
         let resource = attributes(&resource_spans["resource"]["attributes"]);
@@ -91,7 +176,7 @@ async fn export(
             }
         }
     }
-    spans.lock().expect("lock").extend(received);
+    state.spans.lock().expect("lock").extend(received);
     // An ExportTraceServiceResponse with nothing rejected.
     Ok(Json(json!({})))
 }

@@ -1,7 +1,8 @@
 //! Traces: a run across two worker processes is one trace, exported over
 //! OTLP/HTTP to a receiver on loopback: the planner's spans, both workers'
 //! batch spans, each destination request as a child of its batch, and a
-//! request sent again after a transient failure as a span of its own.
+//! request sent again after a transient failure as a span of its own; and
+//! the planner's metrics, over OTLP to the same receiver.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -171,6 +172,20 @@ async fn a_run_across_two_workers_is_one_trace() {
         requests
             .iter()
             .all(|r| r.attributes.get("records").map(String::as_str) == Some("10"))
+    );
+
+    // Metrics go to the same collector; the planner flushed its own as it
+    // exited (workers export every minute, longer than this test).
+    let planning: Vec<_> = collector
+        .metric_points()
+        .into_iter()
+        .filter(|p| p.name == "ebb_planning_duration" && p.service == "ebb-planner")
+        .collect();
+    assert_eq!(planning.len(), 1, "{planning:#?}");
+    assert_eq!(planning[0].value, 1.0, "one plan, one observation");
+    assert_eq!(
+        planning[0].attributes.get("sync").map(String::as_str),
+        Some("contacts")
     );
 
     // Logs carry the trace id.

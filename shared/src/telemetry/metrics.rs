@@ -1,6 +1,7 @@
 //! Counters and histograms, on planner and workers alike, rendered as
 //! Prometheus text (names per Prometheus' conventions: `_total` for
-//! counters, `_seconds` for durations). Each process counts what it did
+//! counters, `_seconds` for durations), and sent over OTLP too when a
+//! collector is named (see `traces.rs`). Each process counts what it did
 //! itself; Prometheus sums the pods.
 //!
 //! | metric | labels | what |
@@ -19,7 +20,9 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider};
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+
+use super::traces::Otlp;
 
 /// Bucket bounds, in seconds, for batch, planning and run durations.
 const DURATION_BOUNDS: &[f64] = &[
@@ -94,24 +97,42 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
 });
 
-/// Sets up the Prometheus exporter; later calls do nothing.
-pub(super) fn init() {
-    EXPORTER.get_or_init(|| {
-        let registry = prometheus::Registry::new();
-        let reader = opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .without_target_info()
-            .build();
-        let mut provider = SdkMeterProvider::builder();
-        match reader {
-            Ok(reader) => provider = provider.with_reader(reader),
-            Err(e) => tracing::warn!(error = %e, "metrics exporter unavailable; /metrics shows gauges only"),
-        }
-        Exporter {
-            registry,
-            provider: provider.build(),
-        }
-    });
+/// Sets up the Prometheus exporter, and OTLP export when `otlp` names a
+/// collector; returns the provider (to flush at exit). Later calls return
+/// the first one.
+pub(super) fn init(service: &str, otlp: Option<Otlp>) -> SdkMeterProvider {
+    EXPORTER
+        .get_or_init(|| {
+            let registry = prometheus::Registry::new();
+            let reader = opentelemetry_prometheus::exporter()
+                .with_registry(registry.clone())
+                .without_target_info()
+                .build();
+            let mut provider =
+                SdkMeterProvider::builder().with_resource(super::traces::resource(service));
+            match reader {
+                Ok(reader) => provider = provider.with_reader(reader),
+                Err(e) => eprintln!(
+                    "warning: /metrics shows gauges only: the Prometheus exporter failed: {e}"
+                ),
+            }
+            if let Some(otlp) = otlp {
+                let exporter =
+                    otlp.configure(opentelemetry_otlp::MetricExporter::builder().with_http());
+                match exporter.build() {
+                    Ok(exporter) => {
+                        provider = provider.with_reader(PeriodicReader::builder(exporter).build())
+                    }
+                    Err(e) => eprintln!("warning: metrics are not exported over OTLP: {e}"),
+                }
+            }
+            Exporter {
+                registry,
+                provider: provider.build(),
+            }
+        })
+        .provider
+        .clone()
 }
 
 /// The counters and histograms, as Prometheus text.

@@ -7,6 +7,7 @@ mod logs;
 pub mod metrics;
 pub mod traces;
 
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use crate::config::TelemetryConfig;
@@ -18,6 +19,7 @@ pub use traces::{continue_trace, record_trace_id, traceparent};
 #[must_use = "dropping it flushes and stops trace export"]
 pub struct Telemetry {
     traces: Option<SdkTracerProvider>,
+    metrics: SdkMeterProvider,
 }
 
 /// How long exiting waits for the last spans to reach the collector: an
@@ -29,6 +31,7 @@ impl Drop for Telemetry {
         if let Some(provider) = self.traces.take() {
             let _ = provider.shutdown_with_timeout(FLUSH_AT_EXIT);
         }
+        let _ = self.metrics.shutdown_with_timeout(FLUSH_AT_EXIT);
     }
 }
 
@@ -38,6 +41,6 @@ impl Drop for Telemetry {
 pub fn init(default_filter: &str, service: &str, config: &TelemetryConfig) -> Telemetry {
     let traces = traces::provider(service, config);
     logs::init(default_filter, traces.as_ref(), service);
-    metrics::init();
-    Telemetry { traces }
+    let metrics = metrics::init(service, traces::Otlp::for_signal("metrics", config));
+    Telemetry { traces, metrics }
 }

@@ -21,30 +21,64 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{OtlpProtocol, TelemetryConfig};
 
-const ENDPOINT_VARS: [&str; 2] = [
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-];
+/// Where OTLP goes, for one signal (`traces` or `metrics`): `None` when no
+/// collector is named for it.
+pub(super) struct Otlp {
+    /// From `[telemetry]`, unless the `OTEL_EXPORTER_OTLP_*` variables
+    /// name the endpoint.
+    endpoint: Option<String>,
+    /// From `[telemetry]`, unless the variables name the protocol.
+    protocol: Option<Protocol>,
+}
 
-/// The tracer provider, when a collector is named; `service` names the
-/// process unless `OTEL_SERVICE_NAME` does.
+impl Otlp {
+    pub(super) fn for_signal(signal: &str, config: &TelemetryConfig) -> Option<Otlp> {
+        let upper = signal.to_uppercase();
+        let set = |var: &str| std::env::var_os(var).is_some();
+        let endpoint_from_env = set("OTEL_EXPORTER_OTLP_ENDPOINT")
+            || set(&format!("OTEL_EXPORTER_OTLP_{upper}_ENDPOINT"));
+        if !endpoint_from_env && config.otlp_endpoint.is_none() {
+            return None;
+        }
+        let protocol_from_env = set("OTEL_EXPORTER_OTLP_PROTOCOL")
+            || set(&format!("OTEL_EXPORTER_OTLP_{upper}_PROTOCOL"));
+        Some(Otlp {
+            endpoint: (!endpoint_from_env)
+                .then_some(config.otlp_endpoint.as_ref())
+                .flatten()
+                .map(|base| format!("{}/v1/{signal}", base.trim_end_matches('/'))),
+            protocol: (!protocol_from_env).then(|| match config.otlp_protocol {
+                Some(OtlpProtocol::HttpJson) => Protocol::HttpJson,
+                _ => Protocol::HttpBinary,
+            }),
+        })
+    }
+
+    pub(super) fn configure<B: WithExportConfig>(&self, mut builder: B) -> B {
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder.with_endpoint(endpoint.clone());
+        }
+        if let Some(protocol) = self.protocol {
+            builder = builder.with_protocol(protocol);
+        }
+        builder
+    }
+}
+
+/// The resource of this process: `service` unless `OTEL_SERVICE_NAME`
+/// names it; `OTEL_RESOURCE_ATTRIBUTES` apply.
+pub(super) fn resource(service: &str) -> Resource {
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(service.to_owned());
+    }
+    resource.build()
+}
+
+/// The tracer provider, when a collector is named.
 pub(super) fn provider(service: &str, config: &TelemetryConfig) -> Option<SdkTracerProvider> {
-    let from_env = ENDPOINT_VARS.iter().any(|v| std::env::var_os(v).is_some());
-    if !from_env && config.otlp_endpoint.is_none() {
-        return None;
-    }
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
-    if !from_env && let Some(endpoint) = &config.otlp_endpoint {
-        exporter = exporter.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
-    }
-    if std::env::var_os("OTEL_EXPORTER_OTLP_PROTOCOL").is_none()
-        && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").is_none()
-    {
-        exporter = exporter.with_protocol(match config.otlp_protocol {
-            Some(OtlpProtocol::HttpJson) => Protocol::HttpJson,
-            _ => Protocol::HttpBinary,
-        });
-    }
+    let otlp = Otlp::for_signal("traces", config)?;
+    let exporter = otlp.configure(opentelemetry_otlp::SpanExporter::builder().with_http());
     let exporter = match exporter.build() {
         Ok(exporter) => exporter,
         Err(e) => {
@@ -52,13 +86,9 @@ pub(super) fn provider(service: &str, config: &TelemetryConfig) -> Option<SdkTra
             return None;
         }
     };
-    let mut resource = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name(service.to_owned());
-    }
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(resource.build())
+        .with_resource(resource(service))
         .build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
