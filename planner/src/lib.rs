@@ -9,6 +9,7 @@ pub mod context;
 pub mod control;
 pub mod enqueue;
 pub mod error;
+pub mod leader;
 pub mod plan;
 pub mod progress;
 pub mod watchdog;

@@ -1,7 +1,8 @@
 //! `ebb serve`: the planner daemon. Fires each sync on its cron schedule (a
 //! sync with an active run is skipped, never doubled; a paused one is not
 //! fired), re-enqueues work the queue lost (see `watchdog`), deletes run
-//! records past their retention, and answers `/healthz` (process alive),
+//! records past their retention (all of these only on the replica that
+//! leads, see `crate::leader`), and answers on every replica `/healthz` (process alive),
 //! `/readyz` (state database and Redis reachable), `/metrics` (Prometheus
 //! text, see `metrics`) and the API under `/api/v1` (see `crate::api`).
 
@@ -14,17 +15,20 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ebb_shared::StateError;
 use ebb_shared::config::SyncConfig;
 use ebb_shared::health;
+use ebb_shared::state::ticks;
 use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::api::{self, Auth};
 use crate::context::Context;
 use crate::control::trigger;
 use crate::enqueue::Queue;
 use crate::error::PlannerError;
+use crate::leader;
 use crate::watchdog::Watchdog;
 
 /// What the unauthenticated endpoints share: one Redis connection, kept
@@ -32,6 +36,7 @@ use crate::watchdog::Watchdog;
 struct Probes {
     ctx: Arc<Context>,
     auth: Arc<Auth>,
+    leading: leader::Leading,
     queue: Mutex<Option<Queue>>,
     at_once: Semaphore,
 }
@@ -62,9 +67,12 @@ pub async fn serve(
             tracing::info!(%listen, "serving /api/v1 (bearer tokens from [api])")
         }
     }
+    let identity = leader::identity();
+    let leading = leader::campaign(ctx.config.state.database_url.clone(), identity.clone());
     let probes = Arc::new(Probes {
         ctx: ctx.clone(),
         auth: auth.clone(),
+        leading: leading.clone(),
         queue: Mutex::new(None),
         at_once: Semaphore::new(PROBES_AT_ONCE),
     });
@@ -77,30 +85,48 @@ pub async fn serve(
     tracing::info!(%listen, "serving /healthz, /readyz and /metrics");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut schedulers = Vec::new();
-    for sync in ctx.config.syncs.values().filter(|s| s.schedule.is_some()) {
-        let ctx = ctx.clone();
-        let sync = sync.clone();
-        schedulers.push(tokio::spawn(async move { schedule_loop(ctx, sync).await }));
-    }
-    if schedulers.is_empty() {
-        tracing::warn!("no sync has a `schedule`; serve only watches running runs");
-    }
-    let watchdog = tokio::spawn(watchdog_loop(ctx.clone()));
-    let janitor = tokio::spawn(janitor_loop(ctx.clone()));
-    let dependencies = tokio::spawn(dependency_loop(ctx.clone()));
-    let alerting = tokio::spawn(alert_loop(ctx.clone()));
+    let leaders = tokio::spawn(lead_while_elected(ctx.clone(), leading, identity));
     shutdown_signal().await;
     tracing::info!("shutting down");
-    for s in schedulers {
-        s.abort();
-    }
-    watchdog.abort();
-    janitor.abort();
-    dependencies.abort();
-    alerting.abort();
+    leaders.abort();
     server.abort();
     Ok(())
+}
+
+/// Runs the leader's loops while this replica leads, and stops them as soon
+/// as it does not.
+async fn lead_while_elected(ctx: Arc<Context>, mut leading: leader::Leading, identity: String) {
+    let identity: Arc<str> = identity.into();
+    loop {
+        if !leader::wait_for(&mut leading, true).await {
+            return;
+        }
+        let mut loops = leader_loops(&ctx, &identity);
+        let campaign_over = !leader::wait_for(&mut leading, false).await;
+        loops.abort_all();
+        if campaign_over {
+            return;
+        }
+        tracing::info!("stopped the leader's loops");
+    }
+}
+
+/// What only the leader does: anything that starts runs or sends messages.
+fn leader_loops(ctx: &Arc<Context>, identity: &Arc<str>) -> JoinSet<()> {
+    let mut loops = JoinSet::new();
+    let mut scheduled = 0;
+    for sync in ctx.config.syncs.values().filter(|s| s.schedule.is_some()) {
+        loops.spawn(schedule_loop(ctx.clone(), sync.clone(), identity.clone()));
+        scheduled += 1;
+    }
+    if scheduled == 0 {
+        tracing::warn!("no sync has a `schedule`; serve only watches running runs");
+    }
+    loops.spawn(watchdog_loop(ctx.clone()));
+    loops.spawn(janitor_loop(ctx.clone()));
+    loops.spawn(dependency_loop(ctx.clone()));
+    loops.spawn(alert_loop(ctx.clone()));
+    loops
 }
 
 async fn metrics(State(probes): State<Arc<Probes>>, headers: HeaderMap) -> Response {
@@ -116,6 +142,11 @@ async fn metrics(State(probes): State<Arc<Probes>>, headers: HeaderMap) -> Respo
     let mut queue = probes.queue.lock().await;
     let mut text = super::metrics::render(&ctx.config, &ctx.pool, &mut queue).await;
     text.push_str(&ebb_shared::telemetry::metrics::prometheus_text());
+    text.push_str(&format!(
+        "# HELP ebb_planner_leader 1 while this ebb serve is the leader that fires schedules\n\
+         # TYPE ebb_planner_leader gauge\nebb_planner_leader {}\n",
+        u8::from(*probes.leading.borrow())
+    ));
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -149,35 +180,79 @@ async fn readyz(State(probes): State<Arc<Probes>>) -> (StatusCode, &'static str)
     }
 }
 
-async fn schedule_loop(ctx: Arc<Context>, sync: SyncConfig) {
+/// A tick missed by at most this long when a planner takes over is fired
+/// at once (when the sync was scheduled before, so a new sync or a first
+/// start does not fire a tick from the past).
+const MISSED_TICK_GRACE: Duration = Duration::from_secs(60);
+
+async fn schedule_loop(ctx: Arc<Context>, sync: SyncConfig, planner: Arc<str>) {
     let Some(schedule) = sync.schedule.clone() else {
         return;
     };
+    let started = Utc::now();
+    if let Some(missed) = schedule.last_at_or_before(started)
+        && (started - missed).to_std().unwrap_or_default() <= MISSED_TICK_GRACE
+    {
+        match ticks::missed(&ctx.pool, &sync.name, missed).await {
+            Ok(true) => {
+                tracing::info!(sync = %sync.name, tick = %missed, "firing a tick no planner fired (leadership changed)");
+                fire(&ctx, &sync, missed, &planner).await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(sync = %sync.name, error = %e, "cannot tell whether the last tick was fired")
+            }
+        }
+    }
+    let mut after = started;
     loop {
-        let Some(next) = schedule.next_after(Utc::now()) else {
+        let Some(next) = schedule.next_after(after) else {
             tracing::warn!(sync = %sync.name, "schedule has no future fire time");
             return;
         };
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
-        match ebb_shared::state::syncs::is_paused(&ctx.pool, &sync.name).await {
-            Ok(true) => {
-                tracing::info!(sync = %sync.name, "schedule paused; skipping this tick");
-                continue;
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(sync = %sync.name, error = %e, "cannot read whether the sync is paused; skipping this tick");
-                continue;
+        fire(&ctx, &sync, next, &planner).await;
+        after = next;
+    }
+}
+
+/// Fires `sync`'s tick at `tick`: claims it (a tick another planner fired
+/// is skipped), then starts a run unless the sync is paused or running.
+async fn fire(ctx: &Context, sync: &SyncConfig, tick: DateTime<Utc>, planner: &str) {
+    match ticks::claim(&ctx.pool, &sync.name, tick, planner).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(sync = %sync.name, %tick, "another planner fired this tick; skipping it");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(sync = %sync.name, %tick, error = %e, "cannot claim the tick; skipping it");
+            return;
+        }
+    }
+    match ebb_shared::state::syncs::is_paused(&ctx.pool, &sync.name).await {
+        Ok(true) => {
+            tracing::info!(sync = %sync.name, "schedule paused; skipping this tick");
+            return;
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(sync = %sync.name, error = %e, "cannot read whether the sync is paused; skipping this tick");
+            return;
+        }
+    }
+    match trigger::run_now(ctx, sync, false, "schedule").await {
+        Ok(run_id) => {
+            tracing::info!(sync = %sync.name, run_id, "scheduled run started");
+            if let Err(e) = ticks::set_run(&ctx.pool, &sync.name, tick, run_id).await {
+                tracing::warn!(sync = %sync.name, run_id, error = %e, "cannot record the tick's run");
             }
         }
-        match trigger::run_now(&ctx, &sync, false, "schedule").await {
-            Ok(run_id) => tracing::info!(sync = %sync.name, run_id, "scheduled run started"),
-            Err(PlannerError::State(StateError::RunActive { run_id, .. })) => {
-                tracing::info!(sync = %sync.name, active_run = run_id, "previous run still active; skipping this tick");
-            }
-            Err(e) => tracing::error!(sync = %sync.name, error = %e, "scheduled run failed"),
+        Err(PlannerError::State(StateError::RunActive { run_id, .. })) => {
+            tracing::info!(sync = %sync.name, active_run = run_id, "previous run still active; skipping this tick");
         }
+        Err(e) => tracing::error!(sync = %sync.name, error = %e, "scheduled run failed"),
     }
 }
 
@@ -289,6 +364,9 @@ async fn janitor_loop(ctx: Arc<Context>) {
                 "deleted the records of runs past their retention"
             ),
             Err(e) => tracing::warn!(error = %e, "could not delete old run records; will retry"),
+        }
+        if let Err(e) = ticks::delete_older_than(&ctx.pool, days).await {
+            tracing::warn!(error = %e, "could not delete old schedule ticks; will retry");
         }
         tokio::time::sleep(JANITOR_EVERY).await;
     }

@@ -483,4 +483,17 @@ impl SyncSchedule {
             .ok()
             .map(|next| next.with_timezone(&chrono::Utc))
     }
+
+    /// The last fire time at or before `at`: the tick a planner that just
+    /// took over may have missed.
+    pub fn last_at_or_before(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let local = at.with_timezone(&self.timezone);
+        self.cron
+            .find_previous_occurrence(&local, true)
+            .ok()
+            .map(|previous| previous.with_timezone(&chrono::Utc))
+    }
 }

@@ -547,3 +547,23 @@ fn alerts_need_one_target_and_something_to_alert_on() {
         assert!(err.contains(expected), "{expected}: {err}");
     }
 }
+
+#[test]
+fn the_last_tick_at_or_before_a_time_is_the_one_a_new_leader_may_have_missed() {
+    use chrono::{TimeZone, Utc};
+    let every_five = SyncSchedule::parse("*/5 * * * *", None).unwrap();
+    let at = Utc.with_ymd_and_hms(2026, 12, 1, 10, 7, 30).unwrap();
+    assert_eq!(
+        every_five.last_at_or_before(at).unwrap(),
+        Utc.with_ymd_and_hms(2026, 12, 1, 10, 5, 0).unwrap()
+    );
+    // A fire time itself is its own last tick.
+    let on_tick = Utc.with_ymd_and_hms(2026, 12, 1, 10, 10, 0).unwrap();
+    assert_eq!(every_five.last_at_or_before(on_tick).unwrap(), on_tick);
+    // In the sync's zone: 09:00 Berlin is 08:00 UTC in winter.
+    let berlin = SyncSchedule::parse("0 9 * * *", Some("Europe/Berlin")).unwrap();
+    assert_eq!(
+        berlin.last_at_or_before(at).unwrap(),
+        Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap()
+    );
+}

@@ -16,7 +16,8 @@
 //! - [`idempotency`] (`ebb_api_idempotency`): run triggers retried with the
 //!   same `Idempotency-Key`;
 //! - [`alerts`] (`ebb_alert_incidents`, `ebb_alert_deliveries`): what is
-//!   wrong with a sync, and the messages that say so.
+//!   wrong with a sync, and the messages that say so;
+//! - [`ticks`] (`ebb_schedule_ticks`): the schedule ticks planners fired.
 //!
 //! The planner's diff (`planner/src/plan/diff.rs`) is the one place that
 //! reads these tables through its own temporary snapshot table.
@@ -31,6 +32,7 @@ pub mod ledger;
 pub mod records;
 pub mod runs;
 pub mod syncs;
+pub mod ticks;
 
 pub use batches::BatchState;
 pub use records::{Op, Outcome};
