@@ -7,3 +7,5 @@ cd "$(dirname "$0")/.."
 # `ebb-worker` binaries from this same target directory.
 cargo build --workspace --bins --tests --quiet
 cargo test --workspace -- --test-threads "${EBB_TEST_THREADS:-2}"
+# The Helm chart and the Dockerfile (see the script for what it checks).
+bash scripts/check-deploy.sh

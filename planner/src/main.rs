@@ -122,7 +122,7 @@ enum Command {
     },
     /// The planner daemon: runs syncs on their schedules, serves /healthz, /readyz and
     /// /metrics. These need no authentication, so the default address is loopback only;
-    /// in a pod, listen on 0.0.0.0 explicitly (deploy/k8s does).
+    /// in a pod, listen on 0.0.0.0 explicitly (the Helm chart does).
     Serve {
         #[arg(long, env = "EBB_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,

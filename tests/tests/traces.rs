@@ -188,9 +188,25 @@ async fn a_run_across_two_workers_is_one_trace() {
         Some("contacts")
     );
 
-    // Logs carry the trace id.
+    // Log lines inside a traced span start with its trace and span ids,
+    // and the span is one the collector received.
+    let logs = env.worker_log(0) + &env.worker_log(1);
+    let prefix = format!("trace_id={trace_id} span_id=");
+    let logged: Vec<&str> = logs
+        .lines()
+        .filter_map(|line| line.split_once(&prefix))
+        .filter_map(|(_, rest)| rest.get(..16))
+        .collect();
     assert!(
-        env.worker_log(0).contains(&trace_id) || env.worker_log(1).contains(&trace_id),
-        "worker logs name the trace"
+        !logged.is_empty(),
+        "no worker log line names the trace:\n{logs}"
     );
+    for span_id in logged {
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.span_id == span_id && s.service == "ebb-worker"),
+            "logged span {span_id} is not a worker span of the trace"
+        );
+    }
 }

@@ -27,18 +27,26 @@ struct Cli {
     /// reachable) on this address, for Kubernetes probes.
     #[arg(long, env = "EBB_WORKER_LISTEN")]
     listen: Option<std::net::SocketAddr>,
+    /// On SIGTERM, how long in-flight batches may take before the worker
+    /// exits; overrides `[worker].shutdown_timeout_secs` (the Helm chart
+    /// sets it with the pod's grace period, which must be longer).
+    #[arg(long, env = "EBB_WORKER_SHUTDOWN_TIMEOUT_SECS")]
+    shutdown_timeout_secs: Option<u64>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(&cli.config) {
+    let mut config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(secs) = cli.shutdown_timeout_secs {
+        config.worker.shutdown_timeout_secs = secs;
+    }
     let _telemetry =
         ebb_shared::telemetry::init("warn,ebb_worker=info", "ebb-worker", &config.telemetry);
     match pool::run(

@@ -10,8 +10,8 @@ pub fn print_table(entries: &[DlqEntry]) {
         return;
     }
     println!(
-        "{:>6}  {:<22} {:<16} {:<11} {:<8} {:>4} {:>6}  {:<19} {}",
-        "ID", "SYNC", "KEY", "STAGE", "STATUS", "TRY", "RUN", "LAST FAILED", "REASON"
+        "{:>6}  {:<22} {:<16} {:<11} {:<8} {:>4} {:>6}  {:<19} REASON",
+        "ID", "SYNC", "KEY", "STAGE", "STATUS", "TRY", "RUN", "LAST FAILED"
     );
     for e in entries {
         println!(

@@ -13,7 +13,7 @@ pub fn print_table(runs: &[Run]) {
         return;
     }
     println!(
-        "{:>6}  {:<24} {:<7} {:<10} {:>9} {:>9} {:>9} {:>8} {:>7}  {:<20} {}",
+        "{:>6}  {:<24} {:<7} {:<10} {:>9} {:>9} {:>9} {:>8} {:>7}  {:<20} ERROR",
         "RUN",
         "SYNC",
         "KIND",
@@ -23,8 +23,7 @@ pub fn print_table(runs: &[Run]) {
         "REJECTED",
         "FAILED",
         "SECS",
-        "STARTED",
-        "ERROR"
+        "STARTED"
     );
     for r in runs {
         let secs = r

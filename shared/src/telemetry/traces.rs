@@ -47,7 +47,7 @@ impl Otlp {
                 .then_some(config.otlp_endpoint.as_ref())
                 .flatten()
                 .map(|base| format!("{}/v1/{signal}", base.trim_end_matches('/'))),
-            protocol: (!protocol_from_env).then(|| match config.otlp_protocol {
+            protocol: (!protocol_from_env).then_some(match config.otlp_protocol {
                 Some(OtlpProtocol::HttpJson) => Protocol::HttpJson,
                 _ => Protocol::HttpBinary,
             }),
@@ -123,6 +123,24 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
         let _ = span.set_parent(parent);
     }
     record_trace_id(span);
+}
+
+/// The trace and span ids (hex) of the span entered on this thread, when it
+/// is traced.
+pub(super) fn current_ids() -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt;
+    let span = tracing::Span::current();
+    if span.is_none() {
+        return None;
+    }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    })
 }
 
 /// Records `span`'s trace id in its `trace_id` field, when traces are on.
