@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure PostgreSQL and Redis answer on 127.0.0.1 (5432, 6379): starts
-# them if they are installed but stopped, installs them (Debian) if missing.
+# Makes sure PostgreSQL, Redis and MariaDB answer on 127.0.0.1 (5432, 6379,
+# 3306): starts them if they are installed but stopped, installs them (Debian)
+# if missing. MariaDB is the warehouse of the `mysql` source's tests.
 set -euo pipefail
 
 log() { echo "[ebb] $*" >&2; }
@@ -47,4 +48,31 @@ if ! psql "postgres://postgres@127.0.0.1:5432/postgres" -qAtc "SELECT 1" >/dev/n
   as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
   as_root su postgres -c "psql -qAtc 'SELECT pg_reload_conf()'" >/dev/null
 fi
-log "PostgreSQL and Redis are ready"
+mariadb_ready() { mariadb -h 127.0.0.1 -P 3306 -u root -e "SELECT 1" >/dev/null 2>&1; }
+if ! command -v mariadbd >/dev/null 2>&1 && ! command -v mysqld >/dev/null 2>&1; then
+  log "installing MariaDB"
+  apt_install mariadb-server mariadb-client
+fi
+if ! mariadb -u root -e "SELECT 1" >/dev/null 2>&1 && ! mariadb_ready; then
+  log "starting MariaDB"
+  as_root mkdir -p /run/mysqld
+  as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
+  if [ ! -d /var/lib/mysql/mysql ]; then
+    as_root mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+  fi
+  (as_root mariadbd-safe --user=mysql --bind-address=127.0.0.1 --port=3306 >/dev/null 2>&1 &)
+  for _ in $(seq 1 30); do
+    mariadb -u root -e "SELECT 1" >/dev/null 2>&1 && break
+    mariadb_ready && break
+    sleep 1
+  done
+fi
+# The tests connect as root over TCP without a password, as on a developer's
+# machine; Debian's package lets root in only through the socket.
+if ! mariadb_ready; then
+  log "allowing root over TCP from 127.0.0.1 without a password"
+  as_root mariadb -u root -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; \
+    GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;"
+fi
+mariadb_ready || { log "MariaDB did not come up on 127.0.0.1:3306"; exit 1; }
+log "PostgreSQL, Redis and MariaDB are ready"

@@ -4,9 +4,18 @@
 # runs a real sync with a progress bar, and shows the summary and the DLQ;
 # then syncs the same model to HubSpot contacts, against a local HubSpot
 # *emulator* (no HubSpot account needed or used).
+#
+# --mysql: the demo warehouse is in MariaDB instead (the `mysql` source), with
+# the same customers and the same model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+warehouse_kind=postgres
+case "${1:-}" in
+  --mysql) warehouse_kind=mysql ;;
+  "") ;;
+  *) echo "usage: scripts/quickstart.sh [--mysql]" >&2; exit 2 ;;
+esac
 
 bash scripts/ensure-services.sh
 
@@ -21,14 +30,26 @@ for db in ebb_demo_state ebb_demo_warehouse ebb_demo_app; do
   psql "$pg/postgres" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
   psql "$pg/postgres" -qAtc "CREATE DATABASE $db" >/dev/null
 done
-psql "$pg/ebb_demo_warehouse" -q -f examples/quickstart/seed.sql
 psql "$pg/ebb_demo_app" -q -f examples/quickstart/replica.sql
 
 export EBB_DATABASE_URL="$pg/ebb_demo_state"
 export EBB_REDIS_URL="redis://127.0.0.1:6379"
-export WAREHOUSE_URL="$pg/ebb_demo_warehouse"
 export REPLICA_URL="$pg/ebb_demo_app"
-export EBB_CONFIG="$root/examples/quickstart/ebb.toml"
+if [ "$warehouse_kind" = mysql ]; then
+  echo "[ebb] seeding the demo warehouse in MariaDB (database ebb_demo_analytics)"
+  mariadb -h 127.0.0.1 -u root < examples/quickstart/seed-mysql.sql
+  export WAREHOUSE_URL="mysql://root@127.0.0.1:3306/ebb_demo_analytics"
+  # The same config and model, with the warehouse's type and schema swapped.
+  demo="$root/target/quickstart-mysql"
+  mkdir -p "$demo/models"
+  sed 's/^type = "postgres"  # warehouse$/type = "mysql"/' examples/quickstart/ebb.toml >"$demo/ebb.toml"
+  sed 's/analytics\.customers/ebb_demo_analytics.customers/' examples/quickstart/models/customers.sql >"$demo/models/customers.sql"
+  export EBB_CONFIG="$demo/ebb.toml"
+else
+  psql "$pg/ebb_demo_warehouse" -q -f examples/quickstart/seed.sql
+  export WAREHOUSE_URL="$pg/ebb_demo_warehouse"
+  export EBB_CONFIG="$root/examples/quickstart/ebb.toml"
+fi
 hubspot_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export HUBSPOT_BASE_URL="http://127.0.0.1:$hubspot_port"
 export HUBSPOT_TOKEN="pat-na1-emulated-token"

@@ -6,6 +6,7 @@
 pub mod conformance;
 pub mod hubspot;
 pub mod mailchimp;
+pub mod mariadb;
 pub mod otlp;
 pub mod receiver;
 pub mod salesforce;
@@ -309,12 +310,27 @@ impl TestEnv {
     /// Starts `ebb serve` on `port` with `args`; its log (appended across
     /// restarts) is `serve.log` in the test directory.
     pub fn serve(&self, port: u16, args: &[&str]) -> Child {
+        self.serve_command(port, args, "serve.log")
+            .spawn()
+            .expect("spawn ebb serve")
+    }
+
+    /// Starts `ebb serve` as if on host `host` (its planner identity is
+    /// `ebb-serve@<host>:<pid>`), logging to `serve-<host>.log`.
+    pub fn serve_as_host(&self, port: u16, host: &str) -> Child {
+        let mut command = self.serve_command(port, &[], &format!("serve-{host}.log"));
+        command.env("HOSTNAME", host);
+        command.spawn().expect("spawn ebb serve")
+    }
+
+    fn serve_command(&self, port: u16, args: &[&str], log: &str) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("serve.log"))
+            .open(self.dir.join(log))
             .expect("serve log");
-        Command::new(bin("ebb"))
+        let mut command = Command::new(bin("ebb"));
+        command
             .arg("--config")
             .arg(self.config_path())
             .arg("serve")
@@ -326,9 +342,8 @@ impl TestEnv {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn ebb serve")
+            .kill_on_drop(true);
+        command
     }
 
     /// Restarts every worker that has exited, as Kubernetes would; returns

@@ -2,11 +2,10 @@
 //! schedules, the other serves the API; when the leader is killed the other
 //! takes over, and no tick is fired twice or lost.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ebb_tests::{TestEnv, bin, create_replica, eventually, free_port, seed_customers};
+use ebb_tests::{TestEnv, create_replica, eventually, free_port, seed_customers};
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -47,27 +46,11 @@ impl Planner {
     /// Starts `ebb serve` as host `name`; its log is `serve-<name>.log`.
     fn start(env: &TestEnv, name: &str) -> Planner {
         let port = free_port();
-        let log = env.dir.join(format!("serve-{name}.log"));
-        let file = std::fs::File::create(&log).expect("serve log");
-        let child = tokio::process::Command::new(bin("ebb"))
-            .arg("--config")
-            .arg(env.config_path())
-            .arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info")
-            .env("EBB_LOG_TEXT", "1")
-            .env("HOSTNAME", name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn ebb serve");
+        let child = env.serve_as_host(port, name);
         let pid = child.id().expect("serve pid");
         Planner {
             child,
-            log,
+            log: env.dir.join(format!("serve-{name}.log")),
             base: format!("http://127.0.0.1:{port}"),
             identity: format!("ebb-serve@{name}:{pid}"),
         }

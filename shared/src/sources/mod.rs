@@ -7,12 +7,16 @@
 //! - [`registry`]: the types, by their `type` in config.
 //! - [`SourceConfig`]: what a typed config can do (connect).
 //! - [`Source`]: describing and streaming a model.
+//! - [`canonical`]: the payload text every source produces, so a record
+//!   hashes the same whatever warehouse it came from.
 
+pub mod canonical;
 pub mod config;
 pub mod error;
 pub mod registry;
 pub mod source;
 
+pub mod mysql;
 pub mod postgres;
 
 pub use config::SourceConfig;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::SourceConfig;
-use super::postgres;
+use super::{mysql, postgres};
 use crate::config::{ConfigError, ConnectorTable};
 
 /// One source type.
@@ -16,10 +16,16 @@ pub struct SourceType {
     pub parse: fn(&ConnectorTable<'_>) -> Result<Arc<dyn SourceConfig>, ConfigError>,
 }
 
-pub const SOURCE_TYPES: &[SourceType] = &[SourceType {
-    name: "postgres",
-    parse: postgres::config::parse,
-}];
+pub const SOURCE_TYPES: &[SourceType] = &[
+    SourceType {
+        name: "postgres",
+        parse: postgres::config::parse,
+    },
+    SourceType {
+        name: "mysql",
+        parse: mysql::config::parse,
+    },
+];
 
 /// Reads a `[sources.NAME]` table with the parser its `type` names.
 pub(crate) fn parse(table: &ConnectorTable<'_>) -> Result<Arc<dyn SourceConfig>, ConfigError> {

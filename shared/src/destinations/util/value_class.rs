@@ -13,17 +13,20 @@ pub enum ValueClass {
     DateTime,
 }
 
-/// Why a column of Postgres type `column_type` cannot fill a field of
-/// `class`, or None when it can.
+/// Why a column of type `column_type` (a Postgres or MySQL type name)
+/// cannot fill a field of `class`, or None when it can.
 pub fn mismatch(class: ValueClass, column_type: &str) -> Option<String> {
     let column = column_type.to_ascii_uppercase();
     let column_class = match column.as_str() {
-        "INT2" | "INT4" | "INT8" | "FLOAT4" | "FLOAT8" | "NUMERIC" | "MONEY" => {
+        // Postgres's names, then MySQL's.
+        "INT2" | "INT4" | "INT8" | "FLOAT4" | "FLOAT8" | "NUMERIC" | "MONEY" | "TINYINT"
+        | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "FLOAT" | "DOUBLE" | "DECIMAL" | "YEAR" => {
             Some(ValueClass::Number)
         }
-        "BOOL" => Some(ValueClass::Bool),
+        unsigned if unsigned.ends_with(" UNSIGNED") => Some(ValueClass::Number),
+        "BOOL" | "BOOLEAN" => Some(ValueClass::Bool),
         "DATE" => Some(ValueClass::Date),
-        "TIMESTAMP" | "TIMESTAMPTZ" => Some(ValueClass::DateTime),
+        "TIMESTAMP" | "TIMESTAMPTZ" | "DATETIME" => Some(ValueClass::DateTime),
         "JSON" | "JSONB" => {
             return Some(format!(
                 "a {column} column holds JSON documents; the field takes a single value"

@@ -1,0 +1,334 @@
+//! The payload text every source produces for a record: Postgres `jsonb`'s
+//! text form, `{"id": 7, "plan": "pro", "email": "a@b.co"}` (keys shortest
+//! first, then in byte order; `", "` and `": "` between), so that a record
+//! hashes the same and reaches a destination the same whatever warehouse it
+//! came from. The Postgres source has the warehouse write it
+//! (`jsonb_build_object(…)::text`); the other sources build it here from
+//! typed values, rendered as Postgres renders the matching type (the table
+//! is in `docs/sources.md`).
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+
+/// One value of a record, typed as the warehouse typed it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    /// A decimal with its scale, as the warehouse wrote it (`12.50`).
+    Decimal(String),
+    Float(f64),
+    Float32(f32),
+    /// Text as the warehouse's bytes: a value that is not UTF-8 reaches the
+    /// planner as its record's problem, not as a failed run.
+    Text(Vec<u8>),
+    Bytes(Vec<u8>),
+    Date(NaiveDate),
+    Timestamp(NaiveDateTime),
+    TimestampUtc(DateTime<Utc>),
+    Time(NaiveTime),
+    Json(serde_json::Value),
+}
+
+/// The payload of one record: `fields` (name, value) as a `jsonb` object.
+pub fn object(fields: &[(&str, Value)]) -> Vec<u8> {
+    let mut order: Vec<usize> = (0..fields.len()).collect();
+    order.sort_by(|&a, &b| jsonb_key_order(fields[a].0, fields[b].0));
+    // A field named twice keeps its last value, as jsonb does.
+    order.dedup_by(|later, earlier| fields[*later].0 == fields[*earlier].0);
+    let mut out = Vec::with_capacity(16 * fields.len() + 2);
+    out.push(b'{');
+    for (i, &index) in order.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        let (name, value) = &fields[index];
+        write_string(&mut out, name.as_bytes());
+        out.extend_from_slice(b": ");
+        write_value(&mut out, value);
+    }
+    out.push(b'}');
+    out
+}
+
+/// A primary key as text, as Postgres's `(key)::text` writes it; None for
+/// NULL.
+pub fn key_text(value: &Value) -> Option<Vec<u8>> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => if *b { "true" } else { "false" }.into(),
+        Value::Int(i) => i.to_string().into_bytes(),
+        Value::UInt(u) => u.to_string().into_bytes(),
+        Value::Decimal(d) => d.clone().into_bytes(),
+        Value::Float(f) => float_text(*f).into_bytes(),
+        Value::Float32(f) => float32_text(*f).into_bytes(),
+        Value::Text(bytes) => bytes.clone(),
+        Value::Bytes(bytes) => bytea_text(bytes).into_bytes(),
+        Value::Date(d) => d.format("%Y-%m-%d").to_string().into_bytes(),
+        Value::Timestamp(t) => timestamp_text(t, ' ').into_bytes(),
+        Value::TimestampUtc(t) => {
+            format!("{}+00", timestamp_text(&t.naive_utc(), ' ')).into_bytes()
+        }
+        Value::Time(t) => time_text(t).into_bytes(),
+        Value::Json(json) => {
+            let mut out = Vec::new();
+            write_json(&mut out, json);
+            out
+        }
+    })
+}
+
+/// jsonb's key order: shorter keys first, equal lengths in byte order.
+fn jsonb_key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::UInt(u) => out.extend_from_slice(u.to_string().as_bytes()),
+        Value::Decimal(d) => write_decimal(out, d),
+        Value::Float(f) => write_float(out, *f, float_text),
+        Value::Float32(f) => write_float(out, *f as f64, |_| float32_text(*f)),
+        Value::Text(bytes) => write_string(out, bytes),
+        Value::Bytes(bytes) => write_string(out, bytea_text(bytes).as_bytes()),
+        Value::Date(d) => write_string(out, d.format("%Y-%m-%d").to_string().as_bytes()),
+        Value::Timestamp(t) => write_string(out, timestamp_text(t, 'T').as_bytes()),
+        Value::TimestampUtc(t) => {
+            let text = format!("{}+00:00", timestamp_text(&t.naive_utc(), 'T'));
+            write_string(out, text.as_bytes())
+        }
+        Value::Time(t) => write_string(out, time_text(t).as_bytes()),
+        Value::Json(json) => write_json(out, json),
+    }
+}
+
+/// NaN and the infinities are not JSON numbers: jsonb keeps them as
+/// strings. Every other float is written in full decimal notation with the
+/// fewest digits that read back the same (what Postgres's float-to-jsonb
+/// conversion gives), and -0 as 0.
+fn write_float(out: &mut Vec<u8>, f: f64, text: impl Fn(f64) -> String) {
+    if f.is_nan() {
+        write_string(out, b"NaN");
+    } else if f.is_infinite() {
+        write_string(out, if f > 0.0 { b"Infinity" } else { b"-Infinity" });
+    } else {
+        out.extend_from_slice(text(f).as_bytes());
+    }
+}
+
+fn float_text(f: f64) -> String {
+    if f == 0.0 {
+        "0".to_owned()
+    } else {
+        f.to_string()
+    }
+}
+
+fn float32_text(f: f32) -> String {
+    if f == 0.0 {
+        "0".to_owned()
+    } else {
+        f.to_string()
+    }
+}
+
+/// A decimal the warehouse wrote: a JSON number when it is one (its scale
+/// kept), a string otherwise (`NaN`).
+fn write_decimal(out: &mut Vec<u8>, text: &str) {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let is_number = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().filter(|&b| b == b'.').count() <= 1
+        && !digits.starts_with('.')
+        && !digits.ends_with('.');
+    if is_number {
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        write_string(out, text.as_bytes());
+    }
+}
+
+/// Postgres's `bytea` text: `\x` and lower-case hex.
+fn bytea_text(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(2 + 2 * bytes.len());
+    text.push_str("\\x");
+    for b in bytes {
+        let _ = write!(text, "{b:02x}");
+    }
+    text
+}
+
+/// `2026-12-02T07:05:09.25`: fractional seconds without trailing zeros, as
+/// Postgres writes timestamps in JSON (`T`) and as text (` `).
+fn timestamp_text(t: &NaiveDateTime, separator: char) -> String {
+    format!(
+        "{}{separator}{}",
+        t.date().format("%Y-%m-%d"),
+        time_text(&t.time())
+    )
+}
+
+fn time_text(t: &NaiveTime) -> String {
+    let mut text = t.format("%H:%M:%S").to_string();
+    let micros = t.nanosecond() / 1_000;
+    if micros > 0 {
+        let fraction = format!("{micros:06}");
+        text.push('.');
+        text.push_str(fraction.trim_end_matches('0'));
+    }
+    text
+}
+
+/// A JSON string with Postgres's escapes: `"`, `\`, the named controls and
+/// `\u00XX` for the other controls; every other byte as it is.
+fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for &b in bytes {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0..=0x1f => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+/// A JSON document in jsonb's text form (nested objects in jsonb key order).
+fn write_json(out: &mut Vec<u8>, json: &serde_json::Value) {
+    match json {
+        serde_json::Value::Null => out.extend_from_slice(b"null"),
+        serde_json::Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => out.extend_from_slice(i.to_string().as_bytes()),
+            (_, Some(u), _) => out.extend_from_slice(u.to_string().as_bytes()),
+            (_, _, Some(f)) => write_float(out, f, float_text),
+            _ => out.extend_from_slice(n.to_string().as_bytes()),
+        },
+        serde_json::Value::String(s) => write_string(out, s.as_bytes()),
+        serde_json::Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_json(out, item);
+            }
+            out.push(b']');
+        }
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by(|a, b| jsonb_key_order(a, b));
+            out.push(b'{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_string(out, key.as_bytes());
+                out.extend_from_slice(b": ");
+                write_json(out, &map[key]);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(fields: &[(&str, Value)]) -> String {
+        String::from_utf8(object(fields)).expect("utf-8")
+    }
+
+    #[test]
+    fn keys_go_shortest_first_then_in_byte_order_like_jsonb() {
+        let fields = [
+            ("plan", Value::Text(b"pro".to_vec())),
+            ("id", Value::Int(7)),
+            ("email", Value::Null),
+            ("Zeta", Value::Bool(true)),
+        ];
+        assert_eq!(
+            text(&fields),
+            r#"{"id": 7, "Zeta": true, "plan": "pro", "email": null}"#
+        );
+        assert_eq!(text(&[]), "{}");
+    }
+
+    #[test]
+    fn strings_are_escaped_as_postgres_escapes_them() {
+        let fields = [("s", Value::Text(b"a\"b\\c\nd\te\x01\x7f\xc3\xa9".to_vec()))];
+        assert_eq!(
+            text(&fields),
+            "{\"s\": \"a\\\"b\\\\c\\nd\\te\\u0001\u{7f}é\"}"
+        );
+    }
+
+    #[test]
+    fn floats_are_written_in_full_with_the_fewest_digits() {
+        let cases = [
+            (0.1, "0.1"),
+            (1e20, "100000000000000000000"),
+            (1e-7, "0.0000001"),
+            (-0.0, "0"),
+            (3.0, "3"),
+            (f64::NAN, "\"NaN\""),
+            (f64::NEG_INFINITY, "\"-Infinity\""),
+        ];
+        for (f, want) in cases {
+            assert_eq!(
+                text(&[("f", Value::Float(f))]),
+                format!("{{\"f\": {want}}}")
+            );
+        }
+        assert_eq!(text(&[("f", Value::Float32(0.1))]), "{\"f\": 0.1}");
+    }
+
+    #[test]
+    fn decimals_keep_their_scale_and_times_drop_trailing_zeros() {
+        let at = NaiveDate::from_ymd_opt(2026, 12, 2)
+            .unwrap()
+            .and_hms_micro_opt(7, 5, 9, 250_000)
+            .unwrap();
+        let fields = [
+            ("d", Value::Decimal("12.50".to_owned())),
+            ("n", Value::Decimal("NaN".to_owned())),
+            ("ts", Value::Timestamp(at)),
+            ("tz", Value::TimestampUtc(at.and_utc())),
+            ("day", Value::Date(at.date())),
+            ("bin", Value::Bytes(vec![0, 0xab])),
+        ];
+        assert_eq!(
+            text(&fields),
+            r#"{"d": 12.50, "n": "NaN", "ts": "2026-12-02T07:05:09.25", "tz": "2026-12-02T07:05:09.25+00:00", "bin": "\\x00ab", "day": "2026-12-02"}"#
+        );
+        assert_eq!(
+            key_text(&Value::Timestamp(at)).unwrap(),
+            b"2026-12-02 07:05:09.25"
+        );
+    }
+
+    #[test]
+    fn nested_json_is_written_in_jsonb_form() {
+        let json: serde_json::Value =
+            serde_json::from_str(r#"{"tags":["a","b"],"x":{"bb":1,"a":2.5},"n":null}"#).unwrap();
+        assert_eq!(
+            text(&[("j", Value::Json(json))]),
+            r#"{"j": {"n": null, "x": {"a": 2.5, "bb": 1}, "tags": ["a", "b"]}}"#
+        );
+    }
+}
