@@ -194,6 +194,35 @@ impl TestEnv {
         cmd
     }
 
+    /// Runs `ebb plan SYNC --json` and returns its plan with the planner's
+    /// peak resident memory in KiB (VmHWM, read while it runs).
+    pub async fn plan_with_peak_memory(&self, sync: &str) -> (serde_json::Value, u64) {
+        let mut plan = self
+            .ebb_command(&["plan", sync, "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn ebb plan");
+        let pid = plan.id().expect("pid");
+        let mut peak = 0;
+        while plan.try_wait().expect("wait for ebb plan").is_none() {
+            if let Some(kib) = peak_rss_kib(pid) {
+                peak = peak.max(kib);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let output = plan.wait_with_output().await.expect("ebb plan output");
+        assert!(
+            output.status.success(),
+            "ebb plan failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(peak > 0, "the planner's memory was never read");
+        let plan = serde_json::from_slice(&output.stdout).expect("plan JSON");
+        (plan, peak)
+    }
+
     /// Runs `ebb ARGS` to completion, within [`EBB_DEADLINE`]. Its stdout
     /// and stderr are also kept in the test directory, in files named after
     /// the command, so a failed test can be read after the fact.
@@ -638,6 +667,15 @@ where
         assert!(started.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(every).await;
     }
+}
+
+/// The peak resident memory (VmHWM) of a running process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now.

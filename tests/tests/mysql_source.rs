@@ -286,15 +286,6 @@ async fn a_refused_login_says_so_without_the_password() {
     assert!(!err.contains("s3cret-pw"), "{err}");
 }
 
-/// The peak resident memory (VmHWM) of a running process, in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 #[tokio::test]
 async fn a_model_far_larger_than_the_planners_memory_is_streamed() {
     let (env, _mysql) = env_with_mysql().await;
@@ -309,42 +300,15 @@ async fn a_model_far_larger_than_the_planners_memory_is_streamed() {
         ),
     )
     .expect("rewrite config");
-    let mut plan = env
-        .ebb_command(&["plan", "customers", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ebb plan");
-    let pid = plan.id().expect("pid");
-    let mut peak = 0;
-    let status = loop {
-        if let Some(kib) = peak_rss_kib(pid) {
-            peak = peak.max(kib);
-        }
-        if let Some(status) = plan.try_wait().expect("wait") {
-            break status;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    let output = plan.wait_with_output().await.expect("output");
-    assert!(
-        status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (plan, peak_kib) = env.plan_with_peak_memory("customers").await;
+    assert_eq!(plan["added"], 60_000, "{plan}");
+    eprintln!(
+        "ebb plan read 240 MB from MariaDB with a peak RSS of {} MiB",
+        peak_kib / 1024
     );
-    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("plan JSON");
-    let added = plan
-        .as_array()
-        .and_then(|plans| plans.first())
-        .map(|p| p["added"].clone())
-        .unwrap_or_else(|| plan["added"].clone());
-    assert_eq!(added, 60_000, "{plan}");
-    eprintln!("ebb plan read 240 MB from MariaDB with a peak RSS of {} MiB", peak / 1024);
-    assert!(peak > 0, "the planner's memory was read");
     assert!(
-        peak < 100 * 1024,
+        peak_kib < 100 * 1024,
         "the planner held {} MiB for a 240 MB model: it is not streaming",
-        peak / 1024
+        peak_kib / 1024
     );
 }

@@ -18,6 +18,7 @@ pub mod source;
 
 pub mod mysql;
 pub mod postgres;
+pub mod redshift;
 
 pub use config::SourceConfig;
 pub use error::SourceError;

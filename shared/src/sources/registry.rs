@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::SourceConfig;
-use super::{mysql, postgres};
+use super::{mysql, postgres, redshift};
 use crate::config::{ConfigError, ConnectorTable};
 
 /// One source type.
@@ -24,6 +24,10 @@ pub const SOURCE_TYPES: &[SourceType] = &[
     SourceType {
         name: "mysql",
         parse: mysql::config::parse,
+    },
+    SourceType {
+        name: "redshift",
+        parse: redshift::config::parse,
     },
 ];
 

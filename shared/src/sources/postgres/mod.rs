@@ -160,7 +160,11 @@ impl Source for PostgresSource {
 
 /// Turns a database error on the model into one that points at the model's
 /// file and line.
-fn model_error(sync: &SyncConfig, error: sqlx::Error, prefix_chars: usize) -> SourceError {
+pub(crate) fn model_error(
+    sync: &SyncConfig,
+    error: sqlx::Error,
+    prefix_chars: usize,
+) -> SourceError {
     match &error {
         sqlx::Error::Database(db) => {
             let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
