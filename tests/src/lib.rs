@@ -10,6 +10,7 @@ pub mod mariadb;
 pub mod otlp;
 pub mod receiver;
 pub mod salesforce;
+pub mod snowflake;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -177,7 +178,11 @@ impl TestEnv {
     }
 
     pub fn write_file(&self, relative: &str, content: &str) {
-        std::fs::write(self.dir.join(relative), content).expect("write file");
+        let path = self.dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create the file's folder");
+        }
+        std::fs::write(path, content).expect("write file");
     }
 
     pub fn config_path(&self) -> PathBuf {

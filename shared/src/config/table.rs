@@ -142,6 +142,16 @@ impl<'a> ConnectorTable<'a> {
         &self.key
     }
 
+    /// The folder of the config file, against which relative paths in it
+    /// are read.
+    pub fn base_dir(&self) -> std::path::PathBuf {
+        self.src
+            .path
+            .parent()
+            .map(std::path::Path::to_owned)
+            .unwrap_or_default()
+    }
+
     fn start(&self) -> usize {
         self.table.span().start
     }

@@ -19,6 +19,7 @@ pub mod source;
 pub mod mysql;
 pub mod postgres;
 pub mod redshift;
+pub mod snowflake;
 
 pub use config::SourceConfig;
 pub use error::SourceError;

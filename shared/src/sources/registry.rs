@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::SourceConfig;
-use super::{mysql, postgres, redshift};
+use super::{mysql, postgres, redshift, snowflake};
 use crate::config::{ConfigError, ConnectorTable};
 
 /// One source type.
@@ -28,6 +28,10 @@ pub const SOURCE_TYPES: &[SourceType] = &[
     SourceType {
         name: "redshift",
         parse: redshift::config::parse,
+    },
+    SourceType {
+        name: "snowflake",
+        parse: snowflake::config::parse,
     },
 ];
 
