@@ -3,8 +3,10 @@
 //! emulators. Each [`TestEnv`] has its own databases and Redis key prefix, so
 //! tests run in parallel.
 
+pub mod bigquery;
 pub mod conformance;
 pub mod hubspot;
+pub mod keys;
 pub mod mailchimp;
 pub mod mariadb;
 pub mod otlp;

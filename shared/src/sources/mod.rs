@@ -10,9 +10,11 @@
 //! - [`canonical`]: the payload text every source produces, so a record
 //!   hashes the same whatever warehouse it came from.
 
+pub mod bigquery;
 pub mod canonical;
 pub mod config;
 pub mod error;
+pub mod jwt;
 pub mod registry;
 pub mod source;
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::SourceConfig;
-use super::{mysql, postgres, redshift, snowflake};
+use super::{bigquery, mysql, postgres, redshift, snowflake};
 use crate::config::{ConfigError, ConnectorTable};
 
 /// One source type.
@@ -32,6 +32,10 @@ pub const SOURCE_TYPES: &[SourceType] = &[
     SourceType {
         name: "snowflake",
         parse: snowflake::config::parse,
+    },
+    SourceType {
+        name: "bigquery",
+        parse: bigquery::config::parse,
     },
 ];
 
