@@ -175,7 +175,7 @@ fn authenticate(state: &BigQueryState, headers: &HeaderMap) -> Result<(), String
         .map_err(|e| e.to_string())?;
     UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public)
         .verify(
-            token[..token.rfind('.').unwrap_or(0)].as_bytes(),
+            &token.as_bytes()[..token.rfind('.').unwrap_or(0)],
             &signature,
         )
         .map_err(|_| "bad signature")?;
@@ -200,27 +200,27 @@ fn authenticate(state: &BigQueryState, headers: &HeaderMap) -> Result<(), String
 }
 
 /// Checks credentials and throttling; logs the request.
-fn admit(shared: &Shared, headers: &HeaderMap, mut entry: Logged) -> Result<PgPool, Response> {
+fn admit(shared: &Shared, headers: &HeaderMap, mut entry: Logged) -> Result<PgPool, Box<Response>> {
     let mut state = shared.lock().expect("lock");
     if let Err(why) = authenticate(&state, headers) {
         eprintln!("bigquery emulator: credentials refused: {why}");
         entry.status = 401;
         state.log.push(entry);
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "authError",
             "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
-        ));
+        )));
     }
     if state.throttle_next > 0 {
         state.throttle_next -= 1;
         entry.status = 403;
         state.log.push(entry);
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "rateLimitExceeded",
             "Exceeded rate limits: too many api requests per user per method for this user_method.",
-        ));
+        )));
     }
     entry.status = 200;
     state.log.push(entry);
@@ -243,7 +243,7 @@ async fn query(
     };
     let pool = match admit(&shared, &headers, entry) {
         Ok(pool) => pool,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(sql) = body["query"].as_str() else {
         return error(
@@ -309,7 +309,7 @@ async fn results(
         page_token: params.get("pageToken").cloned(),
     };
     if let Err(response) = admit(&shared, &headers, entry) {
-        return response;
+        return *response;
     }
     let start = params
         .get("pageToken")
