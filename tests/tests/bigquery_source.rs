@@ -286,3 +286,29 @@ async fn model_errors_guardrails_and_credentials_say_what_is_wrong() {
     let err = String::from_utf8_lossy(&env.ebb(&["check"]).await.stderr).into_owned();
     assert!(err.contains("not a service account's JSON key"), "{err}");
 }
+
+#[tokio::test]
+async fn a_model_far_larger_than_the_planners_memory_is_read_page_by_page() {
+    let (env, _bigquery) = env_with_bigquery().await;
+    // 20,000 rows of 4 KB: 80 MB, in pages of 300 rows.
+    let text = std::fs::read_to_string(env.config_path()).expect("config");
+    std::fs::write(
+        env.config_path(),
+        text.replace(
+            "model = \"SELECT id, email, first_name, plan, ltv FROM analytics.customers\"",
+            "model = \"SELECT g AS id, 'user' || g || '@example.com' AS email, repeat('x', 4000) AS first_name, 'pro' AS plan, g * 1.5 AS ltv FROM generate_series(1, 20000) AS g\"",
+        ),
+    )
+    .expect("rewrite config");
+    let (plan, peak_kib) = env.plan_with_peak_memory("customers").await;
+    assert_eq!(plan["added"], 20_000, "{plan}");
+    eprintln!(
+        "ebb plan read 80 MB from BigQuery with a peak RSS of {} MiB",
+        peak_kib / 1024
+    );
+    assert!(
+        peak_kib < 60 * 1024,
+        "the planner held {} MiB for an 80 MB model: it is not streaming",
+        peak_kib / 1024
+    );
+}
