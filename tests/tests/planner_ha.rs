@@ -166,6 +166,33 @@ async fn one_planner_leads_and_the_standby_takes_over_when_it_is_killed() {
         Some("ebb_planner_leader 1")
     );
 
+    // Pause the sync so the ticks go on being claimed but start no run,
+    // and wait until the last run started is recorded on its tick: then
+    // the runs and the ticks can be compared while b keeps leading.
+    let out = env.ebb(&["pause", "customers"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paused_at = Utc::now();
+    eventually(
+        Duration::from_secs(30),
+        "every scheduled run on its tick",
+        || async {
+            let unrecorded: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM ebb_runs WHERE trigger = 'schedule' AND id NOT IN \
+             (SELECT run_id FROM ebb_schedule_ticks WHERE run_id IS NOT NULL)",
+            )
+            .fetch_one(&env.state)
+            .await
+            .expect("unrecorded runs");
+            let paused_tick = ticks(&env).await.iter().any(|t| t.fire_at > paused_at);
+            (unrecorded == 0 && paused_tick).then_some(())
+        },
+    )
+    .await;
+
     let fired = ticks(&env).await;
     let summary: Vec<String> = fired
         .iter()
