@@ -201,6 +201,30 @@ impl TestEnv {
         cmd
     }
 
+    /// Replaces `from` (which must be there) with `to` in this env's
+    /// `ebb.toml`.
+    pub fn replace_in_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.config_path()).expect("read ebb.toml");
+        assert!(text.contains(from), "`{from}` is not in ebb.toml");
+        std::fs::write(self.config_path(), text.replace(from, to)).expect("write ebb.toml");
+    }
+
+    /// Plans `sync` (a model of `rows` rows) and asserts the planner's peak
+    /// memory stayed under `limit_mib`: the model was streamed, not held.
+    pub async fn assert_plan_streams(&self, sync: &str, rows: u64, limit_mib: u64) {
+        let (plan, peak_kib) = self.plan_with_peak_memory(sync).await;
+        assert_eq!(plan["added"], rows, "{plan}");
+        eprintln!(
+            "ebb plan read {rows} rows with a peak RSS of {} MiB",
+            peak_kib / 1024
+        );
+        assert!(
+            peak_kib < limit_mib * 1024,
+            "the planner held {} MiB: the model is not streamed",
+            peak_kib / 1024
+        );
+    }
+
     /// Runs `ebb plan SYNC --json` and returns its plan with the planner's
     /// peak resident memory in KiB (VmHWM, read while it runs).
     pub async fn plan_with_peak_memory(&self, sync: &str) -> (serde_json::Value, u64) {
@@ -673,6 +697,91 @@ where
         }
         assert!(started.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(every).await;
+    }
+}
+
+/// What a source streams for `sync`'s model, sorted by key, read through
+/// the source as the planner reads it (described, mapped, streamed).
+pub async fn source_rows(
+    config: &ebb_shared::config::Config,
+    sync: &str,
+) -> Result<Vec<ebb_shared::sources::SourceRow>, String> {
+    use futures::TryStreamExt;
+    let sync = config.sync(sync).map_err(|e| e.to_string())?;
+    let source = config
+        .source(&sync.source)
+        .ok_or_else(|| format!("no source `{}`", sync.source))?
+        .connect(&sync.source)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mapping = ebb_shared::sources::source::resolve_mapping(source.as_ref(), sync)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rows: Vec<ebb_shared::sources::SourceRow> = source
+        .stream(sync, &mapping)
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(rows)
+}
+
+/// What every source proves with the 1,000 customers of `seed_customers`
+/// synced by sync `customers` into the replica: the first run delivers
+/// them all (their lifetime values summing to 750,750.00), a re-run with
+/// nothing changed sends nothing, and after `change` (which must change
+/// the plan of 100 rows, and may do more) exactly those 100 go out as
+/// updates. Returns that last run for the caller's own checks.
+pub async fn assert_syncs_then_sends_only_changes<F, Fut>(
+    env: &TestEnv,
+    change: F,
+) -> serde_json::Value
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let first = env.run_sync("customers", &[]).await;
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert_eq!(first["delivered"], 1000, "{first}");
+    let sum: String = sqlx::query_scalar("SELECT sum(lifetime_value)::text FROM customers_synced")
+        .fetch_one(&env.app)
+        .await
+        .expect("the replica's sum");
+    assert_eq!(sum, "750750.00");
+
+    let unchanged = env.run_sync("customers", &[]).await;
+    assert_eq!(unchanged["to_send"], 0, "{unchanged}");
+    assert_eq!(unchanged["unchanged"], 1000, "{unchanged}");
+    assert_eq!(unchanged["delivered"], 0, "{unchanged}");
+
+    change().await;
+    let changed = env.run_sync("customers", &[]).await;
+    assert_eq!(changed["state"], "succeeded", "{changed}");
+    assert_eq!(changed["planned_changed"], 100, "{changed}");
+    assert_eq!(changed["delivered"], changed["to_send"], "{changed}");
+    let enterprise = TestEnv::scalar_i64(
+        &env.app,
+        "SELECT count(*) FROM customers_synced WHERE plan = 'enterprise'",
+    )
+    .await;
+    assert_eq!(enterprise, 100);
+    changed
+}
+
+/// Asserts that two sources streamed the same records, byte for byte.
+pub fn assert_same_rows(
+    left: &[ebb_shared::sources::SourceRow],
+    right: &[ebb_shared::sources::SourceRow],
+    what: &str,
+) {
+    assert_eq!(left.len(), right.len(), "{what}: row counts");
+    for (l, r) in left.iter().zip(right) {
+        assert_eq!(l.key, r.key, "{what}: keys");
+        assert_eq!(
+            String::from_utf8_lossy(&l.payload),
+            String::from_utf8_lossy(&r.payload),
+            "{what}"
+        );
     }
 }
 

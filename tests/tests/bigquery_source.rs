@@ -7,11 +7,9 @@
 use std::path::Path;
 
 use ebb_shared::config::Config;
-use ebb_shared::sources::{SourceRow, source::resolve_mapping};
 use ebb_tests::bigquery::{ACCESS_TOKEN, BigQuery, PROJECT, service_account_json};
 use ebb_tests::keys::TestKey;
-use ebb_tests::{TestEnv, create_replica, seed_customers};
-use futures::TryStreamExt;
+use ebb_tests::{TestEnv, assert_same_rows, create_replica, seed_customers, source_rows};
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -126,26 +124,6 @@ async fn a_bigquery_model_syncs_page_by_page() {
     assert_eq!(changed["delivered"], 100, "{changed}");
 }
 
-async fn payloads(config: &Config, sync: &str) -> Vec<SourceRow> {
-    let sync = config.sync(sync).expect("sync");
-    let source = config
-        .source(&sync.source)
-        .expect("source")
-        .connect(&sync.source)
-        .await
-        .expect("connect");
-    let mapping = resolve_mapping(source.as_ref(), sync)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut rows: Vec<SourceRow> = source
-        .stream(sync, &mapping)
-        .try_collect()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    rows.sort_by(|a, b| a.key.cmp(&b.key));
-    rows
-}
-
 #[tokio::test]
 async fn bigquery_payloads_are_the_postgres_sources_for_the_same_values() {
     let (env, bigquery) = env_with_bigquery().await;
@@ -211,18 +189,18 @@ destination = "sink"
         bigquery = bigquery.url(),
     );
     let config = Config::parse(Path::new("typed.toml"), &text, &|_| None).expect("config");
-    let from_pg = payloads(&config, "from_pg").await;
-    let from_bq = payloads(&config, "from_bq").await;
+    let from_pg = source_rows(&config, "from_pg")
+        .await
+        .expect("postgres source");
+    let from_bq = source_rows(&config, "from_bq")
+        .await
+        .expect("bigquery source");
     assert_eq!(from_pg.len(), 4);
-    assert_eq!(from_bq.len(), 4);
-    for (pg, bq) in from_pg.iter().zip(&from_bq) {
-        assert_eq!(pg.key, bq.key);
-        assert_eq!(
-            String::from_utf8_lossy(&bq.payload),
-            String::from_utf8_lossy(&pg.payload),
-            "the same row through BigQuery's REST API (left) and Postgres's jsonb (right)"
-        );
-    }
+    assert_same_rows(
+        &from_bq,
+        &from_pg,
+        "the same row through BigQuery's REST API (left) and Postgres's jsonb (right)",
+    );
 }
 
 #[tokio::test]
@@ -291,24 +269,9 @@ async fn model_errors_guardrails_and_credentials_say_what_is_wrong() {
 async fn a_model_far_larger_than_the_planners_memory_is_read_page_by_page() {
     let (env, _bigquery) = env_with_bigquery().await;
     // 20,000 rows of 4 KB: 80 MB, in pages of 300 rows.
-    let text = std::fs::read_to_string(env.config_path()).expect("config");
-    std::fs::write(
-        env.config_path(),
-        text.replace(
-            "model = \"SELECT id, email, first_name, plan, ltv FROM analytics.customers\"",
-            "model = \"SELECT g AS id, 'user' || g || '@example.com' AS email, repeat('x', 4000) AS first_name, 'pro' AS plan, g * 1.5 AS ltv FROM generate_series(1, 20000) AS g\"",
-        ),
-    )
-    .expect("rewrite config");
-    let (plan, peak_kib) = env.plan_with_peak_memory("customers").await;
-    assert_eq!(plan["added"], 20_000, "{plan}");
-    eprintln!(
-        "ebb plan read 80 MB from BigQuery with a peak RSS of {} MiB",
-        peak_kib / 1024
+    env.replace_in_config(
+        "model = \"SELECT id, email, first_name, plan, ltv FROM analytics.customers\"",
+        "model = \"SELECT g AS id, 'user' || g || '@example.com' AS email, repeat('x', 4000) AS first_name, 'pro' AS plan, g * 1.5 AS ltv FROM generate_series(1, 20000) AS g\"",
     );
-    assert!(
-        peak_kib < 60 * 1024,
-        "the planner held {} MiB for an 80 MB model: it is not streaming",
-        peak_kib / 1024
-    );
+    env.assert_plan_streams("customers", 20_000, 60).await;
 }

@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use ebb_shared::config::Config;
-use ebb_shared::sources::{SourceRow, source::resolve_mapping};
 use ebb_tests::mariadb::MariaDb;
-use ebb_tests::{TestEnv, create_replica};
-use futures::TryStreamExt;
+use ebb_tests::{
+    TestEnv, assert_same_rows, assert_syncs_then_sends_only_changes, create_replica, source_rows,
+};
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -55,48 +55,25 @@ async fn a_mysql_model_syncs_and_resyncs_only_what_changed() {
     create_replica(&env.app).await;
     env.start_worker(4);
 
-    let first = env.run_sync("customers", &[]).await;
-    assert_eq!(first["state"], "succeeded", "{first}");
-    assert_eq!(first["planned_added"], 1000, "{first}");
-    assert_eq!(first["delivered"], 1000, "{first}");
-    let (count, ltv_sum): (i64, String) =
-        sqlx::query_as("SELECT count(*), sum(lifetime_value)::text FROM customers_synced")
-            .fetch_one(&env.app)
-            .await
-            .expect("replica");
-    assert_eq!(count, 1000);
-    // 1.5 × (1 + … + 1000)
-    assert_eq!(ltv_sum, "750750.00");
-    let (email, plan): (String, String) =
-        sqlx::query_as("SELECT email, plan FROM customers_synced WHERE customer_id = 42")
-            .fetch_one(&env.app)
-            .await
-            .expect("row 42");
-    assert_eq!(
-        (email.as_str(), plan.as_str()),
-        ("user42@example.com", "free")
-    );
-
-    let unchanged = env.run_sync("customers", &[]).await;
-    assert_eq!(unchanged["to_send"], 0, "{unchanged}");
-    assert_eq!(unchanged["unchanged"], 1000, "{unchanged}");
-    assert_eq!(unchanged["delivered"], 0, "{unchanged}");
-
-    mysql
-        .exec("UPDATE customers SET plan = 'enterprise' WHERE id <= 100")
-        .await;
-    mysql.exec("DELETE FROM customers WHERE id = 1000").await;
-    let changed = env.run_sync("customers", &[]).await;
-    assert_eq!(changed["planned_changed"], 100, "{changed}");
+    let changed = assert_syncs_then_sends_only_changes(&env, || async {
+        mysql
+            .exec("UPDATE customers SET plan = 'enterprise' WHERE id <= 100")
+            .await;
+        mysql.exec("DELETE FROM customers WHERE id = 1000").await;
+    })
+    .await;
+    // Mirror mode: the deleted row goes too.
     assert_eq!(changed["planned_removed"], 1, "{changed}");
     assert_eq!(changed["to_send"], 101, "{changed}");
-    assert_eq!(changed["delivered"], 101, "{changed}");
-    let enterprise = TestEnv::scalar_i64(
-        &env.app,
-        "SELECT count(*) FROM customers_synced WHERE plan = 'enterprise'",
-    )
-    .await;
-    assert_eq!(enterprise, 100);
+    let (email, plan): (String, String) =
+        sqlx::query_as("SELECT email, plan FROM customers_synced WHERE customer_id = 142")
+            .fetch_one(&env.app)
+            .await
+            .expect("row 142");
+    assert_eq!(
+        (email.as_str(), plan.as_str()),
+        ("user142@example.com", "free")
+    );
     let left = TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await;
     assert_eq!(left, 999);
 }
@@ -117,26 +94,6 @@ const ROWS: &[&str] = &[
     "(4, 7, 8, 100000000.000, -2.5e-7, -3, TRUE, '', '2000-02-29', \
       '2000-02-29 12:00:00', '2001-01-01 00:00:00', X'ff')",
 ];
-
-async fn payloads(config: &Config, sync: &str) -> Vec<SourceRow> {
-    let sync = config.sync(sync).expect("sync");
-    let source = config
-        .source(&sync.source)
-        .expect("source")
-        .connect(&sync.source)
-        .await
-        .expect("connect");
-    let mapping = resolve_mapping(source.as_ref(), sync)
-        .await
-        .expect("mapping");
-    let mut rows: Vec<SourceRow> = source
-        .stream(sync, &mapping)
-        .try_collect()
-        .await
-        .expect("stream");
-    rows.sort_by(|a, b| a.key.cmp(&b.key));
-    rows
-}
 
 #[tokio::test]
 async fn mysql_and_postgres_give_the_same_payloads_for_the_same_values() {
@@ -205,20 +162,16 @@ destination = "sink"
         mysql = mysql.url,
     );
     let config = Config::parse(Path::new("typed.toml"), &text, &|_| None).expect("config");
-    let from_pg = payloads(&config, "from_pg").await;
-    let from_my = payloads(&config, "from_my").await;
+    let from_pg = source_rows(&config, "from_pg")
+        .await
+        .expect("postgres source");
+    let from_my = source_rows(&config, "from_my").await.expect("mysql source");
     assert_eq!(from_pg.len(), ROWS.len());
-    for (pg, my) in from_pg.iter().zip(&from_my) {
-        assert_eq!(
-            String::from_utf8_lossy(pg.key.as_deref().unwrap_or_default()),
-            String::from_utf8_lossy(my.key.as_deref().unwrap_or_default())
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&my.payload),
-            String::from_utf8_lossy(&pg.payload),
-            "the same row read from MariaDB (left) and Postgres (right)"
-        );
-    }
+    assert_same_rows(
+        &from_my,
+        &from_pg,
+        "the same row read from MariaDB (left) and Postgres (right)",
+    );
     // And the payloads are what the type table says.
     let first = String::from_utf8_lossy(&from_my[0].payload).into_owned();
     for part in [
@@ -291,24 +244,9 @@ async fn a_model_far_larger_than_the_planners_memory_is_streamed() {
     let (env, _mysql) = env_with_mysql().await;
     // 60,000 rows of 4 KB: 240 MB of payload, generated by MariaDB's
     // sequence engine as it is read.
-    let text = std::fs::read_to_string(env.config_path()).expect("config");
-    std::fs::write(
-        env.config_path(),
-        text.replace(
-            "model = \"SELECT id, email, first_name, plan, ltv FROM customers\"",
-            "model = \"SELECT seq AS id, CONCAT('user', seq, '@example.com') AS email, REPEAT('x', 4000) AS first_name, 'pro' AS plan, seq * 1.5 AS ltv FROM seq_1_to_60000\"",
-        ),
-    )
-    .expect("rewrite config");
-    let (plan, peak_kib) = env.plan_with_peak_memory("customers").await;
-    assert_eq!(plan["added"], 60_000, "{plan}");
-    eprintln!(
-        "ebb plan read 240 MB from MariaDB with a peak RSS of {} MiB",
-        peak_kib / 1024
+    env.replace_in_config(
+        "model = \"SELECT id, email, first_name, plan, ltv FROM customers\"",
+        "model = \"SELECT seq AS id, CONCAT('user', seq, '@example.com') AS email, REPEAT('x', 4000) AS first_name, 'pro' AS plan, seq * 1.5 AS ltv FROM seq_1_to_60000\"",
     );
-    assert!(
-        peak_kib < 100 * 1024,
-        "the planner held {} MiB for a 240 MB model: it is not streaming",
-        peak_kib / 1024
-    );
+    env.assert_plan_streams("customers", 60_000, 100).await;
 }

@@ -7,9 +7,10 @@
 use std::path::Path;
 
 use ebb_shared::config::Config;
-use ebb_shared::sources::{SourceRow, source::resolve_mapping};
-use ebb_tests::{TestEnv, create_replica, seed_customers};
-use futures::TryStreamExt;
+use ebb_tests::{
+    TestEnv, assert_same_rows, assert_syncs_then_sends_only_changes, create_replica,
+    seed_customers, source_rows,
+};
 use sqlx::PgPool;
 
 /// Functions Postgres has and Redshift does not; revoked in the test's
@@ -99,47 +100,14 @@ async fn a_redshift_model_syncs_and_resyncs_only_what_changed() {
     let mut env = env_with_redshift_user().await;
     create_replica(&env.app).await;
     env.start_worker(4);
-    let first = env.run_sync("customers", &[]).await;
-    assert_eq!(first["state"], "succeeded", "{first}");
-    assert_eq!(first["delivered"], 1000, "{first}");
-    let sum: String = sqlx::query_scalar("SELECT sum(lifetime_value)::text FROM customers_synced")
-        .fetch_one(&env.app)
-        .await
-        .expect("replica");
-    assert_eq!(sum, "750750.00");
-
-    let unchanged = env.run_sync("customers", &[]).await;
-    assert_eq!(unchanged["to_send"], 0, "{unchanged}");
-    assert_eq!(unchanged["unchanged"], 1000, "{unchanged}");
-
-    sqlx::query("UPDATE analytics.customers SET plan = 'enterprise' WHERE id <= 100")
-        .execute(&env.warehouse)
-        .await
-        .expect("update");
-    let changed = env.run_sync("customers", &[]).await;
-    assert_eq!(changed["planned_changed"], 100, "{changed}");
+    let changed = assert_syncs_then_sends_only_changes(&env, || async {
+        sqlx::query("UPDATE analytics.customers SET plan = 'enterprise' WHERE id <= 100")
+            .execute(&env.warehouse)
+            .await
+            .expect("update");
+    })
+    .await;
     assert_eq!(changed["to_send"], 100, "{changed}");
-    assert_eq!(changed["delivered"], 100, "{changed}");
-}
-
-async fn payloads(config: &Config, sync: &str) -> Result<Vec<SourceRow>, String> {
-    let sync = config.sync(sync).map_err(|e| e.to_string())?;
-    let source = config
-        .source(&sync.source)
-        .expect("source")
-        .connect(&sync.source)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mapping = resolve_mapping(source.as_ref(), sync)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut rows: Vec<SourceRow> = source
-        .stream(sync, &mapping)
-        .try_collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    rows.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(rows)
 }
 
 async fn exec(pool: &PgPool, sql: &str) {
@@ -231,7 +199,7 @@ destination = "sink"
     );
     let config = Config::parse(Path::new("typed.toml"), &text, &|_| None).expect("config");
     // The restriction is real: the postgres source cannot read as this user.
-    let refused = payloads(&config, "from_pg_restricted")
+    let refused = source_rows(&config, "from_pg_restricted")
         .await
         .expect_err("the JSON functions are revoked");
     assert!(
@@ -239,44 +207,29 @@ destination = "sink"
         "{refused}"
     );
 
-    let from_pg = payloads(&config, "from_pg").await.expect("postgres source");
-    let from_rs = payloads(&config, "from_rs").await.expect("redshift source");
+    let from_pg = source_rows(&config, "from_pg")
+        .await
+        .expect("postgres source");
+    let from_rs = source_rows(&config, "from_rs")
+        .await
+        .expect("redshift source");
     assert_eq!(from_pg.len(), 4);
-    assert_eq!(from_rs.len(), 4);
-    for (pg, rs) in from_pg.iter().zip(&from_rs) {
-        assert_eq!(pg.key, rs.key);
-        assert_eq!(
-            String::from_utf8_lossy(&rs.payload),
-            String::from_utf8_lossy(&pg.payload),
-            "the same row read by the redshift source (left) and by Postgres's jsonb (right)"
-        );
-    }
+    assert_same_rows(
+        &from_rs,
+        &from_pg,
+        "the same row read by the redshift source (left) and by Postgres's jsonb (right)",
+    );
 }
 
 #[tokio::test]
 async fn a_model_far_larger_than_the_planners_memory_is_read_through_the_cursor() {
     let env = env_with_redshift_user().await;
     // 60,000 rows of 4 KB: 240 MB, 100 rows per FETCH.
-    let text = std::fs::read_to_string(env.config_path()).expect("config");
-    std::fs::write(
-        env.config_path(),
-        text.replace(
-            "model = \"SELECT id, email, first_name, plan, ltv FROM analytics.customers\"",
-            "model = \"SELECT g AS id, 'user' || g || '@example.com' AS email, repeat('x', 4000) AS first_name, 'pro' AS plan, g * 1.5 AS ltv FROM generate_series(1, 60000) AS g\"",
-        ),
-    )
-    .expect("rewrite config");
-    let (plan, peak_kib) = env.plan_with_peak_memory("customers").await;
-    assert_eq!(plan["added"], 60_000, "{plan}");
-    eprintln!(
-        "ebb plan read 240 MB through the cursor with a peak RSS of {} MiB",
-        peak_kib / 1024
+    env.replace_in_config(
+        "model = \"SELECT id, email, first_name, plan, ltv FROM analytics.customers\"",
+        "model = \"SELECT g AS id, 'user' || g || '@example.com' AS email, repeat('x', 4000) AS first_name, 'pro' AS plan, g * 1.5 AS ltv FROM generate_series(1, 60000) AS g\"",
     );
-    assert!(
-        peak_kib < 100 * 1024,
-        "the planner held {} MiB for a 240 MB model: it is not streaming",
-        peak_kib / 1024
-    );
+    env.assert_plan_streams("customers", 60_000, 100).await;
 }
 
 #[tokio::test]

@@ -7,10 +7,8 @@
 use std::path::Path;
 
 use ebb_shared::config::Config;
-use ebb_shared::sources::{SourceRow, source::resolve_mapping};
 use ebb_tests::snowflake::{OAUTH_TOKEN, Snowflake, TestKey};
-use ebb_tests::{TestEnv, create_replica, seed_customers};
-use futures::TryStreamExt;
+use ebb_tests::{TestEnv, assert_same_rows, create_replica, seed_customers, source_rows};
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -125,26 +123,6 @@ async fn a_snowflake_model_syncs_through_polls_partitions_and_throttling() {
     assert_eq!(changed["delivered"], 100, "{changed}");
 }
 
-async fn payloads(config: &Config, sync: &str) -> Vec<SourceRow> {
-    let sync = config.sync(sync).expect("sync");
-    let source = config
-        .source(&sync.source)
-        .expect("source")
-        .connect(&sync.source)
-        .await
-        .expect("connect");
-    let mapping = resolve_mapping(source.as_ref(), sync)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut rows: Vec<SourceRow> = source
-        .stream(sync, &mapping)
-        .try_collect()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    rows.sort_by(|a, b| a.key.cmp(&b.key));
-    rows
-}
-
 const COLUMNS: &[&str] = &[
     "id", "small", "whole", "price", "ratio", "approx", "flag", "label", "day", "at", "at_utc",
     "clock", "raw", "doc", "plain", "uid",
@@ -223,18 +201,18 @@ destination = "sink"
         upper = upper.join(", ").replace('"', "\\\""),
     );
     let config = Config::parse(Path::new("typed.toml"), &text, &|_| None).expect("config");
-    let from_pg = payloads(&config, "from_pg").await;
-    let from_snow = payloads(&config, "from_snow").await;
+    let from_pg = source_rows(&config, "from_pg")
+        .await
+        .expect("postgres source");
+    let from_snow = source_rows(&config, "from_snow")
+        .await
+        .expect("snowflake source");
     assert_eq!(from_pg.len(), 4);
-    assert_eq!(from_snow.len(), 4);
-    for (pg, snow) in from_pg.iter().zip(&from_snow) {
-        assert_eq!(pg.key, snow.key);
-        assert_eq!(
-            String::from_utf8_lossy(&snow.payload),
-            String::from_utf8_lossy(&pg.payload),
-            "the same row through Snowflake's jsonv2 (left) and Postgres's jsonb (right)"
-        );
-    }
+    assert_same_rows(
+        &from_snow,
+        &from_pg,
+        "the same row through Snowflake's jsonv2 (left) and Postgres's jsonb (right)",
+    );
     // Signed in with the OAuth token, two rows per partition.
     let log = snowflake.with(|s| s.log.clone());
     assert!(log.iter().all(|l| l.token_type == "OAUTH"), "{log:#?}");
@@ -297,24 +275,9 @@ async fn a_model_far_larger_than_the_planners_memory_is_read_partition_by_partit
     let (env, snowflake, _key) = env_with_snowflake().await;
     // 20,000 rows of 4 KB: 80 MB, in partitions of 500 rows (2 MB).
     snowflake.with(|s| s.rows_per_partition = 500);
-    let text = std::fs::read_to_string(env.config_path()).expect("config");
-    std::fs::write(
-        env.config_path(),
-        text.replace(
-            "model = \"SELECT id, email, first_name, plan, ltv FROM analytics.customers\"",
-            "model = \"SELECT g AS id, 'user' || g || '@example.com' AS email, repeat('x', 4000) AS first_name, 'pro' AS plan, g * 1.5 AS ltv FROM generate_series(1, 20000) AS g\"",
-        ),
-    )
-    .expect("rewrite config");
-    let (plan, peak_kib) = env.plan_with_peak_memory("customers").await;
-    assert_eq!(plan["added"], 20_000, "{plan}");
-    eprintln!(
-        "ebb plan read 80 MB from Snowflake with a peak RSS of {} MiB",
-        peak_kib / 1024
+    env.replace_in_config(
+        "model = \"SELECT id, email, first_name, plan, ltv FROM analytics.customers\"",
+        "model = \"SELECT g AS id, 'user' || g || '@example.com' AS email, repeat('x', 4000) AS first_name, 'pro' AS plan, g * 1.5 AS ltv FROM generate_series(1, 20000) AS g\"",
     );
-    assert!(
-        peak_kib < 60 * 1024,
-        "the planner held {} MiB for an 80 MB model: it is not streaming",
-        peak_kib / 1024
-    );
+    env.assert_plan_streams("customers", 20_000, 60).await;
 }

@@ -4,6 +4,7 @@
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+use super::canonical;
 use super::error::SourceError;
 use crate::config::{FieldMapping, SyncConfig};
 
@@ -96,4 +97,46 @@ pub fn effective_mapping(
         }
     }
     Ok(sync.mapping.clone())
+}
+
+/// A record read by position, for the sources that render payloads
+/// themselves: position 0 is the key, position `i + 1` the `i`th mapped
+/// field. `read` says what a value could not be read as; the error names
+/// the column.
+pub(crate) fn record_from(
+    mapping: &[FieldMapping],
+    mut read: impl FnMut(usize) -> Result<canonical::Value, String>,
+) -> Result<SourceRow, SourceError> {
+    let key = read(0).map_err(|e| SourceError::Read(format!("the primary key: {e}")))?;
+    let mut fields = Vec::with_capacity(mapping.len());
+    for (i, m) in mapping.iter().enumerate() {
+        let value =
+            read(i + 1).map_err(|e| SourceError::Read(format!("column `{}`: {e}", m.column)))?;
+        fields.push((m.field.as_str(), value));
+    }
+    Ok(SourceRow {
+        key: canonical::key_text(&key),
+        payload: canonical::object(&fields),
+    })
+}
+
+/// The positions among a result's `columns` of the key column, then of
+/// each mapped column.
+pub(crate) fn positions(
+    sync: &SyncConfig,
+    mapping: &[FieldMapping],
+    columns: &[&str],
+) -> Result<Vec<usize>, SourceError> {
+    std::iter::once(sync.primary_key.as_str())
+        .chain(mapping.iter().map(|m| m.column.as_str()))
+        .map(|name| {
+            columns
+                .iter()
+                .position(|c| *c == name)
+                .ok_or_else(|| SourceError::Mapping {
+                    sync: sync.name.clone(),
+                    message: format!("the model's result has no column `{name}`"),
+                })
+        })
+        .collect()
 }

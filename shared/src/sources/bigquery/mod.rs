@@ -19,6 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::config::{FieldMapping, SyncConfig};
 use crate::sources::canonical;
+use crate::sources::source::{positions, record_from};
 use crate::sources::{Column, Source, SourceError, SourceRow};
 use api::{Api, ApiError, Field, JobReference, QueryResponse};
 pub use config::{BigQueryAuth, BigQuerySourceConfig};
@@ -134,7 +135,7 @@ impl BigQuerySource {
             let batch: Vec<Result<SourceRow, SourceError>> = response
                 .rows
                 .iter()
-                .map(|row| Ok(source_row(row, &fields, &picks, mapping)))
+                .map(|row| source_row(row, &fields, &picks, mapping))
                 .collect();
             let next = match response.page_token {
                 Some(token) => Reading::Page {
@@ -181,20 +182,8 @@ fn picks(
     mapping: &[FieldMapping],
     fields: &[Field],
 ) -> Result<Vec<usize>, SourceError> {
-    let position = |name: &str| {
-        fields
-            .iter()
-            .position(|f| f.name == name)
-            .ok_or_else(|| SourceError::Mapping {
-                sync: sync.name.clone(),
-                message: format!("the query's result has no column `{name}`"),
-            })
-    };
-    let mut picks = vec![position(&sync.primary_key)?];
-    for m in mapping {
-        picks.push(position(&m.column)?);
-    }
-    Ok(picks)
+    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    positions(sync, mapping, &names)
 }
 
 fn source_row(
@@ -202,21 +191,14 @@ fn source_row(
     fields: &[Field],
     picks: &[usize],
     mapping: &[FieldMapping],
-) -> SourceRow {
-    let cell = |i: usize| match row.f.get(i) {
-        Some(cell) => value::read(&cell.v, &fields[i]),
-        None => canonical::Value::Null,
-    };
-    let key = cell(picks[0]);
-    let values: Vec<(&str, canonical::Value)> = mapping
-        .iter()
-        .zip(&picks[1..])
-        .map(|(m, &i)| (m.field.as_str(), cell(i)))
-        .collect();
-    SourceRow {
-        key: canonical::key_text(&key),
-        payload: canonical::object(&values),
-    }
+) -> Result<SourceRow, SourceError> {
+    record_from(mapping, |i| {
+        let at = picks[i];
+        Ok(match row.f.get(at) {
+            Some(cell) => value::read(&cell.v, &fields[at]),
+            None => canonical::Value::Null,
+        })
+    })
 }
 
 /// The 1-based character position in `sql` of BigQuery's `at [L:C]`

@@ -19,7 +19,7 @@ use sqlx::{Column as _, Executor, Statement, TypeInfo};
 
 use crate::config::{FieldMapping, SyncConfig};
 use crate::secret::redact_url;
-use crate::sources::canonical;
+use crate::sources::source::record_from;
 use crate::sources::{Column, Source, SourceError, SourceRow};
 pub use config::MySqlSourceConfig;
 
@@ -107,17 +107,7 @@ impl MySqlSource {
 }
 
 fn source_row(row: &MySqlRow, mapping: &[FieldMapping]) -> Result<SourceRow, SourceError> {
-    let key = value::read(row, 0).map_err(SourceError::Read)?;
-    let mut fields = Vec::with_capacity(mapping.len());
-    for (i, m) in mapping.iter().enumerate() {
-        let value = value::read(row, i + 1)
-            .map_err(|e| SourceError::Read(format!("column `{}`: {e}", m.column)))?;
-        fields.push((m.field.as_str(), value));
-    }
-    Ok(SourceRow {
-        key: canonical::key_text(&key),
-        payload: canonical::object(&fields),
-    })
+    record_from(mapping, |i| value::read(row, i))
 }
 
 impl Source for MySqlSource {

@@ -63,26 +63,8 @@ impl PostgresSource {
         })
     }
 
-    /// The model's columns with their Postgres type names (`INT8`, `TEXT`,
-    /// …), or an error located in the model SQL.
     async fn describe_model(&self, sync: &SyncConfig) -> Result<Vec<Column>, SourceError> {
-        let sql = format!(
-            "{DESCRIBE_PREFIX}{}\n) AS ebb_model",
-            sync.model.as_subquery()
-        );
-        let statement = self
-            .pool
-            .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(sql)))
-            .await
-            .map_err(|e| model_error(sync, e, DESCRIBE_PREFIX.chars().count()))?;
-        Ok(statement
-            .columns()
-            .iter()
-            .map(|c| Column {
-                name: c.name().to_owned(),
-                type_name: c.type_info().to_string(),
-            })
-            .collect())
+        describe(&self.pool, sync).await
     }
 
     /// Streams the model. Rows arrive as the warehouse sends them; nothing
@@ -158,13 +140,31 @@ impl Source for PostgresSource {
     }
 }
 
+/// The model's columns with their Postgres type names (`INT8`, `TEXT`,
+/// …), or an error located in the model SQL; the statement is prepared,
+/// never run (the `redshift` source describes the same way).
+pub(crate) async fn describe(pool: &PgPool, sync: &SyncConfig) -> Result<Vec<Column>, SourceError> {
+    let sql = format!(
+        "{DESCRIBE_PREFIX}{}\n) AS ebb_model",
+        sync.model.as_subquery()
+    );
+    let statement = pool
+        .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(sql)))
+        .await
+        .map_err(|e| model_error(sync, e, DESCRIBE_PREFIX.chars().count()))?;
+    Ok(statement
+        .columns()
+        .iter()
+        .map(|c| Column {
+            name: c.name().to_owned(),
+            type_name: c.type_info().to_string(),
+        })
+        .collect())
+}
+
 /// Turns a database error on the model into one that points at the model's
 /// file and line.
-pub(crate) fn model_error(
-    sync: &SyncConfig,
-    error: sqlx::Error,
-    prefix_chars: usize,
-) -> SourceError {
+fn model_error(sync: &SyncConfig, error: sqlx::Error, prefix_chars: usize) -> SourceError {
     match &error {
         sqlx::Error::Database(db) => {
             let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();

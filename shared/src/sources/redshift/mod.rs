@@ -16,18 +16,16 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Column as _, ConnectOptions, Executor, Statement};
 
 use crate::config::{FieldMapping, SyncConfig};
 use crate::secret::redact_url;
-use crate::sources::canonical;
-use crate::sources::postgres::model_error;
+use crate::sources::source::record_from;
 use crate::sources::{Column, Source, SourceError, SourceRow};
 use crate::sql::quote_ident;
 pub use config::RedshiftSourceConfig;
 
-const DESCRIBE_PREFIX: &str = "SELECT * FROM (\n";
 const CURSOR: &str = "ebb_model_rows";
 /// UTC, so `timestamptz` values come with `+00`; ISO dates; floats with
 /// enough digits to read back exactly.
@@ -72,23 +70,7 @@ impl RedshiftSource {
     }
 
     async fn describe_model(&self, sync: &SyncConfig) -> Result<Vec<Column>, SourceError> {
-        let sql = format!(
-            "{DESCRIBE_PREFIX}{}\n) AS ebb_model",
-            sync.model.as_subquery()
-        );
-        let statement = self
-            .pool
-            .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(sql)))
-            .await
-            .map_err(|e| model_error(sync, e, DESCRIBE_PREFIX.chars().count()))?;
-        Ok(statement
-            .columns()
-            .iter()
-            .map(|c| Column {
-                name: c.name().to_owned(),
-                type_name: c.type_info().to_string(),
-            })
-            .collect())
+        crate::sources::postgres::describe(&self.pool, sync).await
     }
 
     fn stream_model<'a>(
@@ -153,17 +135,7 @@ fn select_sql(sync: &SyncConfig, mapping: &[FieldMapping]) -> String {
 }
 
 fn source_row(row: &PgRow, mapping: &[FieldMapping]) -> Result<SourceRow, SourceError> {
-    let key = value::read(row, 0).map_err(SourceError::Read)?;
-    let mut fields = Vec::with_capacity(mapping.len());
-    for (i, m) in mapping.iter().enumerate() {
-        let value = value::read(row, i + 1)
-            .map_err(|e| SourceError::Read(format!("column `{}`: {e}", m.column)))?;
-        fields.push((m.field.as_str(), value));
-    }
-    Ok(SourceRow {
-        key: canonical::key_text(&key),
-        payload: canonical::object(&fields),
-    })
+    record_from(mapping, |i| value::read(row, i))
 }
 
 impl Source for RedshiftSource {

@@ -20,7 +20,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::config::{FieldMapping, SyncConfig};
-use crate::sources::canonical;
+use crate::sources::source::{positions, record_from};
 use crate::sources::{Column, Source, SourceError, SourceRow};
 use api::{Api, ApiError, ColumnType, Rows};
 
@@ -138,7 +138,7 @@ impl SnowflakeSource {
             };
             let batch: Vec<Result<SourceRow, SourceError>> = rows
                 .into_iter()
-                .map(|row| Ok(source_row(&row, columns, picks, mapping)))
+                .map(|row| source_row(&row, columns, picks, mapping))
                 .collect();
             Ok(Some((futures::stream::iter(batch), next)))
         })
@@ -221,20 +221,8 @@ fn picks(
     mapping: &[FieldMapping],
     columns: &[ColumnType],
 ) -> Result<Vec<usize>, SourceError> {
-    let position = |name: &str| {
-        columns
-            .iter()
-            .position(|c| c.name == name)
-            .ok_or_else(|| SourceError::Mapping {
-                sync: sync.name.clone(),
-                message: format!("the model's result has no column `{name}`"),
-            })
-    };
-    let mut picks = vec![position(&sync.primary_key)?];
-    for m in mapping {
-        picks.push(position(&m.column)?);
-    }
-    Ok(picks)
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    positions(sync, mapping, &names)
 }
 
 fn source_row(
@@ -242,18 +230,14 @@ fn source_row(
     columns: &[ColumnType],
     picks: &[usize],
     mapping: &[FieldMapping],
-) -> SourceRow {
-    let cell = |i: usize| value::read(row.get(i).and_then(|c| c.as_deref()), &columns[i]);
-    let key = cell(picks[0]);
-    let fields: Vec<(&str, canonical::Value)> = mapping
-        .iter()
-        .zip(&picks[1..])
-        .map(|(m, &i)| (m.field.as_str(), cell(i)))
-        .collect();
-    SourceRow {
-        key: canonical::key_text(&key),
-        payload: canonical::object(&fields),
-    }
+) -> Result<SourceRow, SourceError> {
+    record_from(mapping, |i| {
+        let at = picks[i];
+        Ok(value::read(
+            row.get(at).and_then(|c| c.as_deref()),
+            &columns[at],
+        ))
+    })
 }
 
 /// The 1-based character position in `sql` of Snowflake's `line L at
