@@ -62,7 +62,7 @@ enum Command {
     Runs {
         #[arg(long)]
         sync: Option<String>,
-        /// Only runs in this state (planning, running, succeeded, failed, cancelled).
+        /// Only runs in this state (planning, held, running, succeeded, failed, cancelled).
         #[arg(long)]
         state: Option<String>,
         #[arg(long, default_value_t = 20)]
@@ -101,8 +101,10 @@ enum Command {
         #[arg(long)]
         note: Option<String>,
     },
-    /// Cancel a planning or running run: its unsent batches are not sent.
+    /// Cancel a planning, held or running run: its unsent batches are not sent.
     Cancel { run: i64 },
+    /// Approve a run a guardrail held: its batches go on the queue.
+    Approve { run: i64 },
     /// Incidents the configured alerts opened (add --all for resolved ones).
     Alerts {
         #[arg(long)]
@@ -193,6 +195,8 @@ struct Selection {
 
 /// Exit codes: 0 success, 1 a run failed, 2 bad input or unreachable infrastructure.
 const EXIT_RUN_FAILED: u8 = 1;
+/// `ebb run`: a guardrail held the run for an operator.
+const EXIT_RUN_HELD: u8 = 3;
 const EXIT_ERROR: u8 = 2;
 
 #[tokio::main]
@@ -263,6 +267,15 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
                     c.rejected
                 );
             }
+            if let Some(held) = &planned.report.held {
+                let run = runs::get(&ctx.pool, planned.run_id).await?;
+                if json {
+                    print_json(&serde_json::json!({ "run": run, "held": held }));
+                } else {
+                    eprintln!("run #{} of sync `{}` {held}", run.id, run.sync_name);
+                }
+                return Ok(ExitCode::from(EXIT_RUN_HELD));
+            }
             let summary = commands::run::enqueue_and_wait(&ctx, planned, json).await?;
             finish_run(&summary, json)
         }
@@ -277,7 +290,7 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
                 .map(|s| {
                     RunState::try_from(s.to_lowercase()).map_err(|e| {
                         PlannerError::Usage(format!(
-                            "--state: {e}; use planning, running, succeeded, failed or cancelled"
+                            "--state: {e}; use planning, held, running, succeeded, failed or cancelled"
                         ))
                     })
                 })
@@ -352,6 +365,15 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
         }
         Command::Pause { sync, note } => set_paused(config, &sync, true, note).await,
         Command::Resume { sync, note } => set_paused(config, &sync, false, note).await,
+        Command::Approve { run } => {
+            let ctx = Context::open(config).await?;
+            let approved = control::trigger::approve(&ctx, run, "cli").await?;
+            println!(
+                "run #{run} of sync `{}` approved: {} batches on the queue ({} records)",
+                approved.sync_name, approved.batches_total, approved.to_send
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cancel { run } => {
             let ctx = Context::open(config).await?;
             let found = runs::get(&ctx.pool, run).await?;

@@ -96,6 +96,7 @@ pub fn router(ctx: Arc<Context>, auth: Arc<Auth>) -> Router {
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::list_run_records))
         .routes(routes!(runs::cancel_run))
+        .routes(routes!(runs::approve_run))
         .routes(routes!(dlq::list_dlq))
         .routes(routes!(dlq::get_dlq_entry))
         .routes(routes!(dlq::replay_dlq))

@@ -191,3 +191,26 @@ pub async fn cancel_run(
     );
     Ok(Json(runs::get(&api.ctx.pool, id).await?))
 }
+
+/// Approves a run a guardrail held: it becomes running and its batches go
+/// on the queue.
+#[utoipa::path(post, path = "/runs/{id}/approve", tag = "runs",
+    params(("id" = i64, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run, approved and running", body = Run),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run is not held", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn approve_run(
+    State(api): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<Run>, Problem> {
+    caller.require_operator()?;
+    let run = crate::control::trigger::approve(&api.ctx, id, &caller.label()).await?;
+    Ok(Json(run))
+}

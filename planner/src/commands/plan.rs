@@ -33,6 +33,9 @@ pub fn print_report(report: &PlanReport) {
     println!("  skipped by mode    {:>10}", c.skipped_by_mode);
     println!("  rejected           {:>10}", c.rejected);
     println!("  to send            {:>10}", c.to_send);
+    if let Some(held) = &report.held {
+        println!("  {held}");
+    }
     if !report.rejections.is_empty() {
         println!("rejected records (first {}):", report.rejections.len());
         for r in &report.rejections {

@@ -78,6 +78,8 @@ pub enum SyncHealth {
     NeverRun,
     /// A run is planning or running.
     Running,
+    /// Its newest run is held by a guardrail, waiting for an operator.
+    Held,
     /// Its newest run succeeded.
     Healthy,
     /// Its newest run failed or was cancelled.
@@ -134,6 +136,7 @@ fn summarize(
     let health = match last.map(|r| r.state) {
         None => SyncHealth::NeverRun,
         Some(RunState::Planning | RunState::Running) => SyncHealth::Running,
+        Some(RunState::Held) => SyncHealth::Held,
         Some(RunState::Succeeded) => SyncHealth::Healthy,
         Some(RunState::Failed | RunState::Cancelled) => SyncHealth::Failing,
     };

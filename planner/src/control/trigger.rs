@@ -115,3 +115,25 @@ async fn plan_and_enqueue(
         .await?;
     Ok(())
 }
+
+/// Releases a run a guardrail held: it becomes `running` and its batches go
+/// on the queue. A conflict when the run is not held.
+pub async fn approve(ctx: &Context, run_id: i64, by: &str) -> Result<Run, PlannerError> {
+    let run = runs::get(&ctx.pool, run_id).await?;
+    if !runs::approve(&ctx.pool, run_id, by).await? {
+        return Err(PlannerError::Conflict(format!(
+            "run #{run_id} is not held ({}); only a held run can be approved",
+            run.state
+        )));
+    }
+    let batches = ebb_shared::state::batches::unsettled(&ctx.pool, run_id).await?;
+    let mut queue = ctx.queue().await?;
+    let reference = RunRef {
+        id: run_id,
+        sync: &run.sync_name,
+        destination: &run.destination,
+        traceparent: run.traceparent.as_deref(),
+    };
+    enqueue_run(&ctx.pool, &mut queue, reference, &batches).await?;
+    Ok(runs::get(&ctx.pool, run_id).await?)
+}

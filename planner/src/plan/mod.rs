@@ -33,6 +33,10 @@ pub struct PlanReport {
     #[serde(flatten)]
     pub counts: PlanCounts,
     pub rejections: Vec<PlanRejection>,
+    /// Why the run is held for an operator (a guardrail crossed); the dry
+    /// run says so too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// A run whose plan is committed.
@@ -110,7 +114,10 @@ pub async fn dry_run(
     tx.rollback()
         .await
         .map_err(StateError::query("ending the dry run"))?;
-    Ok(report(sync, full_resync, counts, rejections))
+    let held = guardrail_crossed(sync, &counts).map(|why| format!("a run would be held: {why}"));
+    let mut report = report(sync, full_resync, counts, rejections);
+    report.held = held;
+    Ok(report)
 }
 
 fn report(
@@ -126,6 +133,7 @@ fn report(
         full_resync,
         counts,
         rejections,
+        held: None,
     }
 }
 
@@ -264,6 +272,9 @@ async fn plan_committed(
         Some((pool, run_id)),
     )
     .await?;
+    let held = guardrail_crossed(sync, &counts).map(|why| {
+        format!("held: {why}; nothing was sent. Approve with `ebb approve {run_id}` or discard with `ebb cancel {run_id}`")
+    });
     let batches = async {
         diff::record_rejections(
             &mut tx,
@@ -274,7 +285,14 @@ async fn plan_committed(
         )
         .await?;
         let batches = diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
-        if !runs::mark_planned(&mut tx, run_id, &counts.totals(batches.len())).await? {
+        if !runs::mark_planned(
+            &mut tx,
+            run_id,
+            &counts.totals(batches.len()),
+            held.as_deref(),
+        )
+        .await?
+        {
             return Err(PlannerError::CancelledWhilePlanning(run_id));
         }
         tx.commit()
@@ -284,5 +302,139 @@ async fn plan_committed(
     }
     .instrument(tracing::info_span!("ebb.plan.commit"))
     .await?;
-    Ok((batches, report(sync, full_resync, counts, rejections)))
+    let mut report = report(sync, full_resync, counts, rejections);
+    if let Some(reason) = held {
+        tracing::warn!(sync = %sync.name, run_id, %reason, "run held by a guardrail");
+        report.held = Some(reason);
+        // Nothing goes on the queue until an operator approves the run.
+        return Ok((Vec::new(), report));
+    }
+    Ok((batches, report))
+}
+
+/// Why a plan with these counts must wait for an operator, when it crosses
+/// one of the sync's guardrails. What is delivered is what the ledger holds
+/// of the model: unchanged, changed and removed records.
+pub(crate) fn guardrail_crossed(sync: &SyncConfig, counts: &PlanCounts) -> Option<String> {
+    let g = &sync.guardrails;
+    let delivered = counts.unchanged + counts.changed + counts.removed;
+    let pct = |n: i64| {
+        if delivered == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / delivered as f64
+        }
+    };
+    let why = if let Some(max) = g.max_remove.filter(|&max| counts.removed > max) {
+        format!(
+            "it would remove {} records, over max_remove = {max}",
+            counts.removed
+        )
+    } else if let Some(max) = g
+        .max_remove_pct
+        .filter(|&max| counts.removed > 0 && pct(counts.removed) > max)
+    {
+        format!(
+            "it would remove {} of {delivered} delivered records ({:.1}%), over max_remove_pct = {max}",
+            counts.removed,
+            pct(counts.removed)
+        )
+    } else if let Some(max) = g
+        .max_change_pct
+        .filter(|&max| counts.changed > 0 && pct(counts.changed) > max)
+    {
+        format!(
+            "it would change {} of {delivered} delivered records ({:.1}%), over max_change_pct = {max}",
+            counts.changed,
+            pct(counts.changed)
+        )
+    } else if let Some(min) = g.min_rows.filter(|&min| counts.rows_read < min) {
+        format!(
+            "the model has {} rows, under min_rows = {min}",
+            counts.rows_read
+        )
+    } else {
+        return None;
+    };
+    Some(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn sync(guardrails: &str) -> SyncConfig {
+        let text = format!(
+            r#"
+[state]
+database_url = "postgres://x@127.0.0.1/x"
+redis_url = "redis://127.0.0.1"
+[sources.wh]
+type = "postgres"
+url = "postgres://x@127.0.0.1/x"
+[destinations.sink]
+type = "http"
+url = "http://127.0.0.1:9/"
+[syncs.s]
+source = "wh"
+model = "SELECT 1 AS id"
+primary_key = "id"
+destination = "sink"
+mode = "mirror"
+guardrails = {{ {guardrails} }}
+"#
+        );
+        Config::parse(Path::new("t.toml"), &text, &|_| None)
+            .expect("config")
+            .sync("s")
+            .expect("sync")
+            .clone()
+    }
+
+    fn counts(rows_read: u64, unchanged: i64, changed: i64, removed: i64) -> PlanCounts {
+        PlanCounts {
+            rows_read,
+            unchanged,
+            changed,
+            removed,
+            ..PlanCounts::default()
+        }
+    }
+
+    #[test]
+    fn each_guardrail_holds_past_its_limit_and_not_at_it() {
+        let s = sync("max_remove = 10");
+        assert_eq!(guardrail_crossed(&s, &counts(90, 90, 0, 10)), None);
+        let why = guardrail_crossed(&s, &counts(89, 89, 0, 11)).unwrap();
+        assert!(
+            why.contains("remove 11 records, over max_remove = 10"),
+            "{why}"
+        );
+
+        let s = sync("max_remove_pct = 10");
+        assert_eq!(guardrail_crossed(&s, &counts(90, 90, 0, 10)), None);
+        let why = guardrail_crossed(&s, &counts(89, 89, 0, 11)).unwrap();
+        assert!(
+            why.contains("remove 11 of 100 delivered records (11.0%)"),
+            "{why}"
+        );
+
+        let s = sync("max_change_pct = 50");
+        assert_eq!(guardrail_crossed(&s, &counts(100, 50, 50, 0)), None);
+        assert!(guardrail_crossed(&s, &counts(100, 49, 51, 0)).is_some());
+
+        let s = sync("min_rows = 100");
+        assert_eq!(guardrail_crossed(&s, &counts(100, 100, 0, 0)), None);
+        let why = guardrail_crossed(&s, &counts(99, 99, 0, 0)).unwrap();
+        assert!(
+            why.contains("the model has 99 rows, under min_rows = 100"),
+            "{why}"
+        );
+
+        // Nothing delivered yet: a first sync is never held for its share.
+        let s = sync("max_remove_pct = 10, max_change_pct = 10");
+        assert_eq!(guardrail_crossed(&s, &counts(5, 0, 0, 0)), None);
+    }
 }

@@ -57,7 +57,7 @@ async fn plan(
         to_send,
         ..PlanCounts::default()
     };
-    if !runs::mark_planned(&mut tx, run_id, &counts.totals(batches.len())).await? {
+    if !runs::mark_planned(&mut tx, run_id, &counts.totals(batches.len()), None).await? {
         return Err(PlannerError::CancelledWhilePlanning(run_id));
     }
     runs::set_superseded(&mut tx, run_id, superseded).await?;
@@ -75,6 +75,7 @@ async fn plan(
             full_resync: false,
             counts,
             rejections: Vec::new(),
+            held: None,
         },
     })
 }

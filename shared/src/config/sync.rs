@@ -35,6 +35,8 @@ pub(crate) struct RawSync {
     mapping: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub(crate) after: Vec<Spanned<String>>,
+    #[serde(default)]
+    guardrails: Option<Spanned<Guardrails>>,
 }
 
 /// `model = "SELECT …"` or `model = { dbt = "customers" }`.
@@ -176,6 +178,28 @@ pub(crate) fn resolve_sync(
             ));
         }
     };
+    let guardrails = match raw.guardrails {
+        None => Guardrails::default(),
+        Some(g) => {
+            let at = g.span().start;
+            let g = g.into_inner();
+            for (field, pct) in [
+                ("max_remove_pct", g.max_remove_pct),
+                ("max_change_pct", g.max_change_pct),
+            ] {
+                if let Some(pct) = pct
+                    && !(0.0..=100.0).contains(&pct)
+                {
+                    return Err(src.invalid(
+                        Some(at),
+                        format!("{key}.guardrails.{field}"),
+                        format!("{pct} is not a percentage; use 0 to 100"),
+                    ));
+                }
+            }
+            g
+        }
+    };
     let primary_key = raw.primary_key.get_ref().trim().to_owned();
     if primary_key.is_empty() {
         return Err(src.invalid(
@@ -215,6 +239,7 @@ pub(crate) fn resolve_sync(
         schedule,
         max_record_bytes,
         mapping,
+        guardrails,
     })
 }
 
@@ -316,6 +341,8 @@ impl SyncMode {
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     pub name: String,
+    /// Limits past which a run is held for an operator instead of sent.
+    pub guardrails: Guardrails,
     /// Syncs whose success starts this one (`after = [...]`).
     pub after: Vec<String>,
     pub source: String,
@@ -330,6 +357,23 @@ pub struct SyncConfig {
     /// Destination field ← model column. Empty means "every model column,
     /// under its own name".
     pub mapping: Vec<FieldMapping>,
+}
+
+/// `[syncs.NAME.guardrails]`: a run whose plan crosses one of these is
+/// held before anything is sent, until an operator approves or cancels it
+/// (a broken model that mirrors an empty table must not delete every
+/// contact). None is set unless configured.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Guardrails {
+    /// Removals, as a share of what is delivered (mirror mode), in percent.
+    pub max_remove_pct: Option<f64>,
+    /// Removals, in records.
+    pub max_remove: Option<i64>,
+    /// Changed records, as a share of what is delivered, in percent.
+    pub max_change_pct: Option<f64>,
+    /// Fewer rows than this read from the model.
+    pub min_rows: Option<u64>,
 }
 
 /// `max_record_bytes` when unset: far above what any destination takes in

@@ -567,3 +567,37 @@ fn the_last_tick_at_or_before_a_time_is_the_one_a_new_leader_may_have_missed() {
         Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap()
     );
 }
+
+#[test]
+fn guardrails_are_read_and_checked() {
+    let with = |block: &str| {
+        VALID.replace(
+            "schedule = \"*/15 * * * *\"",
+            &format!("schedule = \"*/15 * * * *\"\nguardrails = {{ {block} }}"),
+        )
+    };
+    let config = parse(&with("max_remove_pct = 20, min_rows = 1000")).unwrap();
+    let sync = config.sync("customers_to_replica").unwrap();
+    assert_eq!(sync.guardrails.max_remove_pct, Some(20.0));
+    assert_eq!(sync.guardrails.min_rows, Some(1000));
+    assert_eq!(sync.guardrails.max_change_pct, None);
+    let msg = parse(&with("max_change_pct = 150"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("syncs.customers_to_replica.guardrails.max_change_pct"),
+        "{msg}"
+    );
+    assert!(msg.contains("not a percentage"), "{msg}");
+    let msg = parse(&with("max_removes = 3")).unwrap_err().to_string();
+    assert!(msg.contains("max_removes"), "{msg}");
+    // None unless configured.
+    assert_eq!(
+        parse(VALID)
+            .unwrap()
+            .sync("customers_to_replica")
+            .unwrap()
+            .guardrails,
+        crate::config::Guardrails::default()
+    );
+}

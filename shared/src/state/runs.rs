@@ -18,6 +18,9 @@ use crate::state::events::RunEvent;
 pub enum RunState {
     /// Streaming and diffing the model; nothing is on the queue yet.
     Planning,
+    /// Planned, but its plan crossed the sync's guardrails: nothing is on
+    /// the queue until an operator approves it (or cancels it).
+    Held,
     /// Its batches are on the queue (or should be).
     Running,
     /// Every record was delivered, rejected or superseded.
@@ -33,6 +36,7 @@ impl RunState {
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Planning => "planning",
+            RunState::Held => "held",
             RunState::Running => "running",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
@@ -54,6 +58,7 @@ impl TryFrom<String> for RunState {
     fn try_from(state: String) -> Result<Self, Self::Error> {
         match state.as_str() {
             "planning" => Ok(RunState::Planning),
+            "held" => Ok(RunState::Held),
             "running" => Ok(RunState::Running),
             "succeeded" => Ok(RunState::Succeeded),
             "failed" => Ok(RunState::Failed),
@@ -195,7 +200,7 @@ pub async fn start(pool: &PgPool, new: NewRun<'_>) -> Result<i64, StateError> {
             if db.constraint() == Some("ebb_runs_one_active_per_sync") =>
         {
             let active = sqlx::query_as::<_, (i64, String)>(
-                "SELECT id, state FROM ebb_runs WHERE sync_name = $1 AND state IN ('planning', 'running')",
+                "SELECT id, state FROM ebb_runs WHERE sync_name = $1 AND state IN ('planning', 'held', 'running')",
             )
             .bind(new.sync)
             .fetch_optional(pool)
@@ -416,19 +421,22 @@ pub struct PlannedTotals {
     pub batches: usize,
 }
 
-/// Records the plan's totals and moves the run to `running`, or straight to
-/// `succeeded` when there is nothing to send. `false` when the run is no
-/// longer planning (an operator cancelled it meanwhile).
+/// Records the plan's totals and moves the run to `running`, straight to
+/// `succeeded` when there is nothing to send, or to `held` with `held`'s
+/// reason in its `error`. `false` when the run is no longer planning (an
+/// operator cancelled it meanwhile).
 pub async fn mark_planned(
     tx: &mut PgConnection,
     run_id: i64,
     totals: &PlannedTotals,
+    held: Option<&str>,
 ) -> Result<bool, StateError> {
     let marked = sqlx::query(
         "UPDATE ebb_runs SET planned_added = $2, planned_changed = $3, planned_removed = $4, unchanged = $5, \
              skipped_by_mode = $6, rejected_at_plan = $7, to_send = $8, batches_total = $9, planned_at = clock_timestamp(), \
-             state = CASE WHEN $9 = 0 THEN 'succeeded' ELSE 'running' END, \
-             finished_at = CASE WHEN $9 = 0 THEN clock_timestamp() END \
+             state = CASE WHEN $10::text IS NOT NULL THEN 'held' WHEN $9 = 0 THEN 'succeeded' ELSE 'running' END, \
+             error = $10, \
+             finished_at = CASE WHEN $10::text IS NULL AND $9 = 0 THEN clock_timestamp() END \
          WHERE id = $1 AND state = 'planning'",
     )
     .bind(run_id)
@@ -440,10 +448,27 @@ pub async fn mark_planned(
     .bind(totals.rejected)
     .bind(totals.to_send)
     .bind(totals.batches as i32)
+    .bind(held)
     .execute(&mut *tx)
     .await
     .map_err(StateError::query("recording the plan"))?;
     Ok(marked.rows_affected() == 1)
+}
+
+/// Releases a held run to be sent: `false` when it was not held.
+pub async fn approve(pool: &PgPool, run_id: i64, by: &str) -> Result<bool, StateError> {
+    let approved = sqlx::query(
+        "UPDATE ebb_runs SET state = 'running', error = NULL, heartbeat_at = now() \
+         WHERE id = $1 AND state = 'held'",
+    )
+    .bind(run_id)
+    .execute(pool)
+    .await
+    .map_err(StateError::query("approving a held run"))?;
+    if approved.rows_affected() == 1 {
+        tracing::info!(run_id, by, "held run approved");
+    }
+    Ok(approved.rows_affected() == 1)
 }
 
 /// Records how many older DLQ entries a replay closed instead of sending.
@@ -527,12 +552,13 @@ pub async fn finish(tx: &mut PgConnection, run_id: i64) -> Result<Option<RunStat
         .transpose()
 }
 
-/// Cancels a planning or running run; `false` when it had already ended.
+/// Cancels a planning, held or running run; `false` when it had already
+/// ended.
 pub async fn cancel(pool: &PgPool, run_id: i64, by: &str) -> Result<bool, StateError> {
     let cancelled = sqlx::query(
         "UPDATE ebb_runs SET state = 'cancelled', finished_at = now(), \
              error = 'cancelled by ' || $2 || '; its unsent batches were not sent' \
-         WHERE id = $1 AND state IN ('planning', 'running')",
+         WHERE id = $1 AND state IN ('planning', 'held', 'running')",
     )
     .bind(run_id)
     .bind(by)
@@ -547,7 +573,7 @@ pub async fn activity_by_sync(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, 
     sqlx::query_as(
         "SELECT sync_name, sum(active)::bigint, sum(open)::bigint FROM ( \
              SELECT sync_name, count(*) AS active, 0 AS open FROM ebb_runs \
-             WHERE state IN ('planning', 'running') GROUP BY sync_name \
+             WHERE state IN ('planning', 'held', 'running') GROUP BY sync_name \
              UNION ALL \
              SELECT sync_name, 0, count(*) FROM ebb_dlq WHERE status = 'open' GROUP BY sync_name \
          ) t GROUP BY sync_name ORDER BY sync_name",

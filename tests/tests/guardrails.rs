@@ -1,0 +1,209 @@
+//! Guardrails: a run whose plan crosses a sync's limits is held before
+//! anything is sent, until an operator approves it (CLI or API) or cancels
+//! it; the next good run then proceeds.
+
+use ebb_tests::{TestEnv, create_replica, seed_customers};
+
+const CONFIG: &str = r#"
+{HEADER}
+
+[api]
+tokens = [
+  { name = "ops", token = "ops-token-0123456789abcdef", role = "operator" },
+  { name = "grafana", token = "viewer-token-0123456789abcdef", role = "viewer" },
+]
+
+[destinations.replica]
+type = "postgres"
+url = "{APP_URL}"
+table = "public.customers_synced"
+batch_size = 50
+
+[syncs.customers]
+source = "warehouse"
+model_file = "models/customers.sql"
+primary_key = "id"
+destination = "replica"
+mode = "mirror"
+
+[syncs.customers.guardrails]
+max_remove_pct = 20
+max_change_pct = 50
+
+[syncs.customers.mapping]
+customer_id = "id"
+email = "email"
+first_name = "first_name"
+plan = "plan"
+lifetime_value = "ltv"
+"#;
+
+const MODEL: &str = "SELECT id, email, first_name, plan, ltv FROM analytics.customers";
+
+async fn delivered(env: &TestEnv) -> i64 {
+    TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await
+}
+
+async fn env() -> TestEnv {
+    let mut env = TestEnv::new(CONFIG, &[]).await;
+    env.write_file("models/customers.sql", MODEL);
+    seed_customers(&env.warehouse, 200).await;
+    create_replica(&env.app).await;
+    env.start_worker(2);
+    let first = env.run_sync("customers", &[]).await;
+    assert_eq!(first["delivered"], 200, "{first}");
+    env
+}
+
+#[tokio::test]
+async fn an_emptied_model_is_held_and_sends_its_deletes_only_once_approved() {
+    let env = env().await;
+    // A broken model: mirror mode would delete every record.
+    env.write_file("models/customers.sql", &format!("{MODEL} WHERE false"));
+
+    let plan = env.ebb(&["plan", "customers"]).await;
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(text.contains("a run would be held: it would remove 200 of 200 delivered records (100.0%), over max_remove_pct = 20"), "{text}");
+
+    let out = env.ebb(&["run", "customers", "--json"]).await;
+    assert_eq!(out.status.code(), Some(3), "held runs exit 3");
+    let held: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let run_id = held["run"]["id"].as_i64().expect("run id");
+    assert_eq!(held["run"]["state"], "held", "{held}");
+    assert_eq!(held["run"]["planned_removed"], 200, "{held}");
+    let reason = held["held"].as_str().expect("reason");
+    assert!(reason.contains("remove 200 of 200"), "{reason}");
+    assert!(
+        reason.contains(&format!("ebb approve {run_id}")),
+        "{reason}"
+    );
+    // Nothing was sent, and the held run keeps newer runs from planning
+    // around it.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(delivered(&env).await, 200);
+    assert_eq!(env.queued_tasks().await, 0);
+    let blocked = env.ebb(&["run", "customers"]).await;
+    assert_ne!(blocked.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&blocked.stderr).contains(&format!("#{run_id}")));
+
+    // The operator looked and approves: the deletes go out.
+    let approve = env.ebb(&["approve", &run_id.to_string()]).await;
+    assert!(
+        approve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
+    ebb_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the approved run to finish",
+        || async {
+            let runs = env.ebb_json(&["runs"]).await;
+            let run = runs.as_array()?.iter().find(|r| r["id"] == run_id)?.clone();
+            (run["state"] == "succeeded").then_some(run)
+        },
+    )
+    .await;
+    assert_eq!(delivered(&env).await, 0);
+    // Approving twice is a conflict.
+    let again = env.ebb(&["approve", &run_id.to_string()]).await;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not held"));
+}
+
+#[tokio::test]
+async fn a_cancelled_held_run_sends_nothing_and_the_next_good_run_proceeds() {
+    let env = env().await;
+    // Half the plans change: over max_change_pct = 50? 120 of 200 is.
+    sqlx::query("UPDATE analytics.customers SET plan = 'enterprise' WHERE id <= 120")
+        .execute(&env.warehouse)
+        .await
+        .expect("update");
+    let held = env.ebb_json(&["run", "customers"]).await;
+    assert_eq!(held["run"]["state"], "held", "{held}");
+    assert!(
+        held["held"]
+            .as_str()
+            .unwrap_or("")
+            .contains("change 120 of 200"),
+        "{held}"
+    );
+    let run_id = held["run"]["id"].as_i64().expect("run id");
+
+    let cancel = env.ebb(&["cancel", &run_id.to_string()]).await;
+    assert!(
+        cancel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    let enterprise = TestEnv::scalar_i64(
+        &env.app,
+        "SELECT count(*) FROM customers_synced WHERE plan = 'enterprise'",
+    )
+    .await;
+    assert_eq!(enterprise, 0, "a cancelled held run sent nothing");
+
+    // The model is fixed to change only 30: under the limit, it runs.
+    sqlx::query(
+        "UPDATE analytics.customers SET plan = CASE WHEN id % 2 = 0 THEN 'free' ELSE 'pro' END \
+         WHERE id > 30 AND id <= 120",
+    )
+    .execute(&env.warehouse)
+    .await
+    .expect("fix");
+    let next = env.run_sync("customers", &[]).await;
+    assert_eq!(next["state"], "succeeded", "{next}");
+    assert_eq!(next["planned_changed"], 30, "{next}");
+    let enterprise = TestEnv::scalar_i64(
+        &env.app,
+        "SELECT count(*) FROM customers_synced WHERE plan = 'enterprise'",
+    )
+    .await;
+    assert_eq!(enterprise, 30);
+}
+
+#[tokio::test]
+async fn the_api_approves_a_held_run_for_operators_only() {
+    let env = env().await;
+    env.write_file("models/customers.sql", &format!("{MODEL} WHERE id > 100"));
+    let held = env.ebb_json(&["run", "customers"]).await;
+    assert_eq!(held["run"]["state"], "held", "{held}");
+    let run_id = held["run"]["id"].as_i64().expect("run id");
+    let port = ebb_tests::free_port();
+    let _serve = env.serve(port, &[]);
+    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let client = reqwest::Client::new();
+    let approve = |token: &'static str| {
+        client
+            .post(format!("{base}/runs/{run_id}/approve"))
+            .bearer_auth(token)
+            .send()
+    };
+    ebb_tests::eventually(std::time::Duration::from_secs(20), "the API", || async {
+        client
+            .get(format!("{base}/runs"))
+            .bearer_auth("viewer-token-0123456789abcdef")
+            .send()
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await;
+    let refused = approve("viewer-token-0123456789abcdef")
+        .await
+        .expect("POST");
+    assert_eq!(refused.status().as_u16(), 403);
+    let approved = approve("ops-token-0123456789abcdef").await.expect("POST");
+    assert_eq!(approved.status().as_u16(), 200);
+    let run: serde_json::Value = approved.json().await.expect("run");
+    assert_eq!(run["state"], "running", "{run}");
+    ebb_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the deletes",
+        || async { (delivered(&env).await == 100).then_some(()) },
+    )
+    .await;
+    let again = approve("ops-token-0123456789abcdef").await.expect("POST");
+    assert_eq!(again.status().as_u16(), 409);
+}
