@@ -316,6 +316,10 @@ async fn plan_committed(
 /// one of the sync's guardrails. What is delivered is what the ledger holds
 /// of the model: unchanged, changed and removed records.
 pub(crate) fn guardrail_crossed(sync: &SyncConfig, counts: &PlanCounts) -> Option<String> {
+    // A plan that sends nothing has nothing to hold back.
+    if counts.to_send == 0 {
+        return None;
+    }
     let g = &sync.guardrails;
     let delivered = counts.unchanged + counts.changed + counts.removed;
     let pct = |n: i64| {
@@ -399,6 +403,7 @@ guardrails = {{ {guardrails} }}
             unchanged,
             changed,
             removed,
+            to_send: changed + removed,
             ..PlanCounts::default()
         }
     }
@@ -426,8 +431,10 @@ guardrails = {{ {guardrails} }}
         assert!(guardrail_crossed(&s, &counts(100, 49, 51, 0)).is_some());
 
         let s = sync("min_rows = 100");
-        assert_eq!(guardrail_crossed(&s, &counts(100, 100, 0, 0)), None);
-        let why = guardrail_crossed(&s, &counts(99, 99, 0, 0)).unwrap();
+        assert_eq!(guardrail_crossed(&s, &counts(100, 99, 1, 0)), None);
+        // Nothing to send: nothing to hold back.
+        assert_eq!(guardrail_crossed(&s, &counts(99, 99, 0, 0)), None);
+        let why = guardrail_crossed(&s, &counts(99, 98, 1, 0)).unwrap();
         assert!(
             why.contains("the model has 99 rows, under min_rows = 100"),
             "{why}"
