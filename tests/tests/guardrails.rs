@@ -77,11 +77,11 @@ async fn an_emptied_model_is_held_and_sends_its_deletes_only_once_approved() {
         reason.contains(&format!("ebb approve {run_id}")),
         "{reason}"
     );
-    // Nothing was sent, and the held run keeps newer runs from planning
-    // around it.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(delivered(&env).await, 200);
+    // Nothing was sent: `ebb run` returned without putting a task on the
+    // queue, so no worker can deliver anything. And the held run keeps
+    // newer runs from planning around it.
     assert_eq!(env.queued_tasks().await, 0);
+    assert_eq!(delivered(&env).await, 200);
     let blocked = env.ebb(&["run", "customers"]).await;
     assert_ne!(blocked.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&blocked.stderr).contains(&format!("#{run_id}")));
