@@ -407,6 +407,10 @@ async fn a_triggered_run_is_read_back_with_its_records_and_a_retried_trigger_ret
         .await;
     assert_eq!(status, StatusCode::OK, "{plan}");
     assert_eq!(plan["unchanged"], 99, "{plan}");
+    assert_eq!(
+        plan["budget"]["requests"], 0,
+        "a database takes statements, not API requests: {plan}"
+    );
     let (_, list) = served.get("/api/v1/runs?sync=customers", VIEWER).await;
     assert_eq!(
         list["items"].as_array().map(Vec::len),

@@ -1,8 +1,17 @@
 //! Guardrails: a run whose plan crosses a sync's limits is held before
 //! anything is sent, until an operator approves it (CLI or API) or cancels
-//! it; the next good run then proceeds.
+//! it; the next good run then proceeds. A held run opens an alert until it
+//! is approved.
 
-use ebb_tests::{TestEnv, create_replica, seed_customers};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use ebb_tests::{TestEnv, create_replica, seed_customers, serve_emulator};
+use serde_json::Value;
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -29,6 +38,10 @@ mode = "mirror"
 [syncs.customers.guardrails]
 max_remove_pct = 20
 max_change_pct = 50
+max_row_drop_pct = 40
+
+[alerts.oncall]
+webhook_url = "{HOOK_URL}/hook"
 
 [syncs.customers.mapping]
 customer_id = "id"
@@ -44,15 +57,32 @@ async fn delivered(env: &TestEnv) -> i64 {
     TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM customers_synced").await
 }
 
+/// The alert messages a webhook received.
+type Hooked = Arc<Mutex<Vec<Value>>>;
+
+async fn hook(State(hooked): State<Hooked>, Json(body): Json<Value>) -> StatusCode {
+    hooked.lock().expect("lock").push(body);
+    StatusCode::OK
+}
+
 async fn env() -> TestEnv {
-    let mut env = TestEnv::new(CONFIG, &[]).await;
+    env_with_alerts().await.0
+}
+
+async fn env_with_alerts() -> (TestEnv, Hooked) {
+    let hooked = Hooked::default();
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(hooked.clone());
+    let hooks = serve_emulator(app, "127.0.0.1:0").await;
+    let mut env = TestEnv::new(CONFIG, &[("{HOOK_URL}", format!("http://{hooks}"))]).await;
     env.write_file("models/customers.sql", MODEL);
     seed_customers(&env.warehouse, 200).await;
     create_replica(&env.app).await;
     env.start_worker(2);
     let first = env.run_sync("customers", &[]).await;
     assert_eq!(first["delivered"], 200, "{first}");
-    env
+    (env, hooked)
 }
 
 #[tokio::test]
@@ -162,12 +192,29 @@ async fn a_cancelled_held_run_sends_nothing_and_the_next_good_run_proceeds() {
 }
 
 #[tokio::test]
-async fn the_api_approves_a_held_run_for_operators_only() {
-    let env = env().await;
+async fn the_api_approves_a_held_run_for_operators_only_and_its_alert_resolves() {
+    let (env, hooked) = env_with_alerts().await;
     env.write_file("models/customers.sql", &format!("{MODEL} WHERE id > 100"));
     let held = env.ebb_json(&["run", "customers"]).await;
     assert_eq!(held["run"]["state"], "held", "{held}");
     let run_id = held["run"]["id"].as_i64().expect("run id");
+    // Every limit crossed is said: removals, and rows read against the last
+    // successful run's.
+    let reason = held["held"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("remove 100 of 200 delivered records (50.0%), over max_remove_pct = 20")
+            && reason.contains(
+                "the model has 100 rows, 50.0% fewer than the 200 of the last successful run, over max_row_drop_pct = 40"
+            ),
+        "{reason}"
+    );
+    let messages = |n: usize| {
+        let hooked = hooked.clone();
+        async move {
+            let hooked = hooked.lock().expect("lock");
+            (hooked.len() >= n).then(|| hooked.clone())
+        }
+    };
     let port = ebb_tests::free_port();
     let _serve = env.serve(port, &[]);
     let base = format!("http://127.0.0.1:{port}/api/v1");
@@ -190,6 +237,24 @@ async fn the_api_approves_a_held_run_for_operators_only() {
             .then_some(())
     })
     .await;
+    let firing = ebb_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the run_held alert",
+        || messages(1),
+    )
+    .await;
+    assert_eq!(
+        (firing[0]["status"].as_str(), firing[0]["kind"].as_str()),
+        (Some("firing"), Some("run_held")),
+        "{firing:?}"
+    );
+    assert_eq!(firing[0]["run_id"], run_id);
+    assert!(
+        firing[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("50.0% fewer") && d.contains("ebb approve")),
+        "{firing:?}"
+    );
     let refused = approve("viewer-token-0123456789abcdef")
         .await
         .expect("POST");
@@ -206,4 +271,16 @@ async fn the_api_approves_a_held_run_for_operators_only() {
     .await;
     let again = approve("ops-token-0123456789abcdef").await.expect("POST");
     assert_eq!(again.status().as_u16(), 409);
+    let resolved = ebb_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the run_held alert resolved",
+        || messages(2),
+    )
+    .await;
+    assert_eq!(
+        (resolved[1]["status"].as_str(), resolved[1]["kind"].as_str()),
+        (Some("resolved"), Some("run_held")),
+        "{resolved:?}"
+    );
+    assert_eq!(resolved.len(), 2, "one message each way: {resolved:?}");
 }

@@ -56,6 +56,31 @@ pub async fn evaluate(
                     .await?;
                 }
             }
+            if alert.run_held
+                && let Some(newest) = latest
+                    .get(&sync.name)
+                    .and_then(|(newest, _)| newest.as_ref())
+            {
+                if newest.state == RunState::Held {
+                    let detail = format!(
+                        "run #{} is {}",
+                        newest.id,
+                        newest.error.as_deref().unwrap_or("held by a guardrail")
+                    );
+                    open(
+                        pool,
+                        alert,
+                        &sync.name,
+                        IncidentKind::RunHeld,
+                        &detail,
+                        newest,
+                    )
+                    .await?;
+                } else {
+                    let resolution = format!("run #{} is {} now", newest.id, newest.state);
+                    resolve(pool, alert, &sync.name, IncidentKind::RunHeld, &resolution).await?;
+                }
+            }
             if (alert.rejections_over.is_some() || alert.rejections_over_percent.is_some())
                 && let Some(run) = run
             {

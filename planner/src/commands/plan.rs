@@ -1,6 +1,6 @@
 //! `ebb plan SYNC`: the dry run.
 
-use crate::plan::PlanReport;
+use crate::plan::{Budget, PlanReport, budget};
 
 pub fn print_report(report: &PlanReport) {
     let c = &report.counts;
@@ -36,6 +36,9 @@ pub fn print_report(report: &PlanReport) {
     if let Some(held) = &report.held {
         println!("  {held}");
     }
+    if let Some(b) = &report.budget {
+        print_budget(&report.destination, b);
+    }
     if !report.rejections.is_empty() {
         println!("rejected records (first {}):", report.rejections.len());
         for r in &report.rejections {
@@ -45,5 +48,28 @@ pub fn print_report(report: &PlanReport) {
                 r.reason
             );
         }
+    }
+}
+
+/// The API budget: requests, time at the rate limit, share of the quota.
+fn print_budget(destination: &str, b: &Budget) {
+    println!(
+        "API budget at `{destination}` (every answer a success):\n  requests           {:>10}  in {} batches ({} creates or upserts, {} updates by id, {} removals)",
+        b.requests, b.batches, b.writes.writes, b.writes.updates_by_id, b.writes.removes
+    );
+    if let (Some(rate), Some(eta)) = (&b.rate_limit, b.eta_secs) {
+        println!(
+            "  at its rate limit  {:>10}  ({rate}, shared by every sync writing to `{destination}`)",
+            budget::seconds(eta)
+        );
+    }
+    if let (Some(quota), Some(pct)) = (b.daily_request_quota, b.daily_quota_pct) {
+        println!("  daily quota share  {pct:>9.2}%  of {quota} requests a day");
+    }
+    if !b.shared_with.is_empty() {
+        println!("  shares limits with syncs: {}", b.shared_with.join(", "));
+    }
+    if let Some(note) = &b.note {
+        println!("  {note}");
     }
 }

@@ -125,8 +125,19 @@ pub fn print_summary(summary: &RunSummary) {
     );
     if r.kind == "sync" {
         println!(
-            "  planned    {} added, {} changed, {} removed, {} unchanged, {} skipped by mode",
-            r.planned_added, r.planned_changed, r.planned_removed, r.unchanged, r.skipped_by_mode
+            "  planned    {} added, {} changed, {} removed, {} unchanged, {} skipped by mode{}{}",
+            r.planned_added,
+            r.planned_changed,
+            r.planned_removed,
+            r.unchanged,
+            r.skipped_by_mode,
+            r.rows_read
+                .map(|n| format!(", of {n} rows read"))
+                .unwrap_or_default(),
+            r.requests_planned
+                .filter(|&n| n > 0)
+                .map(|n| format!("; about {n} requests"))
+                .unwrap_or_default()
         );
     }
     println!(

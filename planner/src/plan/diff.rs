@@ -8,13 +8,14 @@ use sqlx::PgConnection;
 
 use ebb_shared::StateError;
 use ebb_shared::config::SyncMode;
+use ebb_shared::destinations::budget::BatchWrites;
 use ebb_shared::state::runs::PlannedTotals;
 use ebb_shared::state::{batches, dlq};
 
 /// Snapshot rows whose key is neither NULL nor duplicated and that have no
 /// problem (see `snapshot`), with how they differ from the ledger. `$1` is
 /// the sync name.
-const CLASSIFIED: &str = "SELECT s.record_key, s.content_hash, s.payload, \
+const CLASSIFIED: &str = "SELECT s.record_key, s.content_hash, s.payload, l.destination_id, \
        CASE WHEN l.record_key IS NULL THEN 'added' \
             WHEN l.content_hash = s.content_hash THEN 'unchanged' \
             ELSE 'changed' END AS change \
@@ -24,7 +25,7 @@ const CLASSIFIED: &str = "SELECT s.record_key, s.content_hash, s.payload, \
        AND NOT EXISTS (SELECT 1 FROM ebb_dup_keys d WHERE d.record_key = s.record_key)";
 
 /// Ledger keys the model no longer has. `$1` is the sync name.
-const REMOVED: &str = "SELECT l.record_key FROM ebb_ledger l \
+const REMOVED: &str = "SELECT l.record_key, l.destination_id FROM ebb_ledger l \
      WHERE l.sync_name = $1 \
        AND NOT EXISTS (SELECT 1 FROM ebb_snapshot s WHERE s.record_key = l.record_key)";
 
@@ -58,6 +59,8 @@ impl PlanCounts {
             rejected: self.rejected,
             to_send: self.to_send,
             batches,
+            rows_read: Some(self.rows_read as i64),
+            requests_planned: None,
         }
     }
 }
@@ -218,6 +221,31 @@ pub async fn record_rejections(
     Ok(())
 }
 
+/// The records a run sends, numbered into batches: `batch_no`,
+/// `record_key`, `op`, `content_hash`, `payload` and the ledger's
+/// `destination_id`. `$1` sync, `$3` batch size, `$4` the change classes
+/// sent, `$5` whether removals are sent (`$2` is left to the caller).
+const NUMBERED: &str = "SELECT ((row_number() OVER ()) - 1) / $3 AS batch_no, x.record_key, x.op, \
+       x.content_hash, x.payload, x.destination_id \
+     FROM ( \
+         SELECT c.record_key, 'upsert' AS op, c.content_hash, c.payload, c.destination_id FROM (CLASSIFIED) c WHERE c.change = ANY($4) \
+         UNION ALL \
+         SELECT r.record_key, 'delete', NULL::bytea, NULL::jsonb, r.destination_id FROM (REMOVED) r WHERE $5 \
+     ) x";
+
+fn numbered() -> String {
+    NUMBERED
+        .replace("(CLASSIFIED)", &format!("({CLASSIFIED})"))
+        .replace("(REMOVED)", &format!("({REMOVED})"))
+}
+
+/// Each batch's writes by kind, from rows with `batch_no`, `op` and
+/// `destination_id`.
+const WRITES_BY_BATCH: &str = "SELECT count(*) FILTER (WHERE op = 'delete'), \
+       count(*) FILTER (WHERE op = 'upsert' AND destination_id IS NOT NULL), \
+       count(*) FILTER (WHERE op = 'upsert' AND destination_id IS NULL) \
+     FROM rows GROUP BY batch_no ORDER BY batch_no";
+
 /// Writes the records to send into `ebb_run_records`, numbered into batches,
 /// and one `ebb_batches` row per batch. Returns the batch numbers.
 pub async fn write_batches(
@@ -230,12 +258,8 @@ pub async fn write_batches(
     let classes: Vec<String> = rule.classes().into_iter().map(str::to_owned).collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO ebb_run_records (run_id, batch_no, record_key, op, content_hash, snapshot_run_id, payload) \
-         SELECT $2, ((row_number() OVER ()) - 1) / $3, x.record_key, x.op, x.content_hash, $2, x.payload \
-         FROM ( \
-             SELECT c.record_key, 'upsert' AS op, c.content_hash, c.payload FROM ({CLASSIFIED}) c WHERE c.change = ANY($4) \
-             UNION ALL \
-             SELECT r.record_key, 'delete', NULL::bytea, NULL::jsonb FROM ({REMOVED}) r WHERE $5 \
-         ) x"
+         SELECT $2, n.batch_no, n.record_key, n.op, n.content_hash, $2, n.payload FROM ({}) n",
+        numbered()
     )))
     .bind(sync)
     .bind(run_id)
@@ -246,4 +270,56 @@ pub async fn write_batches(
     .await
     .map_err(q("writing the run's records"))?;
     batches::create_for_run(conn, run_id).await
+}
+
+/// The writes of each batch a run of this plan sends, by kind, without
+/// writing them (the dry run).
+pub async fn planned_writes(
+    conn: &mut PgConnection,
+    sync: &str,
+    rule: SendRule,
+    batch_size: usize,
+) -> Result<Vec<BatchWrites>, StateError> {
+    let classes: Vec<String> = rule.classes().into_iter().map(str::to_owned).collect();
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH rows AS ({}) {WRITES_BY_BATCH}",
+        numbered()
+    )))
+    .bind(sync)
+    .bind(0_i64)
+    .bind(batch_size as i64)
+    .bind(&classes)
+    .bind(rule.mode.sends_removed())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q("counting the plan's writes by batch"))?;
+    Ok(rows.into_iter().map(batch_writes).collect())
+}
+
+/// The writes of each batch of run `run_id`, as written by [`write_batches`].
+pub async fn written_writes(
+    conn: &mut PgConnection,
+    run_id: i64,
+    sync: &str,
+) -> Result<Vec<BatchWrites>, StateError> {
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH rows AS ( \
+             SELECT r.batch_no, r.op, l.destination_id FROM ebb_run_records r \
+             LEFT JOIN ebb_ledger l ON l.sync_name = $2 AND l.record_key = r.record_key \
+             WHERE r.run_id = $1) {WRITES_BY_BATCH}"
+    )))
+    .bind(run_id)
+    .bind(sync)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q("counting the run's writes by batch"))?;
+    Ok(rows.into_iter().map(batch_writes).collect())
+}
+
+fn batch_writes((removes, updates_by_id, writes): (i64, i64, i64)) -> BatchWrites {
+    BatchWrites {
+        removes: removes.max(0) as u64,
+        updates_by_id: updates_by_id.max(0) as u64,
+        writes: writes.max(0) as u64,
+    }
 }

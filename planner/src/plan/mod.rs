@@ -2,6 +2,7 @@
 //! the run, its records and its batches to Postgres in one transaction. Only
 //! after that commit do tasks go to Redis (see [`crate::enqueue`]).
 
+pub mod budget;
 pub mod diff;
 pub mod replay;
 pub mod snapshot;
@@ -18,6 +19,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 
 use crate::error::PlannerError;
+pub use budget::Budget;
 pub use diff::{PlanCounts, PlanRejection, SendRule};
 
 /// How many planning rejections a report lists by key.
@@ -37,6 +39,10 @@ pub struct PlanReport {
     /// run says so too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// The requests it takes at the destination, and what share of the
+    /// destination's limits that is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 /// A run whose plan is committed.
@@ -111,12 +117,16 @@ pub async fn dry_run(
         .map_err(StateError::query("starting the plan"))?;
     let (counts, rejections) =
         snapshot_and_diff(&mut tx, source.as_ref(), sync, &mapping, rule, None).await?;
+    let writes = diff::planned_writes(&mut tx, &sync.name, rule, batch_size(config, sync)?).await?;
     tx.rollback()
         .await
         .map_err(StateError::query("ending the dry run"))?;
-    let held = guardrail_crossed(sync, &counts).map(|why| format!("a run would be held: {why}"));
+    let previous_rows = runs::last_succeeded_rows_read(pool, &sync.name).await?;
+    let held = guardrail_crossed(sync, &counts, previous_rows)
+        .map(|why| format!("a run would be held: {why}"));
     let mut report = report(sync, full_resync, counts, rejections);
     report.held = held;
+    report.budget = budget::estimate(config, sync, &writes);
     Ok(report)
 }
 
@@ -134,6 +144,7 @@ fn report(
         counts,
         rejections,
         held: None,
+        budget: None,
     }
 }
 
@@ -272,10 +283,11 @@ async fn plan_committed(
         Some((pool, run_id)),
     )
     .await?;
-    let held = guardrail_crossed(sync, &counts).map(|why| {
+    let previous_rows = runs::last_succeeded_rows_read(pool, &sync.name).await?;
+    let held = guardrail_crossed(sync, &counts, previous_rows).map(|why| {
         format!("held: {why}; nothing was sent. Approve with `ebb approve {run_id}` or discard with `ebb cancel {run_id}`")
     });
-    let batches = async {
+    let (batches, budget) = async {
         diff::record_rejections(
             &mut tx,
             run_id,
@@ -285,24 +297,22 @@ async fn plan_committed(
         )
         .await?;
         let batches = diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
-        if !runs::mark_planned(
-            &mut tx,
-            run_id,
-            &counts.totals(batches.len()),
-            held.as_deref(),
-        )
-        .await?
-        {
+        let writes = diff::written_writes(&mut tx, run_id, &sync.name).await?;
+        let budget = budget::estimate(config, sync, &writes);
+        let mut totals = counts.totals(batches.len());
+        totals.requests_planned = budget.as_ref().map(|b| b.requests as i64);
+        if !runs::mark_planned(&mut tx, run_id, &totals, held.as_deref()).await? {
             return Err(PlannerError::CancelledWhilePlanning(run_id));
         }
         tx.commit()
             .await
             .map_err(StateError::query("committing the plan"))?;
-        Ok(batches)
+        Ok((batches, budget))
     }
     .instrument(tracing::info_span!("ebb.plan.commit"))
     .await?;
     let mut report = report(sync, full_resync, counts, rejections);
+    report.budget = budget;
     if let Some(reason) = held {
         tracing::warn!(sync = %sync.name, run_id, %reason, "run held by a guardrail");
         report.held = Some(reason);
@@ -313,9 +323,14 @@ async fn plan_committed(
 }
 
 /// Why a plan with these counts must wait for an operator, when it crosses
-/// one of the sync's guardrails. What is delivered is what the ledger holds
+/// any of the sync's guardrails (each one crossed, said in turn). What is delivered is what the ledger holds
 /// of the model: unchanged, changed and removed records.
-pub(crate) fn guardrail_crossed(sync: &SyncConfig, counts: &PlanCounts) -> Option<String> {
+/// `previous_rows` is what the sync's last successful run read.
+pub(crate) fn guardrail_crossed(
+    sync: &SyncConfig,
+    counts: &PlanCounts,
+    previous_rows: Option<u64>,
+) -> Option<String> {
     // A plan that sends nothing has nothing to hold back.
     if counts.to_send == 0 {
         return None;
@@ -329,38 +344,51 @@ pub(crate) fn guardrail_crossed(sync: &SyncConfig, counts: &PlanCounts) -> Optio
             n as f64 * 100.0 / delivered as f64
         }
     };
-    let why = if let Some(max) = g.max_remove.filter(|&max| counts.removed > max) {
-        format!(
+    let mut crossed = Vec::new();
+    if let Some(max) = g.max_remove.filter(|&max| counts.removed > max) {
+        crossed.push(format!(
             "it would remove {} records, over max_remove = {max}",
             counts.removed
-        )
-    } else if let Some(max) = g
+        ));
+    }
+    if let Some(max) = g
         .max_remove_pct
         .filter(|&max| counts.removed > 0 && pct(counts.removed) > max)
     {
-        format!(
+        crossed.push(format!(
             "it would remove {} of {delivered} delivered records ({:.1}%), over max_remove_pct = {max}",
             counts.removed,
             pct(counts.removed)
-        )
-    } else if let Some(max) = g
+        ));
+    }
+    if let Some(max) = g
         .max_change_pct
         .filter(|&max| counts.changed > 0 && pct(counts.changed) > max)
     {
-        format!(
+        crossed.push(format!(
             "it would change {} of {delivered} delivered records ({:.1}%), over max_change_pct = {max}",
             counts.changed,
             pct(counts.changed)
-        )
-    } else if let Some(min) = g.min_rows.filter(|&min| counts.rows_read < min) {
-        format!(
+        ));
+    }
+    if let Some(min) = g.min_rows.filter(|&min| counts.rows_read < min) {
+        crossed.push(format!(
             "the model has {} rows, under min_rows = {min}",
             counts.rows_read
-        )
-    } else {
-        return None;
-    };
-    Some(why)
+        ));
+    }
+    if let Some(max) = g.max_row_drop_pct
+        && let Some(before) = previous_rows.filter(|&b| b > 0)
+    {
+        let drop = before.saturating_sub(counts.rows_read) as f64 * 100.0 / before as f64;
+        if drop > max {
+            crossed.push(format!(
+                "the model has {} rows, {drop:.1}% fewer than the {before} of the last successful run, over max_row_drop_pct = {max}",
+                counts.rows_read
+            ));
+        }
+    }
+    (!crossed.is_empty()).then(|| crossed.join("; "))
 }
 
 #[cfg(test)]
@@ -411,30 +439,30 @@ guardrails = {{ {guardrails} }}
     #[test]
     fn each_guardrail_holds_past_its_limit_and_not_at_it() {
         let s = sync("max_remove = 10");
-        assert_eq!(guardrail_crossed(&s, &counts(90, 90, 0, 10)), None);
-        let why = guardrail_crossed(&s, &counts(89, 89, 0, 11)).unwrap();
+        assert_eq!(guardrail_crossed(&s, &counts(90, 90, 0, 10), None), None);
+        let why = guardrail_crossed(&s, &counts(89, 89, 0, 11), None).unwrap();
         assert!(
             why.contains("remove 11 records, over max_remove = 10"),
             "{why}"
         );
 
         let s = sync("max_remove_pct = 10");
-        assert_eq!(guardrail_crossed(&s, &counts(90, 90, 0, 10)), None);
-        let why = guardrail_crossed(&s, &counts(89, 89, 0, 11)).unwrap();
+        assert_eq!(guardrail_crossed(&s, &counts(90, 90, 0, 10), None), None);
+        let why = guardrail_crossed(&s, &counts(89, 89, 0, 11), None).unwrap();
         assert!(
             why.contains("remove 11 of 100 delivered records (11.0%)"),
             "{why}"
         );
 
         let s = sync("max_change_pct = 50");
-        assert_eq!(guardrail_crossed(&s, &counts(100, 50, 50, 0)), None);
-        assert!(guardrail_crossed(&s, &counts(100, 49, 51, 0)).is_some());
+        assert_eq!(guardrail_crossed(&s, &counts(100, 50, 50, 0), None), None);
+        assert!(guardrail_crossed(&s, &counts(100, 49, 51, 0), None).is_some());
 
         let s = sync("min_rows = 100");
-        assert_eq!(guardrail_crossed(&s, &counts(100, 99, 1, 0)), None);
+        assert_eq!(guardrail_crossed(&s, &counts(100, 99, 1, 0), None), None);
         // Nothing to send: nothing to hold back.
-        assert_eq!(guardrail_crossed(&s, &counts(99, 99, 0, 0)), None);
-        let why = guardrail_crossed(&s, &counts(99, 98, 1, 0)).unwrap();
+        assert_eq!(guardrail_crossed(&s, &counts(99, 99, 0, 0), None), None);
+        let why = guardrail_crossed(&s, &counts(99, 98, 1, 0), None).unwrap();
         assert!(
             why.contains("the model has 99 rows, under min_rows = 100"),
             "{why}"
@@ -442,6 +470,23 @@ guardrails = {{ {guardrails} }}
 
         // Nothing delivered yet: a first sync is never held for its share.
         let s = sync("max_remove_pct = 10, max_change_pct = 10");
-        assert_eq!(guardrail_crossed(&s, &counts(5, 0, 0, 0)), None);
+        assert_eq!(guardrail_crossed(&s, &counts(5, 0, 0, 0), None), None);
+
+        let s = sync("max_row_drop_pct = 20");
+        assert_eq!(
+            guardrail_crossed(&s, &counts(80, 79, 1, 0), Some(100)),
+            None
+        );
+        let why = guardrail_crossed(&s, &counts(79, 78, 1, 0), Some(100)).unwrap();
+        assert!(
+            why.contains("79 rows, 21.0% fewer than the 100 of the last successful run"),
+            "{why}"
+        );
+        // No successful run yet, or more rows than before: nothing to compare.
+        assert_eq!(guardrail_crossed(&s, &counts(1, 0, 1, 0), None), None);
+        assert_eq!(
+            guardrail_crossed(&s, &counts(150, 0, 1, 0), Some(100)),
+            None
+        );
     }
 }

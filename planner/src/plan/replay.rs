@@ -57,7 +57,11 @@ async fn plan(
         to_send,
         ..PlanCounts::default()
     };
-    if !runs::mark_planned(&mut tx, run_id, &counts.totals(batches.len()), None).await? {
+    let totals = runs::PlannedTotals {
+        rows_read: None,
+        ..counts.totals(batches.len())
+    };
+    if !runs::mark_planned(&mut tx, run_id, &totals, None).await? {
         return Err(PlannerError::CancelledWhilePlanning(run_id));
     }
     runs::set_superseded(&mut tx, run_id, superseded).await?;
@@ -76,6 +80,7 @@ async fn plan(
             counts,
             rejections: Vec::new(),
             held: None,
+            budget: None,
         },
     })
 }

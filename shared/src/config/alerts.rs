@@ -4,6 +4,7 @@
 //! [alerts.oncall]
 //! slack_webhook_url = "${SLACK_WEBHOOK_URL}"   # or webhook_url = "https://…"
 //! run_failed = true                  # a run failed (default)
+//! run_held = true                    # a guardrail held a run (default)
 //! rejections_over = 100              # a run rejected more than 100 records…
 //! rejections_over_percent = 5.0      # …or more than 5% of what it sent
 //! not_succeeded_for = "6h"           # no successful run for 6 hours
@@ -28,6 +29,8 @@ pub struct AlertConfig {
     pub name: String,
     pub target: AlertTarget,
     pub run_failed: bool,
+    /// A run held by a guardrail (on unless `run_held = false`).
+    pub run_held: bool,
     pub rejections_over: Option<u64>,
     pub rejections_over_percent: Option<f64>,
     pub not_succeeded_for: Option<Duration>,
@@ -62,6 +65,8 @@ pub(crate) struct RawAlert {
     slack_webhook_url: Option<String>,
     #[serde(default = "yes")]
     run_failed: bool,
+    #[serde(default = "yes")]
+    run_held: bool,
     #[serde(default)]
     rejections_over: Option<u64>,
     #[serde(default)]
@@ -146,6 +151,7 @@ pub(crate) fn resolve_alerts(
             ));
         }
         if !raw.run_failed
+            && !raw.run_held
             && raw.rejections_over.is_none()
             && raw.rejections_over_percent.is_none()
             && not_succeeded_for.is_none()
@@ -153,13 +159,14 @@ pub(crate) fn resolve_alerts(
             return Err(src.invalid(
                 Some(at),
                 key,
-                "alerts on nothing: keep `run_failed`, or set `rejections_over`, `rejections_over_percent` or `not_succeeded_for`",
+                "alerts on nothing: keep `run_failed` or `run_held`, or set `rejections_over`, `rejections_over_percent` or `not_succeeded_for`",
             ));
         }
         alerts.push(AlertConfig {
             name,
             target,
             run_failed: raw.run_failed,
+            run_held: raw.run_held,
             rejections_over: raw.rejections_over,
             rejections_over_percent: raw.rejections_over_percent,
             not_succeeded_for,

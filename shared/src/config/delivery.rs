@@ -15,6 +15,7 @@ pub const DELIVERY_FIELDS: &[&str] = &[
     "max_concurrency",
     "rate_limit",
     "adaptive_concurrency",
+    "daily_request_quota",
 ];
 
 /// Largest batch any destination accepts from config; bigger batches make a
@@ -32,6 +33,10 @@ pub struct DeliverySettings {
     /// Transient failures a record may have before it fails.
     pub max_retries: u32,
     pub limits: Limits,
+    /// Requests the destination account may make in a day (HubSpot's
+    /// daily limit, Salesforce's 24-hour API requests). Not enforced:
+    /// `ebb plan` says what share of it a run takes.
+    pub daily_request_quota: Option<u64>,
 }
 
 /// A destination's limits, enforced across every worker through Redis:
@@ -76,6 +81,7 @@ pub struct DeliveryDefaults {
     pub max_concurrency: u32,
     pub rate_limit: Option<RateLimit>,
     pub adaptive_concurrency: bool,
+    pub daily_request_quota: Option<u64>,
 }
 
 impl DeliveryDefaults {
@@ -90,7 +96,13 @@ impl DeliveryDefaults {
             max_concurrency,
             rate_limit: None,
             adaptive_concurrency: true,
+            daily_request_quota: None,
         }
+    }
+
+    pub fn daily_request_quota(mut self, quota: u64) -> Self {
+        self.daily_request_quota = Some(quota);
+        self
     }
 
     pub fn cap(mut self, cap: BatchCap) -> Self {
@@ -124,6 +136,7 @@ pub(crate) struct RawDelivery {
     max_concurrency: Option<u32>,
     rate_limit: Option<RawRateLimit>,
     adaptive_concurrency: Option<bool>,
+    daily_request_quota: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -188,7 +201,14 @@ pub(crate) fn resolve(
             per: Duration::from_secs_f64(r.per_seconds),
         }),
     };
+    if raw.daily_request_quota == Some(0) {
+        return Err((
+            "daily_request_quota",
+            "must be at least 1 (leave it out when the destination has no daily quota)".to_owned(),
+        ));
+    }
     Ok(DeliverySettings {
+        daily_request_quota: raw.daily_request_quota.or(defaults.daily_request_quota),
         batch_size,
         timeout: Duration::from_secs(timeout_secs),
         max_retries: raw.max_retries.unwrap_or(defaults.max_retries),

@@ -186,6 +186,7 @@ pub(crate) fn resolve_sync(
             for (field, pct) in [
                 ("max_remove_pct", g.max_remove_pct),
                 ("max_change_pct", g.max_change_pct),
+                ("max_row_drop_pct", g.max_row_drop_pct),
             ] {
                 if let Some(pct) = pct
                     && !(0.0..=100.0).contains(&pct)
@@ -374,6 +375,9 @@ pub struct Guardrails {
     pub max_change_pct: Option<f64>,
     /// Fewer rows than this read from the model.
     pub min_rows: Option<u64>,
+    /// Rows read from the model fell by more than this share of the rows
+    /// the sync's last successful run read, in percent.
+    pub max_row_drop_pct: Option<f64>,
 }
 
 /// `max_record_bytes` when unset: far above what any destination takes in

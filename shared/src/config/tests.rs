@@ -534,7 +534,7 @@ fn alerts_need_one_target_and_something_to_alert_on() {
             "alerts.oncall.syncs: unknown sync `nope`",
         ),
         (
-            "webhook_url = \"https://a.example\"\nrun_failed = false",
+            "webhook_url = \"https://a.example\"\nrun_failed = false\nrun_held = false",
             "alerts on nothing",
         ),
         (

@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
+use super::budget::BatchWrites;
 use super::destination::Destination;
 use super::error::DestinationError;
 use super::util::limiter::Limiter;
@@ -35,6 +36,18 @@ pub trait DestinationConfig: AsAny + fmt::Debug + Send + Sync {
         _primary_key: &str,
     ) -> Result<(), String> {
         Ok(())
+    }
+
+    /// The requests one batch with these writes takes when every answer is
+    /// a success (no retries, splits or lookups): the plan's API budget.
+    /// Most destinations send a batch in one request.
+    fn requests_for(&self, _sync: &SyncConfig, batch: &BatchWrites) -> u64 {
+        u64::from(batch.total() > 0)
+    }
+
+    /// What [`Self::requests_for`] leaves out, said beside the estimate.
+    fn requests_note(&self, _sync: &SyncConfig) -> Option<&'static str> {
+        None
     }
 
     /// The destination every sync writing to it delivers through, in one

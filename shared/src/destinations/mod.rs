@@ -8,7 +8,9 @@
 //! - [`DestinationConfig`]: what a typed config can do (build, check).
 //! - [`Destination`]: what the delivery machinery calls.
 //! - [`record`]: the records of a batch, as a destination is given them.
+//! - [`budget`]: what a batch costs in requests, for `ebb plan`.
 
+pub mod budget;
 pub mod config;
 pub mod destination;
 pub mod error;

@@ -18,6 +18,9 @@ pub enum IncidentKind {
     Rejections,
     /// The sync has not succeeded for longer than the alert allows.
     NotSucceeded,
+    /// The sync's newest run is held by a guardrail, waiting for an
+    /// operator to approve or cancel it.
+    RunHeld,
 }
 
 impl IncidentKind {
@@ -26,6 +29,7 @@ impl IncidentKind {
             IncidentKind::RunFailed => "run_failed",
             IncidentKind::Rejections => "rejections",
             IncidentKind::NotSucceeded => "not_succeeded",
+            IncidentKind::RunHeld => "run_held",
         }
     }
 
@@ -33,6 +37,7 @@ impl IncidentKind {
         match kind {
             "run_failed" => IncidentKind::RunFailed,
             "rejections" => IncidentKind::Rejections,
+            "run_held" => IncidentKind::RunHeld,
             _ => IncidentKind::NotSucceeded,
         }
     }

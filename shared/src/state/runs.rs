@@ -107,6 +107,10 @@ pub struct Run {
     /// Records searched for by match key before a create, because an earlier
     /// create of theirs had an unknown outcome (see `ebb_intents`).
     pub lookups_before_create: i64,
+    /// Rows its plan read from the model (`None`: planned before Ebb kept it).
+    pub rows_read: Option<i64>,
+    /// Destination requests its plan expected, every answer a success.
+    pub requests_planned: Option<i64>,
     /// Task deliveries beyond the first, over all batches (worker crashes,
     /// lost acks, tasks re-enqueued after Redis lost them).
     pub redeliveries: i64,
@@ -147,7 +151,7 @@ impl Run {
 const RUN_COLUMNS: &str = "id, sync_name, destination, kind, trigger, mode, full_resync, state, \
     planned_added, planned_changed, planned_removed, unchanged, skipped_by_mode, rejected_at_plan, \
     to_send, batches_total, batches_settled, delivered, rejected, failed, superseded, retries, \
-    throttled, limiter_wait_ms, lookups_before_create, \
+    throttled, limiter_wait_ms, lookups_before_create, rows_read, requests_planned, \
     (SELECT COALESCE(sum(b.deliveries - 1), 0)::bigint FROM ebb_batches b \
      WHERE b.run_id = ebb_runs.id AND b.deliveries > 1) AS redeliveries, \
     (SELECT count(*) FROM ebb_batches b WHERE b.run_id = ebb_runs.id AND b.quarantined) AS quarantined_batches, \
@@ -419,6 +423,11 @@ pub struct PlannedTotals {
     pub rejected: i64,
     pub to_send: i64,
     pub batches: usize,
+    /// `None` for a replay, which reads no model.
+    pub rows_read: Option<i64>,
+    /// The destination requests its batches take when every answer is a
+    /// success (the plan's API-budget estimate).
+    pub requests_planned: Option<i64>,
 }
 
 /// Records the plan's totals and moves the run to `running`, straight to
@@ -434,6 +443,7 @@ pub async fn mark_planned(
     let marked = sqlx::query(
         "UPDATE ebb_runs SET planned_added = $2, planned_changed = $3, planned_removed = $4, unchanged = $5, \
              skipped_by_mode = $6, rejected_at_plan = $7, to_send = $8, batches_total = $9, planned_at = clock_timestamp(), \
+             rows_read = $11, requests_planned = $12, \
              state = CASE WHEN $10::text IS NOT NULL THEN 'held' WHEN $9 = 0 THEN 'succeeded' ELSE 'running' END, \
              error = $10, \
              finished_at = CASE WHEN $10::text IS NULL AND $9 = 0 THEN clock_timestamp() END \
@@ -449,10 +459,28 @@ pub async fn mark_planned(
     .bind(totals.to_send)
     .bind(totals.batches as i32)
     .bind(held)
+    .bind(totals.rows_read)
+    .bind(totals.requests_planned)
     .execute(&mut *tx)
     .await
     .map_err(StateError::query("recording the plan"))?;
     Ok(marked.rows_affected() == 1)
+}
+
+/// Rows read by the plan of `sync`'s last successful run.
+pub async fn last_succeeded_rows_read(
+    pool: &PgPool,
+    sync: &str,
+) -> Result<Option<u64>, StateError> {
+    let rows: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT rows_read FROM ebb_runs WHERE sync_name = $1 AND kind = 'sync' AND state = 'succeeded' \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(sync)
+    .fetch_optional(pool)
+    .await
+    .map_err(StateError::query("reading the rows of the last successful run"))?;
+    Ok(rows.flatten().map(|n| n.max(0) as u64))
 }
 
 /// Releases a held run to be sent: `false` when it was not held.

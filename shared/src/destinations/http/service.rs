@@ -111,6 +111,7 @@ mod tests {
                     rate_limit: None,
                     adaptive_concurrency: true,
                 },
+                daily_request_quota: None,
             },
         }
     }

@@ -12,6 +12,7 @@ use crate::config::{
     BatchCap, ConfigError, ConnectorTable, DeliveryDefaults, DeliverySettings, FieldMapping,
     RateLimit, SyncConfig,
 };
+use crate::destinations::budget::BatchWrites;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::vendor::{connection_check, match_field_mapped};
 use crate::destinations::{
@@ -58,7 +59,8 @@ pub const MAX_BATCH: usize = 100;
 /// inside the rate limit without queueing at HubSpot. Its burst limit for
 /// a private app on Free and Starter accounts is 100 requests per 10
 /// seconds, per account (Professional and Enterprise allow 190; raise it in
-/// config).
+/// config), and its daily limit 250,000 requests (Professional 650,000,
+/// Enterprise 1,000,000).
 fn defaults() -> DeliveryDefaults {
     DeliveryDefaults::new(MAX_BATCH, 5)
         .cap(BatchCap {
@@ -71,6 +73,7 @@ fn defaults() -> DeliveryDefaults {
             requests: 100,
             per: Duration::from_secs(10),
         })
+        .daily_request_quota(250_000)
 }
 
 pub fn parse(table: &ConnectorTable<'_>) -> Result<Arc<dyn DestinationConfig>, ConfigError> {
@@ -110,6 +113,18 @@ pub fn parse(table: &ConnectorTable<'_>) -> Result<Arc<dyn DestinationConfig>, C
 impl DestinationConfig for HubSpotConfig {
     fn type_name(&self) -> &'static str {
         "hubspot"
+    }
+
+    /// `batch/archive`, `batch/update` and `batch/upsert` (or
+    /// `batch/create`): one request each, 100 inputs at most.
+    fn requests_for(&self, _sync: &SyncConfig, batch: &BatchWrites) -> u64 {
+        batch.kinds()
+    }
+
+    fn requests_note(&self, _sync: &SyncConfig) -> Option<&'static str> {
+        Some(
+            "not counted: one search before a create whose earlier outcome was lost, and a read of the object's properties per worker every 5 minutes",
+        )
     }
 
     fn delivery(&self) -> &DeliverySettings {

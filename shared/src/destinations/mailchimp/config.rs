@@ -11,6 +11,7 @@ use crate::config::{
     BatchCap, ConfigError, ConnectorTable, DeliveryDefaults, DeliverySettings, FieldMapping,
     SyncConfig,
 };
+use crate::destinations::budget::BatchWrites;
 use crate::destinations::util::vendor::connection_check;
 use crate::destinations::{
     BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError,
@@ -133,6 +134,24 @@ pub fn parse(table: &ConnectorTable<'_>) -> Result<Arc<dyn DestinationConfig>, C
 impl DestinationConfig for MailchimpConfig {
     fn type_name(&self) -> &'static str {
         "mailchimp"
+    }
+
+    /// One batch subscribe for the new members; a `PUT` per member known
+    /// before (and a tags request after it when `tags` is mapped); one
+    /// archive or delete per removed member.
+    fn requests_for(&self, sync: &SyncConfig, batch: &BatchWrites) -> u64 {
+        let tags_mapped = sync.mapping.iter().any(|m| m.field == super::schema::TAGS);
+        let per_update = if tags_mapped { 2 } else { 1 };
+        u64::from(batch.writes > 0) + per_update * batch.updates_by_id + batch.removes
+    }
+
+    fn requests_note(&self, sync: &SyncConfig) -> Option<&'static str> {
+        let tags_mapped = sync.mapping.iter().any(|m| m.field == super::schema::TAGS);
+        Some(if tags_mapped {
+            "counted: a tags request per updated member (fewer when a member has no tags). Not counted: a `PUT` per new member Mailchimp already had, and a read of the merge fields per worker every 5 minutes"
+        } else {
+            "not counted: a `PUT` per new member Mailchimp already had, and a read of the merge fields per worker every 5 minutes"
+        })
     }
 
     fn delivery(&self) -> &DeliverySettings {

@@ -9,8 +9,9 @@ use serde::Deserialize;
 
 use super::PostgresDestination;
 use crate::config::{
-    ConfigError, ConnectorTable, DeliveryDefaults, DeliverySettings, FieldMapping,
+    ConfigError, ConnectorTable, DeliveryDefaults, DeliverySettings, FieldMapping, SyncConfig,
 };
+use crate::destinations::budget::BatchWrites;
 use crate::destinations::{BuildContext, Destination, DestinationConfig, DestinationError};
 use crate::secret::Secret;
 use crate::sql::quote_ident;
@@ -55,6 +56,16 @@ pub fn parse(table: &ConnectorTable<'_>) -> Result<Arc<dyn DestinationConfig>, C
 impl DestinationConfig for PostgresConfig {
     fn type_name(&self) -> &'static str {
         "postgres"
+    }
+
+    /// Statements on a database connection, not API requests: nothing
+    /// counts against a quota.
+    fn requests_for(&self, _sync: &SyncConfig, _batch: &BatchWrites) -> u64 {
+        0
+    }
+
+    fn requests_note(&self, _sync: &SyncConfig) -> Option<&'static str> {
+        Some("writes are SQL statements (one transaction per batch), not API requests")
     }
 
     fn delivery(&self) -> &DeliverySettings {

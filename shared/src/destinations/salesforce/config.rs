@@ -11,6 +11,7 @@ use crate::config::{
     BatchCap, ConfigError, ConnectorTable, DeliveryDefaults, DeliverySettings, FieldMapping,
     MAX_BATCH_SIZE, SyncConfig,
 };
+use crate::destinations::budget::BatchWrites;
 use crate::destinations::util::vendor::{connection_check, match_field_mapped};
 use crate::destinations::{
     BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError,
@@ -82,18 +83,21 @@ pub const MAX_BATCH: usize = 200;
 const BULK_BATCH: usize = 10_000;
 
 /// Salesforce caps long-running requests per org at 25; a handful in flight
-/// leaves room for the org's other integrations.
+/// leaves room for the org's other integrations. An Enterprise Edition org
+/// has 100,000 API requests per 24 hours, plus 1,000 per user licence.
 fn defaults(api: SalesforceApi) -> DeliveryDefaults {
     let (batch_size, max) = match api {
         SalesforceApi::Collections => (MAX_BATCH, MAX_BATCH),
         SalesforceApi::Bulk => (BULK_BATCH, MAX_BATCH_SIZE),
     };
-    DeliveryDefaults::new(batch_size, 5).cap(BatchCap {
-        max,
-        api_takes: "Salesforce takes",
-        unit: "records",
-        hint: "; set `api = \"bulk\"` for larger batches",
-    })
+    DeliveryDefaults::new(batch_size, 5)
+        .cap(BatchCap {
+            max,
+            api_takes: "Salesforce takes",
+            unit: "records",
+            hint: "; set `api = \"bulk\"` for larger batches",
+        })
+        .daily_request_quota(100_000)
 }
 
 pub fn parse(table: &ConnectorTable<'_>) -> Result<Arc<dyn DestinationConfig>, ConfigError> {
@@ -142,6 +146,28 @@ pub fn parse(table: &ConnectorTable<'_>) -> Result<Arc<dyn DestinationConfig>, C
 impl DestinationConfig for SalesforceConfig {
     fn type_name(&self) -> &'static str {
         "salesforce"
+    }
+
+    /// sObject Collections: one request per kind of write (200 records at
+    /// most). Bulk API 2.0: a job per kind of write, each created,
+    /// uploaded, closed, polled at least once and read back (successful and
+    /// failed results): 6 requests.
+    fn requests_for(&self, _sync: &SyncConfig, batch: &BatchWrites) -> u64 {
+        match self.api {
+            SalesforceApi::Collections => batch.kinds(),
+            SalesforceApi::Bulk => 6 * batch.kinds(),
+        }
+    }
+
+    fn requests_note(&self, _sync: &SyncConfig) -> Option<&'static str> {
+        Some(match self.api {
+            SalesforceApi::Collections => {
+                "not counted: the OAuth token refresh and the sObject describe, once per worker every 5 minutes"
+            }
+            SalesforceApi::Bulk => {
+                "a bulk job is counted as polled once; a job Salesforce takes longer over is polled again (every 0.25 s, backing off to 10 s). Not counted: the OAuth token refresh and the sObject describe, once per worker every 5 minutes"
+            }
+        })
     }
 
     fn delivery(&self) -> &DeliverySettings {
