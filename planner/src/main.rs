@@ -266,6 +266,14 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
                     c.unchanged,
                     c.rejected
                 );
+                if c.flapping > 0 {
+                    eprintln!(
+                        "run #{}: {} changed records went back to a version a recent run delivered (flapping): {}",
+                        planned.run_id,
+                        c.flapping,
+                        planned.report.flapping_keys.join(", ")
+                    );
+                }
             }
             if let Some(held) = &planned.report.held {
                 let run = runs::get(&ctx.pool, planned.run_id).await?;

@@ -10,3 +10,7 @@ ALTER TABLE ebb_runs ADD COLUMN requests_planned BIGINT;
 ALTER TABLE ebb_alert_incidents DROP CONSTRAINT ebb_alert_incidents_kind_check;
 ALTER TABLE ebb_alert_incidents ADD CONSTRAINT ebb_alert_incidents_kind_check
     CHECK (kind IN ('run_failed', 'rejections', 'not_succeeded', 'run_held'));
+
+-- Records the plan found flapping: changed back to a version delivered by
+-- one of the sync's recent runs, after another version was delivered.
+ALTER TABLE ebb_runs ADD COLUMN flapping BIGINT NOT NULL DEFAULT 0;

@@ -284,3 +284,55 @@ async fn the_api_approves_a_held_run_for_operators_only_and_its_alert_resolves()
     );
     assert_eq!(resolved.len(), 2, "one message each way: {resolved:?}");
 }
+
+#[tokio::test]
+async fn records_changed_back_to_a_delivered_version_are_reported_flapping() {
+    let env = env().await;
+    let original: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, plan FROM analytics.customers WHERE id <= 10 ORDER BY id")
+            .fetch_all(&env.warehouse)
+            .await
+            .expect("plans");
+    sqlx::query("UPDATE analytics.customers SET plan = 'enterprise' WHERE id <= 10")
+        .execute(&env.warehouse)
+        .await
+        .expect("update");
+    let second = env.run_sync("customers", &[]).await;
+    assert_eq!(
+        (&second["planned_changed"], &second["flapping"]),
+        (&serde_json::json!(10), &serde_json::json!(0)),
+        "a first change is no flap: {second}"
+    );
+
+    // Back to what the first run delivered, plus 5 changed for the first time.
+    for (id, plan) in &original {
+        sqlx::query("UPDATE analytics.customers SET plan = $2 WHERE id = $1")
+            .bind(id)
+            .bind(plan)
+            .execute(&env.warehouse)
+            .await
+            .expect("revert");
+    }
+    sqlx::query("UPDATE analytics.customers SET plan = 'team' WHERE id BETWEEN 11 AND 15")
+        .execute(&env.warehouse)
+        .await
+        .expect("update");
+    let plan = env.ebb_json(&["plan", "customers"]).await;
+    assert_eq!(plan["changed"], 15, "{plan}");
+    assert_eq!(plan["flapping"], 10, "{plan}");
+    let mut expected: Vec<String> = (1..=10).map(|i| i.to_string()).collect();
+    expected.sort();
+    assert_eq!(plan["flapping_keys"], serde_json::json!(expected), "{plan}");
+    let text = String::from_utf8_lossy(&env.ebb(&["plan", "customers"]).await.stdout).into_owned();
+    assert!(
+        text.contains("flapping")
+            && text.contains("changed back to a version a recent run delivered"),
+        "{text}"
+    );
+
+    // Reported, never held: the run sends the 15 and records the 10.
+    let third = env.run_sync("customers", &[]).await;
+    assert_eq!(third["state"], "succeeded", "{third}");
+    assert_eq!(third["delivered"], 15, "{third}");
+    assert_eq!(third["flapping"], 10, "{third}");
+}

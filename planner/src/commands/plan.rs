@@ -33,6 +33,19 @@ pub fn print_report(report: &PlanReport) {
     println!("  skipped by mode    {:>10}", c.skipped_by_mode);
     println!("  rejected           {:>10}", c.rejected);
     println!("  to send            {:>10}", c.to_send);
+    if c.flapping > 0 {
+        println!(
+            "  flapping           {:>10}  changed back to a version a recent run delivered (e.g. {})",
+            c.flapping,
+            report
+                .flapping_keys
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if let Some(held) = &report.held {
         println!("  {held}");
     }

@@ -139,6 +139,12 @@ pub fn print_summary(summary: &RunSummary) {
                 .map(|n| format!("; about {n} requests"))
                 .unwrap_or_default()
         );
+        if r.flapping > 0 {
+            println!(
+                "  flapping   {} changed records went back to a version a recent run delivered; is the model stable? (the planner logs their keys)",
+                r.flapping
+            );
+        }
     }
     println!(
         "  sent       {} delivered, {} rejected to the DLQ, {} failed{}",

@@ -45,6 +45,9 @@ pub struct PlanCounts {
     /// Records the run will send (upserts and, in mirror mode, deletes).
     pub to_send: i64,
     pub deletes: i64,
+    /// Changed records whose new version is one a recent run delivered
+    /// before another: flapping (see [`flapping`]).
+    pub flapping: i64,
 }
 
 impl PlanCounts {
@@ -61,6 +64,7 @@ impl PlanCounts {
             batches,
             rows_read: Some(self.rows_read as i64),
             requests_planned: None,
+            flapping: self.flapping,
         }
     }
 }
@@ -173,6 +177,37 @@ pub async fn count(
         counts.to_send += removed;
     }
     Ok(counts)
+}
+
+/// Changed records flapping: their new version is one that one of the
+/// sync's latest `runs` runs delivered, and the ledger holds another since
+/// (A, then B, now A again). Returns how many, and up to `sample` of their
+/// keys. Compares with run records, so only within
+/// `[state].run_records_retention_days`.
+pub async fn flapping(
+    conn: &mut PgConnection,
+    sync: &str,
+    runs: u32,
+    sample: i64,
+) -> Result<(i64, Vec<String>), StateError> {
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT r.record_key FROM ebb_run_records r \
+         JOIN ebb_snapshot s ON s.record_key = r.record_key AND s.content_hash = r.content_hash \
+         JOIN ebb_ledger l ON l.sync_name = $1 AND l.record_key = r.record_key AND l.content_hash <> s.content_hash \
+         WHERE r.outcome = 'delivered' AND r.run_id IN \
+             (SELECT id FROM ebb_runs WHERE sync_name = $1 ORDER BY id DESC LIMIT $2) \
+         ORDER BY r.record_key",
+    )
+    .bind(sync)
+    .bind(i64::from(runs))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q("finding flapping records"))?;
+    let count = keys.len() as i64;
+    Ok((
+        count,
+        keys.into_iter().take(sample.max(0) as usize).collect(),
+    ))
 }
 
 /// Up to `limit` planning rejections, for `ebb plan` and run summaries.

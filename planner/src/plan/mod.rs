@@ -43,6 +43,9 @@ pub struct PlanReport {
     /// destination's limits that is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+    /// Keys of flapping records (the first 20; `flapping` counts them all).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flapping_keys: Vec<String>,
 }
 
 /// A run whose plan is committed.
@@ -115,7 +118,7 @@ pub async fn dry_run(
         .begin()
         .await
         .map_err(StateError::query("starting the plan"))?;
-    let (counts, rejections) =
+    let (counts, rejections, flapping) =
         snapshot_and_diff(&mut tx, source.as_ref(), sync, &mapping, rule, None).await?;
     let writes = diff::planned_writes(&mut tx, &sync.name, rule, batch_size(config, sync)?).await?;
     tx.rollback()
@@ -127,6 +130,7 @@ pub async fn dry_run(
     let mut report = report(sync, full_resync, counts, rejections);
     report.held = held;
     report.budget = budget::estimate(config, sync, &writes);
+    report.flapping_keys = flapping;
     Ok(report)
 }
 
@@ -145,6 +149,7 @@ fn report(
         rejections,
         held: None,
         budget: None,
+        flapping_keys: Vec::new(),
     }
 }
 
@@ -158,7 +163,7 @@ async fn snapshot_and_diff(
     mapping: &[ebb_shared::config::FieldMapping],
     rule: SendRule,
     heartbeat: Option<(&PgPool, i64)>,
-) -> Result<(PlanCounts, Vec<PlanRejection>), PlannerError> {
+) -> Result<(PlanCounts, Vec<PlanRejection>, Vec<String>), PlannerError> {
     let rows = snapshot::snapshot(tx, source, sync, mapping, heartbeat)
         .instrument(tracing::info_span!(
             "ebb.plan.snapshot",
@@ -171,7 +176,19 @@ async fn snapshot_and_diff(
         let mut counts = diff::count(tx, &sync.name, rule).await?;
         counts.rows_read = rows;
         let rejections = diff::sample_rejections(tx, &sync.primary_key, REJECTION_SAMPLE).await?;
-        Ok((counts, rejections))
+        let mut flapping_keys = Vec::new();
+        if counts.changed > 0 && sync.guardrails.flapping_runs > 0 {
+            let (flapping, keys) = diff::flapping(
+                tx,
+                &sync.name,
+                sync.guardrails.flapping_runs,
+                REJECTION_SAMPLE,
+            )
+            .await?;
+            counts.flapping = flapping;
+            flapping_keys = keys;
+        }
+        Ok((counts, rejections, flapping_keys))
     }
     .instrument(tracing::info_span!("ebb.plan.diff"))
     .await
@@ -274,7 +291,7 @@ async fn plan_committed(
         .begin()
         .await
         .map_err(StateError::query("starting the plan"))?;
-    let (counts, rejections) = snapshot_and_diff(
+    let (counts, rejections, flapping) = snapshot_and_diff(
         &mut tx,
         source.as_ref(),
         sync,
@@ -311,8 +328,13 @@ async fn plan_committed(
     }
     .instrument(tracing::info_span!("ebb.plan.commit"))
     .await?;
+    if !flapping.is_empty() {
+        tracing::warn!(sync = %sync.name, run_id, flapping = counts.flapping, sample = ?flapping,
+            "records changed back to a version a recent run delivered: the model may be unstable");
+    }
     let mut report = report(sync, full_resync, counts, rejections);
     report.budget = budget;
+    report.flapping_keys = flapping;
     if let Some(reason) = held {
         tracing::warn!(sync = %sync.name, run_id, %reason, "run held by a guardrail");
         report.held = Some(reason);

@@ -81,6 +81,7 @@ async fn plan(
             rejections: Vec::new(),
             held: None,
             budget: None,
+            flapping_keys: Vec::new(),
         },
     })
 }

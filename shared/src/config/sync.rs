@@ -363,8 +363,9 @@ pub struct SyncConfig {
 /// `[syncs.NAME.guardrails]`: a run whose plan crosses one of these is
 /// held before anything is sent, until an operator approves or cancels it
 /// (a broken model that mirrors an empty table must not delete every
-/// contact). None is set unless configured.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// contact). No limit is set unless configured; flapping records are
+/// reported over the last 5 runs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Guardrails {
     /// Removals, as a share of what is delivered (mirror mode), in percent.
@@ -378,6 +379,31 @@ pub struct Guardrails {
     /// Rows read from the model fell by more than this share of the rows
     /// the sync's last successful run read, in percent.
     pub max_row_drop_pct: Option<f64>,
+    /// How many of the sync's latest runs a changed record is compared
+    /// with to report it flapping (changed back to a version one of them
+    /// delivered); 0 turns the report off. Reported, never held.
+    #[serde(default = "default_flapping_runs")]
+    pub flapping_runs: u32,
+}
+
+fn default_flapping_runs() -> u32 {
+    DEFAULT_FLAPPING_RUNS
+}
+
+/// `flapping_runs` when unset.
+pub const DEFAULT_FLAPPING_RUNS: u32 = 5;
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Self {
+            max_remove_pct: None,
+            max_remove: None,
+            max_change_pct: None,
+            min_rows: None,
+            max_row_drop_pct: None,
+            flapping_runs: DEFAULT_FLAPPING_RUNS,
+        }
+    }
 }
 
 /// `max_record_bytes` when unset: far above what any destination takes in

@@ -111,6 +111,9 @@ pub struct Run {
     pub rows_read: Option<i64>,
     /// Destination requests its plan expected, every answer a success.
     pub requests_planned: Option<i64>,
+    /// Changed records its plan found flapping: back to a version one of
+    /// the sync's recent runs delivered.
+    pub flapping: i64,
     /// Task deliveries beyond the first, over all batches (worker crashes,
     /// lost acks, tasks re-enqueued after Redis lost them).
     pub redeliveries: i64,
@@ -151,7 +154,7 @@ impl Run {
 const RUN_COLUMNS: &str = "id, sync_name, destination, kind, trigger, mode, full_resync, state, \
     planned_added, planned_changed, planned_removed, unchanged, skipped_by_mode, rejected_at_plan, \
     to_send, batches_total, batches_settled, delivered, rejected, failed, superseded, retries, \
-    throttled, limiter_wait_ms, lookups_before_create, rows_read, requests_planned, \
+    throttled, limiter_wait_ms, lookups_before_create, rows_read, requests_planned, flapping, \
     (SELECT COALESCE(sum(b.deliveries - 1), 0)::bigint FROM ebb_batches b \
      WHERE b.run_id = ebb_runs.id AND b.deliveries > 1) AS redeliveries, \
     (SELECT count(*) FROM ebb_batches b WHERE b.run_id = ebb_runs.id AND b.quarantined) AS quarantined_batches, \
@@ -428,6 +431,8 @@ pub struct PlannedTotals {
     /// The destination requests its batches take when every answer is a
     /// success (the plan's API-budget estimate).
     pub requests_planned: Option<i64>,
+    /// Changed records whose version is one a recent run delivered.
+    pub flapping: i64,
 }
 
 /// Records the plan's totals and moves the run to `running`, straight to
@@ -443,7 +448,7 @@ pub async fn mark_planned(
     let marked = sqlx::query(
         "UPDATE ebb_runs SET planned_added = $2, planned_changed = $3, planned_removed = $4, unchanged = $5, \
              skipped_by_mode = $6, rejected_at_plan = $7, to_send = $8, batches_total = $9, planned_at = clock_timestamp(), \
-             rows_read = $11, requests_planned = $12, \
+             rows_read = $11, requests_planned = $12, flapping = $13, \
              state = CASE WHEN $10::text IS NOT NULL THEN 'held' WHEN $9 = 0 THEN 'succeeded' ELSE 'running' END, \
              error = $10, \
              finished_at = CASE WHEN $10::text IS NULL AND $9 = 0 THEN clock_timestamp() END \
@@ -461,6 +466,7 @@ pub async fn mark_planned(
     .bind(held)
     .bind(totals.rows_read)
     .bind(totals.requests_planned)
+    .bind(totals.flapping)
     .execute(&mut *tx)
     .await
     .map_err(StateError::query("recording the plan"))?;
