@@ -10,10 +10,10 @@ use ebb_planner::PlannerError;
 use ebb_planner::commands::{self, print_json};
 use ebb_planner::context::Context;
 use ebb_planner::control;
-use ebb_planner::plan;
+use ebb_planner::{plan, verify};
 use ebb_shared::config::Config;
 use ebb_shared::state::runs::RunState;
-use ebb_shared::state::{dlq, records, runs};
+use ebb_shared::state::{dlq, records, runs, verifications};
 
 #[derive(Parser)]
 #[command(
@@ -105,6 +105,32 @@ enum Command {
     Cancel { run: i64 },
     /// Approve a run a guardrail held: its batches go on the queue.
     Approve { run: i64 },
+    /// Read delivered records back from the destination and report drift:
+    /// missing, different values per field, extra (mirror mode). Exits 4 when
+    /// records drifted.
+    Verify {
+        sync: String,
+        /// Records to read back, at random (default 100).
+        #[arg(long, conflicts_with = "all")]
+        sample: Option<u64>,
+        /// Read back every delivered record.
+        #[arg(long)]
+        all: bool,
+        /// Then mark drifted records to be sent again, and run the sync.
+        #[arg(long)]
+        resend: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Past verifications, newest first.
+    Verifications {
+        #[arg(long)]
+        sync: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Incidents the configured alerts opened (add --all for resolved ones).
     Alerts {
         #[arg(long)]
@@ -197,6 +223,10 @@ struct Selection {
 const EXIT_RUN_FAILED: u8 = 1;
 /// `ebb run`: a guardrail held the run for an operator.
 const EXIT_RUN_HELD: u8 = 3;
+/// `ebb verify`: records drifted at the destination.
+const EXIT_DRIFT: u8 = 4;
+/// Drifted records `ebb verify` lists.
+const DRIFT_SHOWN: i64 = 20;
 const EXIT_ERROR: u8 = 2;
 
 #[tokio::main]
@@ -373,6 +403,68 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
         }
         Command::Pause { sync, note } => set_paused(config, &sync, true, note).await,
         Command::Resume { sync, note } => set_paused(config, &sync, false, note).await,
+        Command::Verify {
+            sync,
+            sample,
+            all,
+            resend,
+            json,
+        } => {
+            let ctx = Context::open(config).await?;
+            let sync = ctx.config.sync(&sync)?.clone();
+            let scope = if all {
+                verify::Scope::All
+            } else {
+                verify::Scope::Sample(sample.unwrap_or(commands::verify::DEFAULT_SAMPLE))
+            };
+            let verification = verify::verify(&ctx.config, &ctx.pool, &sync, scope, "cli").await?;
+            let drift = verifications::drift(&ctx.pool, verification.id, DRIFT_SHOWN).await?;
+            if json {
+                print_json(&serde_json::json!({ "verification": verification, "drift": drift }));
+            } else {
+                commands::verify::print(&verification, &drift);
+            }
+            if !resend || verification.drifted() == 0 {
+                return Ok(if verification.drifted() == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_DRIFT)
+                });
+            }
+            let marked =
+                verifications::mark_for_resend(&ctx.pool, verification.id, &sync.name).await?;
+            if !json {
+                eprintln!(
+                    "verification #{}: {marked} drifted records marked to be sent again; running sync `{}`",
+                    verification.id, sync.name
+                );
+            }
+            let planned = plan::plan_run(&ctx.config, &ctx.pool, &sync, false, "verify").await?;
+            verifications::set_resend_run(&ctx.pool, verification.id, planned.run_id).await?;
+            if let Some(held) = &planned.report.held {
+                eprintln!("run #{} of sync `{}` {held}", planned.run_id, sync.name);
+                return Ok(ExitCode::from(EXIT_RUN_HELD));
+            }
+            let summary = commands::run::enqueue_and_wait(&ctx, planned, json).await?;
+            if !json {
+                commands::run::print_summary(&summary);
+            }
+            Ok(if summary.run.state == RunState::Succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_RUN_FAILED)
+            })
+        }
+        Command::Verifications { sync, limit, json } => {
+            let ctx = Context::open(config).await?;
+            let list = verifications::list(&ctx.pool, sync.as_deref(), limit).await?;
+            if json {
+                print_json(&list);
+            } else {
+                commands::verify::print_table(&list);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Approve { run } => {
             let ctx = Context::open(config).await?;
             let approved = control::trigger::approve(&ctx, run, "cli").await?;

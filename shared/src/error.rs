@@ -28,6 +28,8 @@ pub enum StateError {
     },
     #[error("run #{0} does not exist")]
     NoSuchRun(i64),
+    #[error("verification #{0} does not exist (see `ebb verifications`)")]
+    NoSuchVerification(i64),
     #[error("Ebb's state database holds something unexpected while {context}: {message}")]
     Corrupt {
         context: &'static str,

@@ -554,6 +554,10 @@ async fn batch(
             ),
         );
     }
+    if operation == "read" {
+        let (status, body) = read(&s, &object_type, &body, &inputs);
+        return (status, axum::Json(body)).into_response();
+    }
     let answer = match operation.as_str() {
         "create" => create(&mut s, &object_type, &inputs),
         "upsert" => upsert(&mut s, &object_type, &inputs),
@@ -595,6 +599,63 @@ async fn batch(
 }
 
 type Answer = Result<(StatusCode, Value), Response>;
+
+/// `batch/read` by id: the requested properties (null where unset) and
+/// HubSpot's defaults. Archived and unknown ids are not in `results`; a 207
+/// names them in `errors` (`OBJECT_NOT_FOUND`).
+fn read(
+    s: &HubSpotState,
+    object_type: &str,
+    body: &Value,
+    inputs: &[Value],
+) -> (StatusCode, Value) {
+    let requested: Vec<&str> = body
+        .get("properties")
+        .and_then(Value::as_array)
+        .map(|p| p.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut results = Vec::new();
+    let mut not_found = Vec::new();
+    for input in inputs {
+        let id = input.get("id").and_then(Value::as_str).unwrap_or("");
+        let object = id
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| Some((n, s.objects.get(object_type)?.get(&n)?)))
+            .filter(|(_, o)| !o.archived);
+        match object {
+            Some((n, object)) => {
+                let mut json = object_json(n, object, None, None);
+                let properties = json["properties"].as_object_mut().expect("properties");
+                properties.retain(|name, _| {
+                    requested.contains(&name.as_str())
+                        || ["hs_object_id", "createdate", "lastmodifieddate"]
+                            .contains(&name.as_str())
+                });
+                for name in &requested {
+                    properties.entry(name.to_string()).or_insert(Value::Null);
+                }
+                results.push(json);
+            }
+            None => not_found.push(Value::String(id.to_owned())),
+        }
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut answer = json!({
+        "status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now,
+    });
+    if not_found.is_empty() {
+        return (StatusCode::OK, answer);
+    }
+    answer["numErrors"] = json!(1);
+    answer["errors"] = json!([{
+        "status": "error",
+        "category": "OBJECT_NOT_FOUND",
+        "message": format!("Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.", object_type.trim_end_matches('s').to_uppercase()),
+        "context": { "ids": not_found },
+    }]);
+    (StatusCode::MULTI_STATUS, answer)
+}
 
 fn create(s: &mut HubSpotState, object_type: &str, inputs: &[Value]) -> Answer {
     let mut checked = Vec::new();

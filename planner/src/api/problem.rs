@@ -129,7 +129,9 @@ impl From<StateError> for Problem {
     fn from(error: StateError) -> Self {
         match error {
             StateError::RunActive { .. } => Problem::conflict(error.to_string()),
-            StateError::NoSuchRun(_) => Problem::not_found(error.to_string()),
+            StateError::NoSuchRun(_) | StateError::NoSuchVerification(_) => {
+                Problem::not_found(error.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "API request failed on the state database");
                 Problem::internal()

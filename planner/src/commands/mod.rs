@@ -8,6 +8,7 @@ pub mod plan;
 pub mod run;
 pub mod runs;
 pub mod serve;
+pub mod verify;
 
 use serde::Serialize;
 

@@ -3,6 +3,7 @@
 //! The one place that reads Ebb's tables through the planner's temporary
 //! snapshot; every other statement over them is in `ebb_shared::state`.
 
+use futures::stream::BoxStream;
 use serde::Serialize;
 use sqlx::PgConnection;
 
@@ -357,4 +358,64 @@ fn batch_writes((removes, updates_by_id, writes): (i64, i64, i64)) -> BatchWrite
         updates_by_id: updates_by_id.max(0) as u64,
         writes: writes.max(0) as u64,
     }
+}
+
+/// A delivered record whose model row is unchanged since (`ebb verify`):
+/// its key, the delivered payload (JSON text) and the destination's id.
+pub type DeliveredRecord = (String, String, Option<String>);
+
+/// The delivered records whose model row still holds the version the ledger
+/// has: `sample` of them at random, or all. Streams, so `--all` over a big
+/// model holds one chunk at a time.
+pub fn delivered_unchanged<'c>(
+    conn: &'c mut PgConnection,
+    sync: &'c str,
+    sample: Option<i64>,
+) -> BoxStream<'c, Result<DeliveredRecord, sqlx::Error>> {
+    let sql = match sample {
+        Some(_) => {
+            "SELECT s.record_key, s.payload::text, l.destination_id FROM ebb_snapshot s \
+             JOIN ebb_ledger l ON l.sync_name = $1 AND l.record_key = s.record_key AND l.content_hash = s.content_hash \
+             WHERE s.problem IS NULL ORDER BY random() LIMIT $2"
+        }
+        None => {
+            "SELECT s.record_key, s.payload::text, l.destination_id FROM ebb_snapshot s \
+             JOIN ebb_ledger l ON l.sync_name = $1 AND l.record_key = s.record_key AND l.content_hash = s.content_hash \
+             WHERE s.problem IS NULL AND $2::bigint IS NULL"
+        }
+    };
+    sqlx::query_as(sql).bind(sync).bind(sample).fetch(conn)
+}
+
+/// Delivered records whose model row changed or is gone since: the next run
+/// sends them, so `ebb verify` does not check them.
+pub async fn delivered_pending(conn: &mut PgConnection, sync: &str) -> Result<i64, StateError> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM ebb_ledger l WHERE l.sync_name = $1 AND NOT EXISTS \
+             (SELECT 1 FROM ebb_snapshot s WHERE s.record_key = l.record_key AND s.content_hash = l.content_hash)",
+    )
+    .bind(sync)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(q("counting records changed since delivered"))
+}
+
+/// Of the keys a destination holds, those the sync neither delivered nor
+/// has in its model: extra (a mirror sync should not have them).
+pub async fn extra_keys(
+    conn: &mut PgConnection,
+    sync: &str,
+    held: &[String],
+) -> Result<Vec<String>, StateError> {
+    sqlx::query_scalar(
+        "SELECT k FROM UNNEST($2::text[]) AS k \
+         WHERE NOT EXISTS (SELECT 1 FROM ebb_ledger l WHERE l.sync_name = $1 AND l.record_key = k) \
+           AND NOT EXISTS (SELECT 1 FROM ebb_snapshot s WHERE s.record_key = k) \
+         ORDER BY k",
+    )
+    .bind(sync)
+    .bind(held)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q("finding extra records at the destination"))
 }

@@ -79,7 +79,10 @@ pub(crate) async fn run_span(
     (span, traceparent)
 }
 
-async fn open_source(config: &Config, sync: &SyncConfig) -> Result<Box<dyn Source>, PlannerError> {
+pub(crate) async fn open_source(
+    config: &Config,
+    sync: &SyncConfig,
+) -> Result<Box<dyn Source>, PlannerError> {
     let source = config.source(&sync.source).ok_or_else(|| {
         PlannerError::Usage(format!(
             "sync `{}` names unknown source `{}`",

@@ -581,14 +581,19 @@ fn guardrails_are_read_and_checked() {
     assert_eq!(sync.guardrails.max_remove_pct, Some(20.0));
     assert_eq!(sync.guardrails.min_rows, Some(1000));
     assert_eq!(sync.guardrails.max_change_pct, None);
-    assert_eq!(sync.guardrails.flapping_runs, 5, "flapping is reported by default");
+    assert_eq!(
+        sync.guardrails.flapping_runs, 5,
+        "flapping is reported by default"
+    );
     let config = parse(&with("max_row_drop_pct = 30, flapping_runs = 0")).unwrap();
     let guardrails = &config.sync("customers_to_replica").unwrap().guardrails;
     assert_eq!(
         (guardrails.max_row_drop_pct, guardrails.flapping_runs),
         (Some(30.0), 0)
     );
-    let msg = parse(&with("max_row_drop_pct = -1")).unwrap_err().to_string();
+    let msg = parse(&with("max_row_drop_pct = -1"))
+        .unwrap_err()
+        .to_string();
     assert!(
         msg.contains("guardrails.max_row_drop_pct") && msg.contains("not a percentage"),
         "{msg}"

@@ -17,7 +17,9 @@
 //!   same `Idempotency-Key`;
 //! - [`alerts`] (`ebb_alert_incidents`, `ebb_alert_deliveries`): what is
 //!   wrong with a sync, and the messages that say so;
-//! - [`ticks`] (`ebb_schedule_ticks`): the schedule ticks planners fired.
+//! - [`ticks`] (`ebb_schedule_ticks`): the schedule ticks planners fired;
+//! - [`verifications`] (`ebb_verifications`, `ebb_verification_drift`):
+//!   records read back from destinations, and how they drifted.
 //!
 //! The planner's diff (`planner/src/plan/diff.rs`) is the one place that
 //! reads these tables through its own temporary snapshot table.
@@ -33,6 +35,7 @@ pub mod records;
 pub mod runs;
 pub mod syncs;
 pub mod ticks;
+pub mod verifications;
 
 pub use batches::BatchState;
 pub use records::{Op, Outcome};

@@ -5,6 +5,7 @@
 //! - `validate.rs`: pre-flight checks of each record against them.
 //! - `request_builder.rs`: the batch bodies and their answers.
 //! - `service.rs`: calling HubSpot and classifying its answers.
+//! - `read_back.rs`: objects read back for `ebb verify`.
 //!
 //! How a record is written:
 //! - known HubSpot id (in the ledger): `batch/update` by id, so a record
@@ -19,6 +20,7 @@
 //! - removed from the model (mirror mode): `batch/archive` by id.
 
 pub mod config;
+mod read_back;
 mod request_builder;
 pub mod schema;
 mod service;
@@ -34,6 +36,7 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::destinations::destination::ReadBack;
 use crate::destinations::record::{BatchContext, OutboundRecord};
 use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::limiter::Limiter;
@@ -528,5 +531,17 @@ impl VendorDestination for HubSpotDestination {
         records: &'a [OutboundRecord],
     ) -> BoxFuture<'a, Result<Vec<RecordAnswer>, Failure>> {
         Box::pin(self.try_send(ctx, records))
+    }
+
+    fn read_back<'a>(
+        &'a self,
+        _ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> Option<BoxFuture<'a, ReadBack>> {
+        Some(Box::pin(self.read_objects(records)))
+    }
+
+    fn same_value(&self, field: &str, delivered: &Value, found: &Value) -> bool {
+        read_back::same_value(field, delivered, found)
     }
 }

@@ -6,8 +6,10 @@
 //! - `config.rs`: the database URL and table.
 //! - `statements.rs`: the SQL, built from the batch's field names.
 //! - `service.rs`: running it and classifying Postgres errors.
+//! - `read_back.rs`: rows and keys read back for `ebb verify`.
 
 pub mod config;
+mod read_back;
 mod service;
 mod statements;
 
@@ -18,6 +20,7 @@ use futures::future::BoxFuture;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::config::SyncConfig;
+use crate::destinations::destination::ReadBack;
 use crate::destinations::record::{BatchContext, OutboundRecord};
 use crate::destinations::util::outcome::Attempt;
 use crate::destinations::{Destination, DestinationError};
@@ -82,5 +85,31 @@ impl Destination for PostgresDestination {
             };
             service::apply(&self.pool, &self.table, key_column, records).await
         })
+    }
+
+    fn read_back<'a>(
+        &'a self,
+        ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> Option<BoxFuture<'a, ReadBack>> {
+        let key_column = self.key_columns.get(&ctx.sync)?;
+        Some(Box::pin(read_back::rows(
+            &self.pool,
+            &self.table,
+            key_column,
+            records,
+        )))
+    }
+
+    fn list_keys<'a>(
+        &'a self,
+        ctx: &'a BatchContext,
+    ) -> Option<BoxFuture<'a, Result<Vec<String>, String>>> {
+        let key_column = self.key_columns.get(&ctx.sync)?;
+        Some(Box::pin(read_back::keys(
+            &self.pool,
+            &self.table,
+            key_column,
+        )))
     }
 }

@@ -11,3 +11,4 @@ pub mod outcome;
 pub mod retry;
 pub mod value_class;
 pub mod vendor;
+pub mod verify;

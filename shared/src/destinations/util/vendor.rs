@@ -17,6 +17,7 @@ use super::api::Failure;
 use super::limiter::Limiter;
 use super::outcome::{Attempt, RecordAnswer, Unapplied};
 use crate::config::FieldMapping;
+use crate::destinations::destination::ReadBack;
 use crate::destinations::record::{BatchContext, Op, OutboundRecord};
 use crate::destinations::{ConnectionCheck, Destination, MappingReport};
 
@@ -65,6 +66,20 @@ pub trait VendorDestination: Send + Sync {
         ctx: &'a BatchContext,
         records: &'a [OutboundRecord],
     ) -> BoxFuture<'a, Result<Vec<RecordAnswer>, Failure>>;
+
+    /// See [`Destination::read_back`].
+    fn read_back<'a>(
+        &'a self,
+        _ctx: &'a BatchContext,
+        _records: &'a [OutboundRecord],
+    ) -> Option<BoxFuture<'a, ReadBack>> {
+        None
+    }
+
+    /// See [`Destination::same_value`].
+    fn same_value(&self, _field: &str, delivered: &Value, found: &Value) -> bool {
+        super::verify::same_json(delivered, found)
+    }
 }
 
 impl<T: VendorDestination> Destination for T {
@@ -83,6 +98,18 @@ impl<T: VendorDestination> Destination for T {
 
     fn request_group(&self, record: &OutboundRecord) -> u8 {
         write_kind(record) as u8
+    }
+
+    fn read_back<'a>(
+        &'a self,
+        ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> Option<BoxFuture<'a, ReadBack>> {
+        VendorDestination::read_back(self, ctx, records)
+    }
+
+    fn same_value(&self, field: &str, delivered: &Value, found: &Value) -> bool {
+        VendorDestination::same_value(self, field, delivered, found)
     }
 }
 
