@@ -36,6 +36,13 @@ pub enum Scope {
     All,
 }
 
+impl Scope {
+    /// `sample = N` or `all = true` of `[syncs.NAME.verify]`.
+    pub fn of(sample: Option<u64>) -> Scope {
+        sample.map_or(Scope::All, Scope::Sample)
+    }
+}
+
 /// Verifies `sync` and stores the result; a verification that could not
 /// finish is stored failed, with its error, and returned as the error.
 pub async fn verify(
@@ -45,14 +52,35 @@ pub async fn verify(
     scope: Scope,
     trigger: &str,
 ) -> Result<Verification, PlannerError> {
-    let id = verifications::start(
+    let id = start(pool, sync, scope, trigger).await?;
+    verify_started(config, pool, sync, scope, id).await
+}
+
+/// Records a verification of `sync` as running; [`verify_started`] does it.
+pub async fn start(
+    pool: &PgPool,
+    sync: &SyncConfig,
+    scope: Scope,
+    trigger: &str,
+) -> Result<i64, PlannerError> {
+    Ok(verifications::start(
         pool,
         &sync.name,
         &sync.destination,
         trigger,
         matches!(scope, Scope::All),
     )
-    .await?;
+    .await?)
+}
+
+/// Does the verification [`start`] recorded.
+pub async fn verify_started(
+    config: &Config,
+    pool: &PgPool,
+    sync: &SyncConfig,
+    scope: Scope,
+    id: i64,
+) -> Result<Verification, PlannerError> {
     match check(config, pool, sync, scope, id).await {
         Ok(totals) => {
             verifications::finish(pool, id, &totals, None).await?;

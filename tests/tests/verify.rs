@@ -1,7 +1,8 @@
 //! `ebb verify`: records changed, deleted and added behind Ebb's back in the
 //! postgres destination and in HubSpot (the emulator) are found, field by
 //! field, stored, and repaired by `--resend`; records changed in the model
-//! since delivery are pending, not drift.
+//! since delivery are pending, not drift. `ebb serve` verifies on a
+//! schedule, and its API starts verifications and sends drift again.
 
 use ebb_tests::hubspot::{HubSpot, TOKEN};
 use ebb_tests::{TestEnv, create_replica, exec, seed_customers};
@@ -9,6 +10,12 @@ use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
 {HEADER}
+
+[api]
+tokens = [
+  { name = "ops", token = "ops-token-0123456789abcdef", role = "operator" },
+  { name = "grafana", token = "viewer-token-0123456789abcdef", role = "viewer" },
+]
 
 [destinations.replica]
 type = "postgres"
@@ -29,6 +36,10 @@ model = "SELECT id, email, first_name, plan, ltv FROM analytics.customers"
 primary_key = "id"
 destination = "replica"
 mode = "mirror"
+
+[syncs.customers.verify]
+schedule = "*/2 * * * * *"
+sample = 20
 
 [syncs.customers.mapping]
 customer_id = "id"
@@ -245,4 +256,118 @@ async fn drift_in_hubspot_is_read_back_in_batches_and_resent() {
         50,
         "the deleted contact is back"
     );
+}
+
+#[tokio::test]
+async fn serve_verifies_on_schedule_and_the_api_verifies_and_resends() {
+    const OPS: &str = "ops-token-0123456789abcdef";
+    const VIEWER: &str = "viewer-token-0123456789abcdef";
+    let hubspot = HubSpot::start().await;
+    let env = env(&hubspot).await;
+    let first = env.run_sync("customers", &[]).await;
+    assert_eq!(first["delivered"], 200, "{first}");
+    let port = ebb_tests::free_port();
+    let _serve = env.serve(port, &[]);
+    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let answer = client.get(path).bearer_auth(VIEWER).send().await.ok()?;
+            answer.status().is_success().then_some(())?;
+            answer.json::<Value>().await.ok()
+        }
+    };
+
+    // On its schedule (every 2 s, a sample of 20), with no one asking.
+    let scheduled = ebb_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "a scheduled verification",
+        || async {
+            let page = get(format!("{base}/verifications?sync=customers")).await?;
+            page["items"]
+                .as_array()?
+                .iter()
+                .find(|v| v["trigger"] == "schedule" && v["state"] == "succeeded")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(scheduled["checked"], 20, "{scheduled}");
+    assert_eq!(scheduled["scope"], "sample");
+
+    exec(
+        &env.app,
+        "UPDATE customers_synced SET first_name = 'Edited' WHERE customer_id IN (7, 8)",
+    )
+    .await;
+    let start = |token: &'static str, body: Value| {
+        client
+            .post(format!("{base}/syncs/customers/verifications"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let refused = start(VIEWER, json!({"all": true})).await.expect("POST");
+    assert_eq!(refused.status().as_u16(), 403);
+    let bad = start(OPS, json!({"sample": 0})).await.expect("POST");
+    assert_eq!(bad.status().as_u16(), 400);
+    let started = start(OPS, json!({"all": true})).await.expect("POST");
+    assert_eq!(started.status().as_u16(), 202);
+    let location = started
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .expect("Location")
+        .to_owned();
+    let detail = ebb_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the verification to finish",
+        || async {
+            let detail = get(format!("http://127.0.0.1:{port}{location}")).await?;
+            (detail["verification"]["state"] == "succeeded").then_some(detail)
+        },
+    )
+    .await;
+    assert_eq!(detail["verification"]["different"], 2, "{detail}");
+    assert_eq!(detail["verification"]["checked"], 200, "{detail}");
+    assert_eq!(
+        detail["drift"][0]["fields"],
+        json!([{"field": "first_name", "delivered": "Name7", "found": "Edited"}]),
+        "{detail}"
+    );
+
+    let id = detail["verification"]["id"].as_i64().expect("id");
+    let resend = client
+        .post(format!("{base}/verifications/{id}/resend"))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resend.status().as_u16(), 202);
+    let run: Value = resend.json().await.expect("run");
+    let run_id = run["id"].as_i64().expect("run id");
+    let finished = ebb_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the resend run",
+        || async {
+            let run = get(format!("{base}/runs/{run_id}")).await?;
+            (run["state"] == "succeeded").then_some(run)
+        },
+    )
+    .await;
+    assert_eq!(
+        finished["delivered"], 2,
+        "only the drift is sent: {finished}"
+    );
+    let edited = TestEnv::scalar_i64(
+        &env.app,
+        "SELECT count(*) FROM customers_synced WHERE first_name = 'Edited'",
+    )
+    .await;
+    assert_eq!(edited, 0);
+    let after = get(format!("{base}/verifications/{id}"))
+        .await
+        .expect("GET");
+    assert_eq!(after["verification"]["resend_run_id"], run_id, "{after}");
 }

@@ -5,7 +5,8 @@
 //! - [`auth`]: bearer tokens from `[api]`, viewer and operator roles.
 //! - [`problem`]: RFC 9457 problem documents for every error.
 //! - [`paging`]: cursor paging for lists.
-//! - `syncs`, `runs`, `dlq`, `destinations`: the resources. Their JSON is
+//! - `syncs`, `runs`, `dlq`, `destinations`, `alerts`, `verifications`:
+//!   the resources. Their JSON is
 //!   the CLI's `--json`: the same types, the same names.
 //!
 //! What an operation does is written once, in `crate::control` and
@@ -19,6 +20,7 @@ mod paging;
 pub mod problem;
 mod runs;
 mod syncs;
+mod verifications;
 mod webhooks;
 
 use std::sync::Arc;
@@ -62,6 +64,7 @@ pub struct ApiState {
         (name = "dlq", description = "Dead-lettered records: inspect, replay, dismiss, resolve"),
         (name = "destinations", description = "Each destination's limits and queue"),
         (name = "alerts", description = "Incidents opened and resolved by the configured alerts"),
+        (name = "verifications", description = "Delivered records read back from destinations: drift, and sending it again"),
         (name = "webhooks", description = "Events from other systems that start syncs; signed by their sender instead of a bearer token"),
     )
 )]
@@ -103,7 +106,11 @@ pub fn router(ctx: Arc<Context>, auth: Arc<Auth>) -> Router {
         .routes(routes!(dlq::dismiss_dlq))
         .routes(routes!(dlq::resolve_dlq))
         .routes(routes!(destinations::list_destinations))
-        .routes(routes!(alerts::list_incidents));
+        .routes(routes!(alerts::list_incidents))
+        .routes(routes!(verifications::list_verifications))
+        .routes(routes!(verifications::get_verification))
+        .routes(routes!(verifications::start_verification))
+        .routes(routes!(verifications::resend_verification));
     let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts();

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use ebb_shared::StateError;
 use ebb_shared::config::SyncConfig;
 use ebb_shared::health;
-use ebb_shared::state::ticks;
+use ebb_shared::state::{ticks, verifications};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
@@ -126,7 +126,54 @@ fn leader_loops(ctx: &Arc<Context>, identity: &Arc<str>) -> JoinSet<()> {
     loops.spawn(janitor_loop(ctx.clone()));
     loops.spawn(dependency_loop(ctx.clone()));
     loops.spawn(alert_loop(ctx.clone()));
+    for sync in ctx.config.syncs.values().filter(|s| s.verify.is_some()) {
+        loops.spawn(verify_loop(ctx.clone(), sync.clone()));
+    }
     loops
+}
+
+/// How often serve looks whether a scheduled verification is due.
+const VERIFY_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Verifies `sync` on its `[syncs.NAME.verify]` schedule: due when the
+/// schedule fired since the last scheduled verification (or since serve
+/// started leading). A verification only reads, so one a new leader
+/// repeats is harmless.
+async fn verify_loop(ctx: Arc<Context>, sync: SyncConfig) {
+    let Some(verify) = sync.verify.clone() else {
+        return;
+    };
+    let leading_since = Utc::now();
+    loop {
+        tokio::time::sleep(VERIFY_CHECK_EVERY).await;
+        let last = match verifications::last_started(&ctx.pool, &sync.name, "schedule").await {
+            Ok(last) => last.unwrap_or(leading_since).max(leading_since),
+            Err(e) => {
+                tracing::warn!(sync = %sync.name, error = %e, "cannot read the last verification; will retry");
+                continue;
+            }
+        };
+        if verify
+            .schedule
+            .next_after(last)
+            .is_none_or(|due| due > Utc::now())
+        {
+            continue;
+        }
+        let scope = crate::verify::Scope::of(verify.sample);
+        match crate::verify::verify(&ctx.config, &ctx.pool, &sync, scope, "schedule").await {
+            Ok(v) if v.drifted() > 0 => tracing::warn!(
+                sync = %sync.name, verification = v.id, missing = v.missing, different = v.different,
+                extra = v.extra, "scheduled verification found drift; see `ebb verify {} --resend`", sync.name
+            ),
+            Ok(v) => {
+                tracing::info!(sync = %sync.name, verification = v.id, checked = v.checked, "scheduled verification found no drift")
+            }
+            Err(e) => {
+                tracing::error!(sync = %sync.name, error = %e, "scheduled verification failed")
+            }
+        }
+    }
 }
 
 async fn metrics(State(probes): State<Arc<Probes>>, headers: HeaderMap) -> Response {

@@ -40,7 +40,7 @@ pub use interpolate::interpolate;
 pub use state::StateConfig;
 pub use sync::{
     DEFAULT_MAX_RECORD_BYTES, FieldMapping, Guardrails, MAX_MAX_RECORD_BYTES, Model, ModelOrigin,
-    SyncConfig, SyncMode, SyncSchedule,
+    SyncConfig, SyncMode, SyncSchedule, VerifySchedule,
 };
 pub use table::ConnectorTable;
 pub use telemetry::{OtlpProtocol, TelemetryConfig};

@@ -37,6 +37,19 @@ pub(crate) struct RawSync {
     pub(crate) after: Vec<Spanned<String>>,
     #[serde(default)]
     guardrails: Option<Spanned<Guardrails>>,
+    #[serde(default)]
+    verify: Option<Spanned<RawVerify>>,
+}
+
+/// `[syncs.NAME.verify]`: `ebb serve` verifies the sync on a schedule.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVerify {
+    schedule: String,
+    #[serde(default)]
+    sample: Option<u64>,
+    #[serde(default)]
+    all: bool,
 }
 
 /// `model = "SELECT …"` or `model = { dbt = "customers" }`.
@@ -201,6 +214,36 @@ pub(crate) fn resolve_sync(
             g
         }
     };
+    let verify = match raw.verify {
+        None => None,
+        Some(v) => {
+            let at = v.span().start;
+            let v = v.into_inner();
+            let schedule = SyncSchedule::parse(&v.schedule, timezone).map_err(|message| {
+                src.invalid(Some(at), format!("{key}.verify.schedule"), message)
+            })?;
+            let sample = match (v.sample, v.all) {
+                (Some(_), true) => {
+                    return Err(src.invalid(
+                        Some(at),
+                        format!("{key}.verify"),
+                        "set `sample = N` (records read back at random) or `all = true`, not both",
+                    ));
+                }
+                (Some(0), false) => {
+                    return Err(src.invalid(
+                        Some(at),
+                        format!("{key}.verify.sample"),
+                        "must be at least 1 (or set `all = true`)",
+                    ));
+                }
+                (Some(n), false) => Some(n),
+                (None, true) => None,
+                (None, false) => Some(DEFAULT_VERIFY_SAMPLE),
+            };
+            Some(VerifySchedule { schedule, sample })
+        }
+    };
     let primary_key = raw.primary_key.get_ref().trim().to_owned();
     if primary_key.is_empty() {
         return Err(src.invalid(
@@ -241,6 +284,7 @@ pub(crate) fn resolve_sync(
         max_record_bytes,
         mapping,
         guardrails,
+        verify,
     })
 }
 
@@ -344,6 +388,8 @@ pub struct SyncConfig {
     pub name: String,
     /// Limits past which a run is held for an operator instead of sent.
     pub guardrails: Guardrails,
+    /// When `ebb serve` verifies the sync (`[syncs.NAME.verify]`).
+    pub verify: Option<VerifySchedule>,
     /// Syncs whose success starts this one (`after = [...]`).
     pub after: Vec<String>,
     pub source: String,
@@ -405,6 +451,17 @@ impl Default for Guardrails {
         }
     }
 }
+
+/// A scheduled `ebb verify`.
+#[derive(Debug, Clone)]
+pub struct VerifySchedule {
+    pub schedule: SyncSchedule,
+    /// Records read back at random; `None`: every delivered record.
+    pub sample: Option<u64>,
+}
+
+/// Records a verification reads back when no `sample` is given.
+pub const DEFAULT_VERIFY_SAMPLE: u64 = 100;
 
 /// `max_record_bytes` when unset: far above what any destination takes in
 /// one record (HubSpot caps a property at 65,536 characters), small enough

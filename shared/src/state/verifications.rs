@@ -225,6 +225,22 @@ pub async fn set_resend_run(pool: &PgPool, id: i64, run_id: i64) -> Result<(), S
     Ok(())
 }
 
+/// When `sync` was last verified by `trigger` (`schedule`, …).
+pub async fn last_started(
+    pool: &PgPool,
+    sync: &str,
+    trigger: &str,
+) -> Result<Option<DateTime<Utc>>, StateError> {
+    sqlx::query_scalar(
+        "SELECT max(started_at) FROM ebb_verifications WHERE sync_name = $1 AND trigger = $2",
+    )
+    .bind(sync)
+    .bind(trigger)
+    .fetch_one(pool)
+    .await
+    .map_err(q("reading the last verification"))
+}
+
 pub async fn get(pool: &PgPool, id: i64) -> Result<Verification, StateError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM ebb_verifications WHERE id = $1"
