@@ -187,6 +187,7 @@ fn outbound(
         version: None,
         snapshot_run_id: 0,
         destination_id,
+        update_fields: None,
     })
 }
 

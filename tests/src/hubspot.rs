@@ -52,6 +52,8 @@ pub struct HubSpotState {
     next_id: u64,
     /// Every request: (method and path, number of inputs).
     pub requests: Vec<(String, usize)>,
+    /// The body of every batch request admitted: (`batch/update`, …, body).
+    pub bodies: Vec<(String, Value)>,
     /// Requests answered 429 because a limit was exceeded.
     pub violations: u32,
     /// The next this many requests are answered 429.
@@ -138,6 +140,15 @@ impl HubSpotState {
         id
     }
 
+    /// The `inputs` of every request to a batch endpoint (`batch/update`).
+    pub fn inputs_of(&self, endpoint: &str) -> Vec<Value> {
+        self.bodies
+            .iter()
+            .filter(|(e, _)| e == endpoint)
+            .flat_map(|(_, body)| body["inputs"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
     /// Removes an object, as a HubSpot user deleting it would.
     pub fn delete(&mut self, object_type: &str, id: u64) {
         if let Some(objects) = self.objects.get_mut(object_type) {
@@ -163,6 +174,7 @@ impl HubSpot {
             objects: BTreeMap::new(),
             next_id: 51,
             requests: Vec::new(),
+            bodies: Vec::new(),
             violations: 0,
             throttle_left: 0,
             drop_after_apply_left: 0,
@@ -554,6 +566,7 @@ async fn batch(
             ),
         );
     }
+    s.bodies.push((format!("batch/{operation}"), body.clone()));
     if operation == "read" {
         let (status, body) = read(&s, &object_type, &body, &inputs);
         return (status, axum::Json(body)).into_response();

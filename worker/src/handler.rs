@@ -320,6 +320,7 @@ async fn load(
             version: row.content_hash.as_deref().map(ebb_shared::hex::encode),
             snapshot_run_id: row.snapshot_run_id,
             destination_id: row.destination_id,
+            update_fields: row.update_fields,
         });
     }
     Ok((settled, sendable))

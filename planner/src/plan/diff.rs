@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use ebb_shared::StateError;
-use ebb_shared::config::SyncMode;
+use ebb_shared::config::{SyncConfig, SyncMode};
 use ebb_shared::destinations::budget::BatchWrites;
 use ebb_shared::state::runs::PlannedTotals;
 use ebb_shared::state::{batches, dlq};
@@ -16,7 +16,7 @@ use ebb_shared::state::{batches, dlq};
 /// Snapshot rows whose key is neither NULL nor duplicated and that have no
 /// problem (see `snapshot`), with how they differ from the ledger. `$1` is
 /// the sync name.
-const CLASSIFIED: &str = "SELECT s.record_key, s.content_hash, s.payload, l.destination_id, \
+const CLASSIFIED: &str = "SELECT s.record_key, s.content_hash, s.payload, l.destination_id, l.field_hashes AS ledger_hashes, \
        CASE WHEN l.record_key IS NULL THEN 'added' \
             WHEN l.content_hash = s.content_hash THEN 'unchanged' \
             ELSE 'changed' END AS change \
@@ -258,15 +258,30 @@ pub async fn record_rejections(
 }
 
 /// The records a run sends, numbered into batches: `batch_no`,
-/// `record_key`, `op`, `content_hash`, `payload` and the ledger's
-/// `destination_id`. `$1` sync, `$3` batch size, `$4` the change classes
-/// sent, `$5` whether removals are sent (`$2` is left to the caller).
+/// `record_key`, `op`, `content_hash`, `payload`, the ledger's
+/// `destination_id`, each field's hash (`field_hashes`, kept in the ledger
+/// once delivered) and the fields an update by id writes (`update_fields`:
+/// those whose hash differs from the delivered version's, without the
+/// sync's `on_create_only`; all of them on a full resync or when the ledger
+/// has no hashes; NULL for added records). `$1` sync, `$3` batch size, `$4`
+/// the change classes sent, `$5` whether removals are sent, `$6` the
+/// `on_create_only` fields, `$7` full resync (`$2` is left to the caller).
 const NUMBERED: &str = "SELECT ((row_number() OVER ()) - 1) / $3 AS batch_no, x.record_key, x.op, \
-       x.content_hash, x.payload, x.destination_id \
+       x.content_hash, x.payload, x.destination_id, x.field_hashes, x.update_fields \
      FROM ( \
-         SELECT c.record_key, 'upsert' AS op, c.content_hash, c.payload, c.destination_id FROM (CLASSIFIED) c WHERE c.change = ANY($4) \
+         SELECT c.record_key, 'upsert' AS op, c.content_hash, c.payload, c.destination_id, h.hashes AS field_hashes, \
+                CASE WHEN c.change = 'added' THEN NULL ELSE ARRAY( \
+                    SELECT f.key FROM jsonb_each_text(h.hashes) f \
+                    WHERE f.key <> ALL($6::text[]) \
+                      AND ($7 OR c.ledger_hashes IS NULL OR c.ledger_hashes->>f.key IS DISTINCT FROM f.value) \
+                    ORDER BY f.key) END AS update_fields \
+         FROM (CLASSIFIED) c \
+         CROSS JOIN LATERAL (SELECT jsonb_object_agg(e.key, substr(md5(e.value::text), 1, 16)) AS hashes \
+                             FROM jsonb_each(c.payload) e) h \
+         WHERE c.change = ANY($4) \
          UNION ALL \
-         SELECT r.record_key, 'delete', NULL::bytea, NULL::jsonb, r.destination_id FROM (REMOVED) r WHERE $5 \
+         SELECT r.record_key, 'delete', NULL::bytea, NULL::jsonb, r.destination_id, NULL::jsonb, NULL::text[] \
+         FROM (REMOVED) r WHERE $5 \
      ) x";
 
 fn numbered() -> String {
@@ -287,21 +302,25 @@ const WRITES_BY_BATCH: &str = "SELECT count(*) FILTER (WHERE op = 'delete'), \
 pub async fn write_batches(
     conn: &mut PgConnection,
     run_id: i64,
-    sync: &str,
+    sync: &SyncConfig,
     rule: SendRule,
     batch_size: usize,
 ) -> Result<Vec<i32>, StateError> {
     let classes: Vec<String> = rule.classes().into_iter().map(str::to_owned).collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO ebb_run_records (run_id, batch_no, record_key, op, content_hash, snapshot_run_id, payload) \
-         SELECT $2, n.batch_no, n.record_key, n.op, n.content_hash, $2, n.payload FROM ({}) n",
+        "INSERT INTO ebb_run_records (run_id, batch_no, record_key, op, content_hash, snapshot_run_id, payload, \
+                                      field_hashes, update_fields) \
+         SELECT $2, n.batch_no, n.record_key, n.op, n.content_hash, $2, n.payload, n.field_hashes, n.update_fields \
+         FROM ({}) n",
         numbered()
     )))
-    .bind(sync)
+    .bind(&sync.name)
     .bind(run_id)
     .bind(batch_size as i64)
     .bind(&classes)
     .bind(rule.mode.sends_removed())
+    .bind(&sync.on_create_only)
+    .bind(rule.full_resync)
     .execute(&mut *conn)
     .await
     .map_err(q("writing the run's records"))?;
@@ -312,7 +331,7 @@ pub async fn write_batches(
 /// writing them (the dry run).
 pub async fn planned_writes(
     conn: &mut PgConnection,
-    sync: &str,
+    sync: &SyncConfig,
     rule: SendRule,
     batch_size: usize,
 ) -> Result<Vec<BatchWrites>, StateError> {
@@ -321,11 +340,13 @@ pub async fn planned_writes(
         "WITH rows AS ({}) {WRITES_BY_BATCH}",
         numbered()
     )))
-    .bind(sync)
+    .bind(&sync.name)
     .bind(0_i64)
     .bind(batch_size as i64)
     .bind(&classes)
     .bind(rule.mode.sends_removed())
+    .bind(&sync.on_create_only)
+    .bind(rule.full_resync)
     .fetch_all(&mut *conn)
     .await
     .map_err(q("counting the plan's writes by batch"))?;

@@ -39,6 +39,8 @@ pub(crate) struct RawSync {
     guardrails: Option<Spanned<Guardrails>>,
     #[serde(default)]
     verify: Option<Spanned<RawVerify>>,
+    #[serde(default)]
+    on_create_only: Option<Spanned<Vec<String>>>,
 }
 
 /// `[syncs.NAME.verify]`: `ebb serve` verifies the sync on a schedule.
@@ -244,6 +246,27 @@ pub(crate) fn resolve_sync(
             Some(VerifySchedule { schedule, sample })
         }
     };
+    let on_create_only = match raw.on_create_only {
+        None => Vec::new(),
+        Some(fields) => {
+            let at = fields.span().start;
+            let fields = fields.into_inner();
+            if let Some(unmapped) = fields
+                .iter()
+                .find(|f| !raw.mapping.is_empty() && !raw.mapping.contains_key(f.as_str()))
+            {
+                return Err(src.invalid(
+                    Some(at),
+                    format!("{key}.on_create_only"),
+                    format!(
+                        "`{unmapped}` is not a mapped field; name destination fields of `mapping` ({})",
+                        raw.mapping.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            fields
+        }
+    };
     let primary_key = raw.primary_key.get_ref().trim().to_owned();
     if primary_key.is_empty() {
         return Err(src.invalid(
@@ -269,6 +292,17 @@ pub(crate) fn resolve_sync(
     destination
         .check_mapping(raw.destination.get_ref(), &mapping, &primary_key)
         .map_err(|message| src.invalid(Some(header), format!("{key}.mapping"), message))?;
+    if !on_create_only.is_empty() && !destination.keeps_fields_on_update() {
+        return Err(src.invalid(
+            Some(header),
+            format!("{key}.on_create_only"),
+            format!(
+                "the {} destination `{}` writes every mapped field on update, so it cannot keep fields set only on create (hubspot, salesforce and postgres can)",
+                destination.type_name(),
+                raw.destination.get_ref()
+            ),
+        ));
+    }
     Ok(SyncConfig {
         after: raw.after.into_iter().map(Spanned::into_inner).collect(),
         name: name.to_owned(),
@@ -285,6 +319,7 @@ pub(crate) fn resolve_sync(
         mapping,
         guardrails,
         verify,
+        on_create_only,
     })
 }
 
@@ -390,6 +425,9 @@ pub struct SyncConfig {
     pub guardrails: Guardrails,
     /// When `ebb serve` verifies the sync (`[syncs.NAME.verify]`).
     pub verify: Option<VerifySchedule>,
+    /// Destination fields written when a record is created, never by an
+    /// update: edits made in the destination are kept.
+    pub on_create_only: Vec<String>,
     /// Syncs whose success starts this one (`after = [...]`).
     pub after: Vec<String>,
     pub source: String,

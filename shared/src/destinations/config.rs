@@ -38,6 +38,13 @@ pub trait DestinationConfig: AsAny + fmt::Debug + Send + Sync {
         Ok(())
     }
 
+    /// Whether updates leave a sync's `on_create_only` fields alone (and
+    /// send only the fields that changed, where the vendor takes partial
+    /// updates). A sync may only declare `on_create_only` where they do.
+    fn keeps_fields_on_update(&self) -> bool {
+        false
+    }
+
     /// The requests one batch with these writes takes when every answer is
     /// a success (no retries, splits or lookups): the plan's API budget.
     /// Most destinations send a batch in one request.

@@ -20,6 +20,13 @@ pub struct OutboundRecord {
     /// The destination's id for the record, from the ledger, when an
     /// earlier version was delivered to a destination that has ids.
     pub destination_id: Option<String>,
+    /// The fields an update by `destination_id` writes, where the vendor
+    /// takes partial updates: those whose values changed since the version
+    /// delivered, without the sync's `on_create_only` fields. `None`: every
+    /// field (never delivered, or delivered before Ebb kept field hashes).
+    /// A record created again (its id gone at the destination) is written
+    /// whole.
+    pub update_fields: Option<Vec<String>>,
 }
 
 impl OutboundRecord {

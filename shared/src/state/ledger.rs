@@ -7,8 +7,9 @@ use sqlx::PgConnection;
 
 use crate::error::StateError;
 
-/// Records the delivered upserts of a batch. An older snapshot never
-/// overwrites a newer one.
+/// Records the delivered upserts of a batch, with each field's hash (what
+/// the next update compares with). An older snapshot never overwrites a
+/// newer one.
 pub async fn advance(
     tx: &mut PgConnection,
     run_id: i64,
@@ -16,11 +17,12 @@ pub async fn advance(
     sync: &str,
 ) -> Result<(), StateError> {
     sqlx::query(
-        "INSERT INTO ebb_ledger (sync_name, record_key, content_hash, snapshot_run_id, delivered_run_id) \
-         SELECT $3, rr.record_key, rr.content_hash, rr.snapshot_run_id, $1 FROM ebb_run_records rr \
+        "INSERT INTO ebb_ledger (sync_name, record_key, content_hash, snapshot_run_id, delivered_run_id, field_hashes) \
+         SELECT $3, rr.record_key, rr.content_hash, rr.snapshot_run_id, $1, rr.field_hashes FROM ebb_run_records rr \
          WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome = 'delivered' AND rr.op = 'upsert' \
          ON CONFLICT (sync_name, record_key) DO UPDATE SET content_hash = EXCLUDED.content_hash, \
-             snapshot_run_id = EXCLUDED.snapshot_run_id, delivered_run_id = EXCLUDED.delivered_run_id, delivered_at = now() \
+             snapshot_run_id = EXCLUDED.snapshot_run_id, delivered_run_id = EXCLUDED.delivered_run_id, delivered_at = now(), \
+             field_hashes = EXCLUDED.field_hashes \
          WHERE ebb_ledger.snapshot_run_id <= EXCLUDED.snapshot_run_id",
     )
     .bind(run_id)

@@ -76,6 +76,8 @@ pub struct UnsettledRecord {
     pub stale: bool,
     /// The destination's id for the key, from the ledger.
     pub destination_id: Option<String>,
+    /// The fields an update by the destination's id writes (`None`: all).
+    pub update_fields: Option<Vec<String>>,
 }
 
 /// A batch's records that have no outcome yet, in key order.
@@ -93,7 +95,8 @@ pub async fn unsettled_of_batch(
                 COALESCE((SELECT l.snapshot_run_id > rr.snapshot_run_id FROM ebb_ledger l \
                           WHERE l.sync_name = $3 AND l.record_key = rr.record_key), false) AS stale, \
                 (SELECT l.destination_id FROM ebb_ledger l \
-                 WHERE l.sync_name = $3 AND l.record_key = rr.record_key) AS destination_id \
+                 WHERE l.sync_name = $3 AND l.record_key = rr.record_key) AS destination_id, \
+                rr.update_fields \
          FROM ebb_run_records rr \
          WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome IS NULL \
          ORDER BY rr.record_key",

@@ -92,6 +92,7 @@ mod tests {
                 version: Some("9f2c".into()),
                 snapshot_run_id: 11,
                 destination_id: None,
+                update_fields: None,
             },
             OutboundRecord {
                 key: "17".into(),
@@ -100,6 +101,7 @@ mod tests {
                 version: None,
                 snapshot_run_id: 12,
                 destination_id: None,
+                update_fields: None,
             },
         ];
         let body: serde_json::Value =

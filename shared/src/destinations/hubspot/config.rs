@@ -115,6 +115,10 @@ impl DestinationConfig for HubSpotConfig {
         "hubspot"
     }
 
+    fn keeps_fields_on_update(&self) -> bool {
+        true
+    }
+
     /// `batch/archive`, `batch/update` and `batch/upsert` (or
     /// `batch/create`): one request each, 100 inputs at most.
     fn requests_for(&self, _sync: &SyncConfig, batch: &BatchWrites) -> u64 {

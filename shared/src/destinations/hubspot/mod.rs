@@ -44,6 +44,7 @@ use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
 use crate::destinations::util::vendor::{
     PrepareRules, RequestBudget, SchemaCache, VendorDestination, finish, finish_after, prepare,
+    written_whole,
 };
 use crate::state::intents::IntentLog;
 use request_builder::BatchAnswer;
@@ -143,8 +144,10 @@ impl HubSpotDestination {
             target: "HubSpot",
             unknown_id: "no HubSpot record id is known for this record, so it cannot be archived \
                          (it was delivered before Ebb kept HubSpot ids); archive it in HubSpot by hand",
+            // `batch/update` sets the properties it is given, no others.
+            partial_updates: true,
         };
-        let prepared = prepare(
+        let mut prepared = prepare(
             ctx,
             records,
             &mut answers,
@@ -169,9 +172,16 @@ impl HubSpotDestination {
                     looked_up: false,
                 }
             };
-        let archives = prepared.removals;
-        let updates: Vec<Pending<'a>> = prepared.updates.into_iter().map(pending).collect();
-        let mut creates: Vec<Pending<'a>> = prepared.writes.into_iter().map(pending).collect();
+        let archives = std::mem::take(&mut prepared.removals);
+        let updates: Vec<Pending<'a>> = std::mem::take(&mut prepared.updates)
+            .into_iter()
+            .map(pending)
+            .collect();
+        let mut creates: Vec<Pending<'a>> = std::mem::take(&mut prepared.writes)
+            .into_iter()
+            .map(pending)
+            .collect();
+        let mut wholes = prepared.wholes;
         // A step that fails after others were answered leaves only the
         // records it had not answered to be sent again.
         let written: Result<(), Failure> = async {
@@ -188,7 +198,21 @@ impl HubSpotDestination {
                 }
             }
             if !updates.is_empty() {
-                creates.extend(self.update(budget, updates, &mut answers).await?);
+                for mut gone in self.update(budget, updates, &mut answers).await? {
+                    let Some(properties) =
+                        written_whole(gone.index, gone.properties, &mut wholes, &mut answers)
+                    else {
+                        continue;
+                    };
+                    gone.match_value = properties
+                        .get(match_on)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .trim()
+                        .to_owned();
+                    gone.properties = properties;
+                    creates.push(gone);
+                }
             }
             if !creates.is_empty() {
                 self.create(budget, ctx, &schema, creates, &mut answers)

@@ -58,6 +58,10 @@ impl DestinationConfig for PostgresConfig {
         "postgres"
     }
 
+    fn keeps_fields_on_update(&self) -> bool {
+        true
+    }
+
     /// Statements on a database connection, not API requests: nothing
     /// counts against a quota.
     fn requests_for(&self, _sync: &SyncConfig, _batch: &BatchWrites) -> u64 {

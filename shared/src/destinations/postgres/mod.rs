@@ -30,8 +30,16 @@ pub use config::{PostgresConfig, TableName};
 pub struct PostgresDestination {
     pool: PgPool,
     table: TableName,
-    /// The destination column each sync's primary key is mapped to.
-    key_columns: HashMap<String, String>,
+    /// Each sync's key and kept columns.
+    columns: HashMap<String, SyncColumns>,
+}
+
+/// How a sync writes the table.
+pub struct SyncColumns {
+    /// The column the sync's primary key is mapped to.
+    pub key: String,
+    /// Columns inserted with a row and never updated (`on_create_only`).
+    pub on_create_only: Vec<String>,
 }
 
 impl PostgresDestination {
@@ -50,22 +58,29 @@ impl PostgresDestination {
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options.application_name("ebb-worker"));
-        let key_columns = syncs
+        let columns = syncs
             .iter()
             .map(|sync| {
-                let key_column = sync
+                let key = sync
                     .mapping
                     .iter()
                     .find(|m| m.column == sync.primary_key)
                     .map(|m| m.field.clone())
                     .unwrap_or_else(|| sync.primary_key.clone());
-                (sync.name.clone(), key_column)
+                let on_create_only = sync.on_create_only.clone();
+                (
+                    sync.name.clone(),
+                    SyncColumns {
+                        key,
+                        on_create_only,
+                    },
+                )
             })
             .collect();
         Ok(Self {
             pool,
             table: config.table.clone(),
-            key_columns,
+            columns,
         })
     }
 }
@@ -77,13 +92,13 @@ impl Destination for PostgresDestination {
         records: &'a [OutboundRecord],
     ) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
-            let Some(key_column) = self.key_columns.get(&ctx.sync) else {
+            let Some(columns) = self.columns.get(&ctx.sync) else {
                 return Attempt::Fatal(format!(
                     "sync `{}` does not write to table {} in this worker's config",
                     ctx.sync, self.table
                 ));
             };
-            service::apply(&self.pool, &self.table, key_column, records).await
+            service::apply(&self.pool, &self.table, columns, records).await
         })
     }
 
@@ -92,7 +107,7 @@ impl Destination for PostgresDestination {
         ctx: &'a BatchContext,
         records: &'a [OutboundRecord],
     ) -> Option<BoxFuture<'a, ReadBack>> {
-        let key_column = self.key_columns.get(&ctx.sync)?;
+        let key_column = &self.columns.get(&ctx.sync)?.key;
         Some(Box::pin(read_back::rows(
             &self.pool,
             &self.table,
@@ -105,7 +120,7 @@ impl Destination for PostgresDestination {
         &'a self,
         ctx: &'a BatchContext,
     ) -> Option<BoxFuture<'a, Result<Vec<String>, String>>> {
-        let key_column = self.key_columns.get(&ctx.sync)?;
+        let key_column = &self.columns.get(&ctx.sync)?.key;
         Some(Box::pin(read_back::keys(
             &self.pool,
             &self.table,

@@ -5,7 +5,7 @@
 //! else (42: missing table or column, 28: bad credentials…) is fatal for the
 //! batch.
 
-use super::TableName;
+use super::{SyncColumns, TableName};
 use sqlx::PgPool;
 
 use super::statements;
@@ -15,10 +15,10 @@ use crate::destinations::util::outcome::Attempt;
 pub async fn apply(
     pool: &PgPool,
     table: &TableName,
-    key_column: &str,
+    columns: &SyncColumns,
     records: &[OutboundRecord],
 ) -> Attempt {
-    match try_apply(pool, table, key_column, records).await {
+    match try_apply(pool, table, columns, records).await {
         Ok(()) => Attempt::Delivered,
         Err(e) => classify(&e, table),
     }
@@ -27,14 +27,15 @@ pub async fn apply(
 async fn try_apply(
     pool: &PgPool,
     table: &TableName,
-    key_column: &str,
+    columns: &SyncColumns,
     records: &[OutboundRecord],
 ) -> Result<(), sqlx::Error> {
+    let key_column = columns.key.as_str();
     let upserts: Vec<&OutboundRecord> = records.iter().filter(|r| r.op == Op::Upsert).collect();
     let deletes: Vec<&OutboundRecord> = records.iter().filter(|r| r.op == Op::Delete).collect();
     let mut tx = pool.begin().await?;
     if let Some(first) = upserts.first() {
-        let columns = field_names(first);
+        let field_columns = field_names(first);
         let mut rows = String::from("[");
         for (i, r) in upserts.iter().enumerate() {
             if i > 0 {
@@ -44,7 +45,10 @@ async fn try_apply(
         }
         rows.push(']');
         sqlx::query(sqlx::AssertSqlSafe(statements::upsert(
-            table, key_column, &columns,
+            table,
+            key_column,
+            &field_columns,
+            &columns.on_create_only,
         )))
         .bind(rows)
         .execute(&mut *tx)

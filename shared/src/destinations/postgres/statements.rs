@@ -5,13 +5,19 @@
 use super::TableName;
 use crate::sql::quote_ident;
 
-/// `INSERT … ON CONFLICT (key) DO UPDATE` for the given columns.
-pub fn upsert(table: &TableName, key_column: &str, columns: &[String]) -> String {
+/// `INSERT … ON CONFLICT (key) DO UPDATE` for the given columns; an update
+/// leaves `on_create_only` columns as they are.
+pub fn upsert(
+    table: &TableName,
+    key_column: &str,
+    columns: &[String],
+    on_create_only: &[String],
+) -> String {
     let table_sql = table.quoted();
     let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
     let updates: Vec<String> = columns
         .iter()
-        .filter(|c| c.as_str() != key_column)
+        .filter(|c| c.as_str() != key_column && !on_create_only.contains(c))
         .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
         .collect();
     let on_conflict = if updates.is_empty() {
@@ -47,7 +53,7 @@ mod tests {
             schema: Some("public".into()),
             table: "cust\"omers".into(),
         };
-        let sql = upsert(&table, "id", &["id".into(), "email".into()]);
+        let sql = upsert(&table, "id", &["id".into(), "email".into()], &[]);
         assert!(
             sql.starts_with("INSERT INTO \"public\".\"cust\"\"omers\" (\"id\", \"email\")"),
             "{sql}"
@@ -56,7 +62,17 @@ mod tests {
             sql.ends_with("ON CONFLICT (\"id\") DO UPDATE SET \"email\" = EXCLUDED.\"email\""),
             "{sql}"
         );
-        assert!(upsert(&table, "id", &["id".into()]).ends_with("DO NOTHING"));
+        assert!(upsert(&table, "id", &["id".into()], &[]).ends_with("DO NOTHING"));
+        let kept = upsert(
+            &table,
+            "id",
+            &["id".into(), "email".into(), "source".into()],
+            &["source".into()],
+        );
+        assert!(
+            kept.ends_with("DO UPDATE SET \"email\" = EXCLUDED.\"email\""),
+            "on_create_only columns are inserted, never updated: {kept}"
+        );
         assert!(delete(&table, "id").contains("WHERE t.\"id\" = d.\"id\""));
     }
 }

@@ -81,15 +81,9 @@ impl SalesforceDestination {
             }
         }
         columns.sort_unstable_by(|a, b| (a != &key_column, a).cmp(&(b != &key_column, b)));
-        let null = Value::Null;
-        let rows: Vec<Vec<&Value>> = records
+        let rows: Vec<Vec<Option<&Value>>> = records
             .iter()
-            .map(|r| {
-                columns
-                    .iter()
-                    .map(|c| r.fields.get(c).unwrap_or(&null))
-                    .collect()
-            })
+            .map(|r| columns.iter().map(|c| r.fields.get(c)).collect())
             .collect();
         let body = csv::write(&columns, &rows);
 

@@ -148,6 +148,10 @@ impl DestinationConfig for SalesforceConfig {
         "salesforce"
     }
 
+    fn keeps_fields_on_update(&self) -> bool {
+        true
+    }
+
     /// sObject Collections: one request per kind of write (200 records at
     /// most). Bulk API 2.0: a job per kind of write, each created,
     /// uploaded, closed, polled at least once and read back (successful and

@@ -4,12 +4,18 @@
 
 use serde_json::Value;
 
-/// Renders rows of JSON values under `columns`.
-pub fn write(columns: &[String], rows: &[Vec<&Value>]) -> String {
+/// Renders rows of JSON values under `columns`. A record without a column
+/// (`None`: an update that leaves that field alone) gets an empty cell,
+/// which Bulk API 2.0 leaves unchanged; a `null` value clears the field
+/// (`#N/A`).
+pub fn write(columns: &[String], rows: &[Vec<Option<&Value>>]) -> String {
     let mut out = String::new();
     push_row(&mut out, columns.iter().map(String::as_str));
     for row in rows {
-        let cells: Vec<String> = row.iter().map(|v| cell(v)).collect();
+        let cells: Vec<String> = row
+            .iter()
+            .map(|v| v.map(cell).unwrap_or_default())
+            .collect();
         push_row(&mut out, cells.iter().map(String::as_str));
     }
     out
@@ -90,7 +96,7 @@ mod tests {
             "C".to_owned(),
             "D".to_owned(),
         ];
-        let text = write(&columns, &[values.iter().collect()]);
+        let text = write(&columns, &[values.iter().map(Some).collect()]);
         assert_eq!(
             text,
             "A,B,C,D\n\"O\"\"Brien, Ann\",\"two\nlines\",12.5,#N/A\n"

@@ -43,6 +43,7 @@ use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
 use crate::destinations::util::vendor::{
     PrepareRules, RequestBudget, SchemaCache, VendorDestination, finish, finish_after, prepare,
+    written_whole,
 };
 use auth::TokenSource;
 use bulk::{JobRecord, Operation};
@@ -73,6 +74,10 @@ struct Pending {
     fields: Map<String, Value>,
     id: Option<String>,
 }
+
+/// The whole records of updates trimmed to their changed fields (see
+/// `util::vendor::written_whole`).
+type Wholes = std::collections::HashMap<usize, Result<Map<String, Value>, String>>;
 
 impl SalesforceDestination {
     pub fn new(client: reqwest::Client, config: &SalesforceConfig, limiter: Arc<Limiter>) -> Self {
@@ -137,8 +142,11 @@ impl SalesforceDestination {
             target: "Salesforce",
             unknown_id: "no Salesforce id is known for this record, so it cannot be deleted \
                          (it was delivered before Ebb kept record ids); delete it in Salesforce by hand",
+            // An update by id sets the fields it is given (a collection
+            // record's keys; a bulk job's non-empty cells), no others.
+            partial_updates: true,
         };
-        let prepared = prepare(
+        let mut prepared = prepare(
             ctx,
             records,
             &mut answers,
@@ -153,14 +161,21 @@ impl SalesforceDestination {
             fields,
             id: record.destination_id.clone(),
         };
-        let deletes = prepared.removals;
-        let updates: Vec<Pending> = prepared.updates.into_iter().map(pending).collect();
-        let upserts: Vec<Pending> = prepared.writes.into_iter().map(pending).collect();
+        let deletes = std::mem::take(&mut prepared.removals);
+        let updates: Vec<Pending> = std::mem::take(&mut prepared.updates)
+            .into_iter()
+            .map(pending)
+            .collect();
+        let upserts: Vec<Pending> = std::mem::take(&mut prepared.writes)
+            .into_iter()
+            .map(pending)
+            .collect();
+        let wholes = &mut prepared.wholes;
         let written = if self.config.api == SalesforceApi::Bulk {
-            self.send_bulk(budget, deletes, updates, upserts, &mut answers)
+            self.send_bulk(budget, deletes, updates, upserts, wholes, &mut answers)
                 .await
         } else {
-            self.send_collections(budget, deletes, updates, upserts, &mut answers)
+            self.send_collections(budget, deletes, updates, upserts, wholes, &mut answers)
                 .await
         };
         // A request that fails after others were answered leaves only the
@@ -177,6 +192,7 @@ impl SalesforceDestination {
         deletes: Vec<(usize, &str)>,
         updates: Vec<Pending>,
         mut upserts: Vec<Pending>,
+        wholes: &mut Wholes,
         answers: &mut Answers,
     ) -> Result<(), Failure> {
         let with_id = |index: usize, id: &str, mut fields: Map<String, Value>| {
@@ -204,7 +220,11 @@ impl SalesforceDestination {
                 match by_index.remove(&index) {
                     Some(mut pending) if gone => {
                         pending.id = None;
-                        upserts.push(pending);
+                        let updated = std::mem::take(&mut pending.fields);
+                        if let Some(fields) = written_whole(index, updated, wholes, answers) {
+                            pending.fields = fields;
+                            upserts.push(pending);
+                        }
                     }
                     _ => answers[index] = Some(answer),
                 }
@@ -231,6 +251,7 @@ impl SalesforceDestination {
         deletes: Vec<(usize, &str)>,
         updates: Vec<Pending>,
         mut upserts: Vec<Pending>,
+        wholes: &mut Wholes,
         answers: &mut Answers,
     ) -> Result<(), Failure> {
         if !deletes.is_empty() {
@@ -256,7 +277,13 @@ impl SalesforceDestination {
             }
         }
         if !updates.is_empty() {
-            upserts.extend(self.update(budget, updates, answers).await?);
+            for mut gone in self.update(budget, updates, answers).await? {
+                let updated = std::mem::take(&mut gone.fields);
+                if let Some(fields) = written_whole(gone.index, updated, wholes, answers) {
+                    gone.fields = fields;
+                    upserts.push(gone);
+                }
+            }
         }
         if !upserts.is_empty() {
             self.upsert(budget, upserts, answers).await?;

@@ -605,6 +605,7 @@ mod tests {
                 fields: None,
                 version: None,
                 destination_id: None,
+                update_fields: None,
             })
             .collect()
     }

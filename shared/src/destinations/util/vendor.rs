@@ -5,6 +5,7 @@
 //! ([`SchemaProblem`]), and a per-send request budget against the
 //! destination's limits.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -170,6 +171,11 @@ pub struct Prepared<'r, T> {
     pub updates: Vec<(usize, &'r OutboundRecord, T)>,
     /// Never delivered (or the id is unknown): created or upserted.
     pub writes: Vec<(usize, &'r OutboundRecord, T)>,
+    /// For updates trimmed to the fields that changed (by position): what
+    /// validation made of the whole record, to write it whole if it has to
+    /// be created again (its id gone at the destination). See
+    /// [`written_whole`].
+    pub wholes: HashMap<usize, Result<T, String>>,
 }
 
 /// What a vendor says in [`prepare`].
@@ -179,6 +185,10 @@ pub struct PrepareRules<'a> {
     pub target: &'a str,
     /// The rejection of a removal whose destination id is not known.
     pub unknown_id: &'a str,
+    /// The vendor updates by id only the fields it is sent: an update
+    /// sends the record's `update_fields` (those that changed, without
+    /// `on_create_only`), and none at all when no field is left.
+    pub partial_updates: bool,
 }
 
 /// The checks before a vendor send, the same for every vendor: a removal
@@ -199,6 +209,7 @@ pub fn prepare<'r, T>(
         removals: Vec::new(),
         updates: Vec::new(),
         writes: Vec::new(),
+        wholes: HashMap::new(),
     };
     for (index, record) in records.iter().enumerate() {
         if record.op == Op::Delete {
@@ -215,6 +226,26 @@ pub fn prepare<'r, T>(
                 continue;
             }
         };
+        let (fields, whole) = match (&record.update_fields, write_kind(record)) {
+            (Some(changed), WriteKind::UpdateById) if rules.partial_updates => {
+                let trimmed: Map<String, Value> = fields
+                    .iter()
+                    .filter(|(name, _)| changed.contains(name))
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect();
+                (trimmed, Some(fields))
+            }
+            _ => (fields, None),
+        };
+        if whole.is_some() && fields.is_empty() {
+            // Only fields the destination keeps changed (`on_create_only`):
+            // nothing to write, and the delivered version is this one.
+            answers[index] = Some(RecordAnswer::Applied {
+                destination_id: record.destination_id.clone(),
+                looked_up: false,
+            });
+            continue;
+        }
         let blocking: Vec<String> = check_fields(&fields)
             .into_iter()
             .filter(SchemaProblem::blocks_delivery)
@@ -231,12 +262,37 @@ pub fn prepare<'r, T>(
         match validate(record, &fields) {
             Err(reason) => answers[index] = Some(RecordAnswer::Rejected(reason)),
             Ok(valid) => match write_kind(record) {
-                WriteKind::UpdateById => prepared.updates.push((index, record, valid)),
+                WriteKind::UpdateById => {
+                    if let Some(whole) = whole {
+                        prepared.wholes.insert(index, validate(record, &whole));
+                    }
+                    prepared.updates.push((index, record, valid));
+                }
                 _ => prepared.writes.push((index, record, valid)),
             },
         }
     }
     Ok(prepared)
+}
+
+/// What a record whose update found its id gone is created again with:
+/// the whole record when the update was trimmed to its changed fields
+/// (`None`, answered as rejected in `answers`, when the whole record does
+/// not pass validation), else what the update had.
+pub fn written_whole<T>(
+    index: usize,
+    updated: T,
+    wholes: &mut HashMap<usize, Result<T, String>>,
+    answers: &mut [Option<RecordAnswer>],
+) -> Option<T> {
+    match wholes.remove(&index) {
+        None => Some(updated),
+        Some(Ok(whole)) => Some(whole),
+        Some(Err(reason)) => {
+            answers[index] = Some(RecordAnswer::Rejected(reason));
+            None
+        }
+    }
 }
 
 /// A record's mapped fields as a JSON object, or its rejection.
