@@ -113,7 +113,7 @@ async fn check(
             .map(|d| d.type_name())
             .unwrap_or("unknown");
         return Err(PlannerError::Usage(format!(
-            "sync `{}`: the {kind} destination `{}` cannot be read back, so it cannot be verified (postgres and hubspot can)",
+            "sync `{}`: the {kind} destination `{}` cannot be read back, so it cannot be verified (postgres, hubspot, salesforce and mailchimp can)",
             sync.name, sync.destination
         )));
     }

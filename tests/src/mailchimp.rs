@@ -35,7 +35,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use md5::{Digest, Md5};
 use serde_json::{Map, Value, json};
 
@@ -165,7 +165,7 @@ impl Mailchimp {
             .route("/3.0/lists/{list_id}/merge-fields", get(merge_fields))
             .route(
                 "/3.0/lists/{list_id}/members/{hash}",
-                put(put_member).delete(archive),
+                get(get_member).put(put_member).delete(archive),
             )
             .route(
                 "/3.0/lists/{list_id}/members/{hash}/actions/delete-permanent",
@@ -462,6 +462,36 @@ async fn list_info(
         "stats": {"member_count": members},
     }))
     .into_response()
+}
+
+/// `GET /lists/{list_id}/members/{hash}`: one member (archived ones too,
+/// with their status); 404 for an address the audience never had or
+/// forgot.
+async fn get_member(
+    State(state): Shared,
+    Path((list_id, hash)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let _connection = match admit(
+        &state,
+        &headers,
+        format!("GET /lists/{list_id}/members/{hash}"),
+        &list_id,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
+    let s = state.lock().expect("lock");
+    match s.members.get(&hash) {
+        Some(member) => axum::Json(member_json(&hash, member)).into_response(),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "Resource Not Found",
+            "The requested resource could not be found.",
+        ),
+    }
 }
 
 async fn batch_subscribe(

@@ -130,6 +130,10 @@ impl Salesforce {
                 patch(update).delete(delete),
             )
             .route(
+                "/services/data/{version}/composite/sobjects/{object}",
+                post(retrieve),
+            )
+            .route(
                 "/services/data/{version}/composite/sobjects/{object}/{external_id}",
                 patch(upsert),
             )
@@ -479,6 +483,82 @@ async fn upsert(
             .collect::<Vec<_>>()
     };
     maybe_drop(&state);
+    axum::Json(Value::Array(results)).into_response()
+}
+
+/// sObject Collections retrieve: `{"ids": [...], "fields": [...]}`, up to
+/// 2,000 ids; one entry per id, `null` for a record that is gone; an
+/// unknown field is a 400 `INVALID_FIELD`.
+async fn retrieve(
+    State(state): Shared,
+    Path((version, object)): Path<(String, String)>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let mut s = state.lock().expect("lock");
+    if let Err(answer) = admit(
+        &mut s,
+        &headers,
+        &version,
+        format!("POST retrieve/{object}"),
+    ) {
+        return answer;
+    }
+    if object != "Contact" {
+        return errors(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        );
+    }
+    let strings = |key: &str| -> Vec<String> {
+        body.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (ids, fields) = (strings("ids"), strings("fields"));
+    if ids.is_empty() || ids.len() > 2000 || fields.is_empty() {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY_FILTER_OPERATOR",
+            "ids and fields are required; at most 2000 ids",
+        );
+    }
+    if let Some(unknown) = fields
+        .iter()
+        .find(|f| !f.eq_ignore_ascii_case("Id") && !CONTACT.iter().any(|d| d.name == f.as_str()))
+    {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            &format!("No such column '{unknown}' on sobject of type Contact"),
+        );
+    }
+    let results: Vec<Value> = ids
+        .iter()
+        .map(|id| match s.contacts.get(id).filter(|r| !r.deleted) {
+            None => Value::Null,
+            Some(record) => {
+                let mut out = Map::new();
+                out.insert(
+                    "attributes".into(),
+                    json!({"type": "Contact", "url": format!("/services/data/{VERSION}/sobjects/Contact/{id}")}),
+                );
+                out.insert("Id".into(), Value::String(id.clone()));
+                for field in fields.iter().filter(|f| !f.eq_ignore_ascii_case("Id")) {
+                    let value = record.fields.get(field).cloned().unwrap_or(Value::Null);
+                    out.insert(field.clone(), value);
+                }
+                Value::Object(out)
+            }
+        })
+        .collect();
     axum::Json(Value::Array(results)).into_response()
 }
 

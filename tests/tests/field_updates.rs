@@ -124,10 +124,7 @@ async fn hubspot_updates_send_only_changed_fields_and_keep_fields_set_on_create(
     assert_eq!(edited["firstname"], "Edited by sales");
     assert_eq!(edited["plan"], "enterprise");
     let (_, other) = contact(&hubspot, 6);
-    assert_eq!(
-        other["firstname"], "Name6",
-        "set on create, never updated"
-    );
+    assert_eq!(other["firstname"], "Name6", "set on create, never updated");
 
     // Only on_create_only fields change: nothing to write, no request; the
     // records are delivered as they are and the next plan finds no change.

@@ -371,3 +371,141 @@ async fn serve_verifies_on_schedule_and_the_api_verifies_and_resends() {
         .expect("GET");
     assert_eq!(after["verification"]["resend_run_id"], run_id, "{after}");
 }
+
+const VENDORS: &str = r#"
+{HEADER}
+
+[destinations.crm]
+type = "salesforce"
+login_url = "{SF_URL}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+refresh_token = "{REFRESH_TOKEN}"
+api_version = "62.0"
+object = "Contact"
+external_id = "Warehouse_Id__c"
+
+[destinations.newsletter]
+type = "mailchimp"
+api_key = "{API_KEY}"
+list_id = "{LIST_ID}"
+base_url = "{MAILCHIMP_URL}"
+
+[syncs.contacts]
+source = "warehouse"
+model = "SELECT id, email, first_name, plan, ltv FROM analytics.customers WHERE id <= 40"
+primary_key = "id"
+destination = "crm"
+
+[syncs.contacts.mapping]
+Warehouse_Id__c = "id"
+Email = "email"
+LastName = "first_name"
+Plan__c = "plan"
+Lifetime_Value__c = "ltv"
+
+[syncs.subscribers]
+source = "warehouse"
+model = "SELECT id, email, first_name, ltv, CASE WHEN id % 10 = 0 THEN 'vip, beta' END AS tags FROM analytics.customers WHERE id <= 40"
+primary_key = "id"
+destination = "newsletter"
+
+[syncs.subscribers.mapping]
+email_address = "email"
+FNAME = "first_name"
+LTV = "ltv"
+tags = "tags"
+"#;
+
+#[tokio::test]
+async fn drift_in_salesforce_and_mailchimp_is_read_back_and_resent() {
+    use ebb_tests::mailchimp::{API_KEY, LIST_ID, Mailchimp, hash};
+    use ebb_tests::salesforce::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, Salesforce};
+    let salesforce = Salesforce::start().await;
+    let mailchimp = Mailchimp::start().await;
+    let mut env = TestEnv::new(
+        VENDORS,
+        &[
+            ("{SF_URL}", salesforce.url()),
+            ("{CLIENT_ID}", CLIENT_ID.to_owned()),
+            ("{CLIENT_SECRET}", CLIENT_SECRET.to_owned()),
+            ("{REFRESH_TOKEN}", REFRESH_TOKEN.to_owned()),
+            ("{MAILCHIMP_URL}", mailchimp.url()),
+            ("{API_KEY}", API_KEY.to_owned()),
+            ("{LIST_ID}", LIST_ID.to_owned()),
+        ],
+    )
+    .await;
+    seed_customers(&env.warehouse, 40).await;
+    env.start_worker(2);
+    for sync in ["contacts", "subscribers"] {
+        let run = env.run_sync(sync, &[]).await;
+        assert_eq!(run["delivered"], 40, "{run}");
+        let (code, clean) = verify(&env, &[sync, "--all"]).await;
+        assert_eq!(code, Some(0), "{clean}");
+        assert_eq!(clean["verification"]["matching"], 40, "{clean}");
+    }
+
+    // Salesforce: a plan edited, a contact deleted. Mailchimp: a merge
+    // field edited, a tag removed, a member gone.
+    salesforce.with(|s| {
+        let ids: Vec<String> = s.live().iter().map(|(id, _)| (*id).clone()).collect();
+        let first = s.contacts.get_mut(&ids[0]).expect("contact");
+        first.fields.insert("Plan__c".into(), json!("enterprise"));
+        s.contacts.get_mut(&ids[1]).expect("contact").deleted = true;
+    });
+    mailchimp.with(|s| {
+        let member = s
+            .members
+            .get_mut(&hash("user3@example.com"))
+            .expect("member");
+        member.merge_fields.insert("FNAME".into(), "Edited".into());
+        let vip = s
+            .members
+            .get_mut(&hash("user10@example.com"))
+            .expect("member");
+        vip.tags.remove("vip");
+        s.members.remove(&hash("user4@example.com"));
+    });
+
+    let (code, crm) = verify(&env, &["contacts", "--all"]).await;
+    assert_eq!(code, Some(4), "{crm}");
+    assert_eq!(
+        (
+            &crm["verification"]["missing"],
+            &crm["verification"]["different"]
+        ),
+        (&json!(1), &json!(1)),
+        "{crm}"
+    );
+    assert_eq!(
+        salesforce.with(|s| s.calls("POST retrieve")),
+        2,
+        "one retrieve per verification of 40"
+    );
+    let (code, news) = verify(&env, &["subscribers", "--all"]).await;
+    assert_eq!(code, Some(4), "{news}");
+    assert_eq!(
+        (
+            &news["verification"]["missing"],
+            &news["verification"]["different"]
+        ),
+        (&json!(1), &json!(2)),
+        "{news}"
+    );
+    let tagged = drift_of(&news, "10");
+    assert_eq!(tagged["fields"][0]["field"], "tags", "{tagged}");
+
+    for sync in ["contacts", "subscribers"] {
+        let resend = env.ebb(&["verify", sync, "--all", "--resend"]).await;
+        assert_eq!(
+            resend.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&resend.stderr)
+        );
+        let (code, repaired) = verify(&env, &[sync, "--all"]).await;
+        assert_eq!(code, Some(0), "{sync}: {repaired}");
+        assert_eq!(repaired["verification"]["matching"], 40, "{repaired}");
+    }
+}

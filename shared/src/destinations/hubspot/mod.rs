@@ -565,7 +565,9 @@ impl VendorDestination for HubSpotDestination {
         Some(Box::pin(self.read_objects(records)))
     }
 
+    /// HubSpot keeps every property as a string, and e-mail addresses in
+    /// lower case.
     fn same_value(&self, field: &str, delivered: &Value, found: &Value) -> bool {
-        read_back::same_value(field, delivered, found)
+        crate::destinations::util::verify::same_as_text(field, delivered, found)
     }
 }

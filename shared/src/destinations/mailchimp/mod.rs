@@ -5,6 +5,7 @@
 //! - `validate.rs`: pre-flight checks, building each member.
 //! - `request_builder.rs`: the request bodies and answers.
 //! - `service.rs`: calling Mailchimp and classifying its answers.
+//! - `read_back.rs`: members read back for `ebb verify`.
 //!
 //! How a record is written:
 //! - never delivered: batch subscribe (`POST /lists/{id}`, 500 members a
@@ -25,6 +26,7 @@
 //! at the hash the `PUT` gave it.
 
 pub mod config;
+mod read_back;
 mod request_builder;
 pub mod schema;
 mod service;
@@ -39,6 +41,7 @@ use md5::{Digest, Md5};
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::destinations::destination::ReadBack;
 use crate::destinations::record::{BatchContext, OutboundRecord};
 use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::limiter::Limiter;
@@ -384,6 +387,18 @@ impl VendorDestination for MailchimpDestination {
         records: &'a [OutboundRecord],
     ) -> BoxFuture<'a, Result<Vec<RecordAnswer>, Failure>> {
         Box::pin(self.try_send(ctx, records))
+    }
+
+    fn read_back<'a>(
+        &'a self,
+        _ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> Option<BoxFuture<'a, ReadBack>> {
+        Some(Box::pin(self.read_members(records)))
+    }
+
+    fn same_value(&self, field: &str, delivered: &Value, found: &Value) -> bool {
+        read_back::same_value(field, delivered, found)
     }
 }
 

@@ -8,6 +8,7 @@
 //! - `request_builder.rs`: the collection bodies and their save results.
 //! - `service.rs`: calling Salesforce and classifying its answers.
 //! - `bulk.rs` and `csv.rs`: Bulk API 2.0 jobs, for `api = "bulk"`.
+//! - `read_back.rs`: records read back for `ebb verify`.
 //!
 //! How a record is written:
 //! - delivered before (its Salesforce id is in the ledger): update by id,
@@ -23,6 +24,7 @@ mod auth;
 mod bulk;
 pub mod config;
 mod csv;
+mod read_back;
 mod request_builder;
 pub mod schema;
 mod service;
@@ -36,6 +38,7 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::destinations::destination::ReadBack;
 use crate::destinations::record::{BatchContext, OutboundRecord};
 use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::limiter::Limiter;
@@ -410,5 +413,20 @@ impl VendorDestination for SalesforceDestination {
         records: &'a [OutboundRecord],
     ) -> BoxFuture<'a, Result<Vec<RecordAnswer>, Failure>> {
         Box::pin(self.try_send(ctx, records))
+    }
+
+    fn read_back<'a>(
+        &'a self,
+        _ctx: &'a BatchContext,
+        records: &'a [OutboundRecord],
+    ) -> Option<BoxFuture<'a, ReadBack>> {
+        Some(Box::pin(self.read_records(records)))
+    }
+
+    /// Salesforce answers typed JSON; numbers may come back as text where a
+    /// field is text, and e-mail addresses in another case.
+    fn same_value(&self, field: &str, delivered: &Value, found: &Value) -> bool {
+        use crate::destinations::util::verify::{same_as_text, same_json};
+        same_json(delivered, found) || same_as_text(field, delivered, found)
     }
 }

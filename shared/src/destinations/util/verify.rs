@@ -75,6 +75,24 @@ pub fn as_text(value: &Value) -> String {
     }
 }
 
+/// Whether `found`, as an API that keeps every field as text holds it
+/// (HubSpot's properties, Mailchimp's merge fields), is the value
+/// delivered: numbers by value, booleans and e-mail addresses in any case.
+pub fn same_as_text(field: &str, delivered: &Value, found: &Value) -> bool {
+    let (delivered, found) = (as_text(delivered), as_text(found));
+    if delivered == found {
+        return true;
+    }
+    let lower = delivered.to_ascii_lowercase();
+    if field.to_ascii_lowercase().contains("email") || lower == "true" || lower == "false" {
+        return delivered.eq_ignore_ascii_case(&found);
+    }
+    matches!(
+        (delivered.trim().parse::<f64>(), found.trim().parse::<f64>()),
+        (Ok(a), Ok(b)) if a == b
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -95,6 +113,22 @@ mod tests {
             &json!("2026-12-01T10:00:01Z")
         ));
         assert!(same_json(&json!({"a": [1, 2.0]}), &json!({"a": [1.0, 2]})));
+    }
+
+    #[test]
+    fn text_values_compare_as_the_api_holds_them() {
+        assert!(same_as_text("plan", &json!("pro"), &json!("pro")));
+        assert!(!same_as_text("plan", &json!("pro"), &json!("free")));
+        assert!(same_as_text("ltv", &json!(12.5), &json!("12.50")));
+        assert!(same_as_text(
+            "email",
+            &json!("Ada@Example.com"),
+            &json!("ada@example.com")
+        ));
+        assert!(!same_as_text("firstname", &json!("Ada"), &json!("ada")));
+        assert!(same_as_text("vip", &json!(true), &json!("true")));
+        assert!(same_as_text("plan", &json!(null), &json!("")));
+        assert!(!same_as_text("plan", &json!("pro"), &json!(null)));
     }
 
     #[test]
