@@ -1,8 +1,8 @@
--- Minimal updates: a hash per field of the version delivered, so the next
--- update sends only the fields whose values changed since; and, per record
--- a run sends, the fields an update by the destination's id writes (the
--- changed ones, without the sync's `on_create_only` fields). NULL
--- `update_fields`: every field (a record never delivered).
-ALTER TABLE ebb_ledger ADD COLUMN field_hashes JSONB;
-ALTER TABLE ebb_run_records ADD COLUMN field_hashes JSONB;
-ALTER TABLE ebb_run_records ADD COLUMN update_fields TEXT[];
+-- Minimal updates: a digest of the fields of the version delivered (an
+-- 8-byte fingerprint of the field names, then 8 bytes per field in name
+-- order), written by the worker that delivered it, so the next update by
+-- id sends only the fields whose values changed since.
+ALTER TABLE ebb_ledger ADD COLUMN field_digest BYTEA;
+-- The versions delivered before the current one, newest first (up to 10):
+-- a record changed back to one of them is flapping.
+ALTER TABLE ebb_ledger ADD COLUMN previous_hashes BYTEA[];

@@ -21,12 +21,14 @@ use apalis::prelude::{BoxDynError, Data};
 use ebb_shared::StateError;
 use ebb_shared::destinations::record::{BatchContext, Op, OutboundRecord};
 use ebb_shared::destinations::util::delivery::{DeliveryStats, deliver};
+use ebb_shared::destinations::util::field_digest;
 use ebb_shared::destinations::util::outcome::RecordOutcome;
 use ebb_shared::queue::WriteBatchTask;
 use ebb_shared::state::events::{self, EventKind};
 use ebb_shared::state::{batches, records};
 use ebb_shared::telemetry::metrics;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use sqlx::PgPool;
 use tokio::sync::{RwLock, Semaphore};
 use tracing::Instrument;
@@ -180,7 +182,11 @@ async fn deliver_claimed(
         run_id: task.run_id,
         batch_no: task.batch_no,
     };
-    let (mut settled, sendable) = load(state, task, quarantine, deliveries)
+    let Loaded {
+        mut settled,
+        sendable,
+        digests,
+    } = load(state, target, task, quarantine, deliveries)
         .instrument(tracing::info_span!("ebb.batch.load"))
         .await?;
     let keys = || sendable.iter().map(|r| r.key.as_str()).collect();
@@ -191,12 +197,14 @@ async fn deliver_claimed(
     state.faults.check(Point::AfterSend, keys);
     settled.extend(sendable.into_iter().map(|r| r.key).zip(outcomes));
 
-    let result = commit(state, &ctx, claim, &settled, &stats, quarantine, deliveries)
-        .instrument(tracing::info_span!(
-            "ebb.batch.settle",
-            records = settled.len()
-        ))
-        .await?;
+    let result = commit(
+        state, &ctx, claim, &settled, &digests, &stats, quarantine, deliveries,
+    )
+    .instrument(tracing::info_span!(
+        "ebb.batch.settle",
+        records = settled.len()
+    ))
+    .await?;
     tracing::info!(
         run_id = task.run_id, batch = task.batch_no, sync = %task.sync,
         delivered = result.delivered, rejected = result.rejected, failed = result.failed,
@@ -269,19 +277,31 @@ async fn count_delivery(
     Ok(deliveries)
 }
 
-/// The batch's unsettled records: those settled without sending
-/// (superseded by a newer delivered version, an unreadable payload, all of
-/// a quarantined batch), and those to send.
+/// A batch's unsettled records, as [`load`] found them.
+struct Loaded {
+    /// Settled without sending: superseded by a newer delivered version,
+    /// an unreadable payload, all of a quarantined batch.
+    settled: Vec<(String, RecordOutcome)>,
+    sendable: Vec<OutboundRecord>,
+    /// The field digest of each upsert, by key, for the ledger once it is
+    /// delivered (destinations that take partial updates).
+    digests: Vec<(String, Vec<u8>)>,
+}
+
+/// The batch's unsettled records: those settled without sending, and those
+/// to send, each update by id with the fields it writes.
 async fn load(
     state: &WorkerState,
+    target: &SyncTarget,
     task: &WriteBatchTask,
     quarantine: bool,
     deliveries: i32,
-) -> Result<(Vec<(String, RecordOutcome)>, Vec<OutboundRecord>), WorkerError> {
+) -> Result<Loaded, WorkerError> {
     let rows =
         records::unsettled_of_batch(&state.pool, task.run_id, task.batch_no, &task.sync).await?;
     let mut settled = Vec::with_capacity(rows.len());
     let mut sendable = Vec::with_capacity(rows.len());
+    let mut digests = Vec::new();
     if quarantine {
         tracing::error!(
             run_id = task.run_id, batch = task.batch_no, sync = %task.sync, deliveries,
@@ -296,7 +316,11 @@ async fn load(
             rows.into_iter()
                 .map(|row| (row.record_key, RecordOutcome::Failed(reason.clone()))),
         );
-        return Ok((settled, sendable));
+        return Ok(Loaded {
+            settled,
+            sendable,
+            digests,
+        });
     }
     for row in rows {
         if row.stale {
@@ -313,6 +337,18 @@ async fn load(
                 continue;
             }
         };
+        let mut update_fields = None;
+        if target.destination.takes_partial_updates()
+            && let Some(map) = fields
+                .as_ref()
+                .and_then(|f| serde_json::from_str::<Map<String, Value>>(f.get()).ok())
+        {
+            if row.destination_id.is_some() {
+                let delivered = row.field_digest.as_deref().filter(|_| !row.full_resync);
+                update_fields = Some(fields_to_update(delivered, &map, &target.on_create_only));
+            }
+            digests.push((row.record_key.clone(), field_digest::digest(&map)));
+        }
         sendable.push(OutboundRecord {
             key: row.record_key,
             op: Op::from_stored(&row.op),
@@ -320,10 +356,29 @@ async fn load(
             version: row.content_hash.as_deref().map(ebb_shared::hex::encode),
             snapshot_run_id: row.snapshot_run_id,
             destination_id: row.destination_id,
-            update_fields: row.update_fields,
+            update_fields,
         });
     }
-    Ok((settled, sendable))
+    Ok(Loaded {
+        settled,
+        sendable,
+        digests,
+    })
+}
+
+/// The fields an update by id of a record writes: those whose values
+/// changed since the version delivered (`delivered`: its digest; all of
+/// them without one, as on a full resync), without the sync's
+/// `on_create_only` fields.
+fn fields_to_update(
+    delivered: Option<&[u8]>,
+    fields: &Map<String, Value>,
+    on_create_only: &[String],
+) -> Vec<String> {
+    let changed = delivered.and_then(|digest| field_digest::changed(digest, fields));
+    let mut names = changed.unwrap_or_else(|| fields.keys().cloned().collect());
+    names.retain(|name| !on_create_only.contains(name));
+    names
 }
 
 /// Delivers the records, outside any transaction; stops when the claim is
@@ -353,18 +408,24 @@ async fn send(
 }
 
 /// Settles the outcomes in one short transaction that checks the claim.
+#[allow(clippy::too_many_arguments)]
 async fn commit(
     state: &WorkerState,
     ctx: &BatchContext,
     claim: &Claim,
     settled: &[(String, RecordOutcome)],
+    digests: &[(String, Vec<u8>)],
     stats: &DeliveryStats,
     quarantine: bool,
     deliveries: i32,
 ) -> Result<Settled, WorkerError> {
     let q = StateError::query;
     let mut tx = state.pool.begin().await.map_err(q("starting a settle"))?;
-    let result = settle::settle(&mut tx, ctx, claim.token, settled, stats).await?;
+    let digests: Vec<(&str, &[u8])> = digests
+        .iter()
+        .map(|(key, digest)| (key.as_str(), digest.as_slice()))
+        .collect();
+    let result = settle::settle(&mut tx, ctx, claim.token, settled, &digests, stats).await?;
     if quarantine {
         batches::mark_quarantined(&mut tx, ctx.run_id, ctx.batch_no).await?;
         let message = format!(

@@ -32,6 +32,7 @@ pub async fn settle(
     ctx: &BatchContext,
     claim_token: Uuid,
     outcomes: &[(String, RecordOutcome)],
+    digests: &[(&str, &[u8])],
     stats: &DeliveryStats,
 ) -> Result<Settled, WorkerError> {
     let (run_id, batch_no, sync) = (ctx.run_id, ctx.batch_no, ctx.sync.as_str());
@@ -43,7 +44,7 @@ pub async fn settle(
         .map(|(key, outcome)| (key.as_str(), outcome.outcome()))
         .collect();
     records::set_outcomes(tx, run_id, batch_no, &labelled).await?;
-    ledger::advance(tx, run_id, batch_no, sync).await?;
+    ledger::advance(tx, run_id, batch_no, sync, digests).await?;
     ledger::set_destination_ids(tx, sync, &destination_ids(outcomes)).await?;
     intents::clear_answered(tx, sync, &answered(outcomes)).await?;
     ledger::remove_deleted(tx, run_id, batch_no, sync).await?;

@@ -23,6 +23,8 @@ pub struct SyncTarget {
     /// Shared by every sync writing to the destination.
     pub limiter: Arc<Limiter>,
     pub retry: RetryPolicy,
+    /// Fields the sync writes only when a record is created.
+    pub on_create_only: Vec<String>,
 }
 
 impl SyncTarget {
@@ -82,6 +84,7 @@ impl Targets {
                         destination: destination.clone(),
                         limiter: limiter.clone(),
                         retry: RetryPolicy::new(delivery.max_retries),
+                        on_create_only: sync.on_create_only.clone(),
                     },
                 );
             }

@@ -16,7 +16,7 @@ use ebb_shared::state::{batches, dlq};
 /// Snapshot rows whose key is neither NULL nor duplicated and that have no
 /// problem (see `snapshot`), with how they differ from the ledger. `$1` is
 /// the sync name.
-const CLASSIFIED: &str = "SELECT s.record_key, s.content_hash, s.payload, l.destination_id, l.field_hashes AS ledger_hashes, \
+const CLASSIFIED: &str = "SELECT s.record_key, s.content_hash, s.payload, l.destination_id, l.previous_hashes, \
        CASE WHEN l.record_key IS NULL THEN 'added' \
             WHEN l.content_hash = s.content_hash THEN 'unchanged' \
             ELSE 'changed' END AS change \
@@ -127,13 +127,19 @@ const REJECTIONS: &str = "SELECT s.record_key, \
      FROM ebb_snapshot s LEFT JOIN ebb_dup_keys d ON d.record_key = s.record_key \
      WHERE s.record_key IS NULL OR d.record_key IS NOT NULL OR s.problem IS NOT NULL";
 
+/// Counts the diff. A changed record whose new version is one of the last
+/// `flapping_versions` versions delivered before the current one is
+/// counted flapping too (A, then B, now A again).
 pub async fn count(
     conn: &mut PgConnection,
     sync: &str,
     rule: SendRule,
+    flapping_versions: u32,
 ) -> Result<PlanCounts, StateError> {
-    let by_change: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT change, count(*) FROM ({CLASSIFIED}) c GROUP BY change"
+    let by_change: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT change, count(*), count(*) FILTER (WHERE change = 'changed' \
+                AND content_hash = ANY(previous_hashes[1:{flapping_versions}])) \
+         FROM ({CLASSIFIED}) c GROUP BY change"
     )))
     .bind(sync)
     .fetch_all(&mut *conn)
@@ -161,7 +167,8 @@ pub async fn count(
         ..PlanCounts::default()
     };
     let classes = rule.classes();
-    for (change, n) in by_change {
+    for (change, n, flapping) in by_change {
+        counts.flapping += flapping;
         match change.as_str() {
             "added" => counts.added = n,
             "changed" => counts.changed = n,
@@ -180,35 +187,26 @@ pub async fn count(
     Ok(counts)
 }
 
-/// Changed records flapping: their new version is one that one of the
-/// sync's latest `runs` runs delivered, and the ledger holds another since
-/// (A, then B, now A again). Returns how many, and up to `sample` of their
-/// keys. Compares with run records, so only within
-/// `[state].run_records_retention_days`.
-pub async fn flapping(
+/// Up to `sample` keys of the records [`count`] found flapping, in key
+/// order.
+pub async fn flapping_keys(
     conn: &mut PgConnection,
     sync: &str,
-    runs: u32,
+    flapping_versions: u32,
     sample: i64,
-) -> Result<(i64, Vec<String>), StateError> {
-    let keys: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT r.record_key FROM ebb_run_records r \
-         JOIN ebb_snapshot s ON s.record_key = r.record_key AND s.content_hash = r.content_hash \
-         JOIN ebb_ledger l ON l.sync_name = $1 AND l.record_key = r.record_key AND l.content_hash <> s.content_hash \
-         WHERE r.outcome = 'delivered' AND r.run_id IN \
-             (SELECT id FROM ebb_runs WHERE sync_name = $1 ORDER BY id DESC LIMIT $2) \
-         ORDER BY r.record_key",
-    )
+) -> Result<Vec<String>, StateError> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT s.record_key FROM ebb_snapshot s \
+         JOIN ebb_ledger l ON l.sync_name = $1 AND l.record_key = s.record_key \
+         WHERE l.content_hash <> s.content_hash AND s.problem IS NULL \
+           AND s.content_hash = ANY(l.previous_hashes[1:{flapping_versions}]) \
+         ORDER BY s.record_key LIMIT $2"
+    )))
     .bind(sync)
-    .bind(i64::from(runs))
+    .bind(sample)
     .fetch_all(&mut *conn)
     .await
-    .map_err(q("finding flapping records"))?;
-    let count = keys.len() as i64;
-    Ok((
-        count,
-        keys.into_iter().take(sample.max(0) as usize).collect(),
-    ))
+    .map_err(q("finding flapping records"))
 }
 
 /// Up to `limit` planning rejections, for `ebb plan` and run summaries.
@@ -258,30 +256,15 @@ pub async fn record_rejections(
 }
 
 /// The records a run sends, numbered into batches: `batch_no`,
-/// `record_key`, `op`, `content_hash`, `payload`, the ledger's
-/// `destination_id`, each field's hash (`field_hashes`, kept in the ledger
-/// once delivered) and the fields an update by id writes (`update_fields`:
-/// those whose hash differs from the delivered version's, without the
-/// sync's `on_create_only`; all of them on a full resync or when the ledger
-/// has no hashes; NULL for added records). `$1` sync, `$3` batch size, `$4`
-/// the change classes sent, `$5` whether removals are sent, `$6` the
-/// `on_create_only` fields, `$7` full resync (`$2` is left to the caller).
+/// `record_key`, `op`, `content_hash`, `payload` and the ledger's
+/// `destination_id`. `$1` sync, `$3` batch size, `$4` the change classes
+/// sent, `$5` whether removals are sent (`$2` is left to the caller).
 const NUMBERED: &str = "SELECT ((row_number() OVER ()) - 1) / $3 AS batch_no, x.record_key, x.op, \
-       x.content_hash, x.payload, x.destination_id, x.field_hashes, x.update_fields \
+       x.content_hash, x.payload, x.destination_id \
      FROM ( \
-         SELECT c.record_key, 'upsert' AS op, c.content_hash, c.payload, c.destination_id, h.hashes AS field_hashes, \
-                CASE WHEN c.change = 'added' THEN NULL ELSE ARRAY( \
-                    SELECT f.key FROM jsonb_each_text(h.hashes) f \
-                    WHERE f.key <> ALL($6::text[]) \
-                      AND ($7 OR c.ledger_hashes IS NULL OR c.ledger_hashes->>f.key IS DISTINCT FROM f.value) \
-                    ORDER BY f.key) END AS update_fields \
-         FROM (CLASSIFIED) c \
-         CROSS JOIN LATERAL (SELECT jsonb_object_agg(e.key, substr(md5(e.value::text), 1, 16)) AS hashes \
-                             FROM jsonb_each(c.payload) e) h \
-         WHERE c.change = ANY($4) \
+         SELECT c.record_key, 'upsert' AS op, c.content_hash, c.payload, c.destination_id FROM (CLASSIFIED) c WHERE c.change = ANY($4) \
          UNION ALL \
-         SELECT r.record_key, 'delete', NULL::bytea, NULL::jsonb, r.destination_id, NULL::jsonb, NULL::text[] \
-         FROM (REMOVED) r WHERE $5 \
+         SELECT r.record_key, 'delete', NULL::bytea, NULL::jsonb, r.destination_id FROM (REMOVED) r WHERE $5 \
      ) x";
 
 fn numbered() -> String {
@@ -308,10 +291,8 @@ pub async fn write_batches(
 ) -> Result<Vec<i32>, StateError> {
     let classes: Vec<String> = rule.classes().into_iter().map(str::to_owned).collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO ebb_run_records (run_id, batch_no, record_key, op, content_hash, snapshot_run_id, payload, \
-                                      field_hashes, update_fields) \
-         SELECT $2, n.batch_no, n.record_key, n.op, n.content_hash, $2, n.payload, n.field_hashes, n.update_fields \
-         FROM ({}) n",
+        "INSERT INTO ebb_run_records (run_id, batch_no, record_key, op, content_hash, snapshot_run_id, payload) \
+         SELECT $2, n.batch_no, n.record_key, n.op, n.content_hash, $2, n.payload FROM ({}) n",
         numbered()
     )))
     .bind(&sync.name)
@@ -319,8 +300,6 @@ pub async fn write_batches(
     .bind(batch_size as i64)
     .bind(&classes)
     .bind(rule.mode.sends_removed())
-    .bind(&sync.on_create_only)
-    .bind(rule.full_resync)
     .execute(&mut *conn)
     .await
     .map_err(q("writing the run's records"))?;
@@ -345,8 +324,6 @@ pub async fn planned_writes(
     .bind(batch_size as i64)
     .bind(&classes)
     .bind(rule.mode.sends_removed())
-    .bind(&sync.on_create_only)
-    .bind(rule.full_resync)
     .fetch_all(&mut *conn)
     .await
     .map_err(q("counting the plan's writes by batch"))?;

@@ -176,21 +176,15 @@ async fn snapshot_and_diff(
     tracing::Span::current().record("rows", rows);
     async {
         diff::find_duplicates(tx).await?;
-        let mut counts = diff::count(tx, &sync.name, rule).await?;
+        let versions = sync.guardrails.flapping_versions;
+        let mut counts = diff::count(tx, &sync.name, rule, versions).await?;
         counts.rows_read = rows;
         let rejections = diff::sample_rejections(tx, &sync.primary_key, REJECTION_SAMPLE).await?;
-        let mut flapping_keys = Vec::new();
-        if counts.changed > 0 && sync.guardrails.flapping_runs > 0 {
-            let (flapping, keys) = diff::flapping(
-                tx,
-                &sync.name,
-                sync.guardrails.flapping_runs,
-                REJECTION_SAMPLE,
-            )
-            .await?;
-            counts.flapping = flapping;
-            flapping_keys = keys;
-        }
+        let flapping_keys = if counts.flapping > 0 {
+            diff::flapping_keys(tx, &sync.name, versions, REJECTION_SAMPLE).await?
+        } else {
+            Vec::new()
+        };
         Ok((counts, rejections, flapping_keys))
     }
     .instrument(tracing::info_span!("ebb.plan.diff"))

@@ -213,6 +213,16 @@ pub(crate) fn resolve_sync(
                     ));
                 }
             }
+            if g.flapping_versions > MAX_FLAPPING_VERSIONS {
+                return Err(src.invalid(
+                    Some(at),
+                    format!("{key}.guardrails.flapping_versions"),
+                    format!(
+                        "{} is over the {MAX_FLAPPING_VERSIONS} versions Ebb keeps per record",
+                        g.flapping_versions
+                    ),
+                ));
+            }
             g
         }
     };
@@ -448,7 +458,7 @@ pub struct SyncConfig {
 /// held before anything is sent, until an operator approves or cancels it
 /// (a broken model that mirrors an empty table must not delete every
 /// contact). No limit is set unless configured; flapping records are
-/// reported over the last 5 runs.
+/// reported against the last 5 versions delivered.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Guardrails {
@@ -463,19 +473,22 @@ pub struct Guardrails {
     /// Rows read from the model fell by more than this share of the rows
     /// the sync's last successful run read, in percent.
     pub max_row_drop_pct: Option<f64>,
-    /// How many of the sync's latest runs a changed record is compared
-    /// with to report it flapping (changed back to a version one of them
-    /// delivered); 0 turns the report off. Reported, never held.
-    #[serde(default = "default_flapping_runs")]
-    pub flapping_runs: u32,
+    /// How many versions delivered before the current one a changed record
+    /// is compared with to report it flapping (changed back to one of
+    /// them); 0 turns the report off, at most 10 are kept. Reported, never
+    /// held.
+    #[serde(default = "default_flapping_versions")]
+    pub flapping_versions: u32,
 }
 
-fn default_flapping_runs() -> u32 {
-    DEFAULT_FLAPPING_RUNS
+fn default_flapping_versions() -> u32 {
+    DEFAULT_FLAPPING_VERSIONS
 }
 
-/// `flapping_runs` when unset.
-pub const DEFAULT_FLAPPING_RUNS: u32 = 5;
+/// `flapping_versions` when unset.
+pub const DEFAULT_FLAPPING_VERSIONS: u32 = 5;
+/// The versions the ledger keeps per record for flapping.
+pub const MAX_FLAPPING_VERSIONS: u32 = 10;
 
 impl Default for Guardrails {
     fn default() -> Self {
@@ -485,7 +498,7 @@ impl Default for Guardrails {
             max_change_pct: None,
             min_rows: None,
             max_row_drop_pct: None,
-            flapping_runs: DEFAULT_FLAPPING_RUNS,
+            flapping_versions: DEFAULT_FLAPPING_VERSIONS,
         }
     }
 }

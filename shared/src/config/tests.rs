@@ -582,13 +582,13 @@ fn guardrails_are_read_and_checked() {
     assert_eq!(sync.guardrails.min_rows, Some(1000));
     assert_eq!(sync.guardrails.max_change_pct, None);
     assert_eq!(
-        sync.guardrails.flapping_runs, 5,
+        sync.guardrails.flapping_versions, 5,
         "flapping is reported by default"
     );
-    let config = parse(&with("max_row_drop_pct = 30, flapping_runs = 0")).unwrap();
+    let config = parse(&with("max_row_drop_pct = 30, flapping_versions = 0")).unwrap();
     let guardrails = &config.sync("customers_to_replica").unwrap().guardrails;
     assert_eq!(
-        (guardrails.max_row_drop_pct, guardrails.flapping_runs),
+        (guardrails.max_row_drop_pct, guardrails.flapping_versions),
         (Some(30.0), 0)
     );
     let msg = parse(&with("max_row_drop_pct = -1"))

@@ -28,6 +28,13 @@ pub trait Destination: Send + Sync {
         0
     }
 
+    /// Updates by id write only the fields they are given, so an update
+    /// can send only the fields that changed (see
+    /// [`OutboundRecord::update_fields`]).
+    fn takes_partial_updates(&self) -> bool {
+        false
+    }
+
     /// Reads delivered records back (`ebb verify`), by their destination id
     /// or key; `None` when this destination cannot be read back.
     fn read_back<'a>(

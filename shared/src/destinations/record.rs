@@ -23,7 +23,7 @@ pub struct OutboundRecord {
     /// The fields an update by `destination_id` writes, where the vendor
     /// takes partial updates: those whose values changed since the version
     /// delivered, without the sync's `on_create_only` fields. `None`: every
-    /// field (never delivered, or delivered before Ebb kept field hashes).
+    /// field (never delivered, or no digest of the version delivered).
     /// A record created again (its id gone at the destination) is written
     /// whole.
     pub update_fields: Option<Vec<String>>,

@@ -76,8 +76,11 @@ pub struct UnsettledRecord {
     pub stale: bool,
     /// The destination's id for the key, from the ledger.
     pub destination_id: Option<String>,
-    /// The fields an update by the destination's id writes (`None`: all).
-    pub update_fields: Option<Vec<String>>,
+    /// The digest of the fields of the version the ledger holds (see
+    /// `destinations::util::field_digest`).
+    pub field_digest: Option<Vec<u8>>,
+    /// The record's run is a full resync: every field is written again.
+    pub full_resync: bool,
 }
 
 /// A batch's records that have no outcome yet, in key order.
@@ -96,7 +99,9 @@ pub async fn unsettled_of_batch(
                           WHERE l.sync_name = $3 AND l.record_key = rr.record_key), false) AS stale, \
                 (SELECT l.destination_id FROM ebb_ledger l \
                  WHERE l.sync_name = $3 AND l.record_key = rr.record_key) AS destination_id, \
-                rr.update_fields \
+                (SELECT l.field_digest FROM ebb_ledger l \
+                 WHERE l.sync_name = $3 AND l.record_key = rr.record_key) AS field_digest, \
+                COALESCE((SELECT r.full_resync FROM ebb_runs r WHERE r.id = $1), false) AS full_resync \
          FROM ebb_run_records rr \
          WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome IS NULL \
          ORDER BY rr.record_key",

@@ -174,7 +174,7 @@ pub async fn finish(
 }
 
 /// Marks verification `id`'s drifted records to be sent again: a missing
-/// or different record's delivered version is forgotten, its field hashes
+/// or different record's delivered version is forgotten, its field digest
 /// too (the next run sees it changed and writes every field by its
 /// destination id again, not only the ones the model changed); an extra record
 /// is put in the ledger with no version, so the next mirror run removes it.
@@ -182,7 +182,7 @@ pub async fn finish(
 pub async fn mark_for_resend(pool: &PgPool, id: i64, sync: &str) -> Result<i64, StateError> {
     let mut tx = pool.begin().await.map_err(q("marking drift to resend"))?;
     let stale = sqlx::query(
-        "UPDATE ebb_ledger l SET content_hash = '\\x'::bytea, field_hashes = NULL FROM ebb_verification_drift d \
+        "UPDATE ebb_ledger l SET content_hash = '\\x'::bytea, field_digest = NULL FROM ebb_verification_drift d \
          WHERE d.verification_id = $1 AND d.kind IN ('missing', 'different') \
            AND l.sync_name = $2 AND l.record_key = d.record_key",
     )

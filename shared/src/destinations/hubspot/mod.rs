@@ -557,6 +557,10 @@ impl VendorDestination for HubSpotDestination {
         Box::pin(self.try_send(ctx, records))
     }
 
+    fn takes_partial_updates(&self) -> bool {
+        true
+    }
+
     fn read_back<'a>(
         &'a self,
         _ctx: &'a BatchContext,

@@ -415,6 +415,10 @@ impl VendorDestination for SalesforceDestination {
         Box::pin(self.try_send(ctx, records))
     }
 
+    fn takes_partial_updates(&self) -> bool {
+        true
+    }
+
     fn read_back<'a>(
         &'a self,
         _ctx: &'a BatchContext,

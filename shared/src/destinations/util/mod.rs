@@ -6,6 +6,7 @@ pub mod adaptive;
 pub mod api;
 pub mod delivery;
 pub mod email;
+pub mod field_digest;
 pub mod limiter;
 pub mod outcome;
 pub mod retry;

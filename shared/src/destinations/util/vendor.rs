@@ -68,6 +68,11 @@ pub trait VendorDestination: Send + Sync {
         records: &'a [OutboundRecord],
     ) -> BoxFuture<'a, Result<Vec<RecordAnswer>, Failure>>;
 
+    /// See [`Destination::takes_partial_updates`].
+    fn takes_partial_updates(&self) -> bool {
+        false
+    }
+
     /// See [`Destination::read_back`].
     fn read_back<'a>(
         &'a self,
@@ -99,6 +104,10 @@ impl<T: VendorDestination> Destination for T {
 
     fn request_group(&self, record: &OutboundRecord) -> u8 {
         write_kind(record) as u8
+    }
+
+    fn takes_partial_updates(&self) -> bool {
+        VendorDestination::takes_partial_updates(self)
     }
 
     fn read_back<'a>(
