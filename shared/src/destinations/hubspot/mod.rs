@@ -144,8 +144,6 @@ impl HubSpotDestination {
             target: "HubSpot",
             unknown_id: "no HubSpot record id is known for this record, so it cannot be archived \
                          (it was delivered before Ebb kept HubSpot ids); archive it in HubSpot by hand",
-            // `batch/update` sets the properties it is given, no others.
-            partial_updates: true,
         };
         let mut prepared = prepare(
             ctx,
@@ -557,6 +555,7 @@ impl VendorDestination for HubSpotDestination {
         Box::pin(self.try_send(ctx, records))
     }
 
+    /// `batch/update` sets the properties it is given, no others.
     fn takes_partial_updates(&self) -> bool {
         true
     }

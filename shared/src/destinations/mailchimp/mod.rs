@@ -138,8 +138,6 @@ impl MailchimpDestination {
             target: &target,
             unknown_id: "no subscriber hash is known for this record, so it cannot be removed from the audience \
                          (it was delivered before Ebb kept member ids); archive it in Mailchimp by hand",
-            // A member's `PUT` is built from every mapped field.
-            partial_updates: false,
         };
         let prepared = prepare(
             ctx,

@@ -145,9 +145,6 @@ impl SalesforceDestination {
             target: "Salesforce",
             unknown_id: "no Salesforce id is known for this record, so it cannot be deleted \
                          (it was delivered before Ebb kept record ids); delete it in Salesforce by hand",
-            // An update by id sets the fields it is given (a collection
-            // record's keys; a bulk job's non-empty cells), no others.
-            partial_updates: true,
         };
         let mut prepared = prepare(
             ctx,
@@ -415,6 +412,8 @@ impl VendorDestination for SalesforceDestination {
         Box::pin(self.try_send(ctx, records))
     }
 
+    /// An update by id sets the fields it is given (a collection record's
+    /// keys; a bulk job's non-empty cells), no others.
     fn takes_partial_updates(&self) -> bool {
         true
     }

@@ -194,14 +194,12 @@ pub struct PrepareRules<'a> {
     pub target: &'a str,
     /// The rejection of a removal whose destination id is not known.
     pub unknown_id: &'a str,
-    /// The vendor updates by id only the fields it is sent: an update
-    /// sends the record's `update_fields` (those that changed, without
-    /// `on_create_only`), and none at all when no field is left.
-    pub partial_updates: bool,
 }
 
 /// The checks before a vendor send, the same for every vendor: a removal
-/// needs the destination's id; an upsert needs a JSON object of fields that
+/// needs the destination's id; an update by id keeps only its
+/// `update_fields` (given to vendors that take partial updates; none left:
+/// delivered without a request); an upsert needs a JSON object of fields that
 /// fit the vendor's schema (`check_fields`; a misfit of the mapping stops
 /// the whole send as misconfigured), and passes the vendor's own
 /// validation (`validate`: `Err` is the record's rejection). Records
@@ -236,7 +234,7 @@ pub fn prepare<'r, T>(
             }
         };
         let (fields, whole) = match (&record.update_fields, write_kind(record)) {
-            (Some(changed), WriteKind::UpdateById) if rules.partial_updates => {
+            (Some(changed), WriteKind::UpdateById) => {
                 let trimmed: Map<String, Value> = fields
                     .iter()
                     .filter(|(name, _)| changed.contains(name))
