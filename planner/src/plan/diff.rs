@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use ebb_shared::StateError;
-use ebb_shared::config::{SyncConfig, SyncMode};
+use ebb_shared::config::SyncMode;
 use ebb_shared::destinations::budget::BatchWrites;
 use ebb_shared::state::runs::PlannedTotals;
 use ebb_shared::state::{batches, dlq};
@@ -46,8 +46,8 @@ pub struct PlanCounts {
     /// Records the run will send (upserts and, in mirror mode, deletes).
     pub to_send: i64,
     pub deletes: i64,
-    /// Changed records whose new version is one a recent run delivered
-    /// before another: flapping (see [`flapping`]).
+    /// Changed records whose new version is one of the versions delivered
+    /// before the current one: flapping (see [`count`]).
     pub flapping: i64,
 }
 
@@ -285,7 +285,7 @@ const WRITES_BY_BATCH: &str = "SELECT count(*) FILTER (WHERE op = 'delete'), \
 pub async fn write_batches(
     conn: &mut PgConnection,
     run_id: i64,
-    sync: &SyncConfig,
+    sync: &str,
     rule: SendRule,
     batch_size: usize,
 ) -> Result<Vec<i32>, StateError> {
@@ -295,7 +295,7 @@ pub async fn write_batches(
          SELECT $2, n.batch_no, n.record_key, n.op, n.content_hash, $2, n.payload FROM ({}) n",
         numbered()
     )))
-    .bind(&sync.name)
+    .bind(sync)
     .bind(run_id)
     .bind(batch_size as i64)
     .bind(&classes)
@@ -310,7 +310,7 @@ pub async fn write_batches(
 /// writing them (the dry run).
 pub async fn planned_writes(
     conn: &mut PgConnection,
-    sync: &SyncConfig,
+    sync: &str,
     rule: SendRule,
     batch_size: usize,
 ) -> Result<Vec<BatchWrites>, StateError> {
@@ -319,7 +319,7 @@ pub async fn planned_writes(
         "WITH rows AS ({}) {WRITES_BY_BATCH}",
         numbered()
     )))
-    .bind(&sync.name)
+    .bind(sync)
     .bind(0_i64)
     .bind(batch_size as i64)
     .bind(&classes)

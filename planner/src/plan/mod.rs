@@ -22,7 +22,8 @@ use crate::error::PlannerError;
 pub use budget::Budget;
 pub use diff::{PlanCounts, PlanRejection, SendRule};
 
-/// How many planning rejections a report lists by key.
+/// How many planning rejections, and flapping records, a report lists by
+/// key.
 const REJECTION_SAMPLE: i64 = 20;
 
 /// What `ebb plan` prints, and what a run records before sending.
@@ -123,7 +124,7 @@ pub async fn dry_run(
         .map_err(StateError::query("starting the plan"))?;
     let (counts, rejections, flapping) =
         snapshot_and_diff(&mut tx, source.as_ref(), sync, &mapping, rule, None).await?;
-    let writes = diff::planned_writes(&mut tx, sync, rule, batch_size(config, sync)?).await?;
+    let writes = diff::planned_writes(&mut tx, &sync.name, rule, batch_size(config, sync)?).await?;
     tx.rollback()
         .await
         .map_err(StateError::query("ending the dry run"))?;
@@ -310,7 +311,7 @@ async fn plan_committed(
             &sync.primary_key,
         )
         .await?;
-        let batches = diff::write_batches(&mut tx, run_id, sync, rule, batch_size).await?;
+        let batches = diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
         let writes = diff::written_writes(&mut tx, run_id, &sync.name).await?;
         let budget = budget::estimate(config, sync, &writes);
         let mut totals = counts.totals(batches.len());
