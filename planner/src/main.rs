@@ -412,11 +412,7 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
         } => {
             let ctx = Context::open(config).await?;
             let sync = ctx.config.sync(&sync)?.clone();
-            let scope = if all {
-                verify::Scope::All
-            } else {
-                verify::Scope::Sample(sample.unwrap_or(commands::verify::DEFAULT_SAMPLE))
-            };
+            let scope = verify::Scope::asked(sample, all).map_err(PlannerError::Usage)?;
             let verification = verify::verify(&ctx.config, &ctx.pool, &sync, scope, "cli").await?;
             let drift = verifications::drift(&ctx.pool, verification.id, DRIFT_SHOWN).await?;
             if json {

@@ -16,11 +16,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use ebb_shared::StateError;
-use ebb_shared::config::{Config, SyncConfig, SyncMode};
+use ebb_shared::config::{Config, DEFAULT_VERIFY_SAMPLE, SyncConfig, SyncMode};
 use ebb_shared::destinations::record::{BatchContext, Op, OutboundRecord};
-use ebb_shared::destinations::util::limiter::Limiter;
 use ebb_shared::destinations::util::verify::differences;
-use ebb_shared::destinations::{BuildContext, Destination, util};
+use ebb_shared::destinations::{self, Destination, util};
 use ebb_shared::sources::source::resolve_mapping;
 use ebb_shared::state::verifications::{self, Drift, DriftKind, Totals, Verification};
 use sqlx::PgPool;
@@ -36,10 +35,26 @@ pub enum Scope {
     All,
 }
 
+/// The largest `sample` one may ask for; `all` reads every record.
+pub const MAX_SAMPLE: u64 = 1_000_000_000;
+
 impl Scope {
     /// `sample = N` or `all = true` of `[syncs.NAME.verify]`.
     pub fn of(sample: Option<u64>) -> Scope {
         sample.map_or(Scope::All, Scope::Sample)
+    }
+
+    /// What `ebb verify` or the API asked for: every record with `all`
+    /// (a `sample` is then ignored), else `sample` records (100 unless
+    /// given), from 1 to [`MAX_SAMPLE`].
+    pub fn asked(sample: Option<u64>, all: bool) -> Result<Scope, String> {
+        match (sample, all) {
+            (_, true) => Ok(Scope::All),
+            (Some(n), false) if !(1..=MAX_SAMPLE).contains(&n) => Err(format!(
+                "`sample` must be between 1 and {MAX_SAMPLE}, got {n} (or ask for all records)"
+            )),
+            (sample, false) => Ok(Scope::Sample(sample.unwrap_or(DEFAULT_VERIFY_SAMPLE))),
+        }
     }
 }
 
@@ -253,34 +268,30 @@ async fn build_destination(
     state: &PgPool,
     sync: &SyncConfig,
 ) -> Result<Arc<dyn Destination>, PlannerError> {
-    let destination_config = config.destination(&sync.destination).ok_or_else(|| {
-        PlannerError::Usage(format!(
-            "sync `{}` names unknown destination `{}`",
-            sync.name, sync.destination
-        ))
-    })?;
     let redis = ebb_shared::queue::connect(&config.state).await?;
     let http = util::api::client().map_err(|e| PlannerError::Usage(e.to_string()))?;
-    let limiter = Arc::new(Limiter::new(
-        redis.clone(),
-        &config.state.queue_prefix,
-        &sync.destination,
-        &destination_config.delivery().limits,
-    ));
-    let syncs: Vec<&SyncConfig> = config
-        .syncs
-        .values()
-        .filter(|other| other.destination == sync.destination)
-        .collect();
-    destination_config
-        .build(&BuildContext {
-            name: &sync.destination,
-            syncs: &syncs,
-            http: &http,
-            redis: &redis,
-            queue_prefix: &config.state.queue_prefix,
-            state,
-            limiter,
-        })
-        .map_err(|e| PlannerError::Usage(e.to_string()))
+    let built = destinations::build(config, &sync.destination, &http, &redis, state)
+        .map_err(|e| PlannerError::Usage(e.to_string()))?
+        .ok_or_else(|| {
+            PlannerError::Usage(format!(
+                "sync `{}` names unknown destination `{}`",
+                sync.name, sync.destination
+            ))
+        })?;
+    Ok(built.destination)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_between_one_and_the_maximum_and_all_wins() {
+        assert!(matches!(Scope::asked(None, false), Ok(Scope::Sample(100))));
+        assert!(matches!(Scope::asked(Some(7), false), Ok(Scope::Sample(7))));
+        assert!(matches!(Scope::asked(Some(7), true), Ok(Scope::All)));
+        let zero = Scope::asked(Some(0), false).unwrap_err();
+        assert!(zero.contains("between 1 and"), "{zero}");
+        assert!(Scope::asked(Some(MAX_SAMPLE + 1), false).is_err());
+    }
 }

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use apalis_redis::ConnectionManager;
-use ebb_shared::config::{Config, SyncConfig};
+use ebb_shared::config::Config;
 use ebb_shared::destinations::util::delivery::Target;
 use ebb_shared::destinations::util::limiter::Limiter;
 use ebb_shared::destinations::util::retry::RetryPolicy;
-use ebb_shared::destinations::{BuildContext, Destination, util};
+use ebb_shared::destinations::{self, Destination, util};
 use sqlx::PgPool;
 
 use crate::error::WorkerError;
@@ -52,38 +52,17 @@ impl Targets {
         let http = util::api::client()?;
         let mut by_sync = HashMap::new();
         for (name, destination_config) in &config.destinations {
-            let syncs: Vec<&SyncConfig> = config
-                .syncs
-                .values()
-                .filter(|sync| &sync.destination == name)
-                .collect();
-            if syncs.is_empty() {
+            let Some(built) = destinations::build(config, name, &http, redis, state)? else {
                 continue;
-            }
-            let delivery = destination_config.delivery();
-            let limiter = Arc::new(Limiter::new(
-                redis.clone(),
-                &config.state.queue_prefix,
-                name,
-                &delivery.limits,
-            ));
-            let destination = destination_config.build(&BuildContext {
-                name,
-                syncs: &syncs,
-                http: &http,
-                redis,
-                queue_prefix: &config.state.queue_prefix,
-                state,
-                limiter: limiter.clone(),
-            })?;
-            for sync in syncs {
+            };
+            for sync in built.syncs {
                 by_sync.insert(
                     sync.name.clone(),
                     SyncTarget {
                         destination_name: name.clone(),
-                        destination: destination.clone(),
-                        limiter: limiter.clone(),
-                        retry: RetryPolicy::new(delivery.max_retries),
+                        destination: built.destination.clone(),
+                        limiter: built.limiter.clone(),
+                        retry: RetryPolicy::new(destination_config.delivery().max_retries),
                         on_create_only: sync.on_create_only.clone(),
                     },
                 );

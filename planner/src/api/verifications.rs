@@ -21,9 +21,6 @@ use crate::control::trigger;
 use crate::error::PlannerError;
 use crate::verify::{self, Scope};
 
-/// The largest `sample` a request may ask for; `all` reads every record.
-const MAX_SAMPLE: u64 = 1_000_000_000;
-
 /// Drifted records a verification's detail lists.
 const DRIFT_LISTED: i64 = 500;
 
@@ -158,16 +155,7 @@ pub async fn start_verification(
         .get(&name)
         .ok_or_else(|| Problem::not_found(format!("no sync `{name}`")))?
         .clone();
-    let scope = match (request.sample, request.all) {
-        (_, true) => Scope::All,
-        (Some(n), false) if !(1..=MAX_SAMPLE).contains(&n) => {
-            return Err(Problem::bad_request(format!(
-                "`sample` must be between 1 and {MAX_SAMPLE} (or give `all`)"
-            )));
-        }
-        (Some(n), false) => Scope::Sample(n),
-        (None, false) => Scope::Sample(crate::commands::verify::DEFAULT_SAMPLE),
-    };
+    let scope = Scope::asked(request.sample, request.all).map_err(Problem::bad_request)?;
     let id = verify::start(&api.ctx.pool, &sync, scope, &caller.label()).await?;
     let ctx = api.ctx.clone();
     tokio::spawn(async move {

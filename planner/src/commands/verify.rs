@@ -5,9 +5,6 @@ use ebb_shared::state::verifications::{Drift, DriftKind, Verification};
 
 use super::one_line;
 
-/// Records `ebb verify` reads back without `--sample` or `--all`.
-pub const DEFAULT_SAMPLE: u64 = 100;
-
 pub fn print(v: &Verification, drift: &[Drift]) {
     println!(
         "verification #{} of sync `{}` → `{}` ({}{}): {} delivered records read back",

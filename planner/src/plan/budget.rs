@@ -97,19 +97,12 @@ pub fn seconds(secs: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
+    use crate::plan::test_config;
 
     fn config_with(destination: &str) -> Config {
-        let text = format!(
+        test_config(&format!(
             r#"
-[state]
-database_url = "postgres://x@127.0.0.1/x"
-redis_url = "redis://127.0.0.1"
-[sources.wh]
-type = "postgres"
-url = "postgres://x@127.0.0.1/x"
 [destinations.crm]
 {destination}
 [syncs.contacts]
@@ -126,8 +119,7 @@ primary_key = "id"
 destination = "crm"
 mapping = {{ id = "id", email = "email" }}
 "#
-        );
-        Config::parse(Path::new("t.toml"), &text, &|_| None).expect("config")
+        ))
     }
 
     fn batch(removes: u64, updates_by_id: u64, writes: u64) -> BatchWrites {

@@ -411,21 +411,30 @@ pub(crate) fn guardrail_crossed(
     (!crossed.is_empty()).then(|| crossed.join("; "))
 }
 
+/// Parses a config of `rest` (destinations and syncs) under a state
+/// database and a `wh` Postgres source, for the planner's unit tests.
 #[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    fn sync(guardrails: &str) -> SyncConfig {
-        let text = format!(
-            r#"
+pub(crate) fn test_config(rest: &str) -> Config {
+    let text = format!(
+        r#"
 [state]
 database_url = "postgres://x@127.0.0.1/x"
 redis_url = "redis://127.0.0.1"
 [sources.wh]
 type = "postgres"
 url = "postgres://x@127.0.0.1/x"
+{rest}"#
+    );
+    Config::parse(std::path::Path::new("t.toml"), &text, &|_| None).expect("config")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync(guardrails: &str) -> SyncConfig {
+        test_config(&format!(
+            r#"
 [destinations.sink]
 type = "http"
 url = "http://127.0.0.1:9/"
@@ -437,12 +446,10 @@ destination = "sink"
 mode = "mirror"
 guardrails = {{ {guardrails} }}
 "#
-        );
-        Config::parse(Path::new("t.toml"), &text, &|_| None)
-            .expect("config")
-            .sync("s")
-            .expect("sync")
-            .clone()
+        ))
+        .sync("s")
+        .expect("sync")
+        .clone()
     }
 
     fn counts(rows_read: u64, unchanged: i64, changed: i64, removed: i64) -> PlanCounts {

@@ -39,8 +39,8 @@ pub use error::ConfigError;
 pub use interpolate::interpolate;
 pub use state::StateConfig;
 pub use sync::{
-    DEFAULT_MAX_RECORD_BYTES, FieldMapping, Guardrails, MAX_MAX_RECORD_BYTES, Model, ModelOrigin,
-    SyncConfig, SyncMode, SyncSchedule, VerifySchedule,
+    DEFAULT_MAX_RECORD_BYTES, DEFAULT_VERIFY_SAMPLE, FieldMapping, Guardrails,
+    MAX_MAX_RECORD_BYTES, Model, ModelOrigin, SyncConfig, SyncMode, SyncSchedule, VerifySchedule,
 };
 pub use table::ConnectorTable;
 pub use telemetry::{OtlpProtocol, TelemetryConfig};

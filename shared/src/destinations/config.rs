@@ -1,7 +1,8 @@
 //! [`DestinationConfig`]: what every destination type's typed config can
 //! do (report its delivery settings, check a sync's mapping, build the
 //! destination for a worker, check the connection for `ebb check
-//! --connect`), and what building one is given.
+//! --connect`), what building one is given, and [`build`], which builds
+//! one as every process does.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use super::budget::BatchWrites;
 use super::destination::Destination;
 use super::error::DestinationError;
 use super::util::limiter::Limiter;
-use crate::config::{AsAny, DeliverySettings, FieldMapping, SyncConfig};
+use crate::config::{AsAny, Config, DeliverySettings, FieldMapping, SyncConfig};
 
 /// A destination type's typed config, read from its `[destinations.NAME]`
 /// table by the parser its registry entry names.
@@ -96,6 +97,60 @@ pub struct BuildContext<'a> {
     pub state: &'a PgPool,
     /// The destination's limits, shared by its syncs.
     pub limiter: Arc<Limiter>,
+}
+
+/// A destination built by [`build`].
+pub struct Built<'c> {
+    pub destination: Arc<dyn Destination>,
+    /// Carries the destination's limits, shared by every sync writing to
+    /// it, across all processes.
+    pub limiter: Arc<Limiter>,
+    /// The syncs that write to it.
+    pub syncs: Vec<&'c SyncConfig>,
+}
+
+/// Builds destination `name` of `config` as workers and `ebb verify` do:
+/// with the limiter every process shares through `redis`, for the syncs
+/// that write to it. `None` when no sync writes to it (or it is not in
+/// `config`).
+pub fn build<'c>(
+    config: &'c Config,
+    name: &str,
+    http: &reqwest::Client,
+    redis: &ConnectionManager,
+    state: &PgPool,
+) -> Result<Option<Built<'c>>, DestinationError> {
+    let Some(destination_config) = config.destination(name) else {
+        return Ok(None);
+    };
+    let syncs: Vec<&SyncConfig> = config
+        .syncs
+        .values()
+        .filter(|sync| sync.destination == name)
+        .collect();
+    if syncs.is_empty() {
+        return Ok(None);
+    }
+    let limiter = Arc::new(Limiter::new(
+        redis.clone(),
+        &config.state.queue_prefix,
+        name,
+        &destination_config.delivery().limits,
+    ));
+    let destination = destination_config.build(&BuildContext {
+        name,
+        syncs: &syncs,
+        http,
+        redis,
+        queue_prefix: &config.state.queue_prefix,
+        state,
+        limiter: limiter.clone(),
+    })?;
+    Ok(Some(Built {
+        destination,
+        limiter,
+        syncs,
+    }))
 }
 
 /// What `ebb check --connect` found for one sync's destination.

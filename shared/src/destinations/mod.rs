@@ -25,7 +25,8 @@ pub mod postgres;
 pub mod salesforce;
 
 pub use config::{
-    BuildContext, ConnectionCheck, ConnectionProblem, DestinationConfig, MappingReport,
+    BuildContext, Built, ConnectionCheck, ConnectionProblem, DestinationConfig, MappingReport,
+    build,
 };
 pub use destination::Destination;
 pub use error::DestinationError;

@@ -15,6 +15,9 @@ use crate::destinations::destination::ReadBack;
 use crate::destinations::record::OutboundRecord;
 use crate::destinations::util::api::Failure;
 use crate::destinations::util::vendor::RequestBudget;
+use crate::destinations::util::verify::{
+    by_destination_id, delivered_field_names, destination_ids,
+};
 
 #[derive(Deserialize)]
 struct ReadAnswer {
@@ -34,24 +37,8 @@ struct ReadObject {
 impl HubSpotDestination {
     pub(super) async fn read_objects(&self, records: &[OutboundRecord]) -> ReadBack {
         let budget = RequestBudget::new(&self.limiter);
-        let mut properties: Vec<String> = Vec::new();
-        for record in records {
-            if let Some(fields) = &record.fields
-                && let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields.get())
-            {
-                for name in fields.keys() {
-                    if !properties.contains(name) {
-                        properties.push(name.clone());
-                    }
-                }
-            }
-        }
-        // A record delivered without an id (before Ebb kept them) cannot
-        // be read: it counts as missing.
-        let ids: Vec<&str> = records
-            .iter()
-            .filter_map(|r| r.destination_id.as_deref())
-            .collect();
+        let properties = delivered_field_names(records);
+        let ids = destination_ids(records);
         let mut found: HashMap<String, Map<String, Value>> = HashMap::new();
         for chunk in ids.chunks(MAX_BATCH) {
             let body = serde_json::json!({
@@ -64,14 +51,9 @@ impl HubSpotDestination {
                 found.insert(object.id, object.properties);
             }
         }
-        Ok(records
-            .iter()
-            .map(|r| r.destination_id.as_ref().and_then(|id| found.remove(id)))
-            .collect())
+        Ok(by_destination_id(records, found))
     }
-}
 
-impl HubSpotDestination {
     /// A `batch/read`, waited out on 429 and retried on transient
     /// failures, a few times.
     async fn read_with_retries(

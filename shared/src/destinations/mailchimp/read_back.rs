@@ -13,7 +13,7 @@ use super::{MailchimpDestination, subscriber_hash};
 use crate::destinations::destination::ReadBack;
 use crate::destinations::record::OutboundRecord;
 use crate::destinations::util::api::{Failure, parse_answer};
-use crate::destinations::util::vendor::RequestBudget;
+use crate::destinations::util::vendor::{RequestBudget, fields_of};
 
 #[derive(Deserialize)]
 struct Member {
@@ -55,18 +55,21 @@ impl MailchimpDestination {
                 }
                 Err(failure) => return Err(describe(failure, &self.config.base_url)),
             };
-            found.push((member.status != "archived").then(|| fields_of(member)));
+            found.push((member.status != "archived").then(|| as_delivered(member)));
         }
         Ok(found)
     }
 }
 
 fn delivered_email(record: &OutboundRecord) -> Option<String> {
-    let fields: Map<String, Value> = serde_json::from_str(record.fields.as_ref()?.get()).ok()?;
-    fields.get(EMAIL)?.as_str().map(str::to_owned)
+    fields_of(record)
+        .ok()?
+        .get(EMAIL)?
+        .as_str()
+        .map(str::to_owned)
 }
 
-fn fields_of(member: Member) -> Map<String, Value> {
+fn as_delivered(member: Member) -> Map<String, Value> {
     let mut fields = member.merge_fields;
     fields.insert(EMAIL.into(), Value::String(member.email_address));
     let mut tags: Vec<String> = member.tags.into_iter().map(|t| t.name).collect();

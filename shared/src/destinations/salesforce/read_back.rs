@@ -13,6 +13,9 @@ use super::service::Payload;
 use crate::destinations::destination::ReadBack;
 use crate::destinations::record::OutboundRecord;
 use crate::destinations::util::vendor::RequestBudget;
+use crate::destinations::util::verify::{
+    by_destination_id, delivered_field_names, destination_ids,
+};
 
 /// Ids one retrieve takes.
 const RETRIEVE_MAX: usize = 2_000;
@@ -20,24 +23,8 @@ const RETRIEVE_MAX: usize = 2_000;
 impl SalesforceDestination {
     pub(super) async fn read_records(&self, records: &[OutboundRecord]) -> ReadBack {
         let budget = RequestBudget::new(&self.limiter);
-        let mut fields: Vec<String> = Vec::new();
-        for record in records {
-            if let Some(delivered) = &record.fields
-                && let Ok(Value::Object(delivered)) = serde_json::from_str::<Value>(delivered.get())
-            {
-                for name in delivered.keys() {
-                    if !fields.contains(name) {
-                        fields.push(name.clone());
-                    }
-                }
-            }
-        }
-        // A record delivered without an id (before Ebb kept them) cannot be
-        // read: it counts as missing.
-        let ids: Vec<&str> = records
-            .iter()
-            .filter_map(|r| r.destination_id.as_deref())
-            .collect();
+        let fields = delivered_field_names(records);
+        let ids = destination_ids(records);
         let path = format!("/composite/sobjects/{}", self.config.object);
         let mut found: HashMap<String, Map<String, Value>> = HashMap::new();
         for chunk in ids.chunks(RETRIEVE_MAX) {
@@ -65,9 +52,6 @@ impl SalesforceDestination {
                 }
             }
         }
-        Ok(records
-            .iter()
-            .map(|r| r.destination_id.as_ref().and_then(|id| found.remove(id)))
-            .collect())
+        Ok(by_destination_id(records, found))
     }
 }

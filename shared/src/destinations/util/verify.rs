@@ -2,8 +2,13 @@
 //! (`ebb verify`): field by field, with values compared as JSON where the
 //! destination keeps types (numbers by value, timestamps by instant).
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::vendor::fields_of;
+use crate::destinations::record::OutboundRecord;
 
 /// A field whose value differs at the destination.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -32,6 +37,42 @@ pub fn differences(
                 found: held.clone(),
             })
         })
+        .collect()
+}
+
+/// The fields `records` were delivered with, each name once, in the order
+/// first seen: what a read asks the destination for.
+pub fn delivered_field_names(records: &[OutboundRecord]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for fields in records.iter().filter_map(|r| fields_of(r).ok()) {
+        for name in fields.keys() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names
+}
+
+/// The destination ids of `records`, for a read by id. A record delivered
+/// without one (before Ebb kept them) cannot be read: [`by_destination_id`]
+/// answers it missing.
+pub fn destination_ids(records: &[OutboundRecord]) -> Vec<&str> {
+    records
+        .iter()
+        .filter_map(|r| r.destination_id.as_deref())
+        .collect()
+}
+
+/// What a read by id `found` (by destination id), in the order of
+/// `records`: `None` for a record the destination no longer has.
+pub fn by_destination_id(
+    records: &[OutboundRecord],
+    mut found: HashMap<String, Map<String, Value>>,
+) -> Vec<Option<Map<String, Value>>> {
+    records
+        .iter()
+        .map(|r| r.destination_id.as_ref().and_then(|id| found.remove(id)))
         .collect()
 }
 
