@@ -59,6 +59,9 @@ pub struct SalesforceState {
     /// Calls answered 401 because the token was unknown or expired.
     pub expired_answers: u32,
     pub requests: Vec<String>,
+    /// Every record an update by id was given (collections and bulk jobs
+    /// alike), as it arrived.
+    pub updates: Vec<Map<String, Value>>,
     /// The next this many API calls are answered 403 REQUEST_LIMIT_EXCEEDED.
     pub limit_left: u32,
     pub drop_after_apply_left: u32,
@@ -648,6 +651,7 @@ fn upsert_one(s: &mut SalesforceState, record: &Map<String, Value>) -> Value {
 
 /// Updates one record by its `id` (`Id` in bulk data); returns its save result.
 fn update_one(s: &mut SalesforceState, record: &Map<String, Value>) -> Value {
+    s.updates.push(record.clone());
     let id = record
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("id"))

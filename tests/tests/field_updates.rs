@@ -6,7 +6,7 @@
 
 use ebb_tests::hubspot::{HubSpot, TOKEN};
 use ebb_tests::{TestEnv, create_replica, exec, seed_customers};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
 {HEADER}
@@ -219,4 +219,90 @@ async fn on_create_only_needs_a_mapped_field_on_a_destination_that_keeps_it() {
             && stderr.contains("`lead_source` is not a mapped field"),
         "{stderr}"
     );
+}
+
+const SALESFORCE: &str = r#"
+{HEADER}
+
+[destinations.crm]
+type = "salesforce"
+login_url = "{SF_URL}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+refresh_token = "{REFRESH_TOKEN}"
+api_version = "62.0"
+api = "{API}"
+object = "Contact"
+external_id = "Warehouse_Id__c"
+
+[syncs.contacts]
+source = "warehouse"
+model = "SELECT id, email, first_name, plan, ltv FROM analytics.customers WHERE id <= 30"
+primary_key = "id"
+destination = "crm"
+on_create_only = ["LastName"]
+
+[syncs.contacts.mapping]
+Warehouse_Id__c = "id"
+Email = "email"
+LastName = "first_name"
+Plan__c = "plan"
+Lifetime_Value__c = "ltv"
+"#;
+
+#[tokio::test]
+async fn salesforce_updates_by_id_carry_only_changed_fields_in_collections_and_bulk_jobs() {
+    use ebb_tests::salesforce::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, Salesforce};
+    for api in ["collections", "bulk"] {
+        let salesforce = Salesforce::start().await;
+        let mut env = TestEnv::new(
+            SALESFORCE,
+            &[
+                ("{SF_URL}", salesforce.url()),
+                ("{CLIENT_ID}", CLIENT_ID.to_owned()),
+                ("{CLIENT_SECRET}", CLIENT_SECRET.to_owned()),
+                ("{REFRESH_TOKEN}", REFRESH_TOKEN.to_owned()),
+                ("{API}", api.to_owned()),
+            ],
+        )
+        .await;
+        seed_customers(&env.warehouse, 30).await;
+        env.start_worker(1);
+        let first = env.run_sync("contacts", &[]).await;
+        assert_eq!(first["delivered"], 30, "{api}: {first}");
+        exec(
+            &env.warehouse,
+            "UPDATE analytics.customers SET plan = 'enterprise', first_name = 'Renamed' || id",
+        )
+        .await;
+        let second = env.run_sync("contacts", &[]).await;
+        assert_eq!(second["delivered"], 30, "{api}: {second}");
+        let updates = salesforce.with(|s| s.updates.clone());
+        assert_eq!(updates.len(), 30, "{api}");
+        for update in &updates {
+            let mut fields: Vec<&str> = update
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !k.eq_ignore_ascii_case("id") && *k != "attributes")
+                .collect();
+            fields.sort();
+            assert_eq!(
+                fields,
+                vec!["Plan__c"],
+                "{api}: only the changed field, never LastName: {update:?}"
+            );
+        }
+        let kept = salesforce.with(|s| {
+            s.live()
+                .iter()
+                .filter(|(_, r)| {
+                    r.fields
+                        .get("LastName")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| n.starts_with("Name"))
+                })
+                .count()
+        });
+        assert_eq!(kept, 30, "{api}: LastName set on create and kept");
+    }
 }

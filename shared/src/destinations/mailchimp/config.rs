@@ -230,6 +230,25 @@ mod tests {
     }
 
     #[test]
+    fn a_sync_to_mailchimp_cannot_keep_fields_set_on_create() {
+        let text = with_mailchimp(
+            "0123abcd-us6",
+            "",
+            "email_address = \"email\"\nFNAME = \"first_name\"",
+        )
+        .replace(
+            "destination = \"newsletter\"",
+            "destination = \"newsletter\"\n    on_create_only = [\"FNAME\"]",
+        );
+        let err = parse_config(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("syncs.subscribers.on_create_only")
+                && err.contains("writes every mapped field on update"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn mailchimp_destination_takes_its_data_center_from_the_key() {
         let config = parse_config(&with_mailchimp(
             "0123abcd-us6",

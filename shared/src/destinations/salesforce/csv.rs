@@ -83,6 +83,20 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_field_a_record_leaves_alone_is_an_empty_cell_and_null_clears() {
+        let columns = vec!["Id".to_owned(), "Plan__c".to_owned(), "Phone".to_owned()];
+        let (id, plan, null) = (json!("003x"), json!("pro"), json!(null));
+        let text = write(
+            &columns,
+            &[
+                vec![Some(&id), Some(&plan), None],
+                vec![Some(&id), None, Some(&null)],
+            ],
+        );
+        assert_eq!(text, "Id,Plan__c,Phone\n003x,pro,\n003x,,#N/A\n");
+    }
+
+    #[test]
     fn round_trips_quotes_commas_line_breaks_and_nulls() {
         let values = [
             json!("O\"Brien, Ann"),
