@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL, Redis and MariaDB answer on 127.0.0.1 (5432, 6379,
 # 3306): starts them if they are installed but stopped, installs them (Debian)
-# if missing. MariaDB is the warehouse of the `mysql` source's tests.
+# if missing. MariaDB is the warehouse of the `mysql` source's tests. Also
+# installs Debian's Chromium and ChromeDriver, which the web UI's browser
+# tests (tests/tests/ui.rs) drive.
 set -euo pipefail
 
 log() { echo "[ebb] $*" >&2; }
@@ -75,4 +77,8 @@ if ! mariadb_ready; then
     GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;"
 fi
 mariadb_ready || { log "MariaDB did not come up on 127.0.0.1:3306"; exit 1; }
-log "PostgreSQL, Redis and MariaDB are ready"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  log "installing Chromium and ChromeDriver (the web UI's browser tests)"
+  apt_install chromium chromium-driver
+fi
+log "PostgreSQL, Redis, MariaDB and Chromium are ready"

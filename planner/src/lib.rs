@@ -12,6 +12,7 @@ pub mod error;
 pub mod leader;
 pub mod plan;
 pub mod progress;
+pub mod ui;
 pub mod verify;
 pub mod watchdog;
 

@@ -105,7 +105,7 @@ impl Auth {
 
     /// The caller a request's headers name.
     pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
-        let tokens = match self {
+        match self {
             Auth::Off => {
                 return Err(Problem::not_found(
                     "the API is off: add an [api] section with tokens to ebb.toml",
@@ -117,28 +117,73 @@ impl Auth {
                     role: Role::Operator,
                 });
             }
-            Auth::Tokens { tokens, .. } => tokens,
-        };
+            Auth::Tokens { .. } => {}
+        }
         let Some(presented) = bearer(headers) else {
             return Err(Problem::unauthorized(
                 "send `Authorization: Bearer <token>` with a token from [api].tokens",
             ));
         };
-        let presented = digest(presented.as_bytes());
+        self.by_digest(&digest(presented.as_bytes()))
+            .ok_or_else(|| Problem::unauthorized("the token is not one of [api].tokens"))
+    }
+}
+
+impl Auth {
+    /// Who logs in to the web UI with `token`, and the token's digest to
+    /// keep with the session (none when serve runs without auth, where any
+    /// token, or none, logs in as `anonymous`).
+    pub fn login(&self, token: &str) -> Result<(Caller, Option<[u8; 32]>), Problem> {
+        match self {
+            Auth::Off => Err(Problem::not_found(
+                "the web UI is off: add an [api] section with tokens to ebb.toml",
+            )),
+            Auth::Insecure => Ok((
+                Caller {
+                    name: "anonymous".into(),
+                    role: Role::Operator,
+                },
+                None,
+            )),
+            Auth::Tokens { .. } => {
+                let presented = digest(token.trim().as_bytes());
+                let caller = self.by_digest(&presented).ok_or_else(|| {
+                    Problem::unauthorized("that token is not one of [api].tokens in ebb.toml")
+                })?;
+                Ok((caller, Some(presented)))
+            }
+        }
+    }
+
+    /// The caller of a UI session opened with a token of this digest:
+    /// `None` once the token is no longer in the config.
+    pub fn session_caller(&self, token_digest: Option<&[u8]>) -> Option<Caller> {
+        match (self, token_digest) {
+            (Auth::Insecure, None) => Some(Caller {
+                name: "anonymous".into(),
+                role: Role::Operator,
+            }),
+            (Auth::Tokens { .. }, Some(presented)) => self.by_digest(presented),
+            _ => None,
+        }
+    }
+
+    fn by_digest(&self, presented: &[u8]) -> Option<Caller> {
+        let Auth::Tokens { tokens, .. } = self else {
+            return None;
+        };
         // Every token is compared, so the time taken says nothing about
-        // which one (or how much of one) matched.
+        // which one matched.
         let mut found: Option<&KnownToken> = None;
         for token in tokens {
-            if bool::from(token.digest.ct_eq(&presented)) {
+            if bool::from(token.digest.as_slice().ct_eq(presented)) {
                 found = Some(token);
             }
         }
-        found
-            .map(|t| Caller {
-                name: t.name.clone(),
-                role: t.role,
-            })
-            .ok_or_else(|| Problem::unauthorized("the token is not one of [api].tokens"))
+        found.map(|t| Caller {
+            name: t.name.clone(),
+            role: t.role,
+        })
     }
 }
 
@@ -225,6 +270,47 @@ mod tests {
             assert_eq!(problem.status, 401, "{bad}");
         }
         assert_eq!(auth.caller(&HeaderMap::new()).unwrap_err().status, 401);
+    }
+
+    #[test]
+    fn ui_sessions_last_as_long_as_their_token() {
+        let auth = auth();
+        let (viewer, digest) = auth.login(" viewer-token-0123456789 ").unwrap();
+        assert_eq!(
+            (viewer.name.as_str(), viewer.role),
+            ("grafana", Role::Viewer)
+        );
+        let digest = digest.expect("a token's digest is kept with the session");
+        assert_eq!(
+            auth.session_caller(Some(&digest)).map(|c| c.name),
+            Some("grafana".into())
+        );
+        assert_eq!(auth.login("nope").unwrap_err().status, 401);
+        assert!(
+            auth.session_caller(None).is_none(),
+            "no anonymous sessions when tokens are set"
+        );
+        // The token rotated in the config: the old session's digest is unknown.
+        let rotated = Auth::from_config(
+            Some(&ApiConfig {
+                tokens: vec![ApiToken {
+                    name: "grafana".into(),
+                    token: Secret::new("viewer-token-rotated"),
+                    role: Role::Viewer,
+                }],
+                protect_metrics: false,
+            }),
+            false,
+        )
+        .unwrap();
+        assert!(rotated.session_caller(Some(&digest)).is_none());
+        let insecure = Auth::from_config(None, true).unwrap();
+        assert_eq!(
+            insecure.session_caller(None).map(|c| c.role),
+            Some(Role::Operator)
+        );
+        assert!(insecure.session_caller(Some(&digest)).is_none());
+        assert!(Auth::Off.login("viewer-token-0123456789").is_err());
     }
 
     #[test]

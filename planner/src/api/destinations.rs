@@ -11,6 +11,7 @@ use super::paging::Page;
 use super::problem::Problem;
 use crate::commands::limits::{self, DestinationLimits};
 use crate::enqueue::Queue;
+use crate::error::PlannerError;
 
 /// Every destination, in name order.
 #[utoipa::path(get, path = "/destinations", tag = "destinations",
@@ -23,26 +24,23 @@ use crate::enqueue::Queue;
 pub async fn list_destinations(
     State(api): State<Arc<ApiState>>,
 ) -> Result<Json<Page<DestinationLimits>>, Problem> {
+    Ok(Json(Page {
+        items: current(&api).await?,
+        next_cursor: None,
+    }))
+}
+
+/// Every destination's limits as they stand, on the connection the API
+/// keeps (opened again after an error).
+pub(crate) async fn current(api: &ApiState) -> Result<Vec<DestinationLimits>, PlannerError> {
     let mut queue = api.queue.lock().await;
-    if queue.is_none() {
-        let connected = Queue::connect(&api.ctx.config.state, &api.ctx.config.worker)
-            .await
-            .map_err(crate::error::PlannerError::from)?;
-        *queue = Some(connected);
-    }
-    let Some(connected) = queue.as_mut() else {
-        return Err(Problem::from(crate::error::PlannerError::Usage(
-            "no queue connection".into(),
-        )));
+    let connected = match queue.as_mut() {
+        Some(connected) => connected,
+        None => queue.insert(Queue::connect(&api.ctx.config.state, &api.ctx.config.worker).await?),
     };
-    match limits::collect_on(&api.ctx.config, connected).await {
-        Ok(items) => Ok(Json(Page {
-            items,
-            next_cursor: None,
-        })),
-        Err(e) => {
-            *queue = None;
-            Err(e.into())
-        }
+    let limits = limits::collect_on(&api.ctx.config, connected).await;
+    if limits.is_err() {
+        *queue = None;
     }
+    limits
 }

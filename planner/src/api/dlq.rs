@@ -14,9 +14,7 @@ use super::ApiState;
 use super::auth::Caller;
 use super::paging::{self, Page};
 use super::problem::{ApiBody, ApiPath, ApiQuery, Problem};
-use crate::commands::run::enqueue;
 use crate::control::dlq::{self as control, Selection};
-use crate::plan;
 
 /// Which entries to list, oldest first.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -192,6 +190,8 @@ pub async fn list_dlq(
             status: query.status.map(DlqStatus::as_str),
             include_closed: false,
             reason,
+            record_key: None,
+            reason_group: None,
             after_id: paging::id_cursor(query.cursor.as_deref())?,
             limit: limit + 1,
         },
@@ -251,18 +251,7 @@ pub async fn replay_dlq(
             "no open DLQ entry has a reason containing NUL",
         ));
     }
-    let targets = control::replay_targets(&api.ctx.pool, &selection).await?;
-    let mut started = Vec::new();
-    for (sync_name, ids) in targets {
-        let sync = api.ctx.config.syncs.get(&sync_name).ok_or_else(|| {
-            Problem::conflict(format!("sync `{sync_name}` is no longer in the config"))
-        })?;
-        let planned =
-            plan::replay::plan_replay(&api.ctx.config, &api.ctx.pool, sync, ids.as_deref()).await?;
-        let run_id = planned.run_id;
-        enqueue(&api.ctx, &planned).await?;
-        started.push(ebb_shared::state::runs::get(&api.ctx.pool, run_id).await?);
-    }
+    let started = control::replay(&api.ctx, &selection).await?;
     Ok((StatusCode::ACCEPTED, Json(Replayed { runs: started })))
 }
 

@@ -14,7 +14,7 @@
 
 mod alerts;
 pub mod auth;
-mod destinations;
+pub(crate) mod destinations;
 mod dlq;
 mod paging;
 pub mod problem;
@@ -83,12 +83,18 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The API's routes, behind `auth`, and its OpenAPI document.
-pub fn router(ctx: Arc<Context>, auth: Arc<Auth>) -> Router {
-    let state = Arc::new(ApiState {
-        ctx,
-        queue: Mutex::new(None),
-    });
+impl ApiState {
+    pub fn new(ctx: Arc<Context>) -> ApiState {
+        ApiState {
+            ctx,
+            queue: Mutex::new(None),
+        }
+    }
+}
+
+/// The API's routes, behind `auth`, and its OpenAPI document. Paths it does
+/// not know are left to the caller's fallback (see [`not_found`]).
+pub fn router(state: Arc<ApiState>, auth: Arc<Auth>) -> Router {
     let v1 = OpenApiRouter::new()
         .routes(routes!(syncs::list_syncs))
         .routes(routes!(syncs::get_sync))
@@ -131,9 +137,6 @@ pub fn router(ctx: Arc<Context>, auth: Arc<Auth>) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        .fallback(|| async {
-            Problem::not_found("no such path in Ebb's API; see /api/v1/openapi.json")
-        })
         .method_not_allowed_fallback(|| async {
             Problem::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
@@ -148,4 +151,9 @@ pub fn router(ctx: Arc<Context>, auth: Arc<Auth>) -> Router {
         ))
         .merge(webhooks)
         .with_state(state)
+}
+
+/// The answer to a path under `/api/` that the API does not have.
+pub fn not_found() -> Problem {
+    Problem::not_found("no such path in Ebb's API; see /api/v1/openapi.json")
 }

@@ -177,19 +177,8 @@ pub async fn cancel_run(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Run>, Problem> {
     caller.require_operator()?;
-    let run = runs::get(&api.ctx.pool, id).await?;
-    if !runs::cancel(&api.ctx.pool, id, &caller.label()).await? {
-        return Err(Problem::conflict(format!(
-            "run #{id} has already ended ({})",
-            run.state
-        )));
-    }
-    ebb_shared::telemetry::metrics::run_ended(
-        &run.sync_name,
-        "cancelled",
-        (chrono::Utc::now() - run.created_at).to_std().ok(),
-    );
-    Ok(Json(runs::get(&api.ctx.pool, id).await?))
+    let run = crate::control::runs::cancel(&api.ctx.pool, id, &caller.label()).await?;
+    Ok(Json(run))
 }
 
 /// Approves a run a guardrail held: it becomes running and its batches go

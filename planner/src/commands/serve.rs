@@ -29,6 +29,7 @@ use crate::control::trigger;
 use crate::enqueue::Queue;
 use crate::error::PlannerError;
 use crate::leader;
+use crate::ui;
 use crate::watchdog::Watchdog;
 
 /// What the unauthenticated endpoints share: one Redis connection, kept
@@ -76,12 +77,21 @@ pub async fn serve(
         queue: Mutex::new(None),
         at_once: Semaphore::new(PROBES_AT_ONCE),
     });
+    let api_state = Arc::new(api::ApiState::new(ctx.clone()));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(probes)
-        .merge(api::router(ctx.clone(), auth));
+        .merge(api::router(api_state.clone(), auth.clone()))
+        .merge(ui::router(api_state, auth))
+        .fallback(|uri: axum::http::Uri| async move {
+            if uri.path().starts_with("/api/") {
+                api::not_found().into_response()
+            } else {
+                ui::not_found().await
+            }
+        });
     tracing::info!(%listen, "serving /healthz, /readyz and /metrics");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 

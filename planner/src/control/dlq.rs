@@ -3,9 +3,13 @@
 use std::collections::BTreeMap;
 
 use ebb_shared::state::dlq;
+use ebb_shared::state::runs::{self, Run};
 use sqlx::PgPool;
 
+use crate::commands::run::enqueue;
+use crate::context::Context;
 use crate::error::PlannerError;
+use crate::plan;
 
 /// Which entries an operator means.
 #[derive(Debug, Clone, Default)]
@@ -100,6 +104,23 @@ pub async fn replay_targets(
         ));
     }
     Ok(by_sync.into_iter().map(|(s, ids)| (s, Some(ids))).collect())
+}
+
+/// Replays the selected entries: one replay run per sync, planned and
+/// enqueued; returns the runs started.
+pub async fn replay(ctx: &Context, selection: &Selection) -> Result<Vec<Run>, PlannerError> {
+    let targets = replay_targets(&ctx.pool, selection).await?;
+    let mut started = Vec::new();
+    for (sync_name, ids) in targets {
+        let sync = ctx.config.syncs.get(&sync_name).ok_or_else(|| {
+            PlannerError::Conflict(format!("sync `{sync_name}` is no longer in the config"))
+        })?;
+        let planned =
+            plan::replay::plan_replay(&ctx.config, &ctx.pool, sync, ids.as_deref()).await?;
+        enqueue(ctx, &planned).await?;
+        started.push(runs::get(&ctx.pool, planned.run_id).await?);
+    }
+    Ok(started)
 }
 
 /// Closes the selected open entries without sending them; returns the ids

@@ -48,6 +48,10 @@ pub struct DlqFilter<'a> {
     pub include_closed: bool,
     /// Only entries whose reason contains this (case-insensitive).
     pub reason: Option<&'a str>,
+    /// Only the entries of the record with this primary key.
+    pub record_key: Option<&'a str>,
+    /// Only the entries of this reason group (see [`reasons`]).
+    pub reason_group: Option<&'a str>,
     /// Only entries with a larger id (the page after a cursor).
     pub after_id: Option<i64>,
     pub limit: i64,
@@ -60,6 +64,8 @@ pub async fn list(pool: &PgPool, filter: &DlqFilter<'_>) -> Result<Vec<DlqEntry>
            AND (CASE WHEN $2::text IS NOT NULL THEN status = $2 ELSE ($3 OR status = 'open') END) \
            AND ($4::text IS NULL OR strpos(lower(reason), lower($4)) > 0) \
            AND ($5::bigint IS NULL OR id > $5) \
+           AND ($7::text IS NULL OR record_key = $7) \
+           AND ($8::text IS NULL OR reason_group = $8) \
          ORDER BY id LIMIT $6"
     )))
     .bind(filter.sync)
@@ -68,6 +74,8 @@ pub async fn list(pool: &PgPool, filter: &DlqFilter<'_>) -> Result<Vec<DlqEntry>
     .bind(filter.reason)
     .bind(filter.after_id)
     .bind(filter.limit)
+    .bind(filter.record_key)
+    .bind(filter.reason_group)
     .fetch_all(pool)
     .await
     .map_err(StateError::query("listing the DLQ"))
@@ -253,4 +261,61 @@ pub async fn supersede_outdated(
     .await
     .map_err(StateError::query("closing superseded DLQ entries"))?;
     Ok(closed.rows_affected() as i64)
+}
+
+/// Entries of one sync and stage refused for the same reason: their
+/// reasons with each record's own key and values replaced by `…`
+/// (`ebb_reason_group`, migration 0014).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ReasonGroup {
+    pub sync_name: String,
+    pub stage: String,
+    pub reason_group: String,
+    pub entries: i64,
+}
+
+/// The entries `filter` selects (all pages), grouped by sync, stage and
+/// reason group, largest group first.
+pub async fn reasons(
+    pool: &PgPool,
+    filter: &DlqFilter<'_>,
+) -> Result<Vec<ReasonGroup>, StateError> {
+    sqlx::query_as(
+        "SELECT sync_name, stage, reason_group, count(*) AS entries FROM ebb_dlq \
+         WHERE ($1::text IS NULL OR sync_name = $1) \
+           AND (CASE WHEN $2::text IS NOT NULL THEN status = $2 ELSE ($3 OR status = 'open') END) \
+           AND ($4::text IS NULL OR strpos(lower(reason), lower($4)) > 0) \
+           AND ($6::text IS NULL OR record_key = $6) \
+           AND ($7::text IS NULL OR reason_group = $7) \
+         GROUP BY sync_name, stage, reason_group ORDER BY count(*) DESC, sync_name, reason_group LIMIT $5",
+    )
+    .bind(filter.sync)
+    .bind(filter.status)
+    .bind(filter.include_closed)
+    .bind(filter.reason)
+    .bind(filter.limit)
+    .bind(filter.record_key)
+    .bind(filter.reason_group)
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("grouping the DLQ by reason"))
+}
+
+/// The open entries of `sync` refused at `stage` in the reason group
+/// `group`.
+pub async fn open_in_group(
+    pool: &PgPool,
+    sync: &str,
+    stage: &str,
+    group: &str,
+) -> Result<Vec<i64>, StateError> {
+    sqlx::query_scalar(
+        "SELECT id FROM ebb_dlq WHERE sync_name = $1 AND stage = $2 AND reason_group = $3 AND status = 'open' ORDER BY id",
+    )
+    .bind(sync)
+    .bind(stage)
+    .bind(group)
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("finding the DLQ entries of a reason group"))
 }

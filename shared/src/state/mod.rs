@@ -19,7 +19,8 @@
 //!   wrong with a sync, and the messages that say so;
 //! - [`ticks`] (`ebb_schedule_ticks`): the schedule ticks planners fired;
 //! - [`verifications`] (`ebb_verifications`, `ebb_verification_drift`):
-//!   records read back from destinations, and how they drifted.
+//!   records read back from destinations, and how they drifted;
+//! - [`ui_sessions`] (`ebb_ui_sessions`): browsers logged in to the web UI.
 //!
 //! The planner's diff (`planner/src/plan/diff.rs`) is the one place that
 //! reads these tables through its own temporary snapshot table.
@@ -35,6 +36,7 @@ pub mod records;
 pub mod runs;
 pub mod syncs;
 pub mod ticks;
+pub mod ui_sessions;
 pub mod verifications;
 
 pub use batches::BatchState;

@@ -616,3 +616,36 @@ pub async fn activity_by_sync(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, 
     .await
     .map_err(StateError::query("reading metrics"))
 }
+
+/// What a destination's runs met at its limits since a moment.
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+pub struct DestinationPressure {
+    pub destination: String,
+    pub runs: i64,
+    /// Requests answered 429.
+    pub throttled: i64,
+    pub retries: i64,
+    pub limiter_wait_ms: i64,
+}
+
+/// Each destination's 429s, retries and limiter waits over the runs
+/// created since `since`, by destination name.
+pub async fn pressure_since(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> Result<HashMap<String, DestinationPressure>, StateError> {
+    let rows: Vec<DestinationPressure> = sqlx::query_as(
+        "SELECT destination, count(*) AS runs, COALESCE(sum(throttled), 0)::bigint AS throttled, \
+                COALESCE(sum(retries), 0)::bigint AS retries, \
+                COALESCE(sum(limiter_wait_ms), 0)::bigint AS limiter_wait_ms \
+         FROM ebb_runs WHERE created_at >= $1 GROUP BY destination",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await
+    .map_err(StateError::query("reading destinations' recent 429s"))?;
+    Ok(rows
+        .into_iter()
+        .map(|p| (p.destination.clone(), p))
+        .collect())
+}
