@@ -479,7 +479,19 @@ async fn an_operator_runs_a_sync_finds_a_rejected_record_and_replays_it() {
         .expect("entry");
     assert_eq!(status, "resolved");
 
-    // Two entries left: dismiss them as a group, with a note.
+    // Another one, by filtering on its key and replaying all that match.
+    browser
+        .client
+        .goto(&format!("{base}/dlq?sync=customers&key=9"))
+        .await
+        .expect("open dlq filtered");
+    browser
+        .follow("form.actions input[name=matching] ~ button[value=replay]")
+        .await;
+    browser.wait_for_text("h1 .state", "succeeded").await;
+    assert!(browser.text("main").await.contains("Delivered\n1"));
+
+    // The last one left: dismiss it, selected, with a note.
     browser
         .client
         .goto(&format!("{base}/dlq?sync=customers"))
@@ -492,7 +504,7 @@ async fn an_operator_runs_a_sync_finds_a_rejected_record_and_replays_it() {
             .await
             .expect("rows")
             .len(),
-        2
+        1
     );
     let note = browser
         .client
@@ -502,22 +514,17 @@ async fn an_operator_runs_a_sync_finds_a_rejected_record_and_replays_it() {
     note.send_keys("test accounts").await.expect("type note");
     browser.click("#dlq-selection input[data-select-all]").await;
     browser.follow("#dlq-selection button[value=dismiss]").await;
+    assert!(browser.text("p.notice").await.contains("1 entry dismissed"));
+    let dismissed: Vec<(String, String)> = sqlx::query_as(
+        "SELECT record_key, resolution FROM ebb_dlq WHERE status = 'discarded' ORDER BY id",
+    )
+    .fetch_all(&env.state)
+    .await
+    .expect("dismissed");
+    assert_eq!(dismissed.len(), 1, "{dismissed:?}");
+    assert_eq!(dismissed[0].0, "7");
     assert!(
-        browser
-            .text("p.notice")
-            .await
-            .contains("2 entries dismissed")
-    );
-    let dismissed: Vec<String> =
-        sqlx::query_scalar("SELECT resolution FROM ebb_dlq WHERE status = 'discarded' ORDER BY id")
-            .fetch_all(&env.state)
-            .await
-            .expect("dismissed");
-    assert_eq!(dismissed.len(), 2, "{dismissed:?}");
-    assert!(
-        dismissed
-            .iter()
-            .all(|r| r.contains("test accounts") && r.contains("ui:ops")),
+        dismissed[0].1.contains("test accounts") && dismissed[0].1.contains("ui:ops"),
         "{dismissed:?}"
     );
     browser.photograph("dlq-empty").await;
@@ -560,9 +567,9 @@ async fn an_operator_runs_a_sync_finds_a_rejected_record_and_replays_it() {
     browser.follow("button[name=kind][value=dry_run]").await;
     let plan = browser.text("main").await;
     assert!(plan.contains("Nothing was sent"), "{plan}");
-    // The two dismissed records were never delivered: a run would add them.
+    // The dismissed record was never delivered: a run would add it.
     assert!(
-        plan.contains("Added\n2") && plan.contains("To send\n2"),
+        plan.contains("Added\n1") && plan.contains("To send\n1"),
         "{plan}"
     );
     assert_eq!(runs_of(&env).await, runs_before, "a dry run records no run");

@@ -13,6 +13,7 @@ use ebb_shared::state::dlq::{self, Closing, DlqEntry, DlqFilter, ReasonGroup};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::form::FormFields;
 use super::layout::{self, Section};
 use super::session::{Session, encode};
 use super::{UiError, UiState};
@@ -129,9 +130,9 @@ pub async fn list(
     let status = query.status()?;
     let notice = match (query.done.as_deref(), query.n) {
         (Some("dismissed"), Some(n)) => {
-            Some(format!("{n} entries dismissed: they will not be sent."))
+            Some(format!("{} dismissed: not to be sent.", entries_count(n)))
         }
-        (Some("resolved"), Some(n)) => Some(format!("{n} entries marked resolved.")),
+        (Some("resolved"), Some(n)) => Some(format!("{} marked resolved.", entries_count(n))),
         _ => None,
     };
     let syncs: Vec<&String> = ui.api.ctx.config.syncs.keys().collect();
@@ -161,6 +162,9 @@ pub async fn list(
             h2 { "By reason" }
             (groups_table(&session, &query, &groups, status))
             h2 { "Entries" }
+            @if session.is_operator() && status == "open" && query.url(None) != "/dlq" {
+                (matching_form(&session, &query, &groups))
+            }
             (entries_form(&session, &query, entries, status))
             @if more {
                 @if let Some(last) = entries.last() { p { a href=(query.url(Some(last.id))) { "More entries →" } } }
@@ -174,6 +178,14 @@ pub async fn list(
         None,
         content,
     ))
+}
+
+fn entries_count(n: usize) -> String {
+    if n == 1 {
+        "1 entry".into()
+    } else {
+        format!("{} entries", layout::count(n as i64))
+    }
 }
 
 fn groups_table(
@@ -214,6 +226,66 @@ fn groups_table(
                 }
             }
         }
+    }
+}
+
+/// Acts on every open entry the filters match, on every page.
+fn matching_form(session: &Session, query: &DlqQuery, groups: &[ReasonGroup]) -> Markup {
+    let total: i64 = groups.iter().map(|g| g.entries).sum();
+    // Beyond the groups shown, the total is not known here.
+    let counted = (groups.len() as i64) < GROUPS_SHOWN;
+    let all = if counted {
+        format!("all {}", layout::count(total))
+    } else {
+        "all".to_owned()
+    };
+    html! {
+        form.actions method="post" action="/dlq/act" {
+            (layout::csrf(session))
+            input type="hidden" name="matching" value="1";
+            @for (name, value) in [("f_sync", &query.sync), ("f_reason", &query.reason), ("f_key", &query.key), ("f_group", &query.group)] {
+                @if let Some(v) = DlqQuery::text(value) { input type="hidden" name=(name) value=(v); }
+            }
+            input type="hidden" name="back" value=(query.url(None));
+            button type="submit" name="action" value="replay" title="entries refused by the planner are left out: fix the model and run the sync" { "Replay " (all) " matching" }
+            button.secondary type="submit" name="action" value="dismiss" data-confirm={ "Dismiss " (all) " open entries these filters match? They will not be sent." } { "Dismiss " (all) " matching" }
+        }
+    }
+}
+
+/// Every open entry `form`'s `f_*` filters match (destination-stage ones
+/// only, with `destination_only`), over all pages.
+async fn matching_ids(
+    ui: &UiState,
+    form: &FormFields,
+    destination_only: bool,
+) -> Result<Vec<i64>, UiError> {
+    let mut ids = Vec::new();
+    let mut after_id = None;
+    loop {
+        let page = dlq::list(
+            &ui.api.ctx.pool,
+            &DlqFilter {
+                sync: form.get("f_sync"),
+                status: Some("open"),
+                reason: form.get("f_reason"),
+                record_key: form.get("f_key"),
+                reason_group: form.get("f_group"),
+                after_id,
+                limit: 1000,
+                ..DlqFilter::default()
+            },
+        )
+        .await?;
+        let Some(last) = page.last().map(|e| e.id) else {
+            return Ok(ids);
+        };
+        ids.extend(
+            page.iter()
+                .filter(|e| !destination_only || e.stage == "destination")
+                .map(|e| e.id),
+        );
+        after_id = Some(last);
     }
 }
 
@@ -349,7 +421,9 @@ pub async fn entry(
 }
 
 /// Replays, dismisses or resolves the entries a form names: checked `id`s,
-/// or a reason group (`sync`, `stage` and `group`).
+/// a reason group (`sync`, `stage` and `group`), or every open entry the
+/// list's filters match (`matching` with `f_sync`, `f_reason`, `f_key`,
+/// `f_group`).
 pub async fn act(
     State(ui): State<Arc<UiState>>,
     session: Session,
@@ -369,9 +443,13 @@ pub async fn act(
         let stage = form.get("stage").unwrap_or("destination");
         ids.extend(dlq::open_in_group(&ctx.pool, sync, stage, group).await?);
     }
+    if form.get("matching").is_some() {
+        let replaying = form.get("action") == Some("replay");
+        ids.extend(matching_ids(&ui, &form, replaying).await?);
+    }
     if ids.is_empty() {
         return Err(UiError::bad_request(
-            "no entry was selected: tick the entries to act on, or use a group's buttons",
+            "no entry was selected: tick the entries to act on, or use a group's or the filters' buttons (only entries refused by the destination can be replayed)",
         ));
     }
     let back = form
