@@ -106,3 +106,9 @@ echo "[ebb] a second run sends nothing new to HubSpot:"
 "$ebb" run customers_to_hubspot | grep -E "run #|sent" || true
 sleep 5
 echo "[ebb] the emulator reports: $(tail -n 1 target/quickstart-hubspot-emulator.log)"
+echo
+echo "[ebb] to see these syncs, runs and dead letters in the web UI, run"
+echo "      EBB_DATABASE_URL=$EBB_DATABASE_URL EBB_REDIS_URL=$EBB_REDIS_URL REPLICA_URL=$REPLICA_URL \\"
+echo "      WAREHOUSE_URL=$WAREHOUSE_URL HUBSPOT_BASE_URL=$HUBSPOT_BASE_URL HUBSPOT_TOKEN=$HUBSPOT_TOKEN \\"
+echo "        $ebb --config $EBB_CONFIG serve --insecure-no-auth"
+echo "      and open http://127.0.0.1:8080/ (--insecure-no-auth: local demo only; give [api] tokens otherwise)"

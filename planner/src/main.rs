@@ -149,13 +149,14 @@ enum Command {
         json: bool,
     },
     /// The planner daemon: runs syncs on their schedules, serves /healthz, /readyz and
-    /// /metrics. These need no authentication, so the default address is loopback only;
-    /// in a pod, listen on 0.0.0.0 explicitly (the Helm chart does).
+    /// /metrics, and with [api] tokens the API at /api/v1 and the web UI at /. The probes
+    /// need no authentication, so the default address is loopback only; in a pod, listen
+    /// on 0.0.0.0 explicitly (the Helm chart does).
     Serve {
         #[arg(long, env = "EBB_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Serve the API without authentication, every caller an operator. For a
-        /// local test only; logged loudly.
+        /// Serve the API and the web UI without authentication, every caller an
+        /// operator. For a local test only; logged loudly.
         #[arg(long)]
         insecure_no_auth: bool,
     },

@@ -562,17 +562,31 @@ async fn an_operator_runs_a_sync_finds_a_rejected_record_and_replays_it() {
         .await;
     assert!(browser.text("p.notice").await.contains("Schedule resumed"));
 
-    // A dry run plans and sends nothing.
+    // The model is fixed for the dismissed record: a dry run plans it and
+    // sends nothing; then a run sends it in its fixed version.
+    exec(
+        &env.warehouse,
+        "UPDATE analytics.customers SET email = 'user7@example.org' WHERE id = 7",
+    )
+    .await;
     let runs_before = runs_of(&env).await;
     browser.follow("button[name=kind][value=dry_run]").await;
     let plan = browser.text("main").await;
     assert!(plan.contains("Nothing was sent"), "{plan}");
-    // The dismissed record was never delivered: a run would add it.
     assert!(
         plan.contains("Added\n1") && plan.contains("To send\n1"),
         "{plan}"
     );
     assert_eq!(runs_of(&env).await, runs_before, "a dry run records no run");
+    browser.follow("button[name=kind][value=run]").await;
+    browser.wait_for_text("h1 .state", "succeeded").await;
+    assert!(browser.text("main").await.contains("Delivered\n1"));
+    let email: String =
+        sqlx::query_scalar("SELECT email FROM public.customers_synced WHERE customer_id = 7")
+            .fetch_one(&env.app)
+            .await
+            .expect("record 7 delivered");
+    assert_eq!(email, "user7@example.org");
 
     // The other pages.
     browser

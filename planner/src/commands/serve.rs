@@ -4,7 +4,8 @@
 //! records past their retention (all of these only on the replica that
 //! leads, see `crate::leader`), and answers on every replica `/healthz` (process alive),
 //! `/readyz` (state database and Redis reachable), `/metrics` (Prometheus
-//! text, see `metrics`) and the API under `/api/v1` (see `crate::api`).
+//! text, see `metrics`), the API under `/api/v1` (see `crate::api`) and the
+//! web UI at `/` (see `crate::ui`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,13 +60,13 @@ pub async fn serve(
     }
     match auth.as_ref() {
         Auth::Off => tracing::info!(
-            "the API is off: add an [api] section with tokens to ebb.toml to serve /api/v1"
+            "the API and the web UI are off: add an [api] section with tokens to ebb.toml to serve /api/v1 and /"
         ),
         Auth::Insecure => {
-            tracing::warn!(%listen, "serving /api/v1 WITHOUT AUTHENTICATION (--insecure-no-auth)")
+            tracing::warn!(%listen, "serving /api/v1 and the web UI at / WITHOUT AUTHENTICATION (--insecure-no-auth)")
         }
         Auth::Tokens { .. } => {
-            tracing::info!(%listen, "serving /api/v1 (bearer tokens from [api])")
+            tracing::info!(%listen, "serving /api/v1 (bearer tokens from [api]) and the web UI at / (log in with one of those tokens)")
         }
     }
     let identity = leader::identity();

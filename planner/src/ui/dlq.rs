@@ -162,6 +162,10 @@ pub async fn list(
             h2 { "By reason" }
             (groups_table(&session, &query, &groups, status))
             h2 { "Entries" }
+            p.hint {
+                "Replay sends each record as it was refused: for a destination fixed since. "
+                "Fixed the data in the model instead? Run the sync: records not yet delivered are sent in their current version, and their entries close."
+            }
             @if session.is_operator() && status == "open" && query.url(None) != "/dlq" {
                 (matching_form(&session, &query, &groups))
             }

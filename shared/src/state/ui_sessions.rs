@@ -16,6 +16,8 @@ pub struct UiSession {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Opens a session; also drops every expired one, so the table holds only
+/// the sessions of the last hours.
 pub async fn open(
     pool: &PgPool,
     id_digest: &[u8],
@@ -24,6 +26,10 @@ pub async fn open(
     csrf: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StateError> {
+    sqlx::query("DELETE FROM ebb_ui_sessions WHERE expires_at <= now()")
+        .execute(pool)
+        .await
+        .map_err(StateError::query("dropping expired UI sessions"))?;
     sqlx::query(
         "INSERT INTO ebb_ui_sessions (id_digest, token_name, token_digest, csrf, expires_at) \
          VALUES ($1, $2, $3, $4, $5)",
