@@ -11,6 +11,7 @@ pub mod mailchimp;
 pub mod mariadb;
 pub mod otlp;
 pub mod receiver;
+pub mod rest_api;
 pub mod salesforce;
 pub mod snowflake;
 

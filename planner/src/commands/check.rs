@@ -40,6 +40,22 @@ pub async fn check(config: &Config, connect: bool) -> usize {
             .as_ref()
             .map_err(|e| e.to_string())
             .and_then(|columns| effective_mapping(sync, columns).map_err(|e| e.to_string()));
+        // A sync without a `[mapping]` sends the model's columns: what the
+        // destination needs of them is checked now that they are known.
+        let mapping = mapping.and_then(|mapping| {
+            match config.destination(&sync.destination) {
+                Some(destination) if sync.mapping.is_empty() => destination
+                    .check_mapping(
+                        &sync.destination,
+                        &mapping,
+                        &sync.primary_key,
+                        sync.mode.sends_removed(),
+                    )
+                    .map_err(|message| format!("sync `{}`: {message}", sync.name)),
+                _ => Ok(()),
+            }
+            .map(|()| mapping)
+        });
         match mapping {
             Ok(mapping) => {
                 println!(

@@ -299,8 +299,17 @@ pub(crate) fn resolve_sync(
             column: column.into_inner(),
         });
     }
+    let sends_removed = raw
+        .mode
+        .as_ref()
+        .is_some_and(|mode| mode.get_ref().sends_removed());
     destination
-        .check_mapping(raw.destination.get_ref(), &mapping, &primary_key)
+        .check_mapping(
+            raw.destination.get_ref(),
+            &mapping,
+            &primary_key,
+            sends_removed,
+        )
         .map_err(|message| src.invalid(Some(header), format!("{key}.mapping"), message))?;
     if !on_create_only.is_empty() && !destination.keeps_fields_on_update() {
         return Err(src.invalid(

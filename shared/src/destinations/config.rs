@@ -28,13 +28,15 @@ pub trait DestinationConfig: AsAny + fmt::Debug + Send + Sync {
 
     /// Checks, without connecting, that a sync's mapping gives this
     /// destination what it needs (e.g. the field records are matched on).
-    /// `destination` is the destination's name; the message is shown as
-    /// the error of the sync's `mapping`.
+    /// `destination` is the destination's name; `sends_removed`, whether
+    /// the sync sends deletes (mirror mode). The message is shown as the
+    /// error of the sync's `mapping`.
     fn check_mapping(
         &self,
         _destination: &str,
         _mapping: &[FieldMapping],
         _primary_key: &str,
+        _sends_removed: bool,
     ) -> Result<(), String> {
         Ok(())
     }

@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
 use super::HttpConfig;
-use crate::destinations::util::api::{self, Answer, Hints};
+use super::template::RenderedRequest;
+use crate::destinations::util::api::{self, Answer, Failure, Hints};
 use crate::destinations::util::outcome::Attempt;
 
 const MAX_BODY_CHARS: usize = 1000;
@@ -50,11 +51,76 @@ pub async fn post(
     }
 }
 
+/// Sends a request rendered from the templates. A 2xx answer is a
+/// success unless `error_path` finds an error in it (`null`, `false` and
+/// `""` are not errors), which rejects the request's records.
+pub async fn send_rendered(
+    client: &reqwest::Client,
+    config: &HttpConfig,
+    request: RenderedRequest,
+    idempotency_key: &str,
+    error_path: Option<&serde_json_path::JsonPath>,
+) -> Result<(), Failure> {
+    let mut builder = client
+        .request(request.method, &request.url)
+        .header(IDEMPOTENCY_KEY, idempotency_key);
+    let has_content_type = request
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if request.body.is_some() && !has_content_type {
+        builder = builder.header(CONTENT_TYPE, "application/json");
+    }
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    if let Some(body) = request.body {
+        builder = builder.body(body);
+    }
+    let rendered_values: Vec<&str> = request.headers.iter().map(|(_, v)| v.as_str()).collect();
+    let answer = api::send(builder, "the destination", config.delivery.timeout).await?;
+    if !answer.is_success() {
+        return Err(classify_with(&answer, config, &rendered_values));
+    }
+    if let Some(path) = error_path
+        && let Some(error) = error_in(&answer.body, path)
+    {
+        let error = redact(&redact_values(&error, config), &rendered_values);
+        let snippet: String = error.chars().take(MAX_BODY_CHARS).collect();
+        return Err(Failure::Rejected(format!(
+            "HTTP {} with an error at {}: {snippet}",
+            answer.status, path
+        )));
+    }
+    Ok(())
+}
+
+/// What `path` finds in a JSON answer, when it is an error: the first
+/// value that is not `null`, `false` or `""`, as text.
+fn error_in(body: &str, path: &serde_json_path::JsonPath) -> Option<String> {
+    let answer: serde_json::Value = serde_json::from_str(body).ok()?;
+    path.query(&answer)
+        .all()
+        .into_iter()
+        .find_map(|found| match found {
+            serde_json::Value::Null | serde_json::Value::Bool(false) => None,
+            serde_json::Value::String(s) if s.is_empty() => None,
+            serde_json::Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        })
+}
+
 /// A non-2xx answer, with the receiver's body as the message.
 fn classify(answer: &Answer, config: &HttpConfig) -> api::Failure {
+    classify_with(answer, config, &[])
+}
+
+/// [`classify`], also blanking out `rendered` header values (templated
+/// headers, which may carry credentials).
+fn classify_with(answer: &Answer, config: &HttpConfig, rendered: &[&str]) -> api::Failure {
     let status = StatusCode::from_u16(answer.status)
         .map_or_else(|_| answer.status.to_string(), |s| s.to_string());
-    let body = redact_values(&answer.body, config);
+    let body = redact(&redact_values(&answer.body, config), rendered);
     let snippet: String = body.trim().chars().take(MAX_BODY_CHARS).collect();
     let message = if snippet.is_empty() {
         format!("HTTP {status}")
@@ -68,9 +134,13 @@ fn classify(answer: &Answer, config: &HttpConfig) -> api::Failure {
 /// replaced: a receiver that echoes the request in its error would
 /// otherwise put the token into the DLQ reason.
 fn redact_values(text: &str, config: &HttpConfig) -> String {
+    let values: Vec<&str> = config.headers.values().map(|v| v.expose()).collect();
+    redact(text, &values)
+}
+
+fn redact(text: &str, values: &[&str]) -> String {
     let mut text = text.to_owned();
-    for value in config.headers.values() {
-        let value = value.expose();
+    for &value in values {
         // Short values (`1`, `yes`) are not credentials and would blank
         // out half the message.
         if value.len() >= 6 {
@@ -102,6 +172,7 @@ mod tests {
                 "Authorization".to_owned(),
                 Secret::new("Bearer tok-123456"),
             )]),
+            templated: None,
             delivery: DeliverySettings {
                 batch_size: 100,
                 timeout: Duration::from_secs(30),
@@ -150,6 +221,33 @@ mod tests {
         assert!(matches!(answer(422, None, "{\"error\":\"invalid email\"}"),
             Attempt::Rejected(m) if m.contains("invalid email") && m.starts_with("HTTP 422 Unprocessable Entity")));
         assert!(matches!(answer(413, None, ""), Attempt::Rejected(_)));
+    }
+
+    #[test]
+    fn an_error_path_finds_errors_in_successful_answers() {
+        let path = serde_json_path::JsonPath::parse("$.error").unwrap();
+        assert_eq!(
+            error_in(r#"{"ok": false, "error": "email taken"}"#, &path).as_deref(),
+            Some("email taken")
+        );
+        for fine in [
+            r#"{"ok": true, "error": null}"#,
+            r#"{"error": ""}"#,
+            r#"{"error": false}"#,
+            "{}",
+            "not json",
+        ] {
+            assert_eq!(error_in(fine, &path), None, "{fine}");
+        }
+        let list = serde_json_path::JsonPath::parse("$.errors[*].message").unwrap();
+        assert_eq!(
+            error_in(r#"{"errors": [{"message": "bad plan"}]}"#, &list).as_deref(),
+            Some("bad plan")
+        );
+        assert_eq!(
+            error_in(r#"{"error": {"code": 7}}"#, &path).as_deref(),
+            Some(r#"{"code":7}"#)
+        );
     }
 
     #[test]

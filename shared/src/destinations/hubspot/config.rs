@@ -140,6 +140,7 @@ impl DestinationConfig for HubSpotConfig {
         destination: &str,
         mapping: &[FieldMapping],
         primary_key: &str,
+        _sends_removed: bool,
     ) -> Result<(), String> {
         let how = format!(
             "matches records on the HubSpot property `{}`",

@@ -163,6 +163,7 @@ impl DestinationConfig for MailchimpConfig {
         _destination: &str,
         mapping: &[FieldMapping],
         _primary_key: &str,
+        _sends_removed: bool,
     ) -> Result<(), String> {
         if mapping.iter().any(|m| m.field == "email_address") {
             return Ok(());

@@ -81,6 +81,7 @@ impl DestinationConfig for PostgresConfig {
         _destination: &str,
         mapping: &[FieldMapping],
         primary_key: &str,
+        _sends_removed: bool,
     ) -> Result<(), String> {
         if !mapping.is_empty() && !mapping.iter().any(|m| m.column == primary_key) {
             return Err(format!(

@@ -183,6 +183,7 @@ impl DestinationConfig for SalesforceConfig {
         destination: &str,
         mapping: &[FieldMapping],
         primary_key: &str,
+        _sends_removed: bool,
     ) -> Result<(), String> {
         let how = format!(
             "upserts {} records by the external id `{}`",
