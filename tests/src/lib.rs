@@ -1063,6 +1063,18 @@ pub fn replacing(
         .collect()
 }
 
+/// Waits until `url` answers 2xx (a server or a driver coming up).
+pub async fn wait_until_up(url: &str, what: &str) {
+    eventually(Duration::from_secs(30), what, || async {
+        reqwest::get(url)
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
+    })
+    .await;
+}
+
 /// Serves an emulator's routes on `addr` (`127.0.0.1:0`: a free port) in
 /// the background; returns the address it listens on.
 pub async fn serve_emulator(app: axum::Router, addr: &str) -> std::net::SocketAddr {

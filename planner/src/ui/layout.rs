@@ -29,13 +29,7 @@ pub fn page(
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Ebb" }
-                link rel="stylesheet" href="/assets/ui.css";
-                script src="/assets/ui.js" defer {}
-            }
+            (head(title, true))
             body {
                 header.top {
                     a.brand href="/" { "Ebb" }
@@ -58,6 +52,18 @@ pub fn page(
     }
 }
 
+fn head(title: &str, with_script: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · Ebb" }
+            link rel="stylesheet" href="/assets/ui.css";
+            @if with_script { script src="/assets/ui.js" defer {} }
+        }
+    }
+}
+
 fn role(session: &Session) -> &'static str {
     if session.is_operator() {
         "operator"
@@ -75,12 +81,7 @@ pub fn login_page(guard: &str, next: &str, error: Option<&str>, insecure: bool) 
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Log in · Ebb" }
-                link rel="stylesheet" href="/assets/ui.css";
-            }
+            (head("Log in", false))
             body.login {
                 main {
                     h1 { "Ebb" }
@@ -107,12 +108,7 @@ pub fn error_page(status: StatusCode, title: &str, detail: &str) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Ebb" }
-                link rel="stylesheet" href="/assets/ui.css";
-            }
+            (head(title, false))
             body.login {
                 main {
                     h1 { (status.as_u16()) " " (title) }
