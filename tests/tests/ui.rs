@@ -634,6 +634,20 @@ async fn an_operator_runs_a_sync_finds_a_rejected_record_and_replays_it() {
         StatusCode::SEE_OTHER,
         "a logged-out session is sent to the login form"
     );
+    let runs_before = runs_of(&env).await;
+    let (status, _) = post_form(
+        &base,
+        "/syncs/customers/run",
+        &cookie,
+        &[("csrf", csrf.as_str()), ("kind", "run")],
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "a logged-out form is sent to log in"
+    );
+    assert_eq!(runs_of(&env).await, runs_before, "and starts nothing");
 
     // A viewer: no buttons, and refused if it posts anyway.
     browser.log_in(&base, VIEWER).await;
@@ -676,6 +690,71 @@ async fn an_operator_runs_a_sync_finds_a_rejected_record_and_replays_it() {
         runs_before,
         "the viewer started nothing"
     );
+
+    // The login form itself: refused without its guard (login CSRF); behind
+    // TLS (X-Forwarded-Proto), the session cookie is Secure too.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let form = client
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .expect("login page");
+    let guard_cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("ebb_login="))
+        .and_then(|c| c.split(';').next())
+        .expect("a login guard cookie")
+        .to_owned();
+    let guard = guard_cookie.trim_start_matches("ebb_login=").to_owned();
+    let page = form.text().await.expect("login page");
+    assert!(
+        page.contains(&format!("value=\"{guard}\"")),
+        "the form carries the guard"
+    );
+    let (status, _) = post_form(&base, "/login", "", &[("token", OPS)]).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a login without the guard is refused"
+    );
+    let logged_in = client
+        .post(format!("{base}/login"))
+        .header("cookie", &guard_cookie)
+        .header("x-forwarded-proto", "https")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs([("guard", guard.as_str()), ("token", OPS), ("next", "/dlq")])
+                .finish(),
+        )
+        .send()
+        .await
+        .expect("log in");
+    assert_eq!(logged_in.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        logged_in
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok()),
+        Some("/dlq")
+    );
+    let session = logged_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("ebb_session="))
+        .expect("a session cookie")
+        .to_owned();
+    for flag in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+        assert!(session.contains(flag), "{session}");
+    }
 
     // A token removed from the config ends its sessions.
     env.replace_in_config(VIEWER, "viewer-token-rotated-0123456789");

@@ -92,11 +92,16 @@ impl FromRequestParts<Arc<UiState>> for Session {
         if matches!(ui.auth.as_ref(), crate::api::Auth::Off) {
             return Err(LoginFirst(UiError::not_found(UI_OFF).into_response()));
         }
-        let back = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
+        // Back to the page after login; a form posted without a session
+        // (it expired) goes back to the overview, not to its action.
+        let back = match parts.method {
+            axum::http::Method::GET => parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".into()),
+            _ => "/".into(),
+        };
         let login =
             || LoginFirst(Redirect::to(&format!("/login?next={}", encode(&back))).into_response());
         let Some(id) = cookie(&parts.headers, SESSION_COOKIE) else {
@@ -148,7 +153,7 @@ fn login_form(
         layout::login_page(&guard, &safe_next(next), error, insecure),
     )
         .into_response();
-    set_cookie(&mut response, LOGIN_COOKIE, &guard, 600);
+    set_cookie(&mut response, LOGIN_COOKIE, &guard, 600, false);
     response
 }
 
@@ -197,8 +202,20 @@ pub async fn login(State(ui): State<Arc<UiState>>, headers: HeaderMap, body: Byt
     }
     tracing::info!(token = %caller.name, "logged in to the web UI");
     let mut response = Redirect::to(&safe_next(next.as_deref())).into_response();
-    set_cookie(&mut response, SESSION_COOKIE, &id, SESSION_HOURS * 3600);
-    set_cookie(&mut response, LOGIN_COOKIE, "", 0);
+    // Behind a TLS-terminating ingress, the session cookie is marked
+    // Secure: never sent over plain HTTP.
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+    set_cookie(
+        &mut response,
+        SESSION_COOKIE,
+        &id,
+        SESSION_HOURS * 3600,
+        secure,
+    );
+    set_cookie(&mut response, LOGIN_COOKIE, "", 0, false);
     response
 }
 
@@ -213,7 +230,7 @@ pub async fn logout(
         ui_sessions::close(&ui.api.ctx.pool, &digest(id)).await?;
     }
     let mut response = Redirect::to("/login").into_response();
-    set_cookie(&mut response, SESSION_COOKIE, "", 0);
+    set_cookie(&mut response, SESSION_COOKIE, "", 0, false);
     Ok(response)
 }
 
@@ -244,8 +261,10 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn set_cookie(response: &mut Response, name: &str, value: &str, max_age_secs: i64) {
-    let cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}");
+fn set_cookie(response: &mut Response, name: &str, value: &str, max_age_secs: i64, secure: bool) {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie =
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
