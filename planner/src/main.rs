@@ -602,7 +602,7 @@ async fn dlq_command(config: Config, cmd: DlqCommand) -> Result<ExitCode, Planne
             for (sync_name, ids) in targets {
                 let sync = ctx.config.sync(&sync_name)?.clone();
                 let planned =
-                    plan::replay::plan_replay(&ctx.config, &ctx.pool, &sync, ids.as_deref())
+                    plan::replay::plan_replay(&ctx.config, &ctx.pool, &sync, ids.as_deref(), "cli")
                         .await?;
                 let summary = commands::run::enqueue_and_wait(&ctx, planned, json).await?;
                 if summary.run.state != RunState::Succeeded {

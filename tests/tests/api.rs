@@ -637,6 +637,7 @@ async fn dlq_entries_are_listed_replayed_dismissed_and_resolved() {
         .await;
     assert_eq!(replay["state"], "succeeded", "{replay}");
     assert_eq!(replay["kind"], "replay");
+    assert_eq!(replay["trigger"], "dlq-replay:api:ops", "{replay}");
     assert_eq!(replay["delivered"], 1);
     let (_, entry) = served.get(&format!("/api/v1/dlq/{seven}"), VIEWER).await;
     assert_eq!(entry["status"], "resolved", "{entry}");

@@ -442,7 +442,10 @@ async fn an_operator_runs_a_sync_finds_a_rejected_record_and_replays_it() {
     browser.wait_for_text("h1 .state", "succeeded").await;
     let replay = browser.text("main").await;
     assert!(replay.contains("Delivered\n1"), "{replay}");
-    assert!(replay.contains("replay"), "{replay}");
+    assert!(
+        replay.contains("dlq-replay:ui:ops"),
+        "the replay names who asked: {replay}"
+    );
     let email: String =
         sqlx::query_scalar("SELECT email FROM public.customers_synced WHERE customer_id = 8")
             .fetch_one(&env.app)

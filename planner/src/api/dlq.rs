@@ -251,7 +251,7 @@ pub async fn replay_dlq(
             "no open DLQ entry has a reason containing NUL",
         ));
     }
-    let started = control::replay(&api.ctx, &selection).await?;
+    let started = control::replay(&api.ctx, &selection, &caller.label()).await?;
     Ok((StatusCode::ACCEPTED, Json(Replayed { runs: started })))
 }
 

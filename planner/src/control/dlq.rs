@@ -107,8 +107,12 @@ pub async fn replay_targets(
 }
 
 /// Replays the selected entries: one replay run per sync, planned and
-/// enqueued; returns the runs started.
-pub async fn replay(ctx: &Context, selection: &Selection) -> Result<Vec<Run>, PlannerError> {
+/// enqueued, recorded as asked `by`; returns the runs started.
+pub async fn replay(
+    ctx: &Context,
+    selection: &Selection,
+    by: &str,
+) -> Result<Vec<Run>, PlannerError> {
     let targets = replay_targets(&ctx.pool, selection).await?;
     let mut started = Vec::new();
     for (sync_name, ids) in targets {
@@ -116,7 +120,7 @@ pub async fn replay(ctx: &Context, selection: &Selection) -> Result<Vec<Run>, Pl
             PlannerError::Conflict(format!("sync `{sync_name}` is no longer in the config"))
         })?;
         let planned =
-            plan::replay::plan_replay(&ctx.config, &ctx.pool, sync, ids.as_deref()).await?;
+            plan::replay::plan_replay(&ctx.config, &ctx.pool, sync, ids.as_deref(), by).await?;
         enqueue(ctx, &planned).await?;
         started.push(runs::get(&ctx.pool, planned.run_id).await?);
     }

@@ -12,13 +12,17 @@ use sqlx::PgPool;
 use super::{PlanCounts, PlanReport, PlannedRun};
 use crate::error::PlannerError;
 
-/// Replays the open destination-stage DLQ entries of `sync` (only `ids`, when given).
+/// Replays the open destination-stage DLQ entries of `sync` (only `ids`,
+/// when given), as asked by `by` (`cli`, `api:<token>`, `ui:<token>`): the
+/// run's trigger is `dlq-replay:<by>`.
 pub async fn plan_replay(
     config: &Config,
     pool: &PgPool,
     sync: &SyncConfig,
     ids: Option<&[i64]>,
+    by: &str,
 ) -> Result<PlannedRun, PlannerError> {
+    let trigger = format!("dlq-replay:{by}");
     let batch_size = super::batch_size(config, sync)?;
     let run_id = runs::start(
         pool,
@@ -26,7 +30,7 @@ pub async fn plan_replay(
             sync: &sync.name,
             destination: &sync.destination,
             kind: "replay",
-            trigger: "dlq-replay",
+            trigger: &trigger,
             mode: sync.mode.as_str(),
             full_resync: false,
         },

@@ -466,7 +466,7 @@ pub async fn act(
     };
     let (done, n) = match form.get("action") {
         Some("replay") => {
-            let runs = control::replay(ctx, &selection).await?;
+            let runs = control::replay(ctx, &selection, &session.label()).await?;
             if let [run] = runs.as_slice() {
                 return Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response());
             }
