@@ -127,9 +127,7 @@ impl Auth {
         self.by_digest(&digest(presented.as_bytes()))
             .ok_or_else(|| Problem::unauthorized("the token is not one of [api].tokens"))
     }
-}
 
-impl Auth {
     /// Who logs in to the web UI with `token`, and the token's digest to
     /// keep with the session (none when serve runs without auth, where any
     /// token, or none, logs in as `anonymous`).
