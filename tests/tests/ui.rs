@@ -46,6 +46,12 @@ destination = "replica"
 mode = "mirror"
 schedule = "0 3 * * *"
 
+[syncs.broken]
+source = "warehouse"
+model = "SELECT id, no_such_column FROM analytics.customers"
+primary_key = "id"
+destination = "replica"
+
 [syncs.customers.mapping]
 customer_id = "id"
 email = "email"
@@ -540,6 +546,12 @@ async fn an_operator_runs_a_sync_finds_a_rejected_record_and_replays_it() {
             .await
             .expect("record 7 delivered");
     assert_eq!(email, "user7@example.org");
+
+    // A model that does not run: the page says what failed.
+    browser.open(&base, "/syncs/broken").await;
+    browser.follow("button[name=kind][value=dry_run]").await;
+    let failed = browser.text("p.error").await;
+    assert!(failed.contains("no_such_column"), "{failed}");
 
     // The other pages.
     browser.open(&base, "/").await;

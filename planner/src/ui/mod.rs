@@ -133,14 +133,23 @@ impl From<Problem> for UiError {
 }
 
 impl From<PlannerError> for UiError {
+    /// The API answers an unexpected error with a bare 500; the UI's users
+    /// are logged in and need to know what failed (a model that does not
+    /// compile, a source that does not answer), so the page says it.
+    /// Errors carry no secrets (see `ebb_shared::secret`).
     fn from(e: PlannerError) -> Self {
-        UiError(Problem::from(e))
+        let what = e.to_string();
+        let mut problem = Problem::from(e);
+        if problem.status == 500 {
+            problem.detail = format!("{what} (also in ebb serve's log)");
+        }
+        UiError(problem)
     }
 }
 
 impl From<ebb_shared::StateError> for UiError {
     fn from(e: ebb_shared::StateError) -> Self {
-        UiError(Problem::from(PlannerError::from(e)))
+        UiError::from(PlannerError::from(e))
     }
 }
 
