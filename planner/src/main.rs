@@ -362,8 +362,8 @@ async fn execute(cli: Cli) -> Result<ExitCode, PlannerError> {
             let run = runs::get(&ctx.pool, run).await?;
             let outcome = outcome
                 .map(|o| {
-                    serde_json::from_value::<records::Outcome>(serde_json::Value::String(o.to_lowercase()))
-                        .map_err(|_| PlannerError::Usage(format!(
+                    records::Outcome::parse(&o.to_lowercase())
+                        .ok_or_else(|| PlannerError::Usage(format!(
                             "--outcome: `{o}` is not an outcome; use delivered, rejected, failed or superseded"
                         )))
                 })

@@ -21,12 +21,12 @@ pub struct Selection {
     pub reason: Option<String>,
 }
 
-/// The open entries of `sync` whose reason contains `reason`
-/// (destination-stage ones only, with `destination_only`).
-async fn matching(
+/// The ids of every open entry `filter` selects, over all pages (its
+/// `status`, `after_id` and `limit` are set here), destination-stage ones
+/// only with `destination_only`.
+pub async fn open_matching(
     pool: &PgPool,
-    sync: &str,
-    reason: &str,
+    filter: &dlq::DlqFilter<'_>,
     destination_only: bool,
 ) -> Result<Vec<i64>, PlannerError> {
     let mut ids = Vec::new();
@@ -35,16 +35,16 @@ async fn matching(
         let page = dlq::list(
             pool,
             &dlq::DlqFilter {
-                sync: Some(sync),
-                reason: Some(reason),
+                status: Some("open"),
+                include_closed: false,
                 after_id,
                 limit: 1000,
-                ..dlq::DlqFilter::default()
+                ..filter.clone()
             },
         )
         .await?;
         let Some(last) = page.last().map(|e| e.id) else {
-            break;
+            return Ok(ids);
         };
         ids.extend(
             page.iter()
@@ -53,6 +53,22 @@ async fn matching(
         );
         after_id = Some(last);
     }
+}
+
+/// The open entries of `sync` whose reason contains `reason`
+/// (destination-stage ones only, with `destination_only`).
+async fn matching(
+    pool: &PgPool,
+    sync: &str,
+    reason: &str,
+    destination_only: bool,
+) -> Result<Vec<i64>, PlannerError> {
+    let filter = dlq::DlqFilter {
+        sync: Some(sync),
+        reason: Some(reason),
+        ..dlq::DlqFilter::default()
+    };
+    let ids = open_matching(pool, &filter, destination_only).await?;
     if ids.is_empty() {
         return Err(PlannerError::NotFound(format!(
             "no open DLQ entry of sync `{sync}` has a reason containing `{reason}`"

@@ -264,33 +264,14 @@ async fn matching_ids(
     form: &FormFields,
     destination_only: bool,
 ) -> Result<Vec<i64>, UiError> {
-    let mut ids = Vec::new();
-    let mut after_id = None;
-    loop {
-        let page = dlq::list(
-            &ui.api.ctx.pool,
-            &DlqFilter {
-                sync: form.get("f_sync"),
-                status: Some("open"),
-                reason: form.get("f_reason"),
-                record_key: form.get("f_key"),
-                reason_group: form.get("f_group"),
-                after_id,
-                limit: 1000,
-                ..DlqFilter::default()
-            },
-        )
-        .await?;
-        let Some(last) = page.last().map(|e| e.id) else {
-            return Ok(ids);
-        };
-        ids.extend(
-            page.iter()
-                .filter(|e| !destination_only || e.stage == "destination")
-                .map(|e| e.id),
-        );
-        after_id = Some(last);
-    }
+    let filter = DlqFilter {
+        sync: form.get("f_sync"),
+        reason: form.get("f_reason"),
+        record_key: form.get("f_key"),
+        reason_group: form.get("f_group"),
+        ..DlqFilter::default()
+    };
+    Ok(control::open_matching(&ui.api.ctx.pool, &filter, destination_only).await?)
 }
 
 fn entries_form(session: &Session, query: &DlqQuery, entries: &[DlqEntry], status: &str) -> Markup {

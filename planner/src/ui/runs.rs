@@ -43,7 +43,7 @@ pub async fn detail(
     runs::with_events(pool, std::slice::from_mut(&mut run)).await?;
     let outcome = match query.outcome.as_deref().filter(|o| !o.is_empty()) {
         None => None,
-        Some(o) => Some(parse_outcome(o).ok_or_else(|| {
+        Some(o) => Some(Outcome::parse(o).ok_or_else(|| {
             UiError::bad_request(format!(
                 "no outcome `{o}`: delivered, rejected, failed or superseded"
             ))
@@ -118,17 +118,6 @@ pub async fn detail(
         live,
         content,
     ))
-}
-
-fn parse_outcome(text: &str) -> Option<Outcome> {
-    [
-        Outcome::Delivered,
-        Outcome::Rejected,
-        Outcome::Failed,
-        Outcome::Superseded,
-    ]
-    .into_iter()
-    .find(|o| o.as_str() == text)
 }
 
 fn next_page(run: &Run, query: &RunQuery, after: &str) -> String {
@@ -263,7 +252,7 @@ fn records_search(run: &Run, key: Option<&str>, outcome: Option<&str>) -> Markup
             input type="search" name="key" value=[key] placeholder="primary key" aria-label="primary key";
             select name="outcome" aria-label="outcome" {
                 option value="" { "any outcome" }
-                @for o in ["delivered", "rejected", "failed", "superseded"] {
+                @for o in Outcome::ALL.map(Outcome::as_str) {
                     option value=(o) selected[outcome == Some(o)] { (o) }
                 }
             }

@@ -51,6 +51,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Delivered,
+        Outcome::Rejected,
+        Outcome::Failed,
+        Outcome::Superseded,
+    ];
+
+    /// The outcome named `text` (`delivered`, `rejected`, …).
+    pub fn parse(text: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Delivered => "delivered",
@@ -272,4 +284,18 @@ pub async fn of_run(
     .fetch_all(pool)
     .await
     .map_err(StateError::query("listing a run's records"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn outcomes_are_parsed_by_the_names_they_are_stored_under() {
+        for outcome in Outcome::ALL {
+            assert_eq!(Outcome::parse(outcome.as_str()), Some(outcome));
+        }
+        assert_eq!(Outcome::parse("Delivered"), None);
+        assert_eq!(Outcome::parse("pending"), None);
+    }
 }
