@@ -220,8 +220,15 @@ impl Browser {
                 .set_window_size(width, height)
                 .await
                 .expect("window size");
-            // Let the layout settle at the new width.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Photograph once the browser has laid out and painted the
+            // page at the new width (two animation frames later).
+            self.client
+                .execute_async(
+                    "const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+                    vec![],
+                )
+                .await
+                .expect("a painted frame at the new width");
             let png = self.client.screenshot().await.expect("screenshot");
             assert!(png.starts_with(b"\x89PNG"), "a PNG of {name}");
             let file = format!("{name}{suffix}.png");
