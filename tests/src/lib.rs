@@ -284,8 +284,9 @@ impl TestEnv {
             Ok(status) => status.expect("wait for ebb"),
             Err(_) => {
                 let _ = child.start_kill();
+                let diagnosis = self.diagnosis(&stderr_path).await;
                 panic!(
-                    "`ebb {}` did not finish within {deadline:?}; its output is in {} and {}",
+                    "`ebb {}` did not finish within {deadline:?}; its output is in {} and {}\n{diagnosis}",
                     args.join(" "),
                     stdout_path.display(),
                     stderr_path.display()
@@ -597,7 +598,124 @@ impl TestEnv {
     }
 }
 
+/// The last `n` lines of a text file, each indented, or why there are none.
+fn tail(path: &Path, n: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(n);
+            lines[from..].iter().map(|l| format!("    {l}\n")).collect()
+        }
+        Err(e) => format!("    ({e})\n"),
+    }
+}
+
 impl TestEnv {
+    /// What a hung command leaves to look at, for the test's own output
+    /// (CI keeps only that): the command's last log lines, the runs and
+    /// unsettled batches, the test databases' sessions that wait on a lock
+    /// or sit in a transaction, and each worker's last log lines.
+    async fn diagnosis(&self, stderr_path: &Path) -> String {
+        let mut out = format!(
+            "--- last lines of {}:\n{}",
+            stderr_path.display(),
+            tail(stderr_path, 15)
+        );
+        let queries: [(&str, &str, &PgPool); 3] = [
+            (
+                "runs",
+                "SELECT to_jsonb(r) - 'error' - 'traceparent' FROM ebb_runs r ORDER BY id",
+                &self.state,
+            ),
+            (
+                "unsettled batches",
+                "SELECT to_jsonb(b) FROM ebb_batches b WHERE state <> 'settled' ORDER BY run_id, batch_no",
+                &self.state,
+            ),
+            (
+                "sessions waiting on a lock or in a transaction",
+                "SELECT jsonb_build_object('db', datname, 'app', application_name, 'state', state, \
+                     'wait', wait_event_type || ':' || wait_event, 'since', now() - xact_start, \
+                     'blocked_by', pg_blocking_pids(pid), 'query', left(query, 200)) \
+                 FROM pg_stat_activity WHERE datname LIKE 'ebb_t_%' \
+                 AND (wait_event_type = 'Lock' OR state LIKE 'idle in transaction%' OR now() - query_start > interval '30 seconds' AND state = 'active')",
+                &self.state,
+            ),
+        ];
+        for (what, sql, pool) in queries {
+            out.push_str(&format!("--- {what}:\n"));
+            let rows = tokio::time::timeout(
+                Duration::from_secs(5),
+                sqlx::query_scalar::<_, serde_json::Value>(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(pool),
+            )
+            .await;
+            match rows {
+                Ok(Ok(rows)) => {
+                    for row in rows {
+                        out.push_str(&format!("    {row}\n"));
+                    }
+                }
+                Ok(Err(e)) => out.push_str(&format!("    ({e})\n")),
+                Err(_) => out.push_str("    (no answer within 5 s)\n"),
+            }
+        }
+        out.push_str("--- queue keys (type, size):\n");
+        match tokio::time::timeout(Duration::from_secs(5), self.queue_sizes()).await {
+            Ok(Ok(sizes)) => out.push_str(&sizes),
+            Ok(Err(e)) => out.push_str(&format!("    ({e})\n")),
+            Err(_) => out.push_str("    (no answer within 5 s)\n"),
+        }
+        for (index, (worker, _)) in self.workers.iter().enumerate() {
+            let path = self.dir.join(format!("worker-{index}.log"));
+            // A zombie (`Z`) has exited and awaits its parent's wait.
+            let alive = worker
+                .id()
+                .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+                .and_then(|stat| {
+                    stat.rsplit_once(") ")
+                        .map(|(_, rest)| !rest.starts_with('Z'))
+                })
+                .unwrap_or(false);
+            out.push_str(&format!(
+                "--- worker {index} ({}), last lines of {}:\n{}",
+                if alive { "running" } else { "exited" },
+                path.display(),
+                tail(&path, 25)
+            ));
+        }
+        out
+    }
+
+    /// Each of this env's Redis keys with its type and size, one per line.
+    async fn queue_sizes(&self) -> redis::RedisResult<String> {
+        let mut conn = redis::Client::open(self.urls.redis.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}:*", self.urls.prefix))
+            .query_async(&mut conn)
+            .await?;
+        keys.sort();
+        let mut out = String::new();
+        for key in keys {
+            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await?;
+            let size_command = match kind.as_str() {
+                "list" => Some("LLEN"),
+                "set" => Some("SCARD"),
+                "zset" => Some("ZCARD"),
+                "hash" => Some("HLEN"),
+                _ => None,
+            };
+            let size: i64 = match size_command {
+                Some(command) => redis::cmd(command).arg(&key).query_async(&mut conn).await?,
+                None => 1,
+            };
+            out.push_str(&format!("    {key} {kind} {size}\n"));
+        }
+        Ok(out)
+    }
+
     /// Shell commands that dump Ebb's state and queue into the test
     /// directory.
     fn dump_script(&self) -> String {
