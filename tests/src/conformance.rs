@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::braze::{self, Braze};
 use crate::hubspot::{self, HubSpot};
 use crate::mailchimp::{self, Mailchimp};
 use crate::receiver::Receiver;
@@ -319,6 +320,54 @@ Plan__c = "plan"
             s.live()
                 .into_iter()
                 .map(|(_, r)| (text(&r.fields["Email"]), text(&r.fields["LastName"])))
+                .collect()
+        })
+    }
+
+    async fn writes(&self, _env: &TestEnv) -> i64 {
+        self.0.with(|s| s.writes() as i64)
+    }
+
+    fn lose_answers(&self, n: u32) {
+        self.0.with(|s| s.drop_after_apply_left = n);
+    }
+}
+
+/// The `braze` destination (profiles by `external_id`), against the Braze
+/// emulator.
+pub struct BrazeProfiles(pub Braze);
+
+impl Target for BrazeProfiles {
+    async fn start() -> Self {
+        BrazeProfiles(Braze::start().await)
+    }
+
+    fn destination_config(&self) -> String {
+        format!(
+            r#"
+[destinations.dest]
+type = "braze"
+api_key = "{}"
+rest_endpoint = "{}"
+batch_size = 25
+max_retries = 3
+
+[syncs.contacts.mapping]
+external_id = "id"
+email = "email"
+first_name = "first_name"
+plan = "plan"
+"#,
+            braze::API_KEY,
+            self.0.url()
+        )
+    }
+
+    async fn contents(&self, _env: &TestEnv) -> Vec<(String, String)> {
+        self.0.with(|s| {
+            s.profiles
+                .iter()
+                .map(|p| (p.text("email"), p.text("first_name")))
                 .collect()
         })
     }

@@ -4,6 +4,7 @@
 //! tests run in parallel.
 
 pub mod bigquery;
+pub mod braze;
 pub mod conformance;
 pub mod hubspot;
 pub mod keys;

@@ -18,6 +18,7 @@ pub mod record;
 pub mod registry;
 pub mod util;
 
+pub mod braze;
 pub mod http;
 pub mod hubspot;
 pub mod mailchimp;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::DestinationConfig;
-use super::{http, hubspot, mailchimp, postgres, salesforce};
+use super::{braze, http, hubspot, mailchimp, postgres, salesforce};
 use crate::config::{ConfigError, ConnectorTable};
 
 /// One destination type.
@@ -36,6 +36,10 @@ pub const DESTINATION_TYPES: &[DestinationType] = &[
     DestinationType {
         name: "salesforce",
         parse: salesforce::config::parse,
+    },
+    DestinationType {
+        name: "braze",
+        parse: braze::config::parse,
     },
 ];
 

@@ -141,11 +141,22 @@ pub async fn send(
              set the destination's URL to the new location"
         )));
     }
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+    };
+    let now = chrono::Utc::now();
+    let retry_after = header(RETRY_AFTER.as_str())
+        .and_then(|v| parse_retry_after(v, now))
+        // Braze and Intercom say when their window resets instead.
+        .or_else(|| {
+            (status == 429)
+                .then(|| header("x-ratelimit-reset"))
+                .flatten()
+                .and_then(|v| parse_rate_limit_reset(v, now))
+        });
     let body = response.text().await.map_err(|e| {
         Failure::Transient(
             format!("connection dropped while reading {vendor}'s answer: {e}"),
@@ -157,6 +168,23 @@ pub async fn send(
         retry_after,
         body,
     })
+}
+
+/// An `X-RateLimit-Reset` value: when the rate-limit window resets, as
+/// Unix seconds (Braze, Intercom) or, for small values, seconds from now.
+pub fn parse_rate_limit_reset(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let secs: f64 = value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)?;
+    // Any Unix time after 2001 is above this; a delta never is.
+    if secs >= 1_000_000_000.0 {
+        let wait = secs - now.timestamp_millis() as f64 / 1000.0;
+        Some(Duration::from_secs_f64(wait.max(0.0)))
+    } else {
+        Some(Duration::from_secs_f64(secs))
+    }
 }
 
 // reqwest errors can carry the URL, which may hold a key: keep the kind and
@@ -259,4 +287,29 @@ pub fn parse_answer<T: serde::de::DeserializeOwned>(
             "{vendor}'s answer to {what} is not what its API documents: {e}"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_resets_are_unix_times_or_deltas() {
+        let now = chrono::DateTime::from_timestamp(1_765_000_000, 0).unwrap();
+        assert_eq!(
+            parse_rate_limit_reset("1765000003", now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse_rate_limit_reset("1764999990", now),
+            Some(Duration::ZERO),
+            "a reset in the past: now"
+        );
+        assert_eq!(
+            parse_rate_limit_reset("2", now),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(parse_rate_limit_reset("soon", now), None);
+        assert_eq!(parse_rate_limit_reset("-1", now), None);
+    }
 }
