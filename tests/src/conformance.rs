@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::braze::{self, Braze};
+use crate::customerio::{self, CustomerIo};
 use crate::hubspot::{self, HubSpot};
 use crate::mailchimp::{self, Mailchimp};
 use crate::receiver::Receiver;
@@ -366,6 +367,56 @@ plan = "plan"
     async fn contents(&self, _env: &TestEnv) -> Vec<(String, String)> {
         self.0.with(|s| {
             s.profiles
+                .iter()
+                .map(|p| (p.text("email"), p.text("first_name")))
+                .collect()
+        })
+    }
+
+    async fn writes(&self, _env: &TestEnv) -> i64 {
+        self.0.with(|s| s.writes() as i64)
+    }
+
+    fn lose_answers(&self, n: u32) {
+        self.0.with(|s| s.drop_after_apply_left = n);
+    }
+}
+
+/// The `customerio` destination (people by `id`), against the Customer.io
+/// Track API emulator.
+pub struct CustomerIoPeople(pub CustomerIo);
+
+impl Target for CustomerIoPeople {
+    async fn start() -> Self {
+        CustomerIoPeople(CustomerIo::start().await)
+    }
+
+    fn destination_config(&self) -> String {
+        format!(
+            r#"
+[destinations.dest]
+type = "customerio"
+site_id = "{}"
+api_key = "{}"
+base_url = "{}"
+batch_size = 25
+max_retries = 3
+
+[syncs.contacts.mapping]
+id = "id"
+email = "email"
+first_name = "first_name"
+plan = "plan"
+"#,
+            customerio::SITE_ID,
+            customerio::API_KEY,
+            self.0.url()
+        )
+    }
+
+    async fn contents(&self, _env: &TestEnv) -> Vec<(String, String)> {
+        self.0.with(|s| {
+            s.people
                 .iter()
                 .map(|p| (p.text("email"), p.text("first_name")))
                 .collect()

@@ -6,6 +6,7 @@
 pub mod bigquery;
 pub mod braze;
 pub mod conformance;
+pub mod customerio;
 pub mod hubspot;
 pub mod keys;
 pub mod mailchimp;

@@ -19,6 +19,7 @@ pub mod registry;
 pub mod util;
 
 pub mod braze;
+pub mod customerio;
 pub mod http;
 pub mod hubspot;
 pub mod mailchimp;

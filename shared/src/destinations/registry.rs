@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::DestinationConfig;
-use super::{braze, http, hubspot, mailchimp, postgres, salesforce};
+use super::{braze, customerio, http, hubspot, mailchimp, postgres, salesforce};
 use crate::config::{ConfigError, ConnectorTable};
 
 /// One destination type.
@@ -40,6 +40,10 @@ pub const DESTINATION_TYPES: &[DestinationType] = &[
     DestinationType {
         name: "braze",
         parse: braze::config::parse,
+    },
+    DestinationType {
+        name: "customerio",
+        parse: customerio::config::parse,
     },
 ];
 
