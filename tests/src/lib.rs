@@ -15,6 +15,7 @@ pub mod otlp;
 pub mod receiver;
 pub mod rest_api;
 pub mod salesforce;
+pub mod slow_link;
 pub mod snowflake;
 
 use std::path::{Path, PathBuf};

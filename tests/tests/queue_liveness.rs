@@ -462,3 +462,44 @@ async fn a_worker_that_loses_its_claim_stops_and_the_batch_is_delivered_once() {
         assert!(s.applied.values().all(|n| *n == 1), "{:?}", s.applied);
     });
 }
+
+/// apalis wakes an idle worker with its heartbeat timer; a timer that fired
+/// while a fetch was in flight used to be lost when the fetch came back
+/// empty, and the worker then slept for good while its process looked
+/// healthy (two CI runs hung this way). With every Redis answer 80 ms late
+/// and a 100 ms poll interval, most timers fire during a fetch.
+#[tokio::test]
+async fn an_idle_worker_on_a_slow_redis_link_keeps_fetching() {
+    let redis = "127.0.0.1:6379".parse().expect("redis address");
+    let slow = ebb_tests::slow_link::start(redis, Duration::from_millis(80)).await;
+    let receiver = Receiver::start().await;
+    let env = TestEnv::new_on_redis(
+        &HTTP.replace("poll_interval_ms = 200", "poll_interval_ms = 100"),
+        &[
+            ("{RECEIVER_URL}", receiver.url()),
+            ("{HEARTBEAT}", "5".to_owned()),
+            ("{LIMITS}", String::new()),
+        ],
+        &format!("redis://{slow}"),
+    )
+    .await;
+    seed_customers(&env.warehouse, 10).await;
+    let mut env = env;
+    env.start_worker(2);
+    for round in 0..3 {
+        // Idle long enough for dozens of heartbeats to race their fetches.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        if round > 0 {
+            ebb_tests::exec(
+                &env.warehouse,
+                "UPDATE analytics.customers SET plan = plan || '+'",
+            )
+            .await;
+        }
+        // A parked worker never fetches the run's task, which waits in the
+        // queue where no watchdog takes it for lost: the run would not end.
+        let run = env.run_sync("contacts", &[]).await;
+        assert_eq!(run["state"], "succeeded", "round {round}: {run}");
+        assert_eq!(run["delivered"], 10, "round {round}: {run}");
+    }
+}

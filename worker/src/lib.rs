@@ -16,5 +16,6 @@ pub mod health;
 pub mod pool;
 pub mod settle;
 pub mod targets;
+pub mod wake;
 
 pub use error::WorkerError;

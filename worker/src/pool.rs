@@ -23,6 +23,7 @@ use crate::faults::Faults;
 use crate::handler::{WorkerState, write_batch};
 use crate::health;
 use crate::targets::Targets;
+use crate::wake::WakeEvery;
 
 pub struct PoolOptions {
     /// Batches processed at once by this process, per destination.
@@ -165,6 +166,7 @@ async fn supervise(mut drain: Drain) {
             drain.state.clone(),
             drain.concurrency,
         );
+        let poll_interval = storage.get_config().heartbeat_interval;
         let mut stopping = drain.stopping.clone();
         let signal = async move {
             let _ = stopping.wait_for(|stop| *stop).await;
@@ -173,7 +175,7 @@ async fn supervise(mut drain: Drain) {
         let result = Monitor::new()
             .register(move |_| {
                 WorkerBuilder::new(worker_name.clone())
-                    .backend(storage.clone())
+                    .backend(WakeEvery::new(storage.clone(), poll_interval))
                     .data(state.clone())
                     .catch_panic()
                     .concurrency(concurrency)
