@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::braze::{self, Braze};
 use crate::customerio::{self, CustomerIo};
 use crate::hubspot::{self, HubSpot};
+use crate::intercom::{self, Intercom};
 use crate::mailchimp::{self, Mailchimp};
 use crate::receiver::Receiver;
 use crate::salesforce::{self, Salesforce};
@@ -419,6 +420,54 @@ plan = "plan"
             s.people
                 .iter()
                 .map(|p| (p.text("email"), p.text("first_name")))
+                .collect()
+        })
+    }
+
+    async fn writes(&self, _env: &TestEnv) -> i64 {
+        self.0.with(|s| s.writes() as i64)
+    }
+
+    fn lose_answers(&self, n: u32) {
+        self.0.with(|s| s.drop_after_apply_left = n);
+    }
+}
+
+/// The `intercom` destination (contacts matched on `external_id`), against
+/// the Intercom emulator.
+pub struct IntercomContacts(pub Intercom);
+
+impl Target for IntercomContacts {
+    async fn start() -> Self {
+        IntercomContacts(Intercom::start().await)
+    }
+
+    fn destination_config(&self) -> String {
+        format!(
+            r#"
+[destinations.dest]
+type = "intercom"
+access_token = "{}"
+base_url = "{}"
+batch_size = 25
+max_retries = 3
+
+[syncs.contacts.mapping]
+external_id = "id"
+email = "email"
+name = "first_name"
+plan = "plan"
+"#,
+            intercom::TOKEN,
+            self.0.url()
+        )
+    }
+
+    async fn contents(&self, _env: &TestEnv) -> Vec<(String, String)> {
+        self.0.with(|s| {
+            s.contacts
+                .iter()
+                .map(|c| (c.text("email"), c.text("name")))
                 .collect()
         })
     }

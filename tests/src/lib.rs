@@ -8,6 +8,7 @@ pub mod braze;
 pub mod conformance;
 pub mod customerio;
 pub mod hubspot;
+pub mod intercom;
 pub mod keys;
 pub mod mailchimp;
 pub mod mariadb;

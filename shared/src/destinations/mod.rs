@@ -22,6 +22,7 @@ pub mod braze;
 pub mod customerio;
 pub mod http;
 pub mod hubspot;
+pub mod intercom;
 pub mod mailchimp;
 pub mod postgres;
 pub mod salesforce;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::DestinationConfig;
-use super::{braze, customerio, http, hubspot, mailchimp, postgres, salesforce};
+use super::{braze, customerio, http, hubspot, intercom, mailchimp, postgres, salesforce};
 use crate::config::{ConfigError, ConnectorTable};
 
 /// One destination type.
@@ -44,6 +44,10 @@ pub const DESTINATION_TYPES: &[DestinationType] = &[
     DestinationType {
         name: "customerio",
         parse: customerio::config::parse,
+    },
+    DestinationType {
+        name: "intercom",
+        parse: intercom::config::parse,
     },
 ];
 
