@@ -25,7 +25,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
@@ -33,6 +33,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
+
+use crate::rate_window::RateWindow;
 
 pub const API_KEY: &str = "braze-rest-key-0123456789";
 
@@ -68,11 +70,8 @@ pub struct BrazeState {
     pub track_bodies: Vec<Value>,
     /// Every `/users/delete` body received.
     pub delete_bodies: Vec<Value>,
-    /// The workspace's rate limit: requests per window.
-    pub rate_limit: Option<(u32, Duration)>,
-    window: Option<(Instant, u32)>,
-    /// Requests answered 429 for the rate limit.
-    pub violations: u32,
+    /// The workspace's rate limit (answered 429 over it).
+    pub rate: RateWindow,
     /// The next this many requests are answered 429 whatever the rate.
     pub throttle_next: u32,
     /// The next this many writes are applied, then the connection drops.
@@ -194,21 +193,8 @@ fn admit(state: &mut BrazeState, headers: &HeaderMap, what: &str) -> Result<(), 
         state.throttle_next -= 1;
         return Err(Box::new(throttled(0, Duration::from_secs(1))));
     }
-    if let Some((limit, window)) = state.rate_limit {
-        let now = Instant::now();
-        let (started, count) = match state.window {
-            Some((started, count)) if now.duration_since(started) < window => (started, count),
-            _ => (now, 0),
-        };
-        if count >= limit {
-            state.violations += 1;
-            state.window = Some((started, count));
-            return Err(Box::new(throttled(
-                limit,
-                window - now.duration_since(started),
-            )));
-        }
-        state.window = Some((started, count + 1));
+    if let Err((limit, resets_in)) = state.rate.admit() {
+        return Err(Box::new(throttled(limit, resets_in)));
     }
     Ok(())
 }

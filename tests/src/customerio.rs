@@ -20,7 +20,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -28,6 +27,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
+
+use crate::rate_window::RateWindow;
 
 pub const SITE_ID: &str = "site-0a1b2c";
 pub const API_KEY: &str = "track-key-3d4e5f";
@@ -59,9 +60,8 @@ pub struct CustomerIoState {
     pub batch_sizes: Vec<usize>,
     /// `us` or `eu`.
     pub data_center: String,
-    pub rate_limit: Option<(u32, Duration)>,
-    window: Option<(Instant, u32)>,
-    pub violations: u32,
+    /// The workspace's rate limit (answered 429 over it).
+    pub rate: RateWindow,
     pub drop_after_apply_left: u32,
     /// (attribute, value, message): identify entries setting it are refused.
     pub refusals: Vec<(String, Value, String)>,
@@ -74,9 +74,7 @@ impl Default for CustomerIoState {
             requests: Vec::new(),
             batch_sizes: Vec::new(),
             data_center: "us".into(),
-            rate_limit: None,
-            window: None,
-            violations: 0,
+            rate: RateWindow::default(),
             drop_after_apply_left: 0,
             refusals: Vec::new(),
         }
@@ -162,24 +160,14 @@ fn admit(
             (StatusCode::UNAUTHORIZED, "Unauthorized request").into_response(),
         ));
     }
-    if let Some((limit, window)) = state.rate_limit {
-        let now = Instant::now();
-        let (started, count) = match state.window {
-            Some((started, count)) if now.duration_since(started) < window => (started, count),
-            _ => (now, 0),
-        };
-        if count >= limit {
-            state.violations += 1;
-            state.window = Some((started, count));
-            return Err(Box::new(
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    axum::Json(json!({"meta": {"error": "rate limit exceeded"}})),
-                )
-                    .into_response(),
-            ));
-        }
-        state.window = Some((started, count + 1));
+    if state.rate.admit().is_err() {
+        return Err(Box::new(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(json!({"meta": {"error": "rate limit exceeded"}})),
+            )
+                .into_response(),
+        ));
     }
     Ok(())
 }

@@ -21,7 +21,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -29,6 +29,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
+
+use crate::rate_window::RateWindow;
 
 pub const TOKEN: &str = "dG9rOmludGVyY29tLXRlc3Q=";
 
@@ -74,9 +76,8 @@ pub struct IntercomState {
     next_id: u64,
     /// Every request: method and path.
     pub requests: Vec<String>,
-    pub rate_limit: Option<(u32, Duration)>,
-    window: Option<(Instant, u32)>,
-    pub violations: u32,
+    /// The workspace's rate limit (answered 429 over it).
+    pub rate: RateWindow,
     pub drop_after_apply_left: u32,
     /// New contacts stay out of search results.
     pub search_lag: bool,
@@ -157,34 +158,24 @@ fn admit(s: &mut IntercomState, headers: &HeaderMap, what: String) -> Result<(),
             "Access Token Invalid",
         )));
     }
-    if let Some((limit, window)) = s.rate_limit {
-        let now = Instant::now();
-        let (started, count) = match s.window {
-            Some((started, count)) if now.duration_since(started) < window => (started, count),
-            _ => (now, 0),
-        };
-        if count >= limit {
-            s.violations += 1;
-            s.window = Some((started, count));
-            let reset = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default()
-                + (window - now.duration_since(started)).as_secs().max(1);
-            return Err(Box::new(
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    [
-                        ("x-ratelimit-limit", limit.to_string()),
-                        ("x-ratelimit-remaining", "0".to_owned()),
-                        ("x-ratelimit-reset", reset.to_string()),
-                    ],
-                    axum::Json(json!({"type": "error.list", "errors": [{"code": "rate_limit_exceeded", "message": "Exceeded rate limit"}]})),
-                )
-                    .into_response(),
-            ));
-        }
-        s.window = Some((started, count + 1));
+    if let Err((limit, resets_in)) = s.rate.admit() {
+        let reset = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+            + resets_in.as_secs().max(1);
+        return Err(Box::new(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [
+                    ("x-ratelimit-limit", limit.to_string()),
+                    ("x-ratelimit-remaining", "0".to_owned()),
+                    ("x-ratelimit-reset", reset.to_string()),
+                ],
+                axum::Json(json!({"type": "error.list", "errors": [{"code": "rate_limit_exceeded", "message": "Exceeded rate limit"}]})),
+            )
+                .into_response(),
+        ));
     }
     Ok(())
 }

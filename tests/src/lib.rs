@@ -13,6 +13,7 @@ pub mod keys;
 pub mod mailchimp;
 pub mod mariadb;
 pub mod otlp;
+pub mod rate_window;
 pub mod receiver;
 pub mod rest_api;
 pub mod salesforce;

@@ -172,7 +172,7 @@ async fn profiles_matched_by_alias_are_created_then_deleted_fifty_a_request_in_m
 #[tokio::test]
 async fn the_workspace_rate_limit_is_held_and_its_429s_are_waited_out() {
     let braze = Braze::start().await;
-    braze.with(|s| s.rate_limit = Some((5, Duration::from_secs(1))));
+    braze.with(|s| s.rate.limit = Some((5, Duration::from_secs(1))));
     // Two workers, each free to send as fast as it can: only the shared
     // limiter keeps them within Braze's 5 requests a second.
     let mut env = env(
@@ -192,7 +192,7 @@ async fn the_workspace_rate_limit_is_held_and_its_429s_are_waited_out() {
         "{run}"
     );
     assert_eq!(
-        braze.with(|s| s.violations),
+        braze.with(|s| s.rate.violations),
         0,
         "no request over Braze's limit"
     );

@@ -149,7 +149,7 @@ async fn large_records_are_packed_into_requests_under_500_kb() {
 #[tokio::test]
 async fn people_identified_by_email_are_deleted_in_mirror_mode_within_the_rate_limit() {
     let cio = CustomerIo::start().await;
-    cio.with(|s| s.rate_limit = Some((10, Duration::from_secs(1))));
+    cio.with(|s| s.rate.limit = Some((10, Duration::from_secs(1))));
     let setup = Setup {
         cio: &cio,
         batch: 5,
@@ -179,7 +179,10 @@ async fn people_identified_by_email_are_deleted_in_mirror_mode_within_the_rate_l
             s.people.iter().all(|p| p.id.is_none()),
             "identified by email only"
         );
-        assert_eq!(s.violations, 0, "no request over the workspace's limit");
+        assert_eq!(
+            s.rate.violations, 0,
+            "no request over the workspace's limit"
+        );
     });
 }
 

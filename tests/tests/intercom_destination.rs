@@ -142,7 +142,7 @@ async fn a_custom_attribute_intercom_lacks_is_named_by_check_connect_and_its_rec
 #[tokio::test]
 async fn the_workspace_rate_limit_is_held_by_every_worker_and_removals_delete_contacts() {
     let intercom = Intercom::start().await;
-    intercom.with(|s| s.rate_limit = Some((10, Duration::from_secs(1))));
+    intercom.with(|s| s.rate.limit = Some((10, Duration::from_secs(1))));
     let mut env = env(
         &intercom,
         5,
@@ -168,6 +168,9 @@ async fn the_workspace_rate_limit_is_held_by_every_worker_and_removals_delete_co
     );
     intercom.with(|s| {
         assert_eq!(s.contacts.len(), 12);
-        assert_eq!(s.violations, 0, "no request over the workspace's limit");
+        assert_eq!(
+            s.rate.violations, 0,
+            "no request over the workspace's limit"
+        );
     });
 }

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::config::MatchBy;
 use crate::destinations::util::email::is_email;
+use crate::destinations::util::vendor::identifier;
 
 /// Braze truncates or refuses custom attribute strings over 255 characters.
 pub const MAX_STRING_CHARS: usize = 255;
@@ -27,26 +28,11 @@ pub fn profile(
     fields: &Map<String, Value>,
 ) -> Result<Profile, String> {
     let field = match_by.field();
-    let identifier = match fields.get(field) {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
-        // A numeric key (a BIGINT id) names the profile by its digits.
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Null) | None => {
-            return Err(format!(
-                "`{field}` is empty; Braze needs it to know which profile to write"
-            ));
-        }
-        Some(Value::String(_)) => {
-            return Err(format!(
-                "`{field}` is blank; Braze needs it to know which profile to write"
-            ));
-        }
-        Some(other) => {
-            return Err(format!(
-                "`{field}` must be text, not {other}; Braze identifies profiles by strings"
-            ));
-        }
-    };
+    let identifier = identifier(
+        fields,
+        field,
+        "Braze needs it to know which profile to write",
+    )?;
     let mut object = Map::new();
     for (name, value) in fields {
         if name == field {

@@ -35,7 +35,7 @@ use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::vendor::{
-    PrepareRules, RequestBudget, VendorDestination, finish, finish_after, prepare,
+    PrepareRules, RequestBudget, VendorDestination, conclude, prepare,
 };
 pub use service::Failure;
 
@@ -81,10 +81,8 @@ impl CustomerIoDestination {
     ) -> Result<Vec<RecordAnswer>, Failure> {
         let budget = &RequestBudget::new(&self.limiter);
         let mut answers: Answers = vec![None; records.len()];
-        match self.write(budget, ctx, records, &mut answers).await {
-            Ok(()) => Ok(finish(answers)),
-            Err(failure) => finish_after(answers, failure),
-        }
+        let written = self.write(budget, ctx, records, &mut answers).await;
+        conclude(answers, written)
     }
 
     async fn write(

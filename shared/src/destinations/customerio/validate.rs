@@ -5,6 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::config::IdentifyBy;
 use crate::destinations::util::email::is_email;
+use crate::destinations::util::vendor::identifier;
 
 /// "cannot identify more than 300 attributes in one request".
 pub const MAX_ATTRIBUTES: usize = 300;
@@ -29,20 +30,7 @@ pub struct Person {
 /// refuse it.
 pub fn person(identify_by: IdentifyBy, fields: &Map<String, Value>) -> Result<Person, String> {
     let field = identify_by.field();
-    let identifier = match fields.get(field) {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(_)) | Some(Value::Null) | None => {
-            return Err(format!(
-                "`{field}` is empty; Customer.io identifies people by it"
-            ));
-        }
-        Some(other) => {
-            return Err(format!(
-                "`{field}` must be text, not {other}; Customer.io identifies people by strings"
-            ));
-        }
-    };
+    let identifier = identifier(fields, field, "Customer.io identifies people by it")?;
     if identify_by == IdentifyBy::Email && !is_email(&identifier) {
         return Err(format!(
             "`email` ({identifier}) is not a valid email address; Customer.io identifies people by it"

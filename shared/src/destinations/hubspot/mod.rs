@@ -43,8 +43,7 @@ use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
 use crate::destinations::util::vendor::{
-    PrepareRules, RequestBudget, SchemaCache, VendorDestination, finish, finish_after, prepare,
-    written_whole,
+    PrepareRules, RequestBudget, SchemaCache, VendorDestination, conclude, prepare, written_whole,
 };
 use crate::state::intents::IntentLog;
 use request_builder::BatchAnswer;
@@ -219,10 +218,7 @@ impl HubSpotDestination {
             Ok(())
         }
         .await;
-        match written {
-            Ok(()) => Ok(finish(answers)),
-            Err(failure) => finish_after(answers, failure),
-        }
+        conclude(answers, written)
     }
 
     /// Updates records by HubSpot id; returns those HubSpot no longer knows,

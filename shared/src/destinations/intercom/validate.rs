@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::config::MatchOn;
 use crate::destinations::util::email::is_email;
+use crate::destinations::util::vendor::identifier;
 
 /// The contact fields Intercom's create and update take at the top level.
 pub const STANDARD_FIELDS: &[&str] = &[
@@ -34,16 +35,7 @@ pub struct Contact {
 
 pub fn contact(match_on: MatchOn, fields: &Map<String, Value>) -> Result<Contact, String> {
     let field = match_on.field();
-    let match_value = match fields.get(field) {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(_)) | Some(Value::Null) | None => {
-            return Err(format!(
-                "`{field}` is empty; Intercom matches contacts on it"
-            ));
-        }
-        Some(other) => return Err(format!("`{field}` must be text, not {other}")),
-    };
+    let match_value = identifier(fields, field, "Intercom matches contacts on it")?;
     let mut body = Map::new();
     let mut custom = Map::new();
     for (name, value) in fields {

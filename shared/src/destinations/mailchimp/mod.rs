@@ -48,8 +48,7 @@ use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
 use crate::destinations::util::vendor::{
-    OneByOne, PrepareRules, RequestBudget, SchemaCache, VendorDestination, finish, finish_after,
-    prepare,
+    OneByOne, PrepareRules, RequestBudget, SchemaCache, VendorDestination, conclude, prepare,
 };
 use request_builder::{BatchSubscribeAnswer, MemberAnswer};
 use schema::Schema;
@@ -116,13 +115,10 @@ impl MailchimpDestination {
             .get(budget, schema::fetch(&self.client, &self.config))
             .await?;
         let mut answers: Answers = vec![None; records.len()];
-        match self
+        let written = self
             .write(budget, ctx, &schema, records, &mut answers)
-            .await
-        {
-            Ok(()) => Ok(finish(answers)),
-            Err(failure) => finish_after(answers, failure),
-        }
+            .await;
+        conclude(answers, written)
     }
 
     async fn write(

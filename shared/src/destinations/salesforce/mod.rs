@@ -45,8 +45,7 @@ use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
 use crate::destinations::util::vendor::{
-    PrepareRules, RequestBudget, SchemaCache, VendorDestination, finish, finish_after, prepare,
-    written_whole,
+    PrepareRules, RequestBudget, SchemaCache, VendorDestination, conclude, prepare, written_whole,
 };
 use auth::TokenSource;
 use bulk::{JobRecord, Operation};
@@ -180,10 +179,7 @@ impl SalesforceDestination {
         };
         // A request that fails after others were answered leaves only the
         // records it had not answered to be sent again.
-        match written {
-            Ok(()) => Ok(finish(answers)),
-            Err(failure) => finish_after(answers, failure),
-        }
+        conclude(answers, written)
     }
 
     async fn send_bulk(

@@ -379,6 +379,33 @@ pub fn finish_after(
         .collect())
 }
 
+/// A send's answers once its writes ended: every record's own answer when
+/// they all went through ([`finish`]), else the answers so far and the rest
+/// left to the failure ([`finish_after`]).
+pub fn conclude(
+    answers: Vec<Option<RecordAnswer>>,
+    written: Result<(), Failure>,
+) -> Result<Vec<RecordAnswer>, Failure> {
+    match written {
+        Ok(()) => Ok(finish(answers)),
+        Err(failure) => finish_after(answers, failure),
+    }
+}
+
+/// The text a record names its destination record by (a match key, an
+/// external id): a non-blank string, or a number's digits. `why` ends the
+/// refusal: "Braze needs it to know which profile to write".
+pub fn identifier(fields: &Map<String, Value>, field: &str, why: &str) -> Result<String, String> {
+    match fields.get(field) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(Value::String(_)) | Some(Value::Null) | None => {
+            Err(format!("`{field}` is empty; {why}"))
+        }
+        Some(other) => Err(format!("`{field}` must be text, not {other}; {why}")),
+    }
+}
+
 /// Sends one request per record (a `PUT` per member) and answers each
 /// record by its own request. After a 429, or three transient failures in
 /// a row (the destination is down), the rest are held back unsent rather
