@@ -13,7 +13,7 @@ use crate::config::{
     RateLimit, SyncConfig,
 };
 use crate::destinations::budget::BatchWrites;
-use crate::destinations::util::vendor::connection_check;
+use crate::destinations::util::vendor::{connection_check, match_field_mapped};
 use crate::destinations::{
     BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError,
 };
@@ -211,16 +211,12 @@ impl DestinationConfig for BrazeConfig {
         &self,
         destination: &str,
         mapping: &[FieldMapping],
-        _primary_key: &str,
+        primary_key: &str,
         _sends_removed: bool,
     ) -> Result<(), String> {
         let field = self.match_by.field();
-        if mapping.iter().any(|m| m.field == field) {
-            return Ok(());
-        }
-        Err(format!(
-            "destination `{destination}` matches Braze profiles by `{field}`, so the mapping must fill it (e.g. `{field} = \"id\"`); every other mapped field is written as a profile attribute"
-        ))
+        let how = format!("matches Braze profiles by `{field}`");
+        match_field_mapped(destination, &how, field, mapping, primary_key)
     }
 
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Destination>, DestinationError> {
@@ -317,6 +313,10 @@ mod tests {
             !format!("{config:?}").contains("braze-key-123"),
             "key redacted"
         );
+
+        // Without a [mapping], the model's columns are the fields: `ebb
+        // check` looks for the match field among them.
+        assert!(parse_config(&with_braze("instance = \"US-01\"", "")).is_ok());
 
         let alias = parse_config(&with_braze(
             "instance = \"US-03\"\nmatch_by = \"user_alias\"\nalias_label = \"warehouse_id\"",

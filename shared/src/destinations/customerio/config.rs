@@ -12,7 +12,7 @@ use crate::config::{
     ConfigError, ConnectorTable, DeliveryDefaults, DeliverySettings, FieldMapping, RateLimit,
     SyncConfig,
 };
-use crate::destinations::util::vendor::connection_check;
+use crate::destinations::util::vendor::{connection_check, match_field_mapped};
 use crate::destinations::{
     BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError,
 };
@@ -140,16 +140,12 @@ impl DestinationConfig for CustomerIoConfig {
         &self,
         destination: &str,
         mapping: &[FieldMapping],
-        _primary_key: &str,
+        primary_key: &str,
         _sends_removed: bool,
     ) -> Result<(), String> {
         let field = self.identify_by.field();
-        if !mapping.iter().any(|m| m.field == field) {
-            return Err(format!(
-                "destination `{destination}` identifies Customer.io people by `{field}`, so the mapping must fill it (e.g. `{field} = \"{}\"`); every other mapped field is written as an attribute",
-                if field == "id" { "id" } else { "email" }
-            ));
-        }
+        let how = format!("identifies Customer.io people by `{field}`");
+        match_field_mapped(destination, &how, field, mapping, primary_key)?;
         if mapping.len() > super::validate::MAX_ATTRIBUTES + 1 {
             return Err(format!(
                 "the mapping has {} fields; Customer.io takes at most {} attributes per person in one request",
@@ -241,6 +237,10 @@ mod tests {
             "key redacted"
         );
 
+        assert!(
+            parse_config(&with_customerio("", "")).is_ok(),
+            "no [mapping]: checked by `ebb check`"
+        );
         let cases = [
             (
                 with_customerio("region = \"apac\"", "id = \"id\""),

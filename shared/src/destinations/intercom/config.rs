@@ -13,7 +13,7 @@ use crate::config::{
     SyncConfig,
 };
 use crate::destinations::budget::BatchWrites;
-use crate::destinations::util::vendor::connection_check;
+use crate::destinations::util::vendor::{connection_check, match_field_mapped};
 use crate::destinations::{
     BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError,
 };
@@ -136,17 +136,12 @@ impl DestinationConfig for IntercomConfig {
         &self,
         destination: &str,
         mapping: &[FieldMapping],
-        _primary_key: &str,
+        primary_key: &str,
         _sends_removed: bool,
     ) -> Result<(), String> {
         let field = self.match_on.field();
-        if mapping.iter().any(|m| m.field == field) {
-            return Ok(());
-        }
-        Err(format!(
-            "destination `{destination}` matches Intercom contacts on `{field}`, so the mapping must fill it (e.g. `{field} = \"{}\"`); standard fields (email, name, phone, …) go by their name, anything else is a custom attribute",
-            if field == "email" { "email" } else { "id" }
-        ))
+        let how = format!("matches Intercom contacts on `{field}`");
+        match_field_mapped(destination, &how, field, mapping, primary_key)
     }
 
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Destination>, DestinationError> {
@@ -228,6 +223,10 @@ mod tests {
         assert!(
             !format!("{config:?}").contains("dG9rOmFiYzEyMw"),
             "token redacted"
+        );
+        assert!(
+            parse_config(&with_intercom("", "")).is_ok(),
+            "no [mapping]: checked by `ebb check`"
         );
         let cases = [
             (
