@@ -36,7 +36,7 @@ use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::vendor::{
-    PrepareRules, RequestBudget, VendorDestination, conclude, prepare,
+    PrepareRules, RequestBudget, VendorDestination, conclude, first_per_name, prepare,
 };
 use request_builder::{DeleteAnswer, TrackAnswer};
 pub use service::Failure;
@@ -112,7 +112,13 @@ impl BrazeDestination {
             .chain(prepared.writes)
             .map(|(index, record, profile)| (index, record.key.as_str(), profile))
             .collect();
-        let unique = one_object_per_profile(profiles, &self.config.match_by, answers);
+        let unique = first_per_name(
+            profiles,
+            self.config.match_by.field(),
+            |p| &p.identifier,
+            "Braze would write both to one profile",
+            answers,
+        );
         for chunk in unique.chunks(config::MAX_BATCH) {
             self.track(budget, chunk, answers).await?;
         }
@@ -181,35 +187,6 @@ impl BrazeDestination {
         }
         Ok(())
     }
-}
-
-/// Two records naming one profile in a send would be merged by Braze into
-/// one: the first is sent, the others are refused and say which record
-/// holds the profile.
-fn one_object_per_profile<'r>(
-    profiles: Vec<(usize, &'r str, Profile)>,
-    match_by: &MatchBy,
-    answers: &mut Answers,
-) -> Vec<(usize, &'r str, Profile)> {
-    let mut first: HashMap<String, &str> = HashMap::new();
-    let mut unique = Vec::with_capacity(profiles.len());
-    for (index, key, profile) in profiles {
-        let named = profile.identifier.to_lowercase();
-        match first.get(&named) {
-            Some(other) => {
-                answers[index] = Some(RecordAnswer::Rejected(format!(
-                    "record `{other}` of the same batch has the same {} ({}); Braze would write both to one profile",
-                    match_by.field(),
-                    profile.identifier
-                )));
-            }
-            None => {
-                first.insert(named, key);
-                unique.push((index, key, profile));
-            }
-        }
-    }
-    unique
 }
 
 /// `ebb check --connect`: an empty `/users/track`. Braze checks the key and

@@ -35,7 +35,7 @@ use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::vendor::{
-    PrepareRules, RequestBudget, VendorDestination, conclude, prepare,
+    PrepareRules, RequestBudget, VendorDestination, conclude, first_per_name, prepare,
 };
 pub use service::Failure;
 
@@ -119,18 +119,20 @@ impl CustomerIoDestination {
                 },
             });
         }
-        let mut first: HashMap<String, &str> = HashMap::new();
-        for (index, record, person) in prepared.updates.into_iter().chain(prepared.writes) {
-            let named = person.identifier.to_lowercase();
-            if let Some(other) = first.get(&named) {
-                answers[index] = Some(RecordAnswer::Rejected(format!(
-                    "record `{other}` of the same batch has the same {} ({}); Customer.io would write both to one person",
-                    identify_by.field(),
-                    person.identifier
-                )));
-                continue;
-            }
-            first.insert(named, record.key.as_str());
+        let people = prepared
+            .updates
+            .into_iter()
+            .chain(prepared.writes)
+            .map(|(index, record, person)| (index, record.key.as_str(), person))
+            .collect();
+        let people = first_per_name(
+            people,
+            identify_by.field(),
+            |p| &p.identifier,
+            "Customer.io would write both to one person",
+            answers,
+        );
+        for (index, _, person) in people {
             entries.push(Entry {
                 index,
                 entry: person.entry,

@@ -48,7 +48,8 @@ use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::value_class::column_problems;
 use crate::destinations::util::vendor::{
-    OneByOne, PrepareRules, RequestBudget, SchemaCache, VendorDestination, conclude, prepare,
+    OneByOne, PrepareRules, RequestBudget, SchemaCache, VendorDestination, conclude,
+    first_per_name, prepare,
 };
 use request_builder::{BatchSubscribeAnswer, MemberAnswer};
 use schema::Schema;
@@ -281,23 +282,13 @@ impl MailchimpDestination {
         calls: &mut OneByOne,
     ) -> Result<(), Failure> {
         // One member per address per request; Mailchimp would merge them.
-        let mut first: HashMap<String, &str> = HashMap::new();
-        let mut unique = Vec::with_capacity(subscribes.len());
-        for (index, key, member) in subscribes {
-            let address = member.email.to_lowercase();
-            match first.get(&address) {
-                Some(other) => {
-                    answers[index] = Some(RecordAnswer::Rejected(format!(
-                        "record `{other}` of the same batch has the same email_address ({}); Mailchimp would make them one member",
-                        member.email
-                    )));
-                }
-                None => {
-                    first.insert(address, key);
-                    unique.push((index, key, member));
-                }
-            }
-        }
+        let unique = first_per_name(
+            subscribes,
+            "email_address",
+            |m| &m.email,
+            "Mailchimp would make them one member",
+            answers,
+        );
         if unique.is_empty() {
             return Ok(());
         }

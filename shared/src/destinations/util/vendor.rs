@@ -406,6 +406,37 @@ pub fn identifier(fields: &Map<String, Value>, field: &str, why: &str) -> Result
     }
 }
 
+/// Keeps the first of the records of a send that name one destination
+/// record (by `name`, case-insensitively: an address, an external id); each
+/// later one is refused, naming the record kept: "record `7` of the same
+/// batch has the same email (a@example.com); `merged`".
+pub fn first_per_name<'r, T>(
+    items: Vec<(usize, &'r str, T)>,
+    field: &str,
+    name: impl Fn(&T) -> &str,
+    merged: &str,
+    answers: &mut [Option<RecordAnswer>],
+) -> Vec<(usize, &'r str, T)> {
+    let mut first: HashMap<String, &str> = HashMap::new();
+    let mut kept = Vec::with_capacity(items.len());
+    for (index, key, item) in items {
+        let named = name(&item).to_lowercase();
+        match first.get(&named) {
+            Some(other) => {
+                answers[index] = Some(RecordAnswer::Rejected(format!(
+                    "record `{other}` of the same batch has the same {field} ({}); {merged}",
+                    name(&item)
+                )));
+            }
+            None => {
+                first.insert(named, key);
+                kept.push((index, key, item));
+            }
+        }
+    }
+    kept
+}
+
 /// Sends one request per record (a `PUT` per member) and answers each
 /// record by its own request. After a 429, or three transient failures in
 /// a row (the destination is down), the rest are held back unsent rather
@@ -505,5 +536,33 @@ impl<S> SchemaCache<S> {
         let schema = Arc::new(fetch.await?);
         *cached = Some((Instant::now(), schema.clone()));
         Ok(schema)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_record_naming_a_destination_record_is_kept_and_the_others_refused() {
+        let items = vec![
+            (0, "7", "A@example.com"),
+            (1, "8", "b@example.com"),
+            (2, "9", "a@EXAMPLE.com"),
+        ];
+        let mut answers = vec![None; 3];
+        let kept = first_per_name(items, "email", |e| e, "one profile", &mut answers);
+        assert_eq!(
+            kept.iter().map(|(i, k, _)| (*i, *k)).collect::<Vec<_>>(),
+            vec![(0, "7"), (1, "8")]
+        );
+        assert!(answers[0].is_none() && answers[1].is_none());
+        assert_eq!(
+            answers[2],
+            Some(RecordAnswer::Rejected(
+                "record `7` of the same batch has the same email (a@EXAMPLE.com); one profile"
+                    .into()
+            ))
+        );
     }
 }
