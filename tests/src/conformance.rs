@@ -18,6 +18,7 @@ use crate::intercom::{self, Intercom};
 use crate::mailchimp::{self, Mailchimp};
 use crate::receiver::Receiver;
 use crate::salesforce::{self, Salesforce};
+use crate::zendesk::{self, Zendesk};
 use crate::{TestEnv, create_replica};
 
 /// `{HEADER}`, the worker settings every scenario uses, and the sync's
@@ -468,6 +469,55 @@ plan = "plan"
             s.contacts
                 .iter()
                 .map(|c| (c.text("email"), c.text("name")))
+                .collect()
+        })
+    }
+
+    async fn writes(&self, _env: &TestEnv) -> i64 {
+        self.0.with(|s| s.writes() as i64)
+    }
+
+    fn lose_answers(&self, n: u32) {
+        self.0.with(|s| s.drop_after_apply_left = n);
+    }
+}
+
+/// The `zendesk` destination (users matched on `external_id`), against
+/// the Zendesk emulator.
+pub struct ZendeskUsers(pub Zendesk);
+
+impl Target for ZendeskUsers {
+    async fn start() -> Self {
+        ZendeskUsers(Zendesk::start().await)
+    }
+
+    fn destination_config(&self) -> String {
+        format!(
+            r#"
+[destinations.dest]
+type = "zendesk"
+base_url = "{}"
+email = "{}"
+api_token = "{}"
+batch_size = 25
+max_retries = 3
+
+[syncs.contacts.mapping]
+external_id = "id"
+email = "email"
+name = "first_name"
+plan = "plan"
+"#,
+            self.0.url(),
+            zendesk::EMAIL,
+            zendesk::API_TOKEN,
+        )
+    }
+
+    async fn contents(&self, _env: &TestEnv) -> Vec<(String, String)> {
+        self.0.with(|s| {
+            s.active_users()
+                .map(|u| (u.text("email"), u.text("name")))
                 .collect()
         })
     }

@@ -19,6 +19,7 @@ pub mod rest_api;
 pub mod salesforce;
 pub mod slow_link;
 pub mod snowflake;
+pub mod zendesk;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};

@@ -4,10 +4,10 @@
 //! lookups, Mailchimp's resubscription rules, Salesforce bulk jobs, HTTP
 //! idempotency keys) is tested beside it, in `<type>_destination.rs`.
 //!
-//! | scenario                                   | http | postgres | hubspot | mailchimp | salesforce | braze | customerio | intercom |
-//! |--------------------------------------------|------|----------|---------|-----------|------------|-------|------------|----------|
-//! | [`lifecycle`]: first sync with a rejection, no-change re-sync with no write, updates in place, the rejection delivered once fixed, mirror removals | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |
-//! | [`lost_answers`]: applied writes whose answers are lost, retried without duplicates | ✓ | –¹ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |
+//! | scenario                                   | http | postgres | hubspot | mailchimp | salesforce | braze | customerio | intercom | zendesk |
+//! |--------------------------------------------|------|----------|---------|-----------|------------|-------|------------|----------|---------|
+//! | [`lifecycle`]: first sync with a rejection, no-change re-sync with no write, updates in place, the rejection delivered once fixed, mirror removals | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |
+//! | [`lost_answers`]: applied writes whose answers are lost, retried without duplicates | ✓ | –¹ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |
 //!
 //! ¹ A Postgres transaction commits or not; a commit whose answer is lost
 //! is a worker crash after the send, covered by `faults.rs`.
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use ebb_tests::conformance::{
     BrazeProfiles, CustomerIoPeople, Http, HubSpotContacts, IntercomContacts, MailchimpMembers,
-    Postgres, SalesforceContacts, Target,
+    Postgres, SalesforceContacts, Target, ZendeskUsers,
 };
 use ebb_tests::{TestEnv, dlq_reason, exec};
 
@@ -189,3 +189,4 @@ conformance!(salesforce: SalesforceContacts => lifecycle, lost_answers);
 conformance!(braze: BrazeProfiles => lifecycle, lost_answers);
 conformance!(customerio: CustomerIoPeople => lifecycle, lost_answers);
 conformance!(intercom: IntercomContacts => lifecycle, lost_answers);
+conformance!(zendesk: ZendeskUsers => lifecycle, lost_answers);

@@ -26,6 +26,7 @@ pub mod intercom;
 pub mod mailchimp;
 pub mod postgres;
 pub mod salesforce;
+pub mod zendesk;
 
 pub use config::{
     BuildContext, Built, ConnectionCheck, ConnectionProblem, DestinationConfig, MappingReport,

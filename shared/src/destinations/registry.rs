@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::DestinationConfig;
-use super::{braze, customerio, http, hubspot, intercom, mailchimp, postgres, salesforce};
+use super::{braze, customerio, http, hubspot, intercom, mailchimp, postgres, salesforce, zendesk};
 use crate::config::{ConfigError, ConnectorTable};
 
 /// One destination type.
@@ -48,6 +48,10 @@ pub const DESTINATION_TYPES: &[DestinationType] = &[
     DestinationType {
         name: "intercom",
         parse: intercom::config::parse,
+    },
+    DestinationType {
+        name: "zendesk",
+        parse: zendesk::config::parse,
     },
 ];
 

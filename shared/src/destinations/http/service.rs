@@ -192,6 +192,7 @@ mod tests {
             &Answer {
                 status,
                 retry_after,
+                headers: Default::default(),
                 body: body.to_owned(),
             },
             &config(),

@@ -106,6 +106,8 @@ impl Failure {
 pub struct Answer {
     pub status: u16,
     pub retry_after: Option<Duration>,
+    /// For the vendors whose headers say more (rate limits, ids).
+    pub headers: reqwest::header::HeaderMap,
     pub body: String,
 }
 
@@ -157,6 +159,7 @@ pub async fn send(
                 .flatten()
                 .and_then(|v| parse_rate_limit_reset(v, now))
         });
+    let headers = response.headers().clone();
     let body = response.text().await.map_err(|e| {
         Failure::Transient(
             format!("connection dropped while reading {vendor}'s answer: {e}"),
@@ -166,6 +169,7 @@ pub async fn send(
     Ok(Answer {
         status,
         retry_after,
+        headers,
         body,
     })
 }
