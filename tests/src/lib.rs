@@ -12,6 +12,7 @@ pub mod intercom;
 pub mod keys;
 pub mod mailchimp;
 pub mod mariadb;
+pub mod meta;
 pub mod otlp;
 pub mod rate_window;
 pub mod receiver;

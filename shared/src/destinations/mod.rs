@@ -24,6 +24,7 @@ pub mod http;
 pub mod hubspot;
 pub mod intercom;
 pub mod mailchimp;
+pub mod meta_custom_audience;
 pub mod postgres;
 pub mod salesforce;
 pub mod zendesk;

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use super::DestinationConfig;
-use super::{braze, customerio, http, hubspot, intercom, mailchimp, postgres, salesforce, zendesk};
+use super::{
+    braze, customerio, http, hubspot, intercom, mailchimp, meta_custom_audience, postgres,
+    salesforce, zendesk,
+};
 use crate::config::{ConfigError, ConnectorTable};
 
 /// One destination type.
@@ -52,6 +55,10 @@ pub const DESTINATION_TYPES: &[DestinationType] = &[
     DestinationType {
         name: "zendesk",
         parse: zendesk::config::parse,
+    },
+    DestinationType {
+        name: "meta_custom_audience",
+        parse: meta_custom_audience::config::parse,
     },
 ];
 

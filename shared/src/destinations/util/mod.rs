@@ -4,6 +4,7 @@
 
 pub mod adaptive;
 pub mod api;
+pub mod audience;
 pub mod delivery;
 pub mod email;
 pub mod field_digest;
