@@ -7,6 +7,7 @@ pub mod bigquery;
 pub mod braze;
 pub mod conformance;
 pub mod customerio;
+pub mod google_ads;
 pub mod hubspot;
 pub mod intercom;
 pub mod keys;

@@ -20,6 +20,7 @@ pub mod util;
 
 pub mod braze;
 pub mod customerio;
+pub mod google_customer_match;
 pub mod http;
 pub mod hubspot;
 pub mod intercom;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::DestinationConfig;
 use super::{
-    braze, customerio, http, hubspot, intercom, mailchimp, meta_custom_audience, postgres,
-    salesforce, zendesk,
+    braze, customerio, google_customer_match, http, hubspot, intercom, mailchimp,
+    meta_custom_audience, postgres, salesforce, zendesk,
 };
 use crate::config::{ConfigError, ConnectorTable};
 
@@ -55,6 +55,10 @@ pub const DESTINATION_TYPES: &[DestinationType] = &[
     DestinationType {
         name: "zendesk",
         parse: zendesk::config::parse,
+    },
+    DestinationType {
+        name: "google_customer_match",
+        parse: google_customer_match::config::parse,
     },
     DestinationType {
         name: "meta_custom_audience",

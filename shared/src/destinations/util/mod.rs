@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod email;
 pub mod field_digest;
 pub mod limiter;
+pub mod oauth;
 pub mod outcome;
 pub mod retry;
 pub mod value_class;
