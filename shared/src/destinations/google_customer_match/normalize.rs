@@ -63,9 +63,10 @@ pub fn phone(raw: &str) -> Result<String, String> {
         }
     };
     if digits.contains('+') || !(8..=15).contains(&digits.len()) || digits.starts_with('0') {
-        return Err(format!(
+        return Err(
             "`phone` is not an E.164 number (a + and 8 to 15 digits, the country code first), e.g. +1 800 555 0101"
-        ));
+                .to_owned(),
+        );
     }
     Ok(format!("+{digits}"))
 }
