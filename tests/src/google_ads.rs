@@ -25,6 +25,9 @@
 //! - `POST /{v}/customers/{id}/googleAds:search`: the user list's `name`,
 //!   `type` and `membershipStatus`.
 //!
+//! - the developer token's rate (requests per window, when set): over it,
+//!   429 `RESOURCE_EXHAUSTED` with `quotaErrorDetails.retryDelay`.
+//!
 //! Knobs: the list's type, apply-then-drop the connection of `:run`, and
 //! expiring access tokens.
 
@@ -75,6 +78,8 @@ pub struct GoogleAdsState {
     pub token_lifetime: u64,
     /// The consent of the last job created.
     pub last_consent: Value,
+    /// The developer token's request rate (answered 429 over it).
+    pub rate: crate::rate_window::RateWindow,
     pub drop_after_apply_left: u32,
     jobs: HashMap<String, Job>,
     tokens: Vec<(String, std::time::Instant)>,
@@ -90,6 +95,7 @@ impl Default for GoogleAdsState {
             list_type: "CRM_BASED".into(),
             token_lifetime: 3599,
             last_consent: Value::Null,
+            rate: crate::rate_window::RateWindow::default(),
             drop_after_apply_left: 0,
             jobs: HashMap::new(),
             tokens: Vec::new(),
@@ -266,6 +272,23 @@ fn admit(
             "DEVELOPER_TOKEN_INVALID",
             "The developer token is not valid.",
         )));
+    }
+    if s.rate.admit().is_err() {
+        let mut answer = google_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quotaError",
+            "RESOURCE_TEMPORARILY_EXHAUSTED",
+            "Too many requests. Retry in 1 second.",
+        );
+        *answer.body_mut() = axum::body::Body::from(
+            json!({"error": {"code": 429, "message": "Too many requests.", "status": "RESOURCE_EXHAUSTED",
+                "details": [{"@type": "type.googleapis.com/google.ads.googleads.v20.errors.GoogleAdsFailure",
+                    "errors": [{"errorCode": {"quotaError": "RESOURCE_TEMPORARILY_EXHAUSTED"},
+                        "message": "Too many requests. Retry in 1 second.",
+                        "details": {"quotaErrorDetails": {"rateScope": "DEVELOPER", "rateName": "Requests per developer per second", "retryDelay": "1s"}}}]}]}})
+            .to_string(),
+        );
+        return Err(Box::new(answer));
     }
     if customer != CUSTOMER_ID {
         return Err(Box::new(google_error(

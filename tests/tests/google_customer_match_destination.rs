@@ -31,9 +31,9 @@ refresh_token = "{REFRESH_TOKEN}"
 ad_user_data_consent = "granted"
 base_url = "{GOOGLE_URL}"
 token_url = "{GOOGLE_URL}/token"
-batch_size = 20
+batch_size = {BATCH}
 max_retries = 3
-rate_limit = { requests = 50, per_seconds = 1 }
+rate_limit = { requests = {RATE}, per_seconds = 1 }
 
 [syncs.buyers]
 source = "warehouse"
@@ -57,8 +57,10 @@ country_code = "country_code"
 postal_code = "postal_code"
 "#;
 
-fn placeholders(google: &GoogleAds) -> Vec<(&'static str, String)> {
+fn placeholders(google: &GoogleAds, batch: usize, rate: u32) -> Vec<(&'static str, String)> {
     vec![
+        ("{BATCH}", batch.to_string()),
+        ("{RATE}", rate.to_string()),
         ("{GOOGLE_URL}", google.url()),
         ("{USER_LIST_ID}", USER_LIST_ID.to_owned()),
         ("{DEVELOPER_TOKEN}", DEVELOPER_TOKEN.to_owned()),
@@ -68,8 +70,8 @@ fn placeholders(google: &GoogleAds) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn env(google: &GoogleAds, rows: i64) -> TestEnv {
-    let env = TestEnv::new(CONFIG, &placeholders(google)).await;
+async fn env(google: &GoogleAds, rows: i64, batch: usize, rate: u32) -> TestEnv {
+    let env = TestEnv::new(CONFIG, &placeholders(google, batch, rate)).await;
     seed_customers(&env.warehouse, rows).await;
     env
 }
@@ -85,7 +87,7 @@ fn assert_nothing_raw(google: &GoogleAds) {
             assert!(!body.contains('@'), "an email address in clear: {body}");
             assert!(!body.contains("6505550"), "a phone number in clear: {body}");
             assert!(!lower.contains("\"doe\""), "a last name in clear: {body}");
-            for id in 1..=60 {
+            for id in 1..=100 {
                 assert!(
                     !lower.contains(&format!("\"name{id}\"")),
                     "a first name in clear: {body}"
@@ -98,7 +100,7 @@ fn assert_nothing_raw(google: &GoogleAds) {
 #[tokio::test]
 async fn members_follow_the_model_through_jobs_and_refusals_reach_the_dlq() {
     let google = GoogleAds::start().await;
-    let mut env = env(&google, 60).await;
+    let mut env = env(&google, 60, 20, 50).await;
     exec(
         &env.warehouse,
         "UPDATE analytics.customers SET email = 'nope' WHERE id = 7",
@@ -209,10 +211,15 @@ async fn members_follow_the_model_through_jobs_and_refusals_reach_the_dlq() {
 }
 
 #[tokio::test]
-async fn a_job_whose_answer_was_lost_is_made_again_without_a_second_member() {
+async fn a_lost_job_answer_is_made_again_without_a_second_member_within_the_rate() {
     let google = GoogleAds::start().await;
-    google.with(|s| s.drop_after_apply_left = 1);
-    let mut env = env(&google, 40).await;
+    google.with(|s| {
+        s.drop_after_apply_left = 1;
+        s.rate.limit = Some((10, std::time::Duration::from_secs(1)));
+    });
+    // 10 jobs of 3 requests, at the developer token's 10 a second.
+    let mut env = env(&google, 100, 10, 10).await;
+    env.start_worker(2);
     env.start_worker(2);
     let run = env.run_sync("buyers", &[]).await;
     assert_eq!(
@@ -221,16 +228,22 @@ async fn a_job_whose_answer_was_lost_is_made_again_without_a_second_member() {
             run["delivered"].as_i64(),
             run["rejected"].as_i64()
         ),
-        (Some("succeeded"), Some(39), Some(1)),
+        (Some("succeeded"), Some(99), Some(1)),
         "{run}"
     );
     assert!(run["retries"].as_i64().unwrap_or(0) >= 1, "{run}");
     google.with(|s| {
-        assert_eq!(s.members.len(), 39);
+        assert_eq!(s.members.len(), 99);
         assert!(
-            s.jobs_run() > 2,
+            s.jobs_run() > 10,
             "the lost job was made again: {} jobs",
             s.jobs_run()
+        );
+        assert_eq!(
+            s.rate.violations,
+            0,
+            "no request over the developer token's rate ({} requests from two workers)",
+            s.requests.len()
         );
     });
     assert_nothing_raw(&google);
@@ -239,8 +252,8 @@ async fn a_job_whose_answer_was_lost_is_made_again_without_a_second_member() {
 #[tokio::test]
 async fn check_connect_reads_the_list_and_names_bad_credentials() {
     let google = GoogleAds::start().await;
-    let base = placeholders(&google);
-    let env = env(&google, 5).await;
+    let base = placeholders(&google, 20, 50);
+    let env = env(&google, 5, 20, 50).await;
     let (code, stdout, stderr) = env.check_connect().await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
