@@ -14,6 +14,7 @@ use crate::config::{
     RateLimit, SyncConfig,
 };
 use crate::destinations::budget::BatchWrites;
+use crate::destinations::util::audience;
 use crate::destinations::util::vendor::connection_check;
 use crate::destinations::{
     BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError,
@@ -210,19 +211,14 @@ impl DestinationConfig for GoogleCustomerMatchConfig {
         _primary_key: &str,
         _sends_removed: bool,
     ) -> Result<(), String> {
-        let unknown: Vec<String> = mapping
-            .iter()
-            .filter(|m| !FIELDS.contains(&m.field.as_str()))
-            .map(|m| format!("`{}`", m.field))
-            .collect();
-        if !unknown.is_empty() {
-            return Err(format!(
-                "destination `{destination}` matches people on {}; {} {} not one: a Customer Match list holds identifiers only",
-                FIELDS.join(", "),
-                unknown.join(", "),
-                if unknown.len() == 1 { "is" } else { "are" }
-            ));
-        }
+        let fields: Vec<String> = FIELDS.iter().map(|f| (*f).to_owned()).collect();
+        audience::identifiers_only(
+            destination,
+            mapping,
+            |field| FIELDS.contains(&field),
+            &fields,
+            "a Customer Match list",
+        )?;
         let address: Vec<&str> = ADDRESS
             .iter()
             .copied()

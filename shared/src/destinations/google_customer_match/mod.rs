@@ -34,9 +34,7 @@ use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::audience::{self, Change};
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
-use crate::destinations::util::vendor::{
-    PrepareRules, RequestBudget, VendorDestination, conclude, prepare,
-};
+use crate::destinations::util::vendor::{RequestBudget, VendorDestination, conclude};
 pub use service::Failure;
 use service::GoogleAds;
 
@@ -90,28 +88,17 @@ impl GoogleCustomerMatchDestination {
         records: &[OutboundRecord],
         answers: &mut Answers,
     ) -> Result<(), Failure> {
-        let rules = PrepareRules {
-            target: "the Customer Match list",
-            unknown_id: "the identifiers this record was added with are not known, so it cannot be removed from the list",
-        };
-        let prepared = prepare(
+        let changes = audience::plan(
             ctx,
             records,
             answers,
-            &rules,
-            |_| Vec::new(),
-            |_, fields| normalize::member(fields),
+            "the Customer Match list",
+            normalize::member,
         )?;
-        let changes = audience::changes(prepared, answers);
         let mut refused = BTreeMap::new();
-        for add in [false, true] {
-            let positions: Vec<usize> = (0..changes.len())
-                .filter(|&i| changes[i].add == add)
-                .collect();
-            if !positions.is_empty() {
-                self.run_job(budget, &changes, &positions, add, &mut refused)
-                    .await?;
-            }
+        for (add, positions) in audience::groups(&changes) {
+            self.run_job(budget, &changes, &positions, add, &mut refused)
+                .await?;
         }
         audience::answer(&changes, &refused, answers);
         Ok(())

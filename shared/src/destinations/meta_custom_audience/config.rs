@@ -14,6 +14,7 @@ use crate::config::{
     RateLimit, SyncConfig,
 };
 use crate::destinations::budget::BatchWrites;
+use crate::destinations::util::audience;
 use crate::destinations::util::vendor::connection_check;
 use crate::destinations::{
     BuildContext, ConnectionCheck, Destination, DestinationConfig, DestinationError,
@@ -129,25 +130,14 @@ impl DestinationConfig for MetaCustomAudienceConfig {
         _primary_key: &str,
         _sends_removed: bool,
     ) -> Result<(), String> {
-        let unknown: Vec<&str> = mapping
-            .iter()
-            .map(|m| m.field.as_str())
-            .filter(|f| key_of(f).is_none())
-            .collect();
-        if !unknown.is_empty() {
-            let keys: Vec<String> = KEYS.iter().map(|k| k.to_lowercase()).collect();
-            return Err(format!(
-                "destination `{destination}` matches people on Meta's customer-list keys ({}); {} {} not one: a Custom Audience holds identifiers only",
-                keys.join(", "),
-                unknown
-                    .iter()
-                    .map(|f| format!("`{f}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if unknown.len() == 1 { "is" } else { "are" }
-            ));
-        }
-        Ok(())
+        let keys: Vec<String> = KEYS.iter().map(|k| k.to_lowercase()).collect();
+        audience::identifiers_only(
+            destination,
+            mapping,
+            |field| key_of(field).is_some(),
+            &keys,
+            "a Custom Audience",
+        )
     }
 
     fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Destination>, DestinationError> {

@@ -35,9 +35,7 @@ use crate::destinations::util::api::parse_answer;
 use crate::destinations::util::audience::{self, Change, Member};
 use crate::destinations::util::limiter::Limiter;
 use crate::destinations::util::outcome::RecordAnswer;
-use crate::destinations::util::vendor::{
-    PrepareRules, RequestBudget, VendorDestination, conclude, prepare,
-};
+use crate::destinations::util::vendor::{RequestBudget, VendorDestination, conclude};
 use normalize::{KEYS, encode, key_of};
 pub use service::Failure;
 
@@ -113,28 +111,11 @@ impl MetaCustomAudienceDestination {
         records: &[OutboundRecord],
         answers: &mut Answers,
     ) -> Result<(), Failure> {
-        let rules = PrepareRules {
-            target: "the Meta Custom Audience",
-            unknown_id: "the identifiers this record was added with are not known, so it cannot be removed from the audience",
-        };
-        let prepared = prepare(
-            ctx,
-            records,
-            answers,
-            &rules,
-            |_| Vec::new(),
-            |_, fields| member(fields),
-        )?;
-        let changes = audience::changes(prepared, answers);
+        let changes = audience::plan(ctx, records, answers, "the Meta Custom Audience", member)?;
         let mut refused = BTreeMap::new();
-        for add in [false, true] {
-            let positions: Vec<usize> = (0..changes.len())
-                .filter(|&i| changes[i].add == add)
-                .collect();
-            if !positions.is_empty() {
-                self.send_members(budget, &changes, &positions, add, &mut refused)
-                    .await?;
-            }
+        for (add, positions) in audience::groups(&changes) {
+            self.send_members(budget, &changes, &positions, add, &mut refused)
+                .await?;
         }
         audience::answer(&changes, &refused, answers);
         Ok(())

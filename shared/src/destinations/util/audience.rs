@@ -11,8 +11,84 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::{Map, Value};
+
+use crate::config::FieldMapping;
+use crate::destinations::record::{BatchContext, OutboundRecord};
+use crate::destinations::util::api::Failure;
 use crate::destinations::util::outcome::RecordAnswer;
-use crate::destinations::util::vendor::Prepared;
+use crate::destinations::util::vendor::{PrepareRules, Prepared, prepare};
+
+/// The refusal of a removal whose member is not known.
+const UNKNOWN_MEMBER: &str = "the identifiers this record was added with are not known (it was delivered before \
+                              Ebb kept them), so it cannot be removed from the audience; remove it by hand";
+
+/// Checks, at config time, that a mapping names only identifiers the
+/// vendor matches on (`known`); `names` lists them and `holder` says what
+/// holds them (`a Custom Audience`), for the error.
+pub fn identifiers_only(
+    destination: &str,
+    mapping: &[FieldMapping],
+    known: impl Fn(&str) -> bool,
+    names: &[String],
+    holder: &str,
+) -> Result<(), String> {
+    let unknown: Vec<String> = mapping
+        .iter()
+        .filter(|m| !known(&m.field))
+        .map(|m| format!("`{}`", m.field))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "destination `{destination}` matches people on {}; {} {} not one: {holder} holds identifiers only",
+        names.join(", "),
+        unknown.join(", "),
+        if unknown.len() == 1 { "is" } else { "are" }
+    ))
+}
+
+/// The membership changes of one send: the checks every vendor makes
+/// before writing (`vendor::prepare`; `target` names the audience in its
+/// errors), each record as a member (`member`; `Err` is its refusal), then
+/// [`changes`].
+pub fn plan(
+    ctx: &BatchContext,
+    records: &[OutboundRecord],
+    answers: &mut [Option<RecordAnswer>],
+    target: &str,
+    member: impl Fn(&Map<String, Value>) -> Result<Member, String>,
+) -> Result<Vec<Change>, Failure> {
+    let rules = PrepareRules {
+        target,
+        unknown_id: UNKNOWN_MEMBER,
+    };
+    let prepared = prepare(
+        ctx,
+        records,
+        answers,
+        &rules,
+        |_| Vec::new(),
+        |_, fields| member(fields),
+    )?;
+    Ok(changes(prepared, answers))
+}
+
+/// The positions of the removals, then of the additions, each group when
+/// it has some: one request (or job) each, as the vendors never mix them.
+pub fn groups(changes: &[Change]) -> Vec<(bool, Vec<usize>)> {
+    [false, true]
+        .into_iter()
+        .map(|add| {
+            let positions: Vec<usize> = (0..changes.len())
+                .filter(|&i| changes[i].add == add)
+                .collect();
+            (add, positions)
+        })
+        .filter(|(_, positions)| !positions.is_empty())
+        .collect()
+}
 
 /// Lowercase hex SHA-256 of `text` (UTF-8).
 pub fn sha256_hex(text: &str) -> String {
@@ -62,8 +138,6 @@ pub fn changes(
     prepared: Prepared<'_, Member>,
     answers: &mut [Option<RecordAnswer>],
 ) -> Vec<Change> {
-    let unknown = "the identifiers this record was added with are not known (it was delivered before \
-                   Ebb kept them), so it cannot be removed from the audience; remove it by hand";
     let mut removes = Vec::new();
     let mut adds = Vec::new();
     for (record, id) in prepared.removals {
@@ -73,7 +147,7 @@ pub fn changes(
                 add: false,
                 member,
             }),
-            None => answers[record] = Some(RecordAnswer::Rejected(unknown.into())),
+            None => answers[record] = Some(RecordAnswer::Rejected(UNKNOWN_MEMBER.into())),
         }
     }
     for (record, outbound, member) in prepared.updates {
