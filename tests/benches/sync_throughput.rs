@@ -7,7 +7,10 @@
 //! same query measured in the same run.
 //!
 //! Run it with `scripts/bench.sh` (release build); see docs/benchmarks.md.
-//! Arguments: `--rows N`, `--workers N`, `--concurrency N`, `--batch N`.
+//! Arguments: `--rows N`, `--workers N`, `--concurrency N`, `--batch N`,
+//! `--peer sling` (also runs Sling on the same model, in the same run: its
+//! binary from `SLING_BIN`, which `scripts/bench.sh --peer sling` installs
+//! from PyPI).
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +60,8 @@ struct Args {
     workers: usize,
     concurrency: usize,
     batch: usize,
+    /// The Sling binary, to run it side by side.
+    sling: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -65,9 +70,23 @@ fn parse_args() -> Args {
         workers: 2,
         concurrency: 4,
         batch: 1000,
+        sling: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--peer" {
+            match it.next().as_deref() {
+                Some("sling") => {
+                    args.sling = Some(std::env::var("SLING_BIN").unwrap_or_else(|_| {
+                        panic!(
+                            "--peer sling needs SLING_BIN (scripts/bench.sh --peer sling sets it)"
+                        )
+                    }))
+                }
+                other => panic!("--peer takes `sling`, not {other:?}"),
+            }
+            continue;
+        }
         let mut value = |name: &str| -> usize {
             it.next()
                 .and_then(|v| v.replace('_', "").parse().ok())
@@ -81,7 +100,9 @@ fn parse_args() -> Args {
             // cargo bench passes `--bench` to harness-less benchmarks.
             "--bench" => {}
             other => {
-                panic!("unknown argument {other:?}; use --rows, --workers, --concurrency, --batch")
+                panic!(
+                    "unknown argument {other:?}; use --rows, --workers, --concurrency, --batch, --peer sling"
+                )
             }
         }
     }
@@ -176,6 +197,89 @@ async fn copy_out_seconds(env: &TestEnv) -> (f64, u64) {
     (started.elapsed().as_secs_f64(), bytes)
 }
 
+/// A Postgres URL as Sling takes it (no TLS to the local server).
+fn sling_url(url: &str) -> String {
+    if url.contains('?') {
+        format!("{url}&sslmode=disable")
+    } else {
+        format!("{url}?sslmode=disable")
+    }
+}
+
+/// One Sling run of the same model into the destination database, in its
+/// incremental mode (primary key `id`, cursor `updated_at`: it reads only
+/// rows newer than the target's newest, and never sees deletes), timed and
+/// with its peak memory sampled as the planner's is. Returns the phase and
+/// the rows Sling says it wrote.
+async fn sling_run(sling: &str, env: &TestEnv, phase: &str) -> (Phase, i64) {
+    let mut cmd = tokio::process::Command::new(sling);
+    cmd.args([
+        "run",
+        "--src-conn",
+        "EBB_BENCH_WAREHOUSE",
+        "--src-stream",
+        "analytics.customers",
+        "--tgt-conn",
+        "EBB_BENCH_DESTINATION",
+        "--tgt-object",
+        "public.customers_sling",
+        "--mode",
+        "incremental",
+        "--primary-key",
+        "id",
+        "--update-key",
+        "updated_at",
+    ])
+    .env("EBB_BENCH_WAREHOUSE", sling_url(&env.urls.warehouse))
+    .env("EBB_BENCH_DESTINATION", sling_url(&env.urls.app))
+    .env("SLING_HOME_DIR", env.dir.join("sling-home"))
+    .env("SLING_DISABLE_TELEMETRY", "true")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let started = Instant::now();
+    let child = cmd.spawn().expect("spawn sling");
+    let pid = child.id().expect("sling pid");
+    let output = child.wait_with_output();
+    tokio::pin!(output);
+    let mut peak = 0;
+    let output = loop {
+        tokio::select! {
+            out = &mut output => break out.expect("wait for sling"),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+            }
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{phase}: sling failed:\n{log}");
+    // "inserted 1000000 rows into …"; nothing when there was nothing new.
+    let written = log
+        .split("inserted ")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == ',')
+                .filter(char::is_ascii_digit)
+                .collect();
+            digits.parse::<i64>().ok()
+        })
+        .sum();
+    let phase = Phase {
+        name: phase.to_owned(),
+        seconds,
+        plan_seconds: f64::NAN,
+        sent: written,
+        planner_peak_kib: peak,
+    };
+    (phase, written)
+}
+
 #[tokio::main]
 async fn main() {
     let args = parse_args();
@@ -228,6 +332,33 @@ async fn main() {
         rows.extend([first, unchanged, changed]);
     }
 
+    if let Some(sling) = &args.sling {
+        // Sling needs an update cursor, which Ebb's model does not read.
+        sqlx::query(
+            "ALTER TABLE analytics.customers ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now()",
+        )
+        .execute(&env.warehouse)
+        .await
+        .expect("add updated_at");
+        let (first, written) = sling_run(sling, &env, "sling 1.4.11: first sync").await;
+        assert_eq!(written, args.rows, "sling's first sync writes every row");
+        let (unchanged, _) = sling_run(sling, &env, "sling 1.4.11: no-change re-sync").await;
+        sqlx::query(
+            "UPDATE analytics.customers SET plan = plan || '+', updated_at = clock_timestamp() WHERE id % 100 = 0",
+        )
+        .execute(&env.warehouse)
+        .await
+        .expect("change 1% for sling");
+        let (changed, written) = sling_run(sling, &env, "sling 1.4.11: 1%-changed re-sync").await;
+        assert_eq!(written, args.rows / 100, "sling's 1% re-sync writes the 1%");
+        let sling_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM public.customers_sling")
+            .fetch_one(&env.app)
+            .await
+            .expect("count sling's table");
+        assert_eq!(sling_rows, args.rows, "sling's table holds every row");
+        rows.extend([first, unchanged, changed]);
+    }
+
     let replica_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM public.customers_synced")
         .fetch_one(&env.app)
         .await
@@ -254,7 +385,7 @@ async fn main() {
         args.batch
     );
     println!(
-        "| phase | records sent | wall time (s) | of which planning (s) | model rows/s | × COPY time | planner peak RSS (MiB) |"
+        "| phase | records sent | wall time (s) | of which planning (s) | model rows/s | × COPY time | planner (or peer) peak RSS (MiB) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     println!(
@@ -262,16 +393,34 @@ async fn main() {
         args.rows as f64 / copy_seconds
     );
     for p in &rows {
+        let planning = if p.plan_seconds.is_nan() {
+            "–".to_owned()
+        } else {
+            format!("{:.2}", p.plan_seconds)
+        };
         println!(
-            "| {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} |",
+            "| {} | {} | {:.2} | {planning} | {:.0} | {:.1} | {:.0} |",
             p.name,
             p.sent,
             p.seconds,
-            p.plan_seconds,
             args.rows as f64 / p.seconds,
             p.seconds / copy_seconds,
             p.planner_peak_kib as f64 / 1024.0
         );
+    }
+    if args.sling.is_some() {
+        let seconds = |name: &str| {
+            rows.iter()
+                .find(|p| p.name == name)
+                .map_or(f64::NAN, |p| p.seconds)
+        };
+        println!("\nEbb (postgres destination) ÷ Sling, wall time:");
+        for phase in ["first sync", "no-change re-sync", "1%-changed re-sync"] {
+            println!(
+                "- {phase}: {:.1}×",
+                seconds(&format!("postgres: {phase}")) / seconds(&format!("sling 1.4.11: {phase}"))
+            );
+        }
     }
     let peaks: Vec<String> = worker_peaks
         .iter()
