@@ -227,13 +227,9 @@ fn skip_reason(state: &BrazeState, object: &Map<String, Value>) -> Option<String
         .map(|(_, _, message)| message.clone())
 }
 
-/// Drops the connection (the handler panics) when a lost answer is due.
-fn maybe_drop_answer(state: &Arc<Mutex<BrazeState>>) {
-    let mut s = state.lock().expect("lock");
-    if s.drop_after_apply_left > 0 {
-        s.drop_after_apply_left -= 1;
-        drop(s);
-        std::panic::resume_unwind(Box::new("emulated dropped connection"));
+impl crate::LosesAnswers for BrazeState {
+    fn answers_to_lose(&mut self) -> &mut u32 {
+        &mut self.drop_after_apply_left
     }
 }
 
@@ -317,7 +313,7 @@ async fn track(State(state): Shared, headers: HeaderMap, body: String) -> Respon
         }
         answer
     };
-    maybe_drop_answer(&state);
+    crate::drop_answer_if_due(&state);
     (StatusCode::CREATED, axum::Json(answer)).into_response()
 }
 
@@ -365,7 +361,7 @@ async fn delete(State(state): Shared, headers: HeaderMap, body: String) -> Respo
         }
         before - s.profiles.len()
     };
-    maybe_drop_answer(&state);
+    crate::drop_answer_if_due(&state);
     (
         StatusCode::CREATED,
         axum::Json(json!({ "deleted": deleted, "message": "success" })),

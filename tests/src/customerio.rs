@@ -345,13 +345,12 @@ async fn batch(State(state): Shared, headers: HeaderMap, body: String) -> Respon
             (StatusCode::MULTI_STATUS, json!({ "errors": errors }))
         }
     };
-    {
-        let mut s = state.lock().expect("lock");
-        if s.drop_after_apply_left > 0 {
-            s.drop_after_apply_left -= 1;
-            drop(s);
-            std::panic::resume_unwind(Box::new("emulated dropped connection"));
-        }
-    }
+    crate::drop_answer_if_due(&state);
     (answer.0, axum::Json(answer.1)).into_response()
+}
+
+impl crate::LosesAnswers for CustomerIoState {
+    fn answers_to_lose(&mut self) -> &mut u32 {
+        &mut self.drop_after_apply_left
+    }
 }

@@ -506,12 +506,7 @@ async fn job_call(
         answer
     };
     if job_action.ends_with(":run") {
-        let mut s = state.lock().expect("lock");
-        if s.drop_after_apply_left > 0 {
-            s.drop_after_apply_left -= 1;
-            drop(s);
-            std::panic::resume_unwind(Box::new("emulated dropped connection"));
-        }
+        crate::drop_answer_if_due(&state);
     }
     answer
 }
@@ -619,4 +614,10 @@ fn add_operations(job: &mut Job, body: &Value) -> Response {
         }],
     }}))
     .into_response()
+}
+
+impl crate::LosesAnswers for GoogleAdsState {
+    fn answers_to_lose(&mut self) -> &mut u32 {
+        &mut self.drop_after_apply_left
+    }
 }

@@ -225,12 +225,9 @@ fn read_body(body: &Value) -> Result<Parts, Box<Response>> {
     Ok((fields, custom))
 }
 
-fn drop_answer_if_due(state: &Arc<Mutex<IntercomState>>) {
-    let mut s = state.lock().expect("lock");
-    if s.drop_after_apply_left > 0 {
-        s.drop_after_apply_left -= 1;
-        drop(s);
-        std::panic::resume_unwind(Box::new("emulated dropped connection"));
+impl crate::LosesAnswers for IntercomState {
+    fn answers_to_lose(&mut self) -> &mut u32 {
+        &mut self.drop_after_apply_left
     }
 }
 
@@ -312,7 +309,7 @@ async fn create(State(state): Shared, headers: HeaderMap, body: String) -> Respo
         s.contacts.push(contact);
         created
     };
-    drop_answer_if_due(&state);
+    crate::drop_answer_if_due(&state);
     axum::Json(created).into_response()
 }
 
@@ -339,7 +336,7 @@ async fn update(
         contact.custom.extend(custom);
         contact.json()
     };
-    drop_answer_if_due(&state);
+    crate::drop_answer_if_due(&state);
     axum::Json(updated).into_response()
 }
 

@@ -1149,6 +1149,26 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// An emulator whose next writes are applied and their answers lost (the
+/// `drop_after_apply_left` knob).
+pub trait LosesAnswers {
+    /// The writes whose answers are still to be lost.
+    fn answers_to_lose(&mut self) -> &mut u32;
+}
+
+/// Called after a write was applied: when an answer is due to be lost,
+/// unwinds out of the handler, which makes hyper drop the connection
+/// without a response (`resume_unwind` skips the panic hook's noise).
+pub fn drop_answer_if_due<S: LosesAnswers>(state: &std::sync::Arc<std::sync::Mutex<S>>) {
+    let mut s = state.lock().expect("emulator lock");
+    let left = s.answers_to_lose();
+    if *left > 0 {
+        *left -= 1;
+        drop(s);
+        std::panic::resume_unwind(Box::new("emulated dropped connection"));
+    }
+}
+
 /// Runs one SQL statement, panicking with it if it fails.
 pub async fn exec(pool: &PgPool, sql: &'static str) {
     sqlx::query(sql).execute(pool).await.expect(sql);

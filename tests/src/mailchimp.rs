@@ -435,13 +435,9 @@ fn member_json(hash: &str, m: &StoredMember) -> Value {
     })
 }
 
-/// Drops the connection after a write when the knob says so.
-fn maybe_drop(state: &Arc<Mutex<MailchimpState>>) {
-    let mut s = state.lock().expect("lock");
-    if s.drop_after_apply_left > 0 {
-        s.drop_after_apply_left -= 1;
-        drop(s);
-        std::panic::resume_unwind(Box::new("emulated dropped connection"));
+impl crate::LosesAnswers for MailchimpState {
+    fn answers_to_lose(&mut self) -> &mut u32 {
+        &mut self.drop_after_apply_left
     }
 }
 
@@ -595,7 +591,7 @@ async fn batch_subscribe(
             }
         }
     }
-    maybe_drop(&state);
+    crate::drop_answer_if_due(&state);
     axum::Json(json!({
         "new_members": new_members, "updated_members": updated, "errors": errors,
         "total_created": new_members.len(), "total_updated": updated.len(), "error_count": errors.len(),
@@ -698,7 +694,7 @@ async fn put_member(
     if let Some(PutFault::DropAfterApply) = fault {
         std::panic::resume_unwind(Box::new("emulated dropped connection"));
     }
-    maybe_drop(&state);
+    crate::drop_answer_if_due(&state);
     axum::Json(answer).into_response()
 }
 

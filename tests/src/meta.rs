@@ -311,14 +311,7 @@ async fn members(
             "invalid_entry_samples": samples,
         })
     };
-    {
-        let mut s = state.lock().expect("lock");
-        if s.drop_after_apply_left > 0 {
-            s.drop_after_apply_left -= 1;
-            drop(s);
-            std::panic::resume_unwind(Box::new("emulated dropped connection"));
-        }
-    }
+    crate::drop_answer_if_due(&state);
     axum::Json(answer).into_response()
 }
 
@@ -339,4 +332,10 @@ async fn audience(
         "operation_status": {"code": 200, "description": "Normal"},
     }))
     .into_response()
+}
+
+impl crate::LosesAnswers for MetaState {
+    fn answers_to_lose(&mut self) -> &mut u32 {
+        &mut self.drop_after_apply_left
+    }
 }

@@ -444,12 +444,9 @@ fn records_of(body: &Value) -> Result<Vec<Map<String, Value>>, Response> {
     Ok(records)
 }
 
-fn maybe_drop(state: &Arc<Mutex<SalesforceState>>) {
-    let mut s = state.lock().expect("lock");
-    if s.drop_after_apply_left > 0 {
-        s.drop_after_apply_left -= 1;
-        drop(s);
-        std::panic::resume_unwind(Box::new("emulated dropped connection"));
+impl crate::LosesAnswers for SalesforceState {
+    fn answers_to_lose(&mut self) -> &mut u32 {
+        &mut self.drop_after_apply_left
     }
 }
 
@@ -485,7 +482,7 @@ async fn upsert(
             .map(|record| upsert_one(&mut s, record))
             .collect::<Vec<_>>()
     };
-    maybe_drop(&state);
+    crate::drop_answer_if_due(&state);
     axum::Json(Value::Array(results)).into_response()
 }
 
@@ -585,7 +582,7 @@ async fn update(
             .map(|record| update_one(&mut s, record))
             .collect::<Vec<_>>()
     };
-    maybe_drop(&state);
+    crate::drop_answer_if_due(&state);
     axum::Json(Value::Array(results)).into_response()
 }
 
