@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::destinations::util::audience::{Member, sha256_hex};
+use crate::destinations::util::audience::{Member, sha256_hex, text};
 
 /// The fields a sync may map.
 pub const FIELDS: &[&str] = &[
@@ -22,14 +22,6 @@ pub const FIELDS: &[&str] = &[
 
 /// The fields of an address: all or none.
 pub const ADDRESS: &[&str] = &["first_name", "last_name", "country_code", "postal_code"];
-
-fn text(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
 
 pub fn email(raw: &str) -> Result<String, String> {
     let email: String = raw

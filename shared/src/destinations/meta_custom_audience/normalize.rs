@@ -19,7 +19,7 @@
 use chrono::Datelike;
 use serde_json::Value;
 
-use crate::destinations::util::audience::sha256_hex;
+use crate::destinations::util::audience::{sha256_hex, text};
 
 /// The keys, as a sync's mapping names them (lower case) and as Meta's
 /// `schema` does (upper case), in the order a request lists them.
@@ -49,17 +49,9 @@ pub fn key_of(field: &str) -> Option<&'static str> {
     KEYS.iter().find(|k| k.eq_ignore_ascii_case(field)).copied()
 }
 
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// `value` under `key`, normalised (not hashed); `Ok(None)` when empty.
 pub fn normalize(key: &str, value: &Value) -> Result<Option<String>, String> {
-    let Some(raw) = text(value) else {
+    let Some(raw) = text(Some(value)) else {
         return Ok(None);
     };
     let field = key.to_lowercase();

@@ -90,6 +90,16 @@ pub fn groups(changes: &[Change]) -> Vec<(bool, Vec<usize>)> {
         .collect()
 }
 
+/// A mapped identifier's value as text before normalisation: a non-blank
+/// string (trimmed) or a number's digits; `None` when empty.
+pub fn text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Lowercase hex SHA-256 of `text` (UTF-8).
 pub fn sha256_hex(text: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());

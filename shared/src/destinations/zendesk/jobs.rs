@@ -123,12 +123,18 @@ pub fn item_result(result: &Value) -> ItemResult {
             reason
         });
     }
-    let id = match result.get("id") {
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(Value::String(s)) => Some(s.clone()),
+    ItemResult::Written {
+        id: result_id(result),
+    }
+}
+
+/// A job result's `id` (a number, or a string) as text.
+pub fn result_id(result: &Value) -> Option<String> {
+    match result.get("id")? {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
         _ => None,
-    };
-    ItemResult::Written { id }
+    }
 }
 
 /// A job's results placed on the items sent: by `index` when each result

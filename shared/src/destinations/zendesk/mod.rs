@@ -46,7 +46,7 @@ use crate::destinations::util::outcome::RecordAnswer;
 use crate::destinations::util::vendor::{
     OneByOne, PrepareRules, RequestBudget, VendorDestination, conclude, first_per_name, prepare,
 };
-use jobs::{ItemResult, item_result, placed};
+use jobs::{ItemResult, item_result, placed, result_id};
 pub use service::Failure;
 use validate::ZendeskRecord;
 
@@ -226,10 +226,8 @@ impl ZendeskDestination {
         let results = self.run_job(budget, Method::DELETE, &path, None).await?;
         let mut by_id: HashMap<String, RecordAnswer> = HashMap::new();
         for result in &results {
-            let id = match result.get("id") {
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::String(s)) => s.clone(),
-                _ => continue,
+            let Some(id) = result_id(result) else {
+                continue;
             };
             let gone = result
                 .get("error")
