@@ -163,7 +163,7 @@ async fn timed_run(env: &TestEnv, sync: &str, phase: &str, extra: &[&str]) -> Ph
     let at = |field: &str| {
         run[field]
             .as_str()
-            .and_then(|t| chrono_seconds(t))
+            .and_then(chrono_seconds)
             .unwrap_or_else(|| panic!("run has no {field}: {run}"))
     };
     Phase {

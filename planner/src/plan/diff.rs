@@ -127,9 +127,13 @@ const REJECTIONS: &str = "SELECT s.record_key, \
      FROM ebb_snapshot s LEFT JOIN ebb_dup_keys d ON d.record_key = s.record_key \
      WHERE s.record_key IS NULL OR d.record_key IS NOT NULL OR s.problem IS NOT NULL";
 
-/// Counts the diff. A changed record whose new version is one of the last
-/// `flapping_versions` versions delivered before the current one is
-/// counted flapping too (A, then B, now A again).
+/// Counts the diff in one pass: the snapshot fully joined with the sync's
+/// ledger rows classifies each snapshot row (added, changed, unchanged, or
+/// rejected: a NULL or duplicated key, or a problem) and finds the ledger
+/// keys the model no longer has at all (removed). A changed record whose
+/// new version is one of the last `flapping_versions` versions delivered
+/// before the current one is counted flapping too (A, then B, now A
+/// again).
 pub async fn count(
     conn: &mut PgConnection,
     sync: &str,
@@ -139,50 +143,44 @@ pub async fn count(
     let by_change: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT change, count(*), count(*) FILTER (WHERE change = 'changed' \
                 AND content_hash = ANY(previous_hashes[1:{flapping_versions}])) \
-         FROM ({CLASSIFIED}) c GROUP BY change"
+         FROM ( \
+             SELECT s.content_hash, l.previous_hashes, \
+                    CASE WHEN s.content_hash IS NULL THEN 'removed' \
+                         WHEN s.record_key IS NULL OR s.problem IS NOT NULL \
+                           OR EXISTS (SELECT 1 FROM ebb_dup_keys d WHERE d.record_key = s.record_key) THEN 'rejected' \
+                         WHEN l.record_key IS NULL THEN 'added' \
+                         WHEN l.content_hash = s.content_hash THEN 'unchanged' \
+                         ELSE 'changed' END AS change \
+             FROM ebb_snapshot s \
+             FULL JOIN (SELECT record_key, content_hash, previous_hashes FROM ebb_ledger WHERE sync_name = $1) l \
+               ON l.record_key = s.record_key \
+         ) c GROUP BY change"
     )))
     .bind(sync)
     .fetch_all(&mut *conn)
     .await
     .map_err(q("diffing the snapshot against the ledger"))?;
-    let removed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM ({REMOVED}) r"
-    )))
-    .bind(sync)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(q("finding removed records"))?;
-    let rejected: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM ebb_snapshot s \
-         WHERE s.record_key IS NULL OR s.problem IS NOT NULL \
-            OR EXISTS (SELECT 1 FROM ebb_dup_keys d WHERE d.record_key = s.record_key)",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(q("counting rejected rows"))?;
 
-    let mut counts = PlanCounts {
-        removed,
-        rejected,
-        ..PlanCounts::default()
-    };
+    let mut counts = PlanCounts::default();
     let classes = rule.classes();
     for (change, n, flapping) in by_change {
         counts.flapping += flapping;
         match change.as_str() {
             "added" => counts.added = n,
             "changed" => counts.changed = n,
+            "removed" => counts.removed = n,
+            "rejected" => counts.rejected = n,
             _ => counts.unchanged = n,
         }
         if classes.contains(&change.as_str()) {
             counts.to_send += n;
-        } else if change != "unchanged" {
+        } else if matches!(change.as_str(), "added" | "changed") {
             counts.skipped_by_mode += n;
         }
     }
     if rule.mode.sends_removed() {
-        counts.deletes = removed;
-        counts.to_send += removed;
+        counts.deletes = counts.removed;
+        counts.to_send += counts.removed;
     }
     Ok(counts)
 }
@@ -242,7 +240,7 @@ pub async fn record_rejections(
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO ebb_dlq (sync_name, destination, stage, kind, record_key, op, content_hash, \
                               snapshot_run_id, first_run_id, last_run_id, payload, reason) \
-         SELECT $2, $3, 'plan', 'rejected', r.record_key, 'upsert', r.content_hash, $4, $4, $4, r.payload, r.reason \
+         SELECT $2, $3, 'plan', 'rejected', r.record_key, 'upsert', r.content_hash, $4, $4, $4, r.payload::jsonb, r.reason \
          FROM ({REJECTIONS}) r"
     )))
     .bind(primary_key)
@@ -264,7 +262,7 @@ const NUMBERED: &str = "SELECT ((row_number() OVER ()) - 1) / $3 AS batch_no, x.
      FROM ( \
          SELECT c.record_key, 'upsert' AS op, c.content_hash, c.payload, c.destination_id FROM (CLASSIFIED) c WHERE c.change = ANY($4) \
          UNION ALL \
-         SELECT r.record_key, 'delete', NULL::bytea, NULL::jsonb, r.destination_id FROM (REMOVED) r WHERE $5 \
+         SELECT r.record_key, 'delete', NULL::bytea, NULL::text, r.destination_id FROM (REMOVED) r WHERE $5 \
      ) x";
 
 fn numbered() -> String {
@@ -292,7 +290,7 @@ pub async fn write_batches(
     let classes: Vec<String> = rule.classes().into_iter().map(str::to_owned).collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO ebb_run_records (run_id, batch_no, record_key, op, content_hash, snapshot_run_id, payload) \
-         SELECT $2, n.batch_no, n.record_key, n.op, n.content_hash, $2, n.payload FROM ({}) n",
+         SELECT $2, n.batch_no, n.record_key, n.op, n.content_hash, $2, n.payload::jsonb FROM ({}) n",
         numbered()
     )))
     .bind(sync)
@@ -372,12 +370,12 @@ pub fn delivered_unchanged<'c>(
 ) -> BoxStream<'c, Result<DeliveredRecord, sqlx::Error>> {
     let sql = match sample {
         Some(_) => {
-            "SELECT s.record_key, s.payload::text, l.destination_id FROM ebb_snapshot s \
+            "SELECT s.record_key, s.payload, l.destination_id FROM ebb_snapshot s \
              JOIN ebb_ledger l ON l.sync_name = $1 AND l.record_key = s.record_key AND l.content_hash = s.content_hash \
              WHERE s.problem IS NULL ORDER BY random() LIMIT $2"
         }
         None => {
-            "SELECT s.record_key, s.payload::text, l.destination_id FROM ebb_snapshot s \
+            "SELECT s.record_key, s.payload, l.destination_id FROM ebb_snapshot s \
              JOIN ebb_ledger l ON l.sync_name = $1 AND l.record_key = s.record_key AND l.content_hash = s.content_hash \
              WHERE s.problem IS NULL AND $2::bigint IS NULL"
         }

@@ -114,6 +114,7 @@ pub async fn dry_run(
 ) -> Result<PlanReport, PlannerError> {
     let source = open_source(config, sync).await?;
     let mapping = resolve_mapping(source.as_ref(), sync).await?;
+    let batch_size = batch_size(config, sync)?;
     let rule = SendRule {
         mode: sync.mode,
         full_resync,
@@ -124,7 +125,11 @@ pub async fn dry_run(
         .map_err(StateError::query("starting the plan"))?;
     let (counts, rejections, flapping) =
         snapshot_and_diff(&mut tx, source.as_ref(), sync, &mapping, rule, None).await?;
-    let writes = diff::planned_writes(&mut tx, &sync.name, rule, batch_size(config, sync)?).await?;
+    let writes = if counts.to_send == 0 {
+        Vec::new()
+    } else {
+        diff::planned_writes(&mut tx, &sync.name, rule, batch_size).await?
+    };
     tx.rollback()
         .await
         .map_err(StateError::query("ending the dry run"))?;
@@ -311,8 +316,17 @@ async fn plan_committed(
             &sync.primary_key,
         )
         .await?;
-        let batches = diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
-        let writes = diff::written_writes(&mut tx, run_id, &sync.name).await?;
+        // A plan that sends nothing skips the second pass over the diff.
+        let (batches, writes) = if counts.to_send == 0 {
+            (Vec::new(), Vec::new())
+        } else {
+            let batches =
+                diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
+            (
+                batches,
+                diff::written_writes(&mut tx, run_id, &sync.name).await?,
+            )
+        };
         let budget = budget::estimate(config, sync, &writes);
         let mut totals = counts.totals(batches.len());
         totals.requests_planned = budget.as_ref().map(|b| b.requests as i64);

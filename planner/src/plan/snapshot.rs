@@ -125,7 +125,8 @@ fn push_row(buf: &mut Vec<u8>, row: &Checked) {
 }
 
 /// Creates `ebb_snapshot` (dropped at commit) on `conn` and fills it from the
-/// source. Returns the number of rows read. `heartbeat` keeps the planning
+/// source. Payloads are kept as the canonical text they came as: only the
+/// few a run sends are ever read as `jsonb`, so the rest are not parsed. Returns the number of rows read. `heartbeat` keeps the planning
 /// run alive during long snapshots.
 pub async fn snapshot(
     conn: &mut PgConnection,
@@ -135,7 +136,7 @@ pub async fn snapshot(
     heartbeat: Option<(&PgPool, i64)>,
 ) -> Result<u64, PlannerError> {
     sqlx::query(
-        "CREATE TEMP TABLE ebb_snapshot (record_key TEXT, content_hash BYTEA NOT NULL, payload JSONB, problem TEXT) \
+        "CREATE TEMP TABLE ebb_snapshot (record_key TEXT, content_hash BYTEA NOT NULL, payload TEXT, problem TEXT) \
          ON COMMIT DROP",
     )
     .execute(&mut *conn)

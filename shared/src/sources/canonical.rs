@@ -35,23 +35,52 @@ pub enum Value {
 
 /// The payload of one record: `fields` (name, value) as a `jsonb` object.
 pub fn object(fields: &[(&str, Value)]) -> Vec<u8> {
-    let mut order: Vec<usize> = (0..fields.len()).collect();
-    order.sort_by(|&a, &b| jsonb_key_order(fields[a].0, fields[b].0));
-    // A field named twice keeps its last value, as jsonb does.
-    order.dedup_by(|later, earlier| fields[*later].0 == fields[*earlier].0);
+    let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
     let mut out = Vec::with_capacity(16 * fields.len() + 2);
-    out.push(b'{');
-    for (i, &index) in order.iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b", ");
-        }
-        let (name, value) = &fields[index];
-        write_string(&mut out, name.as_bytes());
-        out.extend_from_slice(b": ");
-        write_value(&mut out, value);
-    }
-    out.push(b'}');
+    Layout::new(&names).write(&mut out, |i, out| write_value(out, &fields[i].1));
     out
+}
+
+/// The shape of a model's payloads, worked out once per model: its fields
+/// in jsonb's key order, each with its `"name": ` already written.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Indices into the names given to [`Layout::new`], in writing order.
+    order: Vec<usize>,
+    /// `"name": ` of each field, by index.
+    prefixes: Vec<Vec<u8>>,
+}
+
+impl Layout {
+    pub fn new(names: &[&str]) -> Layout {
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by(|&a, &b| jsonb_key_order(names[a], names[b]));
+        // A field named twice keeps its last value, as jsonb does.
+        order.dedup_by(|later, earlier| names[*later] == names[*earlier]);
+        let prefixes = names
+            .iter()
+            .map(|name| {
+                let mut prefix = Vec::with_capacity(name.len() + 4);
+                write_string(&mut prefix, name.as_bytes());
+                prefix.extend_from_slice(b": ");
+                prefix
+            })
+            .collect();
+        Layout { order, prefixes }
+    }
+
+    /// Writes one payload; `value(i, out)` writes the value of field `i`.
+    pub fn write(&self, out: &mut Vec<u8>, mut value: impl FnMut(usize, &mut Vec<u8>)) {
+        out.push(b'{');
+        for (n, &index) in self.order.iter().enumerate() {
+            if n > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(&self.prefixes[index]);
+            value(index, out);
+        }
+        out.push(b'}');
+    }
 }
 
 /// A primary key as text, as Postgres's `(key)::text` writes it; None for
@@ -94,7 +123,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
         Value::UInt(u) => out.extend_from_slice(u.to_string().as_bytes()),
-        Value::Decimal(d) => write_decimal(out, d),
+        Value::Decimal(d) => write_decimal(out, d.as_bytes()),
         Value::Float(f) => write_float(out, *f, float_text),
         Value::Float32(f) => write_float(out, *f as f64, |_| float32_text(*f)),
         Value::Text(bytes) => write_string(out, bytes),
@@ -142,18 +171,85 @@ fn float32_text(f: f32) -> String {
 
 /// A decimal the warehouse wrote: a JSON number when it is one (its scale
 /// kept), a string otherwise (`NaN`).
-fn write_decimal(out: &mut Vec<u8>, text: &str) {
-    let digits = text.strip_prefix('-').unwrap_or(text);
+pub(crate) fn write_decimal(out: &mut Vec<u8>, text: &[u8]) {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
     let is_number = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && digits.bytes().filter(|&b| b == b'.').count() <= 1
-        && !digits.starts_with('.')
-        && !digits.ends_with('.');
+        && digits.iter().all(|&b| b.is_ascii_digit() || b == b'.')
+        && digits.iter().filter(|&&b| b == b'.').count() <= 1
+        && !digits.starts_with(b".")
+        && !digits.ends_with(b".");
     if is_number {
-        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(text);
     } else {
-        write_string(out, text.as_bytes());
+        write_string(out, text);
     }
+}
+
+/// A float as Postgres's `float4`/`float8` text wrote it (`1.5e-07`), as
+/// jsonb keeps it: NaN and the infinities as strings, every other value
+/// read as a `numeric` (so in full decimal notation, `0.00000015`, and -0
+/// as 0). Text that is no float is written as a string.
+pub(crate) fn write_float_text(out: &mut Vec<u8>, text: &[u8]) {
+    match decimal_notation(text) {
+        Some(decimal) => out.extend_from_slice(decimal.as_bytes()),
+        None => write_string(out, text),
+    }
+}
+
+/// `numeric_in` then `numeric_out` of a float's text: the digits moved by
+/// the exponent, and as many decimals as the text had after its point
+/// minus the exponent (none when that is negative).
+fn decimal_notation(text: &[u8]) -> Option<String> {
+    let (negative, rest) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match rest.iter().position(|&b| b == b'e' || b == b'E') {
+        Some(at) => {
+            let exponent = std::str::from_utf8(&rest[at + 1..]).ok()?;
+            (&rest[..at], exponent.parse::<i32>().ok()?)
+        }
+        None => (rest, 0),
+    };
+    let (whole, fraction) = match mantissa.iter().position(|&b| b == b'.') {
+        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
+        None => (mantissa, &mantissa[mantissa.len()..]),
+    };
+    // A float's exponent stays within ±400; anything else is not a float.
+    if exponent.abs() > 400
+        || whole.is_empty()
+        || !whole.iter().chain(fraction).all(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    let digits: Vec<u8> = whole.iter().chain(fraction).copied().collect();
+    let point = whole.len() as i64 + exponent as i64;
+    let scale = (fraction.len() as i64 - exponent as i64).max(0);
+    let digit_at = |i: i64| {
+        if i < 0 || i >= digits.len() as i64 {
+            b'0'
+        } else {
+            digits[i as usize]
+        }
+    };
+    let mut integer: Vec<u8> = (0..point.max(0)).map(digit_at).collect();
+    let leading_zeros = integer.iter().take_while(|&&b| b == b'0').count();
+    integer.drain(..leading_zeros);
+    if integer.is_empty() {
+        integer.push(b'0');
+    }
+    let mut out = String::new();
+    if negative && digits.iter().any(|&b| b != b'0') {
+        out.push('-');
+    }
+    out.push_str(std::str::from_utf8(&integer).ok()?);
+    if scale > 0 {
+        out.push('.');
+        for i in 0..scale {
+            out.push(digit_at(point + i) as char);
+        }
+    }
+    Some(out)
 }
 
 /// Postgres's `bytea` text: `\x` and lower-case hex.
@@ -189,7 +285,7 @@ fn time_text(t: &NaiveTime) -> String {
 
 /// A JSON string with Postgres's escapes: `"`, `\`, the named controls and
 /// `\u00XX` for the other controls; every other byte as it is.
-fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
     for &b in bytes {
         match b {
@@ -320,6 +416,33 @@ mod tests {
             key_text(&Value::Timestamp(at)).unwrap(),
             b"2026-12-02 07:05:09.25"
         );
+    }
+
+    #[test]
+    fn float_text_is_read_as_numeric_reads_it() {
+        let cases: [(&[u8], &str); 11] = [
+            (b"0.1", "0.1"),
+            (b"1e+30", "1000000000000000000000000000000"),
+            (b"1.5e-07", "0.00000015"),
+            (b"-1.5e-07", "-0.00000015"),
+            (b"-0", "0"),
+            (b"123456.7", "123456.7"),
+            (b"1.2345678901234567e+16", "12345678901234567"),
+            (b"1e-05", "0.00001"),
+            (b"NaN", "\"NaN\""),
+            (b"-Infinity", "\"-Infinity\""),
+            (b"1e+999", "\"1e+999\""),
+        ];
+        for (text, want) in cases {
+            let mut out = Vec::new();
+            write_float_text(&mut out, text);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                want,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 
     #[test]

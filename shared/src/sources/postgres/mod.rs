@@ -1,37 +1,35 @@
 //! The `postgres` source: describes a model's columns and streams its rows
-//! as `(primary key, mapped payload)`, with the mapping done by the
-//! warehouse.
+//! as `(primary key, mapped payload)` with one `COPY … TO STDOUT`.
 //!
 //! - `config.rs`: the warehouse URL.
+//! - `payload.rs`: the model's `COPY` statement, and records from its rows.
+//! - `copy_text.rs`: reading `COPY`'s text format.
 
 pub mod config;
+mod copy_text;
+mod payload;
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolCopyExt, PgPoolOptions};
 use sqlx::{Column as _, Executor, Statement};
 
 use crate::config::{FieldMapping, SyncConfig};
 use crate::secret::redact_url;
 use crate::sources::{Column, Source, SourceError, SourceRow};
-use crate::sql::quote_ident;
 pub use config::PostgresSourceConfig;
+use payload::{ModelCopy, RecordReader};
 
 /// Prefix put before the model SQL when it is wrapped as a subquery; error
 /// positions are shifted back by its length.
 const DESCRIBE_PREFIX: &str = "SELECT * FROM (\n";
 
-/// jsonb_build_object takes at most 100 arguments (50 fields).
-const FIELDS_PER_OBJECT: usize = 50;
-
 pub struct PostgresSource {
     name: String,
     pool: PgPool,
-    /// The warehouse keeps text in SQL_ASCII: bytes with no encoding at all.
-    sql_ascii: bool,
 }
 
 impl PostgresSource {
@@ -44,22 +42,27 @@ impl PostgresSource {
             url: redact_url(pg.url.expose()),
             message,
         };
-        let options =
-            crate::db::options(&pg.url).map_err(|e: sqlx::Error| connect_error(e.to_string()))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(15))
-            .connect_with(options.application_name("ebb-planner"))
+        let options = crate::db::options(&pg.url)
+            .map_err(|e: sqlx::Error| connect_error(e.to_string()))?
+            .application_name("ebb-planner");
+        let pool = connect_pool(options.clone(), false)
             .await
             .map_err(|e| connect_error(e.to_string()))?;
         let encoding: String = sqlx::query_scalar("SELECT current_setting('server_encoding')")
             .fetch_one(&pool)
             .await
             .map_err(|e| connect_error(e.to_string()))?;
+        let pool = if encoding.eq_ignore_ascii_case("SQL_ASCII") {
+            pool.close().await;
+            connect_pool(options, true)
+                .await
+                .map_err(|e| connect_error(e.to_string()))?
+        } else {
+            pool
+        };
         Ok(PostgresSource {
             name: name.to_owned(),
             pool,
-            sql_ascii: encoding.eq_ignore_ascii_case("SQL_ASCII"),
         })
     }
 
@@ -67,56 +70,102 @@ impl PostgresSource {
         describe(&self.pool, sync).await
     }
 
-    /// Streams the model. Rows arrive as the warehouse sends them; nothing
-    /// is buffered beyond the driver's read buffer.
+    /// Streams the model with `COPY … TO STDOUT`: rows arrive as the
+    /// warehouse sends them, and nothing is buffered beyond one chunk.
     fn stream_model<'a>(
         &'a self,
         sync: &'a SyncConfig,
         mapping: &'a [FieldMapping],
     ) -> BoxStream<'a, Result<SourceRow, SourceError>> {
-        let mut objects = Vec::new();
-        let mut param = 1;
-        for chunk in mapping.chunks(FIELDS_PER_OBJECT) {
-            let args: Vec<String> = chunk
-                .iter()
-                .map(|m| {
-                    let arg = format!("${param}::text, ebb_model.{}", quote_ident(&m.column));
-                    param += 1;
-                    arg
-                })
-                .collect();
-            objects.push(format!("jsonb_build_object({})", args.join(", ")));
-        }
-        let payload = if objects.is_empty() {
-            "'{}'::jsonb".to_owned()
-        } else {
-            objects.join(" || ")
+        let start = async move {
+            let columns = describe(&self.pool, sync).await?;
+            let copy = ModelCopy::new(sync, mapping, &columns)?;
+            // Text comes as UTF-8, or as it is from a SQL_ASCII warehouse
+            // (see `connect_pool`).
+            let chunks = self
+                .pool
+                .copy_out_raw(&copy.statement)
+                .await
+                .map_err(|e| model_error(sync, e, copy.prefix_chars))?;
+            Ok::<_, SourceError>(records(chunks, copy.reader))
         };
-        // Identifiers are quoted and field names are bind parameters; only
-        // the model itself is user SQL, which is the point of a model.
-        // Rows arrive as bytes, so that one value that is not UTF-8
-        // reaches the planner as that record's problem instead of failing
-        // the whole result. A SQL_ASCII warehouse's text has no encoding:
-        // any conversion to UTF-8 (even the server's own, for text results)
-        // refuses such bytes, so they are taken as they are; any other
-        // server encoding is converted to UTF-8.
-        let bytes_in = if self.sql_ascii { "SQL_ASCII" } else { "UTF8" };
-        let sql = format!(
-            "SELECT convert_to((ebb_model.{})::text, '{bytes_in}') AS ebb_key, \
-                    convert_to(({payload})::text, '{bytes_in}') AS ebb_payload FROM (\n{}\n) AS ebb_model",
-            quote_ident(&sync.primary_key),
-            sync.model.as_subquery()
-        );
-        let mut query = sqlx::query_as::<_, (Option<Vec<u8>>, Vec<u8>)>(sqlx::AssertSqlSafe(sql));
-        for m in mapping {
-            query = query.bind(m.field.clone());
-        }
-        query
-            .fetch(&self.pool)
-            .map_ok(|(key, payload)| SourceRow { key, payload })
-            .map_err(|e| SourceError::Read(e.to_string()))
-            .boxed()
+        futures::stream::once(start).try_flatten().boxed()
     }
+}
+
+/// The source's connections. A SQL_ASCII warehouse's text has no encoding
+/// at all: sending it as UTF-8 makes the server check it, and one value
+/// that is not UTF-8 fails the whole COPY. With the client in SQL_ASCII
+/// too (`sql_ascii`), the server sends the bytes as they are, and such a
+/// value costs only its record (see the planner's snapshot). Any other
+/// server encoding is converted to UTF-8 by the server.
+async fn connect_pool(options: PgConnectOptions, sql_ascii: bool) -> Result<PgPool, sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(15));
+    let pool = if sql_ascii {
+        pool.after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET client_encoding = 'SQL_ASCII'").await?;
+                Ok(())
+            })
+        })
+    } else {
+        pool
+    };
+    pool.connect_with(options).await
+}
+
+/// The records of a model's COPY chunks, in order; a read that ends
+/// half-way through a row is an error, not a shorter model.
+fn records(
+    chunks: BoxStream<'static, Result<bytes::Bytes, sqlx::Error>>,
+    reader: RecordReader,
+) -> BoxStream<'static, Result<SourceRow, SourceError>> {
+    struct Reading {
+        chunks: BoxStream<'static, Result<bytes::Bytes, sqlx::Error>>,
+        rows: copy_text::Rows,
+        reader: RecordReader,
+        ended: bool,
+    }
+    let reading = Reading {
+        chunks,
+        rows: copy_text::Rows::default(),
+        reader,
+        ended: false,
+    };
+    futures::stream::unfold(reading, |mut reading| async move {
+        if reading.ended {
+            return None;
+        }
+        let records = match reading.chunks.next().await {
+            Some(Ok(chunk)) => {
+                let mut records = Vec::new();
+                let Reading { rows, reader, .. } = &mut reading;
+                let _ = rows.push(&chunk, |row| {
+                    records.push(reader.record(row));
+                    Ok::<(), ()>(())
+                });
+                records
+            }
+            Some(Err(e)) => {
+                reading.ended = true;
+                vec![Err(SourceError::Read(e.to_string()))]
+            }
+            None => {
+                reading.ended = true;
+                if !reading.rows.unfinished() {
+                    return None;
+                }
+                vec![Err(SourceError::Read(
+                    "the model's COPY ended in the middle of a row".to_owned(),
+                ))]
+            }
+        };
+        Some((futures::stream::iter(records), reading))
+    })
+    .flatten()
+    .boxed()
 }
 
 impl Source for PostgresSource {
