@@ -227,16 +227,22 @@ pub async fn sample_rejections(
         .collect())
 }
 
-/// Writes the planning rejections of run `run_id` to the DLQ, closing the
-/// previous run's planning rejections (they are re-evaluated every run).
+/// Writes the `rejected` planning rejections [`count`] found for run
+/// `run_id` to the DLQ, closing the previous run's planning rejections
+/// (they are re-evaluated every run).
 pub async fn record_rejections(
     conn: &mut PgConnection,
     run_id: i64,
     sync: &str,
     destination: &str,
     primary_key: &str,
+    rejected: i64,
 ) -> Result<(), StateError> {
     dlq::supersede_plan_rejections(conn, sync, run_id).await?;
+    if rejected == 0 {
+        // Finding none would take another pass over the snapshot.
+        return Ok(());
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO ebb_dlq (sync_name, destination, stage, kind, record_key, op, content_hash, \
                               snapshot_run_id, first_run_id, last_run_id, payload, reason) \

@@ -185,7 +185,11 @@ async fn snapshot_and_diff(
         let versions = sync.guardrails.flapping_versions;
         let mut counts = diff::count(tx, &sync.name, rule, versions).await?;
         counts.rows_read = rows;
-        let rejections = diff::sample_rejections(tx, &sync.primary_key, REJECTION_SAMPLE).await?;
+        let rejections = if counts.rejected > 0 {
+            diff::sample_rejections(tx, &sync.primary_key, REJECTION_SAMPLE).await?
+        } else {
+            Vec::new()
+        };
         let flapping_keys = if counts.flapping > 0 {
             diff::flapping_keys(tx, &sync.name, versions, REJECTION_SAMPLE).await?
         } else {
@@ -314,6 +318,7 @@ async fn plan_committed(
             &sync.name,
             &sync.destination,
             &sync.primary_key,
+            counts.rejected,
         )
         .await?;
         // A plan that sends nothing skips the second pass over the diff.
