@@ -125,9 +125,9 @@ fn push_row(buf: &mut Vec<u8>, row: &Checked) {
 }
 
 /// Creates `ebb_snapshot` (dropped at commit) on `conn` and fills it from the
-/// source. Payloads are kept as the canonical text they came as: only the
-/// few a run sends are ever read as `jsonb`, so the rest are not parsed. Returns the number of rows read. `heartbeat` keeps the planning
-/// run alive during long snapshots.
+/// source. Payloads are kept as the canonical text they came as: only those
+/// a run sends are ever read as `jsonb`. Returns the number of rows read.
+/// `heartbeat` keeps the planning run alive during long snapshots.
 pub async fn snapshot(
     conn: &mut PgConnection,
     source: &dyn Source,

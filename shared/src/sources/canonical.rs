@@ -53,10 +53,11 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(names: &[&str]) -> Layout {
+        // A field named twice keeps its last value, as jsonb does: of equal
+        // names the last comes first, and `dedup` keeps the first.
         let mut order: Vec<usize> = (0..names.len()).collect();
-        order.sort_by(|&a, &b| jsonb_key_order(names[a], names[b]));
-        // A field named twice keeps its last value, as jsonb does.
-        order.dedup_by(|later, earlier| names[*later] == names[*earlier]);
+        order.sort_by(|&a, &b| jsonb_key_order(names[a], names[b]).then(b.cmp(&a)));
+        order.dedup_by(|next, kept| names[*next] == names[*kept]);
         let prefixes = names
             .iter()
             .map(|name| {
@@ -363,6 +364,13 @@ mod tests {
             r#"{"id": 7, "Zeta": true, "plan": "pro", "email": null}"#
         );
         assert_eq!(text(&[]), "{}");
+        // As jsonb_build_object('a', 1, 'b', 2, 'a', 3) does.
+        let twice = [
+            ("a", Value::Int(1)),
+            ("b", Value::Int(2)),
+            ("a", Value::Int(3)),
+        ];
+        assert_eq!(text(&twice), r#"{"a": 3, "b": 2}"#);
     }
 
     #[test]

@@ -78,6 +78,9 @@ impl PostgresSource {
         mapping: &'a [FieldMapping],
     ) -> BoxStream<'a, Result<SourceRow, SourceError>> {
         let start = async move {
+            // `describe` prepares the model as one statement, so the COPY
+            // below (simple protocol, which would run several) runs only
+            // the model.
             let columns = describe(&self.pool, sync).await?;
             let copy = ModelCopy::new(sync, mapping, &columns)?;
             // Text comes as UTF-8, or as it is from a SQL_ASCII warehouse
