@@ -62,6 +62,13 @@ async fn warehouse_rows(env: &TestEnv, sql: &str) -> Vec<(Option<Vec<u8>>, Vec<u
     rows
 }
 
+/// `[syncs.NAME]` over `model`, keyed by `id`, into the unused sink.
+fn sync(name: &str, model: &str) -> String {
+    format!(
+        "\n[syncs.{name}]\nsource = \"warehouse\"\nmodel = \"{model}\"\nprimary_key = \"id\"\ndestination = \"sink\"\n"
+    )
+}
+
 fn config(env: &TestEnv, syncs: &str) -> Config {
     let text = std::fs::read_to_string(env.config_path()).expect("config") + syncs;
     Config::parse(Path::new("edge.toml"), &text, &|_| None).expect("config")
@@ -102,16 +109,7 @@ async fn payloads_are_byte_for_byte_the_warehouses_jsonb_for_every_edge_case() {
             .await
             .expect(sql);
     }
-    let config = config(
-        &env,
-        r#"
-[syncs.all_columns]
-source = "warehouse"
-model = "SELECT * FROM edge"
-primary_key = "id"
-destination = "sink"
-"#,
-    );
+    let config = config(&env, &sync("all_columns", "SELECT * FROM edge"));
     let got = source_rows(&config, "all_columns")
         .await
         .expect("source rows");
@@ -175,8 +173,7 @@ async fn mapped_and_wide_models_match_jsonb_build_object() {
     );
     let config = config(
         &env,
-        &format!(
-            r#"
+        &(r#"
 [syncs.mapped]
 source = "warehouse"
 model = "SELECT g AS id, 'user' || g || '@example.com' AS email, g % 2 = 0 AS even, g * 1.5 AS score FROM generate_series(1, 100) g"
@@ -189,14 +186,9 @@ id = "id"
 is_even = "even"
 a_much_longer_field_name = "score"
 x = "score"
-
-[syncs.wide]
-source = "warehouse"
-model = "{wide}"
-primary_key = "id"
-destination = "sink"
 "#
-        ),
+        .to_owned()
+            + &sync("wide", &wide)),
     );
     let got = source_rows(&config, "mapped").await.expect("mapped rows");
     let want = warehouse_rows(
@@ -228,13 +220,10 @@ async fn a_model_failing_mid_stream_is_a_read_error() {
     let env = TestEnv::new(CONFIG, &[]).await;
     let config = config(
         &env,
-        r#"
-[syncs.failing]
-source = "warehouse"
-model = "SELECT g AS id, 10 / (50000 - g) AS ratio FROM generate_series(1, 100000) g"
-primary_key = "id"
-destination = "sink"
-"#,
+        &sync(
+            "failing",
+            "SELECT g AS id, 10 / (50000 - g) AS ratio FROM generate_series(1, 100000) g",
+        ),
     );
     let err = source_rows(&config, "failing")
         .await

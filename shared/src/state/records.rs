@@ -151,21 +151,16 @@ pub async fn set_outcomes(
         // the run ends rewrote every record of the run a second time (11 s
         // of a 1,000,000-record first sync). A refused or failed record
         // keeps it until the DLQ has copied it (see `release_payloads`).
-        let sql = match outcome {
-            Outcome::Delivered | Outcome::Superseded => {
-                "UPDATE ebb_run_records SET outcome = $3, payload = NULL \
-                 WHERE run_id = $1 AND batch_no = $2 AND record_key = ANY($4) AND outcome IS NULL"
-            }
-            Outcome::Rejected | Outcome::Failed => {
-                "UPDATE ebb_run_records SET outcome = $3 \
-                 WHERE run_id = $1 AND batch_no = $2 AND record_key = ANY($4) AND outcome IS NULL"
-            }
-        };
-        sqlx::query(sql)
+        let drops_payload = matches!(outcome, Outcome::Delivered | Outcome::Superseded);
+        sqlx::query(
+            "UPDATE ebb_run_records SET outcome = $3, payload = CASE WHEN $5 THEN NULL ELSE payload END \
+             WHERE run_id = $1 AND batch_no = $2 AND record_key = ANY($4) AND outcome IS NULL",
+        )
             .bind(run_id)
             .bind(batch_no)
             .bind(outcome.as_str())
             .bind(keys)
+            .bind(drops_payload)
             .execute(&mut *tx)
             .await
             .map_err(StateError::query("recording record outcomes"))?;

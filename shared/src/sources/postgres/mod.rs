@@ -45,21 +45,9 @@ impl PostgresSource {
         let options = crate::db::options(&pg.url)
             .map_err(|e: sqlx::Error| connect_error(e.to_string()))?
             .application_name("ebb-planner");
-        let pool = connect_pool(options.clone(), false)
+        let pool = connect_pool(options)
             .await
             .map_err(|e| connect_error(e.to_string()))?;
-        let encoding: String = sqlx::query_scalar("SELECT current_setting('server_encoding')")
-            .fetch_one(&pool)
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
-        let pool = if encoding.eq_ignore_ascii_case("SQL_ASCII") {
-            pool.close().await;
-            connect_pool(options, true)
-                .await
-                .map_err(|e| connect_error(e.to_string()))?
-        } else {
-            pool
-        };
         Ok(PostgresSource {
             name: name.to_owned(),
             pool,
@@ -98,25 +86,28 @@ impl PostgresSource {
 
 /// The source's connections. A SQL_ASCII warehouse's text has no encoding
 /// at all: sending it as UTF-8 makes the server check it, and one value
-/// that is not UTF-8 fails the whole COPY. With the client in SQL_ASCII
-/// too (`sql_ascii`), the server sends the bytes as they are, and such a
-/// value costs only its record (see the planner's snapshot). Any other
-/// server encoding is converted to UTF-8 by the server.
-async fn connect_pool(options: PgConnectOptions, sql_ascii: bool) -> Result<PgPool, sqlx::Error> {
-    let pool = PgPoolOptions::new()
+/// that is not UTF-8 fails the whole COPY. So a connection to one sets the
+/// client to SQL_ASCII too, and the server sends the bytes as they are:
+/// such a value costs only its record (see the planner's snapshot). Any
+/// other server encoding is converted to UTF-8 by the server.
+async fn connect_pool(options: PgConnectOptions) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
         .max_connections(2)
-        .acquire_timeout(Duration::from_secs(15));
-    let pool = if sql_ascii {
-        pool.after_connect(|conn, _| {
+        .acquire_timeout(Duration::from_secs(15))
+        .after_connect(|conn, _| {
             Box::pin(async move {
-                conn.execute("SET client_encoding = 'SQL_ASCII'").await?;
+                let encoding: String =
+                    sqlx::query_scalar("SELECT current_setting('server_encoding')")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                if encoding.eq_ignore_ascii_case("SQL_ASCII") {
+                    conn.execute("SET client_encoding = 'SQL_ASCII'").await?;
+                }
                 Ok(())
             })
         })
-    } else {
-        pool
-    };
-    pool.connect_with(options).await
+        .connect_with(options)
+        .await
 }
 
 /// The records of a model's COPY chunks, in order; a read that ends
@@ -145,10 +136,7 @@ fn records(
             Some(Ok(chunk)) => {
                 let mut records = Vec::new();
                 let Reading { rows, reader, .. } = &mut reading;
-                let _ = rows.push(&chunk, |row| {
-                    records.push(reader.record(row));
-                    Ok::<(), ()>(())
-                });
+                rows.push(&chunk, |row| records.push(reader.record(row)));
                 records
             }
             Some(Err(e)) => {
