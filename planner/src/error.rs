@@ -23,6 +23,25 @@ pub enum PlannerError {
         rows: u64,
         message: String,
     },
+    /// The merge diff found rows out of key order: planning on would
+    /// count records as removed that are not.
+    #[error(
+        "sync `{sync}`: {side} did not come in key order ({detail}); nothing was planned or sent. This is a bug in Ebb: please report it with the primary key's column type"
+    )]
+    OutOfOrder {
+        sync: String,
+        side: String,
+        detail: String,
+    },
+    #[error(
+        "sync `{sync}`: cannot keep the plan's removals and rejections in a temporary file under {dir}: {source}; point TMPDIR at a writable directory"
+    )]
+    Spill {
+        sync: String,
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("run #{0} was cancelled while it was being planned; nothing was sent")]
     CancelledWhilePlanning(i64),
     /// Something named (a run, a DLQ entry) does not exist.

@@ -2,7 +2,7 @@
 //! run sends after each kind of change, the type edge cases where a change
 //! is easy to miss or to invent (NaN, -0, a numeric's scale, microseconds,
 //! NULL against the empty string, one byte of a large text), duplicate and
-//! NULL keys, and a planner killed half way through its snapshot.
+//! NULL keys, and a planner killed half way through writing its plan.
 
 use std::time::{Duration, Instant};
 
@@ -141,45 +141,64 @@ async fn each_edge_case_change_is_sent_once_and_nothing_else_is() {
     assert_eq!(settled["to_send"], 0, "{settled}");
 }
 
-/// Sessions of the state database COPYing into a planner's snapshot.
-async fn snapshot_copies(env: &TestEnv) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY ebb_snapshot%' AND datname = current_database()",
+/// Sessions of the state database COPYing a plan's records, and of them
+/// those asleep.
+async fn record_copies(env: &TestEnv) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE wait_event = 'PgSleep') FROM pg_stat_activity \
+         WHERE query LIKE 'COPY ebb_run_records%' AND datname = current_database()",
     )
     .fetch_one(&env.state)
     .await
     .expect("activity")
 }
 
-/// A planner killed while it streams the model into its snapshot leaves no
-/// snapshot rows, run records or batches behind, and sends nothing; once
-/// its run is taken for dead, the next run plans the whole model and every
+async fn exec_state(env: &TestEnv, sql: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&env.state)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A planner killed half way through writing its plan (the model half
+/// read, thousands of records to send already COPYed) leaves no run
+/// records, batches, ledger or DLQ rows behind, and sends nothing; once its
+/// run is taken for dead, the next run plans the whole model and every
 /// record is delivered exactly once.
 #[tokio::test]
-async fn a_planner_killed_mid_snapshot_leaves_nothing_half_written() {
+async fn a_planner_killed_mid_plan_leaves_nothing_half_written() {
     let receiver = Receiver::start().await;
     let mut env = TestEnv::new(
         &CONFIG.replace(
             "model = \"SELECT id, f8, n, ts, t, 'u' || id || '@example.com' AS email FROM edge\"",
-            "model = \"SELECT slow(id) AS id, email FROM analytics.customers\"",
+            "model = \"SELECT id, email FROM analytics.customers\"",
         ),
         &[("{RECEIVER_URL}", receiver.url())],
     )
     .await;
     ebb_tests::seed_customers(&env.warehouse, 30_000).await;
-    exec(&env, "CREATE TABLE pause (on_id bigint)").await;
-    exec(&env, "INSERT INTO pause VALUES (25000)").await;
-    // Row 25,000 waits while `pause` says so: by then the planner has
-    // streamed megabytes of the model into its snapshot.
-    exec(
+    // The state database holds the plan's record 25000 while `pause` says
+    // so: the records before it (in key order, "1" to "24999") have been
+    // COPYed in by then.
+    ebb_shared::db::migrate(&env.state)
+        .await
+        .expect("the state database's tables");
+    exec_state(&env, "CREATE TABLE pause (record_key text)").await;
+    exec_state(&env, "INSERT INTO pause VALUES ('25000')").await;
+    exec_state(
         &env,
-        "CREATE FUNCTION slow(id bigint) RETURNS bigint LANGUAGE plpgsql AS $$
+        "CREATE FUNCTION hold_record() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
-             WHILE EXISTS (SELECT 1 FROM pause WHERE on_id = id) LOOP
+             WHILE EXISTS (SELECT 1 FROM pause WHERE record_key = NEW.record_key) LOOP
                  PERFORM pg_sleep(0.05);
              END LOOP;
-             RETURN id;
+             RETURN NEW;
          END $$",
+    )
+    .await;
+    exec_state(
+        &env,
+        "CREATE TRIGGER hold_record BEFORE INSERT ON ebb_run_records FOR EACH ROW EXECUTE FUNCTION hold_record()",
     )
     .await;
     env.start_worker(2);
@@ -190,46 +209,28 @@ async fn a_planner_killed_mid_snapshot_leaves_nothing_half_written() {
         .spawn()
         .expect("ebb run");
     let paused = Instant::now();
-    loop {
-        let waiting = snapshot_copies(&env).await;
-        let sleeping: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()",
-        )
-        .fetch_one(&env.warehouse)
-        .await
-        .expect("activity");
-        if waiting == 1 && sleeping >= 1 {
-            break;
-        }
+    while record_copies(&env).await != (1, 1) {
         assert!(
             paused.elapsed() < Duration::from_secs(60),
-            "the planner never reached row 25,000 of its snapshot"
+            "the planner never reached record 25000 of its plan"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     planner.start_kill().expect("kill the planner");
     let _ = planner.wait().await;
 
-    // The state database ends the planner's session when it sees the
-    // connection gone: its open COPY and transaction are rolled back and
-    // its temp tables dropped.
+    // Once the held record goes on, the state database finds the planner's
+    // connection gone: its open COPY and transaction are rolled back.
+    exec_state(&env, "DELETE FROM pause").await;
     let gone = Instant::now();
-    loop {
-        let snapshots: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_class WHERE relname = 'ebb_snapshot' AND relpersistence = 't'",
-        )
-        .fetch_one(&env.state)
-        .await
-        .expect("temp tables");
-        if snapshots == 0 && snapshot_copies(&env).await == 0 {
-            break;
-        }
+    while record_copies(&env).await.0 != 0 {
         assert!(
             gone.elapsed() < Duration::from_secs(30),
-            "the killed planner's snapshot is still there"
+            "the killed planner's COPY is still there"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    exec_state(&env, "DROP TRIGGER hold_record ON ebb_run_records").await;
     for (what, sql) in [
         ("run records", "SELECT count(*) FROM ebb_run_records"),
         ("batches", "SELECT count(*) FROM ebb_batches"),
@@ -254,7 +255,6 @@ async fn a_planner_killed_mid_snapshot_leaves_nothing_half_written() {
 
     // Ten minutes later (its heartbeat is set back instead of waiting), the
     // killed run is taken for dead and the next run starts over.
-    exec(&env, "DELETE FROM pause").await;
     sqlx::query("UPDATE ebb_runs SET heartbeat_at = now() - interval '10 minutes'")
         .execute(&env.state)
         .await

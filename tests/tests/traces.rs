@@ -92,7 +92,9 @@ async fn a_run_across_two_workers_is_one_trace() {
     let plan = by_name("ebb.plan");
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].parent_span_id, run_span.span_id);
-    for step in ["ebb.plan.snapshot", "ebb.plan.diff", "ebb.plan.commit"] {
+    // A Postgres model is diffed by one merge with the ledger (other
+    // sources: `ebb.plan.snapshot`, then `ebb.plan.diff`).
+    for step in ["ebb.plan.merge", "ebb.plan.commit"] {
         let step_spans = by_name(step);
         assert_eq!(step_spans.len(), 1, "{step}");
         assert_eq!(

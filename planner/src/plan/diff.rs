@@ -70,6 +70,20 @@ impl PlanCounts {
     }
 }
 
+/// What a diff found, and for a run, what it wrote.
+#[derive(Debug)]
+pub struct Diffed {
+    pub counts: PlanCounts,
+    /// The first planning rejections, in key order (NULL keys first).
+    pub rejections: Vec<PlanRejection>,
+    /// The first flapping records' keys, in key order.
+    pub flapping_keys: Vec<String>,
+    /// Each batch's writes by kind.
+    pub writes: Vec<BatchWrites>,
+    /// The batches written (none for a dry run).
+    pub batches: Vec<i32>,
+}
+
 /// A record the planner refused, with the reason.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PlanRejection {

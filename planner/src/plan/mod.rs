@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod diff;
+pub mod merge;
 pub mod replay;
 pub mod snapshot;
 
@@ -20,7 +21,7 @@ use tracing::Instrument;
 
 use crate::error::PlannerError;
 pub use budget::Budget;
-pub use diff::{PlanCounts, PlanRejection, SendRule};
+pub use diff::{Diffed, PlanCounts, PlanRejection, SendRule};
 
 /// How many planning rejections, and flapping records, a report lists by
 /// key.
@@ -123,24 +124,89 @@ pub async fn dry_run(
         .begin()
         .await
         .map_err(StateError::query("starting the plan"))?;
-    let (counts, rejections, flapping) =
-        snapshot_and_diff(&mut tx, source.as_ref(), sync, &mapping, rule, None).await?;
-    let writes = if counts.to_send == 0 {
-        Vec::new()
-    } else {
-        diff::planned_writes(&mut tx, &sync.name, rule, batch_size).await?
-    };
+    let diffed = diff_model(
+        &mut tx,
+        pool,
+        source.as_ref(),
+        sync,
+        &mapping,
+        rule,
+        batch_size,
+        None,
+    )
+    .await?;
     tx.rollback()
         .await
         .map_err(StateError::query("ending the dry run"))?;
     let previous_rows = runs::last_succeeded_rows_read(pool, &sync.name).await?;
-    let held = guardrail_crossed(sync, &counts, previous_rows)
+    let held = guardrail_crossed(sync, &diffed.counts, previous_rows)
         .map(|why| format!("a run would be held: {why}"));
-    let mut report = report(sync, full_resync, counts, rejections);
+    let mut report = report(sync, full_resync, diffed.counts, diffed.rejections);
     report.held = held;
-    report.budget = budget::estimate(config, sync, &writes);
-    report.flapping_keys = flapping;
+    report.budget = budget::estimate(config, sync, &diffed.writes);
+    report.flapping_keys = diffed.flapping_keys;
     Ok(report)
+}
+
+/// Diffs the model against the ledger and, for run `run_id`, writes the
+/// records it sends, its batches and its planning rejections: by a merge
+/// of the key-ordered model and ledger where the source can sort,
+/// otherwise through a snapshot of the model.
+#[allow(clippy::too_many_arguments)]
+async fn diff_model(
+    tx: &mut sqlx::PgConnection,
+    pool: &PgPool,
+    source: &dyn Source,
+    sync: &SyncConfig,
+    mapping: &[ebb_shared::config::FieldMapping],
+    rule: SendRule,
+    batch_size: usize,
+    run_id: Option<i64>,
+) -> Result<Diffed, PlannerError> {
+    if let Some(model) = source.stream_in_key_order(sync, mapping) {
+        let run = run_id.map(|run_id| merge::RunPlan { run_id, pool });
+        let span = tracing::info_span!("ebb.plan.merge", rows = tracing::field::Empty);
+        let diffed = merge::merge(tx, pool, model, source.name(), sync, rule, batch_size, run)
+            .instrument(span.clone())
+            .await?;
+        span.record("rows", diffed.counts.rows_read);
+        return Ok(diffed);
+    }
+    let heartbeat = run_id.map(|run_id| (pool, run_id));
+    let (counts, rejections, flapping_keys) =
+        snapshot_and_diff(tx, source, sync, mapping, rule, heartbeat).await?;
+    let (batches, writes) = match run_id {
+        _ if counts.to_send == 0 && counts.rejected == 0 => (Vec::new(), Vec::new()),
+        None => (
+            Vec::new(),
+            diff::planned_writes(tx, &sync.name, rule, batch_size).await?,
+        ),
+        Some(run_id) => {
+            diff::record_rejections(
+                tx,
+                run_id,
+                &sync.name,
+                &sync.destination,
+                &sync.primary_key,
+                counts.rejected,
+            )
+            .await?;
+            // A plan that sends nothing skips the second pass over the diff.
+            if counts.to_send == 0 {
+                (Vec::new(), Vec::new())
+            } else {
+                let batches = diff::write_batches(tx, run_id, &sync.name, rule, batch_size).await?;
+                (batches, diff::written_writes(tx, run_id, &sync.name).await?)
+            }
+        }
+    };
+    Ok(Diffed {
+        counts,
+        rejections,
+        flapping_keys,
+        writes,
+        batches,
+    })
 }
 
 fn report(
@@ -298,13 +364,21 @@ async fn plan_committed(
         .begin()
         .await
         .map_err(StateError::query("starting the plan"))?;
-    let (counts, rejections, flapping) = snapshot_and_diff(
+    let Diffed {
+        counts,
+        rejections,
+        flapping_keys: flapping,
+        writes,
+        batches,
+    } = diff_model(
         &mut tx,
+        pool,
         source.as_ref(),
         sync,
         &mapping,
         rule,
-        Some((pool, run_id)),
+        batch_size,
+        Some(run_id),
     )
     .await?;
     let previous_rows = runs::last_succeeded_rows_read(pool, &sync.name).await?;
@@ -312,26 +386,6 @@ async fn plan_committed(
         format!("held: {why}; nothing was sent. Approve with `ebb approve {run_id}` or discard with `ebb cancel {run_id}`")
     });
     let (batches, budget) = async {
-        diff::record_rejections(
-            &mut tx,
-            run_id,
-            &sync.name,
-            &sync.destination,
-            &sync.primary_key,
-            counts.rejected,
-        )
-        .await?;
-        // A plan that sends nothing skips the second pass over the diff.
-        let (batches, writes) = if counts.to_send == 0 {
-            (Vec::new(), Vec::new())
-        } else {
-            let batches =
-                diff::write_batches(&mut tx, run_id, &sync.name, rule, batch_size).await?;
-            (
-                batches,
-                diff::written_writes(&mut tx, run_id, &sync.name).await?,
-            )
-        };
         let budget = budget::estimate(config, sync, &writes);
         let mut totals = counts.totals(batches.len());
         totals.requests_planned = budget.as_ref().map(|b| b.requests as i64);

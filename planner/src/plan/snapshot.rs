@@ -25,7 +25,7 @@ pub fn content_hash(payload: &str) -> [u8; 16] {
 }
 
 /// Appends `value` to COPY text-format data, escaping what COPY treats specially.
-fn push_copy_text(buf: &mut Vec<u8>, value: &str) {
+pub(super) fn push_copy_text(buf: &mut Vec<u8>, value: &str) {
     for b in value.bytes() {
         match b {
             b'\\' => buf.extend_from_slice(b"\\\\"),
@@ -38,14 +38,14 @@ fn push_copy_text(buf: &mut Vec<u8>, value: &str) {
 }
 
 /// A model row as it goes into the snapshot.
-struct Checked {
-    key: Option<String>,
+pub(super) struct Checked {
+    pub(super) key: Option<String>,
     /// The payload, or why the record is refused.
-    payload: Result<String, String>,
-    hash: [u8; 16],
+    pub(super) payload: Result<String, String>,
+    pub(super) hash: [u8; 16],
 }
 
-fn check(row: SourceRow, max_record_bytes: usize) -> Checked {
+pub(super) fn check(row: SourceRow, max_record_bytes: usize) -> Checked {
     let hash = content_hash_bytes(&row.payload);
     let (key, bad_key) = match row.key {
         None => (None, None),
@@ -124,6 +124,24 @@ fn push_row(buf: &mut Vec<u8>, row: &Checked) {
     buf.push(b'\n');
 }
 
+/// The planner's error for a source that failed after `rows` rows.
+pub(super) fn read_failed(
+    error: SourceError,
+    sync: &SyncConfig,
+    source_name: &str,
+    rows: u64,
+) -> PlannerError {
+    match error {
+        SourceError::Read(message) => PlannerError::SourceRead {
+            sync: sync.name.clone(),
+            source_name: source_name.to_owned(),
+            rows,
+            message,
+        },
+        other => other.into(),
+    }
+}
+
 /// Creates `ebb_snapshot` (dropped at commit) on `conn` and fills it from the
 /// source. Payloads are kept as the canonical text they came as: only those
 /// a run sends are ever read as `jsonb`. Returns the number of rows read.
@@ -156,15 +174,7 @@ pub async fn snapshot(
             Ok(row) => row,
             Err(e) => {
                 let _ = copy.abort("source read failed").await;
-                return Err(match e {
-                    SourceError::Read(message) => PlannerError::SourceRead {
-                        sync: sync.name.clone(),
-                        source_name: source.name().to_owned(),
-                        rows: count,
-                        message,
-                    },
-                    other => other.into(),
-                });
+                return Err(read_failed(e, sync, source.name(), count));
             }
         };
         push_row(&mut buf, &check(row, sync.max_record_bytes));

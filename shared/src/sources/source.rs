@@ -46,6 +46,18 @@ pub trait Source: Send + Sync {
         sync: &'a SyncConfig,
         mapping: &'a [FieldMapping],
     ) -> BoxStream<'a, Result<SourceRow, SourceError>>;
+
+    /// Streams like [`Source::stream`], with the rows in ascending byte
+    /// order of their key and NULL keys first, so that the planner can diff
+    /// the model against the ledger as two sorted streams instead of
+    /// through a snapshot table. `None` when the source cannot sort so.
+    fn stream_in_key_order<'a>(
+        &'a self,
+        _sync: &'a SyncConfig,
+        _mapping: &'a [FieldMapping],
+    ) -> Option<BoxStream<'a, Result<SourceRow, SourceError>>> {
+        None
+    }
 }
 
 /// Describes the model and returns the sync's effective mapping over it.

@@ -49,6 +49,26 @@ pub async fn create_for_run(tx: &mut PgConnection, run_id: i64) -> Result<Vec<i3
     .map_err(StateError::query("writing the run's batches"))
 }
 
+/// One `ebb_batches` row per batch of a run whose records the planner
+/// numbered itself: batch `i` holds `record_counts[i]` records. Returns
+/// the batch numbers.
+pub async fn create_counted(
+    tx: &mut PgConnection,
+    run_id: i64,
+    record_counts: &[i32],
+) -> Result<Vec<i32>, StateError> {
+    sqlx::query_scalar::<_, i32>(
+        "INSERT INTO ebb_batches (run_id, batch_no, record_count) \
+         SELECT $1, (n - 1)::int, c FROM unnest($2::int[]) WITH ORDINALITY AS t(c, n) \
+         RETURNING batch_no",
+    )
+    .bind(run_id)
+    .bind(record_counts)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(StateError::query("writing the run's batches"))
+}
+
 /// A claim just taken: what held the batch before.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Claimed {

@@ -3,9 +3,103 @@
 //! destination's own id for it. What the next run diffs against; it only
 //! moves forward, and only after the destination answered.
 
-use sqlx::PgConnection;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use sqlx::postgres::PgPoolCopyExt;
+use sqlx::{PgConnection, PgPool};
 
+use crate::copy_text;
 use crate::error::StateError;
+
+/// A record the destination acknowledged, as the planner's merge diff reads
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub record_key: String,
+    /// `None`: no version, a record marked to be sent again (see
+    /// `verifications::mark_for_resend`).
+    pub content_hash: Option<[u8; 16]>,
+    pub destination_id: Option<String>,
+    /// The versions delivered before this one, newest first (as many as
+    /// asked for).
+    pub previous_hashes: Vec<[u8; 16]>,
+}
+
+/// Streams the sync's ledger in ascending byte order of the key (collation
+/// `C`), each chunk as `COPY` sent it, with up to `previous` earlier
+/// versions of each record.
+pub async fn in_key_order(
+    pool: &PgPool,
+    sync: &str,
+    previous: u32,
+) -> Result<BoxStream<'static, Result<Vec<Delivered>, StateError>>, StateError> {
+    let statement = format!(
+        "COPY (SELECT record_key, encode(content_hash, 'hex'), destination_id, \
+                      array_to_string(previous_hashes[1:{previous}], ',') \
+               FROM ebb_ledger WHERE sync_name = {} \
+               ORDER BY record_key COLLATE \"C\") TO STDOUT",
+        crate::sql::quote_literal(sync)
+    );
+    let chunks = pool
+        .copy_out_raw(&statement)
+        .await
+        .map_err(StateError::query("reading the ledger in key order"))?;
+    let mut rows = copy_text::Rows::default();
+    let mut scratch = Vec::new();
+    Ok(chunks
+        .map(move |chunk| {
+            let chunk = chunk.map_err(StateError::query("reading the ledger in key order"))?;
+            let mut entries = Vec::new();
+            let mut bad = None;
+            rows.push(&chunk, |row| match delivered(row, &mut scratch) {
+                Some(entry) => entries.push(entry),
+                None => {
+                    bad.get_or_insert_with(|| String::from_utf8_lossy(row).into_owned());
+                }
+            });
+            match bad {
+                None => Ok(entries),
+                Some(row) => Err(StateError::Corrupt {
+                    context: "reading the ledger in key order",
+                    message: format!("a ledger row is not (key, 16-byte or empty hash, id, earlier hashes): {row:?}"),
+                }),
+            }
+        })
+        .boxed())
+}
+
+/// A ledger row of [`in_key_order`]'s `COPY`.
+fn delivered(row: &[u8], scratch: &mut Vec<u8>) -> Option<Delivered> {
+    let mut fields = copy_text::fields(row);
+    let record_key =
+        String::from_utf8(copy_text::unescape(fields.next()??, scratch).to_vec()).ok()?;
+    let content_hash = match fields.next()?? {
+        b"" => None,
+        hex => Some(crate::hex::decode_array(hex)?),
+    };
+    let destination_id = match fields.next()? {
+        None => None,
+        Some(id) => Some(String::from_utf8(copy_text::unescape(id, scratch).to_vec()).ok()?),
+    };
+    let previous_hashes = match fields.next()? {
+        None => Vec::new(),
+        // bytea elements print as `\x…`, each backslash escaped by COPY.
+        Some(list) => copy_text::unescape(list, scratch)
+            .split(|&b| b == b',')
+            .filter(|h| !h.is_empty())
+            .map(|h| crate::hex::decode_array(h.strip_prefix(b"\\x")?))
+            .collect::<Option<Vec<_>>>()?,
+    };
+    if fields.next().is_some() {
+        return None;
+    }
+    Some(Delivered {
+        record_key,
+        content_hash,
+        destination_id,
+        previous_hashes,
+    })
+}
 
 /// Records the delivered upserts of a batch, with each one's field digest
 /// where the worker made one (`digests`, by key), and keeps the version

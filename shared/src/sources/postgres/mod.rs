@@ -3,10 +3,9 @@
 //!
 //! - `config.rs`: the warehouse URL.
 //! - `payload.rs`: the model's `COPY` statement, and records from its rows.
-//! - `copy_text.rs`: reading `COPY`'s text format.
+//! - `crate::copy_text`: reading `COPY`'s text format.
 
 pub mod config;
-mod copy_text;
 mod payload;
 
 use std::time::Duration;
@@ -18,10 +17,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolCopyExt, PgPoolOptions};
 use sqlx::{Column as _, Executor, Statement};
 
 use crate::config::{FieldMapping, SyncConfig};
+use crate::copy_text;
 use crate::secret::redact_url;
 use crate::sources::{Column, Source, SourceError, SourceRow};
 pub use config::PostgresSourceConfig;
-use payload::{ModelCopy, RecordReader};
+use payload::{KeyOrder, ModelCopy, RecordReader};
 
 /// Prefix put before the model SQL when it is wrapped as a subquery; error
 /// positions are shifted back by its length.
@@ -64,13 +64,14 @@ impl PostgresSource {
         &'a self,
         sync: &'a SyncConfig,
         mapping: &'a [FieldMapping],
+        order: KeyOrder,
     ) -> BoxStream<'a, Result<SourceRow, SourceError>> {
         let start = async move {
             // `describe` prepares the model as one statement, so the COPY
             // below (simple protocol, which would run several) runs only
             // the model.
             let columns = describe(&self.pool, sync).await?;
-            let copy = ModelCopy::new(sync, mapping, &columns)?;
+            let copy = ModelCopy::new(sync, mapping, &columns, order)?;
             // Text comes as UTF-8, or as it is from a SQL_ASCII warehouse
             // (see `connect_pool`).
             let chunks = self
@@ -176,7 +177,15 @@ impl Source for PostgresSource {
         sync: &'a SyncConfig,
         mapping: &'a [FieldMapping],
     ) -> BoxStream<'a, Result<SourceRow, SourceError>> {
-        self.stream_model(sync, mapping)
+        self.stream_model(sync, mapping, KeyOrder::AsStored)
+    }
+
+    fn stream_in_key_order<'a>(
+        &'a self,
+        sync: &'a SyncConfig,
+        mapping: &'a [FieldMapping],
+    ) -> Option<BoxStream<'a, Result<SourceRow, SourceError>>> {
+        Some(self.stream_model(sync, mapping, KeyOrder::Bytes))
     }
 }
 

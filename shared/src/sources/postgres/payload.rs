@@ -13,7 +13,7 @@ use crate::sources::canonical::{self, Layout};
 use crate::sources::{Column, SourceError, SourceRow};
 use crate::sql::quote_ident;
 
-use super::copy_text;
+use crate::copy_text;
 
 /// How a mapped column's value becomes JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,16 @@ impl Rendering {
     }
 }
 
+/// The order a model's rows are read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyOrder {
+    /// As the warehouse finds them: no sort.
+    AsStored,
+    /// By the bytes of the key's text as `COPY` writes it (collation `C`),
+    /// NULL keys first.
+    Bytes,
+}
+
 /// The `COPY` statement that reads a model, and how to read its rows.
 pub(crate) struct ModelCopy {
     pub(crate) statement: String,
@@ -62,6 +72,7 @@ impl ModelCopy {
         sync: &SyncConfig,
         mapping: &[FieldMapping],
         columns: &[Column],
+        order: KeyOrder,
     ) -> Result<ModelCopy, SourceError> {
         let mut renderings = Vec::with_capacity(mapping.len());
         let mut select = vec![format!("ebb_model.{}", quote_ident(&sync.primary_key))];
@@ -81,8 +92,25 @@ impl ModelCopy {
             renderings.push(rendering);
         }
         let prefix = format!("COPY (SELECT {} FROM (\n", select.join(", "));
+        let order_by = match order {
+            KeyOrder::AsStored => String::new(),
+            KeyOrder::Bytes => {
+                let key = format!("ebb_model.{}", quote_ident(&sync.primary_key));
+                // A `character(n)` cast to text loses the trailing blanks
+                // COPY writes; format() keeps the output text as it is.
+                let padded = columns
+                    .iter()
+                    .any(|c| c.name == sync.primary_key && c.type_name == "BPCHAR");
+                let text = if padded {
+                    format!("format('%s', {key})")
+                } else {
+                    format!("{key}::text")
+                };
+                format!(" ORDER BY {text} COLLATE \"C\" NULLS FIRST")
+            }
+        };
         let statement = format!(
-            "{prefix}{}\n) AS ebb_model) TO STDOUT",
+            "{prefix}{}\n) AS ebb_model{order_by}) TO STDOUT",
             sync.model.as_subquery()
         );
         let names: Vec<&str> = mapping.iter().map(|m| m.field.as_str()).collect();

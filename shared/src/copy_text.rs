@@ -6,14 +6,14 @@
 
 /// Splits the chunks COPY sends into whole rows, however the chunks fall.
 #[derive(Debug, Default)]
-pub(crate) struct Rows {
+pub struct Rows {
     /// The start of a row whose end has not arrived yet.
     partial: Vec<u8>,
 }
 
 impl Rows {
     /// Calls `row` with each row `chunk` completes (without its newline).
-    pub(crate) fn push(&mut self, chunk: &[u8], mut row: impl FnMut(&[u8])) {
+    pub fn push(&mut self, chunk: &[u8], mut row: impl FnMut(&[u8])) {
         let mut rest = chunk;
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
             if self.partial.is_empty() {
@@ -29,19 +29,19 @@ impl Rows {
     }
 
     /// Bytes after the last newline: a stream that ends with some was cut.
-    pub(crate) fn unfinished(&self) -> bool {
+    pub fn unfinished(&self) -> bool {
         !self.partial.is_empty()
     }
 }
 
 /// A row's fields, still escaped; `None` for `\N`.
-pub(crate) fn fields(row: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
+pub fn fields(row: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
     row.split(|&b| b == b'\t')
         .map(|field| (field != b"\\N").then_some(field))
 }
 
 /// The bytes a field stands for. Borrows when there is nothing to undo.
-pub(crate) fn unescape<'a>(field: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+pub fn unescape<'a>(field: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
     if !field.contains(&b'\\') {
         return field;
     }
