@@ -8,9 +8,11 @@
 //!
 //! Run it with `scripts/bench.sh` (release build); see docs/benchmarks.md.
 //! Arguments: `--rows N`, `--workers N`, `--concurrency N`, `--batch N`,
-//! `--peer sling` (also runs Sling on the same model, in the same run: its
-//! binary from `SLING_BIN`, which `scripts/bench.sh --peer sling` installs
-//! from PyPI).
+//! `--repeat N` (every phase N times, each on fresh databases with its own
+//! COPY baseline; the report gives medians), `--postgres-only` (skips the
+//! http receiver's phases), `--peer sling` (also runs Sling on the same
+//! model, in the same run: its binary from `SLING_BIN`, which
+//! `scripts/bench.sh --peer sling` installs from PyPI).
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +62,11 @@ struct Args {
     workers: usize,
     concurrency: usize,
     batch: usize,
+    /// Each phase is measured this many times, each time on fresh
+    /// databases; the report gives medians.
+    repeat: usize,
+    /// The http receiver's phases are skipped (long runs).
+    postgres_only: bool,
     /// The Sling binary, to run it side by side.
     sling: Option<String>,
 }
@@ -70,6 +77,8 @@ fn parse_args() -> Args {
         workers: 2,
         concurrency: 4,
         batch: 1000,
+        repeat: 1,
+        postgres_only: false,
         sling: None,
     };
     let mut it = std::env::args().skip(1);
@@ -87,6 +96,10 @@ fn parse_args() -> Args {
             }
             continue;
         }
+        if flag == "--postgres-only" {
+            args.postgres_only = true;
+            continue;
+        }
         let mut value = |name: &str| -> usize {
             it.next()
                 .and_then(|v| v.replace('_', "").parse().ok())
@@ -97,11 +110,12 @@ fn parse_args() -> Args {
             "--workers" => args.workers = value("--workers"),
             "--concurrency" => args.concurrency = value("--concurrency"),
             "--batch" => args.batch = value("--batch"),
+            "--repeat" => args.repeat = value("--repeat").max(1),
             // cargo bench passes `--bench` to harness-less benchmarks.
             "--bench" => {}
             other => {
                 panic!(
-                    "unknown argument {other:?}; use --rows, --workers, --concurrency, --batch, --peer sling"
+                    "unknown argument {other:?}; use --rows, --workers, --concurrency, --batch, --repeat, --postgres-only, --peer sling"
                 )
             }
         }
@@ -280,9 +294,15 @@ async fn sling_run(sling: &str, env: &TestEnv, phase: &str) -> (Phase, i64) {
     (phase, written)
 }
 
-#[tokio::main]
-async fn main() {
-    let args = parse_args();
+/// One repetition: fresh databases, the COPY baseline, then every phase.
+struct Measured {
+    copy_seconds: f64,
+    copy_bytes: u64,
+    phases: Vec<Phase>,
+    worker_peaks_kib: Vec<u64>,
+}
+
+async fn measure(args: &Args) -> Measured {
     let receiver = Receiver::start().await;
     receiver.with(|s| s.count_only = true);
     let config = CONFIG.replace("{MODEL}", MODEL);
@@ -318,7 +338,12 @@ async fn main() {
     let one_percent = "UPDATE analytics.customers SET plan = plan || '+' WHERE id % 100 = 0";
 
     let mut rows = Vec::new();
-    for (sync, label) in [("to_postgres", "postgres"), ("to_http", "http")] {
+    let syncs: &[(&str, &str)] = if args.postgres_only {
+        &[("to_postgres", "postgres")]
+    } else {
+        &[("to_postgres", "postgres"), ("to_http", "http")]
+    };
+    for &(sync, label) in syncs {
         let first = timed_run(&env, sync, &format!("{label}: first sync"), &[]).await;
         assert_eq!(first.sent, args.rows, "first sync sends every row");
         let unchanged = timed_run(&env, sync, &format!("{label}: no-change re-sync"), &[]).await;
@@ -364,18 +389,56 @@ async fn main() {
         .await
         .expect("count replica");
     assert_eq!(replica_rows, args.rows, "replica holds every row");
-    let http_applied = receiver.with(|s| s.applied_total);
-    assert_eq!(
-        http_applied,
-        (args.rows + args.rows / 100) as u64,
-        "receiver got every row once plus the changed 1%"
-    );
-    let worker_peaks: Vec<u64> = env
+    if !args.postgres_only {
+        let http_applied = receiver.with(|s| s.applied_total);
+        assert_eq!(
+            http_applied,
+            (args.rows + args.rows / 100) as u64,
+            "receiver got every row once plus the changed 1%"
+        );
+    }
+    let worker_peaks_kib: Vec<u64> = env
         .worker_pids()
         .into_iter()
         .map(|pid| pid.and_then(peak_rss_kib).unwrap_or(0))
         .collect();
 
+    for i in 0..args.workers {
+        env.terminate_worker(i).await;
+    }
+    Measured {
+        copy_seconds,
+        copy_bytes,
+        phases: rows,
+        worker_peaks_kib,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let mut runs = Vec::with_capacity(args.repeat);
+    for repetition in 1..=args.repeat {
+        eprintln!("repetition {repetition} of {}", args.repeat);
+        runs.push(measure(&args).await);
+    }
+    let copy_seconds = median(runs.iter().map(|m| m.copy_seconds).collect());
+    let copy_bytes = runs[0].copy_bytes;
+    // A phase's figures across repetitions; ratios are taken within each
+    // repetition (against its own COPY), then their median.
+    let across = |i: usize, f: &dyn Fn(&Measured, &Phase) -> f64| {
+        median(runs.iter().map(|m| f(m, &m.phases[i])).collect())
+    };
+    let phase_count = runs[0].phases.len();
     println!(
         "model: {} rows ({:.1} MB as COPY text); {} worker process(es) × concurrency {}; batch size {}\n",
         args.rows,
@@ -384,6 +447,12 @@ async fn main() {
         args.concurrency,
         args.batch
     );
+    if args.repeat > 1 {
+        println!(
+            "{} repetitions, each on fresh databases: medians (wall time: min–max in brackets)\n",
+            args.repeat
+        );
+    }
     println!(
         "| phase | records sent | wall time (s) | of which planning (s) | model rows/s | × COPY time | planner (or peer) peak RSS (MiB) |"
     );
@@ -392,45 +461,69 @@ async fn main() {
         "| `COPY (model) TO STDOUT` (baseline) | – | {copy_seconds:.2} | – | {:.0} | 1.0 | – |",
         args.rows as f64 / copy_seconds
     );
-    for p in &rows {
-        let planning = if p.plan_seconds.is_nan() {
+    for i in 0..phase_count {
+        let p = &runs[0].phases[i];
+        let seconds = across(i, &|_, p| p.seconds);
+        let plan_seconds = across(i, &|_, p| p.plan_seconds);
+        let planning = if plan_seconds.is_nan() {
             "–".to_owned()
         } else {
-            format!("{:.2}", p.plan_seconds)
+            format!("{plan_seconds:.2}")
         };
+        let spread = if args.repeat > 1 {
+            let all: Vec<f64> = runs.iter().map(|m| m.phases[i].seconds).collect();
+            format!(
+                " [{:.2}–{:.2}]",
+                all.iter().copied().fold(f64::MAX, f64::min),
+                all.iter().copied().fold(0.0, f64::max)
+            )
+        } else {
+            String::new()
+        };
+        let peak_kib = runs
+            .iter()
+            .map(|m| m.phases[i].planner_peak_kib)
+            .max()
+            .unwrap_or(0);
         println!(
-            "| {} | {} | {:.2} | {planning} | {:.0} | {:.1} | {:.0} |",
+            "| {} | {} | {seconds:.2}{spread} | {planning} | {:.0} | {:.1} | {:.0} |",
             p.name,
             p.sent,
-            p.seconds,
-            args.rows as f64 / p.seconds,
-            p.seconds / copy_seconds,
-            p.planner_peak_kib as f64 / 1024.0
+            args.rows as f64 / seconds,
+            across(i, &|m, p| p.seconds / m.copy_seconds),
+            peak_kib as f64 / 1024.0
         );
     }
     if args.sling.is_some() {
-        let seconds = |name: &str| {
-            rows.iter()
-                .find(|p| p.name == name)
-                .map_or(f64::NAN, |p| p.seconds)
+        // Within each repetition, then the median.
+        let ratio = |phase: &str| {
+            median(
+                runs.iter()
+                    .map(|m| {
+                        let seconds = |name: &str| {
+                            m.phases
+                                .iter()
+                                .find(|p| p.name == name)
+                                .map_or(f64::NAN, |p| p.seconds)
+                        };
+                        seconds(&format!("postgres: {phase}"))
+                            / seconds(&format!("sling 1.4.11: {phase}"))
+                    })
+                    .collect(),
+            )
         };
         println!("\nEbb (postgres destination) ÷ Sling, wall time:");
         for phase in ["first sync", "no-change re-sync", "1%-changed re-sync"] {
-            println!(
-                "- {phase}: {:.1}×",
-                seconds(&format!("postgres: {phase}")) / seconds(&format!("sling 1.4.11: {phase}"))
-            );
+            println!("- {phase}: {:.1}×", ratio(phase));
         }
     }
-    let peaks: Vec<String> = worker_peaks
+    let peaks: Vec<String> = runs
         .iter()
+        .flat_map(|m| m.worker_peaks_kib.iter())
         .map(|k| format!("{:.0}", *k as f64 / 1024.0))
         .collect();
     println!(
-        "\nworker peak RSS (MiB, per process, over all phases): {}",
+        "\nworker peak RSS (MiB, per process and repetition, over all phases): {}",
         peaks.join(", ")
     );
-    for i in 0..args.workers {
-        env.terminate_worker(i).await;
-    }
 }

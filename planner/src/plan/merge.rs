@@ -39,6 +39,8 @@ const SPILL_IN_MEMORY_BYTES: usize = 8 << 20;
 /// Rows of one duplicated key held to count them; past this many, they are
 /// rejected as they come.
 const DUPLICATES_HELD: usize = 1000;
+/// Ledger entries the reader task hands over at a time.
+const LEDGER_ENTRIES_SENT: usize = 4096;
 /// How often a run being planned says it is alive.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
 /// How many rejections and flapping keys a plan lists.
@@ -284,11 +286,32 @@ impl LedgerCursor {
                     return;
                 }
             };
+            // COPY sends a message per row: entries go over in thousands,
+            // not one by one.
+            let mut entries = Vec::with_capacity(LEDGER_ENTRIES_SENT);
             while let Some(chunk) = stream.next().await {
-                let failed = chunk.is_err();
-                if sender.send(chunk.map(LedgerChunk::Entries)).await.is_err() || failed {
-                    return;
+                match chunk {
+                    Ok(chunk) => entries.extend(chunk),
+                    Err(e) => {
+                        let _ = sender.send(Err(e)).await;
+                        return;
+                    }
                 }
+                if entries.len() >= LEDGER_ENTRIES_SENT {
+                    let full =
+                        std::mem::replace(&mut entries, Vec::with_capacity(LEDGER_ENTRIES_SENT));
+                    if sender.send(Ok(LedgerChunk::Entries(full))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if !entries.is_empty()
+                && sender
+                    .send(Ok(LedgerChunk::Entries(entries)))
+                    .await
+                    .is_err()
+            {
+                return;
             }
             let _ = sender.send(Ok(LedgerChunk::End)).await;
         });
