@@ -78,6 +78,88 @@ async fn a_mysql_model_syncs_and_resyncs_only_what_changed() {
     assert_eq!(left, 999);
 }
 
+/// A source that cannot read in key order is diffed through the snapshot
+/// table: its planning rejections go to the DLQ, the next run closes them
+/// (superseded) even when it sends nothing, and the record goes once its
+/// key is unique again.
+#[tokio::test]
+async fn duplicate_keys_are_refused_then_re_evaluated_by_the_next_run() {
+    let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+    let mysql = MariaDb::create(&id).await;
+    let config = CONFIG.replace("FROM customers\"", "FROM people\"");
+    let mut env = TestEnv::new(&config, &[("{MYSQL_URL}", mysql.url.clone())]).await;
+    mysql
+        .exec("CREATE TABLE people (id BIGINT, email VARCHAR(255), first_name TEXT, plan VARCHAR(16), ltv DECIMAL(12,2))")
+        .await;
+    mysql
+        .exec(
+            "INSERT INTO people VALUES (1, 'a@example.com', 'A', 'free', 1), (1, 'b@example.com', 'B', 'free', 2), \
+             (2, 'c@example.com', 'C', 'pro', 3)",
+        )
+        .await;
+    create_replica(&env.app).await;
+    env.start_worker(2);
+
+    let first = env.run_sync("customers", &[]).await;
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert_eq!(
+        (
+            first["rejected_at_plan"].as_i64(),
+            first["delivered"].as_i64()
+        ),
+        (Some(2), Some(1)),
+        "{first}"
+    );
+    let open = |env: &TestEnv| {
+        let state = env.state.clone();
+        async move {
+            sqlx::query_as::<_, (String, String, String)>(
+                "SELECT record_key, status, reason FROM ebb_dlq WHERE stage = 'plan' ORDER BY id",
+            )
+            .fetch_all(&state)
+            .await
+            .expect("DLQ")
+        }
+    };
+    let entries = open(&env).await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(
+        entries.iter().all(|(key, status, reason)| key == "1"
+            && status == "open"
+            && reason.starts_with("duplicate primary key: 2 rows of the model have `id` = 1")),
+        "{entries:?}"
+    );
+
+    // The key's rows are gone: a run that sends nothing still closes them.
+    mysql.exec("DELETE FROM people WHERE id = 1").await;
+    let second = env.run_sync("customers", &[]).await;
+    assert_eq!(second["state"], "succeeded", "{second}");
+    assert_eq!(
+        (
+            second["rejected_at_plan"].as_i64(),
+            second["to_send"].as_i64()
+        ),
+        (Some(0), Some(0)),
+        "{second}"
+    );
+    let entries = open(&env).await;
+    assert!(
+        entries.iter().all(|(_, status, _)| status == "superseded"),
+        "the next run re-evaluated them: {entries:?}"
+    );
+    mysql
+        .exec("INSERT INTO people VALUES (1, 'a@example.com', 'A', 'free', 1)")
+        .await;
+    let third = env.run_sync("customers", &[]).await;
+    assert_eq!(third["delivered"], 1, "{third}");
+    let email: String =
+        sqlx::query_scalar("SELECT email FROM customers_synced WHERE customer_id = 1")
+            .fetch_one(&env.app)
+            .await
+            .expect("record 1");
+    assert_eq!(email, "a@example.com");
+}
+
 /// One value per mapped type, the same in both warehouses.
 const POSTGRES_TABLE: &str = "CREATE TABLE typed (id BIGINT PRIMARY KEY, small SMALLINT, \
     whole INT, price NUMERIC(12,3), ratio DOUBLE PRECISION, approx REAL, flag BOOLEAN, \

@@ -176,7 +176,7 @@ async fn diff_model(
     let (counts, rejections, flapping_keys) =
         snapshot_and_diff(tx, source, sync, mapping, rule, heartbeat).await?;
     let (batches, writes) = match run_id {
-        _ if counts.to_send == 0 && counts.rejected == 0 => (Vec::new(), Vec::new()),
+        None if counts.to_send == 0 => (Vec::new(), Vec::new()),
         None => (
             Vec::new(),
             diff::planned_writes(tx, &sync.name, rule, batch_size).await?,

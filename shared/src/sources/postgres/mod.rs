@@ -30,6 +30,9 @@ const DESCRIBE_PREFIX: &str = "SELECT * FROM (\n";
 pub struct PostgresSource {
     name: String,
     pool: PgPool,
+    /// The warehouse's text sorts in `C` by the same bytes the planner
+    /// reads (UTF-8 or SQL_ASCII): only then can it read in key order.
+    sorts_as_read: bool,
 }
 
 impl PostgresSource {
@@ -48,9 +51,16 @@ impl PostgresSource {
         let pool = connect_pool(options)
             .await
             .map_err(|e| connect_error(e.to_string()))?;
+        // Another server encoding is converted to UTF-8 on the way out, and
+        // its `C` order (its own bytes) need not be UTF-8's.
+        let encoding: String = sqlx::query_scalar("SELECT current_setting('server_encoding')")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
         Ok(PostgresSource {
             name: name.to_owned(),
             pool,
+            sorts_as_read: matches!(encoding.to_ascii_uppercase().as_str(), "UTF8" | "SQL_ASCII"),
         })
     }
 
@@ -185,7 +195,8 @@ impl Source for PostgresSource {
         sync: &'a SyncConfig,
         mapping: &'a [FieldMapping],
     ) -> Option<BoxStream<'a, Result<SourceRow, SourceError>>> {
-        Some(self.stream_model(sync, mapping, KeyOrder::Bytes))
+        self.sorts_as_read
+            .then(|| self.stream_model(sync, mapping, KeyOrder::Bytes))
     }
 }
 
