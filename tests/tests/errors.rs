@@ -181,6 +181,56 @@ async fn passwords_with_slashes_question_marks_and_query_parameters_stay_hidden(
     }
 }
 
+/// A warehouse database of a test's own, in `encoding` (collation `C`), that
+/// the config's `warehouse` source is pointed at; dropped by [`drop`].
+struct OwnWarehouse {
+    admin: sqlx::PgPool,
+    db: String,
+    pool: sqlx::PgPool,
+}
+
+impl OwnWarehouse {
+    async fn create(env: &TestEnv, encoding: &str) -> OwnWarehouse {
+        let admin = sqlx::PgPool::connect(ebb_tests::ADMIN_URL)
+            .await
+            .expect("admin");
+        let db = format!("ebb_t_{}_{}", env.id, encoding.to_ascii_lowercase());
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {db} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("create a {encoding} database: {e}"));
+        let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+        let config = std::fs::read_to_string(env.config_path()).expect("config");
+        std::fs::write(env.config_path(), config.replace(&env.urls.warehouse, &url))
+            .expect("point the source at the test's own warehouse");
+        let pool = sqlx::PgPool::connect(&url).await.expect("warehouse");
+        OwnWarehouse { admin, db, pool }
+    }
+
+    async fn exec(&self, statements: &[&str]) {
+        for sql in statements {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&self.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+
+    /// Drops the database, after the test's env (and its workers) are gone.
+    async fn drop(self, env: TestEnv) {
+        self.pool.close().await;
+        drop(env);
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.db
+        )))
+        .execute(&self.admin)
+        .await;
+    }
+}
+
 /// A warehouse in SQL_ASCII holds bytes that are no text at all, and one
 /// record is far larger than the sync allows. Each costs only its own
 /// record: a planning rejection in the DLQ with its key and what is wrong
@@ -198,34 +248,16 @@ async fn values_that_are_not_utf8_and_oversized_records_cost_only_their_record()
     )
     .await;
     // A SQL_ASCII warehouse of this test's own.
-    let admin = sqlx::PgPool::connect(ebb_tests::ADMIN_URL)
-        .await
-        .expect("admin");
-    let db = format!("ebb_t_{}_ascii", env.id);
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {db} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
-    )))
-    .execute(&admin)
-    .await
-    .expect("create a SQL_ASCII database");
-    let ascii_url = format!("postgres://postgres@127.0.0.1:5432/{db}");
-    let config = std::fs::read_to_string(env.config_path()).expect("config");
-    std::fs::write(
-        env.config_path(),
-        config.replace(&env.urls.warehouse, &ascii_url),
-    )
-    .expect("point the source at the SQL_ASCII warehouse");
-    let warehouse = sqlx::PgPool::connect(&ascii_url).await.expect("warehouse");
-    for sql in [
-        "CREATE TABLE customers (id BIGINT, email TEXT)",
-        "INSERT INTO customers SELECT g, 'user' || g || '@example.com' FROM generate_series(1, 20) g",
-        // 0xE9 is é in Latin-1, and no UTF-8 at all.
-        "UPDATE customers SET email = E'caf\\xe9@example.com' WHERE id = 7",
-        "UPDATE customers SET email = repeat('x', 5000) || '@example.com' WHERE id = 9",
-    ] {
-        sqlx::query(sql).execute(&warehouse).await.expect(sql);
-    }
-    warehouse.close().await;
+    let warehouse = OwnWarehouse::create(&env, "SQL_ASCII").await;
+    warehouse
+        .exec(&[
+            "CREATE TABLE customers (id BIGINT, email TEXT)",
+            "INSERT INTO customers SELECT g, 'user' || g || '@example.com' FROM generate_series(1, 20) g",
+            // 0xE9 is é in Latin-1, and no UTF-8 at all.
+            "UPDATE customers SET email = E'caf\\xe9@example.com' WHERE id = 7",
+            "UPDATE customers SET email = repeat('x', 5000) || '@example.com' WHERE id = 9",
+        ])
+        .await;
     env.write_file("models/customers.sql", "SELECT id, email FROM customers");
     sqlx::query(
         "CREATE TABLE public.customers_synced (customer_id BIGINT PRIMARY KEY, email TEXT)",
@@ -253,12 +285,7 @@ async fn values_that_are_not_utf8_and_oversized_records_cost_only_their_record()
     let replicated =
         TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM public.customers_synced").await;
     assert_eq!(replicated, 18);
-    drop(env);
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await;
+    warehouse.drop(env).await;
 }
 
 /// A warehouse in another encoding (WIN1252 here) sorts its text by its
@@ -270,35 +297,20 @@ async fn values_that_are_not_utf8_and_oversized_records_cost_only_their_record()
 #[tokio::test]
 async fn a_warehouse_in_another_encoding_syncs_keys_it_sorts_otherwise() {
     let env = TestEnv::new(CONFIG, &[]).await;
-    let admin = sqlx::PgPool::connect(ebb_tests::ADMIN_URL)
-        .await
-        .expect("admin");
-    let db = format!("ebb_t_{}_win1252", env.id);
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {db} ENCODING 'WIN1252' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
-    )))
-    .execute(&admin)
-    .await
-    .expect("create a WIN1252 database");
-    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
-    let config = std::fs::read_to_string(env.config_path()).expect("config");
-    std::fs::write(env.config_path(), config.replace(&env.urls.warehouse, &url))
-        .expect("point the source at the WIN1252 warehouse");
-    let warehouse = sqlx::PgPool::connect(&url).await.expect("warehouse");
-    for sql in [
-        "CREATE TABLE customers (id TEXT, email TEXT)",
-        "INSERT INTO customers VALUES ('a', 'a@example.com'), ('€', 'euro@example.com'), \
-         ('é', 'e@example.com'), ('z', 'z@example.com')",
-    ] {
-        sqlx::query(sql).execute(&warehouse).await.expect(sql);
-    }
+    let warehouse = OwnWarehouse::create(&env, "WIN1252").await;
+    warehouse
+        .exec(&[
+            "CREATE TABLE customers (id TEXT, email TEXT)",
+            "INSERT INTO customers VALUES ('a', 'a@example.com'), ('€', 'euro@example.com'), \
+             ('é', 'e@example.com'), ('z', 'z@example.com')",
+        ])
+        .await;
     let in_c_order: Vec<String> =
         sqlx::query_scalar("SELECT id FROM customers ORDER BY id COLLATE \"C\"")
-            .fetch_all(&warehouse)
+            .fetch_all(&warehouse.pool)
             .await
             .expect("order");
     assert_eq!(in_c_order, ["a", "z", "€", "é"], "WIN1252's own byte order");
-    warehouse.close().await;
     env.write_file("models/customers.sql", "SELECT id, email FROM customers");
     sqlx::query("CREATE TABLE public.customers_synced (customer_id TEXT PRIMARY KEY, email TEXT)")
         .execute(&env.app)
@@ -319,10 +331,5 @@ async fn a_warehouse_in_another_encoding_syncs_keys_it_sorts_otherwise() {
             .await
             .expect("the € record");
     assert_eq!(euro, "euro@example.com");
-    drop(env);
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await;
+    warehouse.drop(env).await;
 }

@@ -864,22 +864,7 @@ mod tests {
     }
 
     fn sync(mode: &str) -> SyncConfig {
-        crate::plan::test_config(&format!(
-            r#"
-[destinations.sink]
-type = "http"
-url = "http://127.0.0.1:9/"
-[syncs.s]
-source = "wh"
-model = "SELECT 1 AS id"
-primary_key = "id"
-destination = "sink"
-mode = "{mode}"
-"#
-        ))
-        .sync("s")
-        .expect("sync")
-        .clone()
+        crate::plan::test_sync(&format!("mode = \"{mode}\""))
     }
 
     fn row(key: Option<&str>, payload: &str) -> SourceRow {

@@ -501,13 +501,12 @@ url = "postgres://x@127.0.0.1/x"
     Config::parse(std::path::Path::new("t.toml"), &text, &|_| None).expect("config")
 }
 
+/// Sync `s` of [`test_config`], from `wh` into an http destination, with
+/// `settings` (TOML lines of the sync's table).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sync(guardrails: &str) -> SyncConfig {
-        test_config(&format!(
-            r#"
+pub(crate) fn test_sync(settings: &str) -> SyncConfig {
+    test_config(&format!(
+        r#"
 [destinations.sink]
 type = "http"
 url = "http://127.0.0.1:9/"
@@ -516,13 +515,22 @@ source = "wh"
 model = "SELECT 1 AS id"
 primary_key = "id"
 destination = "sink"
-mode = "mirror"
-guardrails = {{ {guardrails} }}
+{settings}
 "#
+    ))
+    .sync("s")
+    .expect("sync")
+    .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync(guardrails: &str) -> SyncConfig {
+        test_sync(&format!(
+            "mode = \"mirror\"\nguardrails = {{ {guardrails} }}"
         ))
-        .sync("s")
-        .expect("sync")
-        .clone()
     }
 
     fn counts(rows_read: u64, unchanged: i64, changed: i64, removed: i64) -> PlanCounts {
