@@ -1,4 +1,5 @@
-//! Reading `COPY … TO STDOUT` in text format: rows end with a newline,
+//! `COPY`'s text format, read (`COPY … TO STDOUT`) and written (`COPY …
+//! FROM STDIN`): rows end with a newline,
 //! fields are separated by tabs, `\N` is NULL, and a backslash escapes the
 //! bytes that would otherwise be read as structure. Escaped newlines and
 //! tabs are the only ones inside a row, so a raw `\n` always ends one,
@@ -89,8 +90,43 @@ pub fn unescape<'a>(field: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
     scratch
 }
 
+/// Appends `value` as a field, escaping what COPY reads as structure.
+pub fn push_escaped(buf: &mut Vec<u8>, value: &str) {
+    for b in value.bytes() {
+        match b {
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            _ => buf.push(b),
+        }
+    }
+}
+
+/// Appends `bytes` as a `bytea` field (hex format, its backslash escaped).
+pub fn push_bytea(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.extend_from_slice(b"\\\\x");
+    crate::hex::push_encoded(buf, bytes);
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn writing_escapes_special_bytes_and_bytea_its_backslash() {
+        let mut buf = Vec::new();
+        super::push_escaped(&mut buf, "a\\b\tc\nd\re");
+        assert_eq!(buf, b"a\\\\b\\tc\\nd\\re");
+        let mut buf = Vec::new();
+        super::push_bytea(&mut buf, &[0x00, 0xab]);
+        assert_eq!(buf, b"\\\\x00ab");
+        let mut scratch = Vec::new();
+        assert_eq!(
+            super::unescape(&buf, &mut scratch),
+            b"\\x00ab",
+            "read back as bytea text"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read, Seek, Write};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -22,17 +22,17 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 
 use super::diff::{Diffed, PlanCounts, PlanRejection, SendRule};
-use super::snapshot::{Checked, check, push_copy_text, read_failed};
+use super::snapshot::{Checked, check, read_failed};
+use super::{COPY_CHUNK_BYTES, HEARTBEAT_EVERY};
 use crate::error::PlannerError;
 use ebb_shared::StateError;
 use ebb_shared::config::SyncConfig;
+use ebb_shared::copy_text::{push_bytea, push_escaped};
 use ebb_shared::destinations::budget::BatchWrites;
 use ebb_shared::sources::{SourceError, SourceRow};
 use ebb_shared::state::ledger::{self, Delivered};
 use ebb_shared::state::{batches, dlq, runs};
 
-/// COPY data is sent in chunks of about this size.
-const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// Removals and rejections wait for the upserts in memory up to this size,
 /// then in a temporary file.
 const SPILL_IN_MEMORY_BYTES: usize = 8 << 20;
@@ -41,8 +41,6 @@ const SPILL_IN_MEMORY_BYTES: usize = 8 << 20;
 const DUPLICATES_HELD: usize = 1000;
 /// Ledger entries the reader task hands over at a time.
 const LEDGER_ENTRIES_SENT: usize = 4096;
-/// How often a run being planned says it is alive.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
 /// How many rejections and flapping keys a plan lists.
 const SAMPLE: usize = 20;
 
@@ -534,7 +532,7 @@ impl<'s> Plan<'s> {
             writing
                 .removals
                 .push(|buf| {
-                    push_copy_text(buf, &delivered.record_key);
+                    push_escaped(buf, &delivered.record_key);
                     buf.push(b'\n');
                 })
                 .map_err(|e| spill_failed(self.sync, e))?;
@@ -622,9 +620,9 @@ struct Writing {
 impl Writing {
     fn new(run_id: i64, sync: &SyncConfig) -> Writing {
         let mut rejection_prefix = Vec::new();
-        push_copy_text(&mut rejection_prefix, &sync.name);
+        push_escaped(&mut rejection_prefix, &sync.name);
         rejection_prefix.push(b'\t');
-        push_copy_text(&mut rejection_prefix, &sync.destination);
+        push_escaped(&mut rejection_prefix, &sync.destination);
         rejection_prefix.extend_from_slice(b"\tplan\trejected\t");
         Writing {
             run_id,
@@ -639,11 +637,11 @@ impl Writing {
         let run_id = self.run_id;
         let out = &mut self.records;
         let _ = write!(out, "{run_id}\t{batch_no}\t");
-        push_copy_text(out, key);
-        out.extend_from_slice(b"\tupsert\t\\\\x");
-        ebb_shared::hex::push_encoded(out, hash);
+        push_escaped(out, key);
+        out.extend_from_slice(b"\tupsert\t");
+        push_bytea(out, hash);
         let _ = write!(out, "\t{run_id}\t");
-        push_copy_text(out, payload);
+        push_escaped(out, payload);
         out.push(b'\n');
     }
 
@@ -735,18 +733,18 @@ impl Writing {
         self.rejected.push(|out| {
             out.extend_from_slice(prefix);
             match key {
-                Some(key) => push_copy_text(out, key),
+                Some(key) => push_escaped(out, key),
                 None => out.extend_from_slice(b"\\N"),
             }
-            out.extend_from_slice(b"\tupsert\t\\\\x");
-            ebb_shared::hex::push_encoded(out, hash);
+            out.extend_from_slice(b"\tupsert\t");
+            push_bytea(out, hash);
             let _ = write!(out, "\t{run_id}\t{run_id}\t{run_id}\t");
             match payload {
-                Some(payload) => push_copy_text(out, payload),
+                Some(payload) => push_escaped(out, payload),
                 None => out.extend_from_slice(b"\\N"),
             }
             out.push(b'\t');
-            push_copy_text(out, reason);
+            push_escaped(out, reason);
             out.push(b'\n');
         })
     }

@@ -23,6 +23,12 @@ use crate::error::PlannerError;
 pub use budget::Budget;
 pub use diff::{Diffed, PlanCounts, PlanRejection, SendRule};
 
+/// COPY data goes to the state database in chunks of about this size.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
+/// How often a run being planned says it is alive (the stale-run timeout
+/// is minutes).
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How many planning rejections, and flapping records, a report lists by
 /// key.
 const REJECTION_SAMPLE: i64 = 20;

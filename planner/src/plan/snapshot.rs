@@ -5,36 +5,22 @@
 //! problem and no payload, and becomes a planning rejection in the DLQ with
 //! its key: the rest of the run goes on.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use sqlx::{PgConnection, PgPool};
 
+use super::{COPY_CHUNK_BYTES, HEARTBEAT_EVERY};
 use crate::error::PlannerError;
 use ebb_shared::StateError;
 use ebb_shared::config::{FieldMapping, SyncConfig};
+use ebb_shared::copy_text::{push_bytea, push_escaped};
 use ebb_shared::sources::{Source, SourceError, SourceRow};
-
-/// COPY data is sent in chunks of about this size.
-const COPY_CHUNK_BYTES: usize = 1 << 20;
 
 /// The content hash of a mapped record: BLAKE3 over the canonical jsonb text,
 /// truncated to 128 bits.
 pub fn content_hash(payload: &str) -> [u8; 16] {
     content_hash_bytes(payload.as_bytes())
-}
-
-/// Appends `value` to COPY text-format data, escaping what COPY treats specially.
-pub(super) fn push_copy_text(buf: &mut Vec<u8>, value: &str) {
-    for b in value.bytes() {
-        match b {
-            b'\\' => buf.extend_from_slice(b"\\\\"),
-            b'\n' => buf.extend_from_slice(b"\\n"),
-            b'\r' => buf.extend_from_slice(b"\\r"),
-            b'\t' => buf.extend_from_slice(b"\\t"),
-            _ => buf.push(b),
-        }
-    }
 }
 
 /// A model row as it goes into the snapshot.
@@ -105,20 +91,20 @@ fn content_hash_bytes(payload: &[u8]) -> [u8; 16] {
 
 fn push_row(buf: &mut Vec<u8>, row: &Checked) {
     match &row.key {
-        Some(key) => push_copy_text(buf, key),
+        Some(key) => push_escaped(buf, key),
         None => buf.extend_from_slice(b"\\N"),
     }
-    buf.extend_from_slice(b"\t\\\\x");
-    ebb_shared::hex::push_encoded(buf, &row.hash);
+    buf.push(b'\t');
+    push_bytea(buf, &row.hash);
     buf.push(b'\t');
     match &row.payload {
         Ok(payload) => {
-            push_copy_text(buf, payload);
+            push_escaped(buf, payload);
             buf.extend_from_slice(b"\t\\N");
         }
         Err(problem) => {
             buf.extend_from_slice(b"\\N\t");
-            push_copy_text(buf, problem);
+            push_escaped(buf, problem);
         }
     }
     buf.push(b'\n');
@@ -185,7 +171,7 @@ pub async fn snapshot(
                 .map_err(StateError::query("writing the snapshot"))?;
             buf.clear();
             if let Some((pool, run_id)) = heartbeat
-                && last_beat.elapsed() > Duration::from_secs(30)
+                && last_beat.elapsed() > HEARTBEAT_EVERY
             {
                 ebb_shared::state::runs::heartbeat(pool, run_id).await?;
                 last_beat = Instant::now();
@@ -210,13 +196,6 @@ pub async fn snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_escaping_covers_special_bytes() {
-        let mut buf = Vec::new();
-        push_copy_text(&mut buf, "a\\b\tc\nd\re");
-        assert_eq!(buf, b"a\\\\b\\tc\\nd\\re");
-    }
 
     fn row(key: Option<&[u8]>, payload: &[u8]) -> SourceRow {
         SourceRow {

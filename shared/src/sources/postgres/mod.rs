@@ -48,18 +48,14 @@ impl PostgresSource {
         let options = crate::db::options(&pg.url)
             .map_err(|e: sqlx::Error| connect_error(e.to_string()))?
             .application_name("ebb-planner");
-        let pool = connect_pool(options)
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
-        // Another server encoding is converted to UTF-8 on the way out, and
-        // its `C` order (its own bytes) need not be UTF-8's.
-        let encoding: String = sqlx::query_scalar("SELECT current_setting('server_encoding')")
-            .fetch_one(&pool)
+        let (pool, encoding) = connect_pool(options)
             .await
             .map_err(|e| connect_error(e.to_string()))?;
         Ok(PostgresSource {
             name: name.to_owned(),
             pool,
+            // Another server encoding is converted to UTF-8 on the way out,
+            // and its `C` order (its own bytes) need not be UTF-8's.
             sorts_as_read: matches!(encoding.to_ascii_uppercase().as_str(), "UTF8" | "SQL_ASCII"),
         })
     }
@@ -100,25 +96,35 @@ impl PostgresSource {
 /// that is not UTF-8 fails the whole COPY. So a connection to one sets the
 /// client to SQL_ASCII too, and the server sends the bytes as they are:
 /// such a value costs only its record (see the planner's snapshot). Any
-/// other server encoding is converted to UTF-8 by the server.
-async fn connect_pool(options: PgConnectOptions) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
+/// other server encoding is converted to UTF-8 by the server. Returns the
+/// pool and the server's encoding.
+async fn connect_pool(options: PgConnectOptions) -> Result<(PgPool, String), sqlx::Error> {
+    let seen = std::sync::Arc::new(std::sync::OnceLock::new());
+    let pool = PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(15))
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                let encoding: String =
-                    sqlx::query_scalar("SELECT current_setting('server_encoding')")
-                        .fetch_one(&mut *conn)
-                        .await?;
-                if encoding.eq_ignore_ascii_case("SQL_ASCII") {
-                    conn.execute("SET client_encoding = 'SQL_ASCII'").await?;
-                }
-                Ok(())
-            })
+        .after_connect({
+            let seen = seen.clone();
+            move |conn, _| {
+                let seen = seen.clone();
+                Box::pin(async move {
+                    let encoding: String =
+                        sqlx::query_scalar("SELECT current_setting('server_encoding')")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                    if encoding.eq_ignore_ascii_case("SQL_ASCII") {
+                        conn.execute("SET client_encoding = 'SQL_ASCII'").await?;
+                    }
+                    let _ = seen.set(encoding);
+                    Ok(())
+                })
+            }
         })
+        // Opens a first connection, so `seen` is set once this returns.
         .connect_with(options)
-        .await
+        .await?;
+    let encoding = seen.get().cloned().unwrap_or_default();
+    Ok((pool, encoding))
 }
 
 /// The records of a model's COPY chunks, in order; a read that ends
