@@ -2,7 +2,8 @@
 //! run sends after each kind of change, the type edge cases where a change
 //! is easy to miss or to invent (NaN, -0, a numeric's scale, microseconds,
 //! NULL against the empty string, one byte of a large text), duplicate and
-//! NULL keys, and a planner killed half way through writing its plan.
+//! NULL keys, a planner killed half way through writing its plan, and a
+//! state database written before its record keys were compared by bytes.
 
 use std::time::{Duration, Instant};
 
@@ -283,4 +284,107 @@ async fn a_planner_killed_mid_plan_leaves_nothing_half_written() {
             .is_some_and(|e| e.contains("planner stopped while planning")),
         "{runs:?}"
     );
+}
+
+/// The state tables' record key columns, with their collations.
+async fn key_collations(env: &TestEnv) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT c.relname::text, coalesce(co.collname::text, '') FROM pg_attribute a \
+         JOIN pg_class c ON c.oid = a.attrelid \
+         LEFT JOIN pg_collation co ON co.oid = a.attcollation \
+         WHERE a.attname = 'record_key' AND c.relkind = 'r' AND c.relname LIKE 'ebb\\_%' \
+         ORDER BY 1",
+    )
+    .fetch_all(&env.state)
+    .await
+    .expect("key collations")
+}
+
+/// A state database migrated before record keys were compared by their
+/// bytes (migration 0016), holding a ledger and DLQ entries, is upgraded by
+/// the next run in place: the ledger still diffs (nothing unchanged is sent
+/// again, a change and a removal are), and the DLQ keeps its reason groups.
+#[tokio::test]
+async fn a_state_database_from_before_byte_ordered_keys_is_upgraded_in_place() {
+    let receiver = Receiver::start().await;
+    let mut env = TestEnv::new(
+        &CONFIG.replace(
+            "model = \"SELECT id, f8, n, ts, t, 'u' || id || '@example.com' AS email FROM edge\"",
+            "model = \"SELECT k AS id, v, 'u' || v || '@example.com' AS email FROM keyed\"",
+        ),
+        &[("{RECEIVER_URL}", receiver.url())],
+    )
+    .await;
+    exec(&env, "CREATE TABLE keyed (k text, v int)").await;
+    // Keys whose byte order differs from a language's (case, accents,
+    // punctuation), and one key twice: two DLQ entries.
+    exec(
+        &env,
+        "INSERT INTO keyed VALUES ('b', 1), ('B', 2), ('a-2', 3), ('a_1', 4), ('été', 5), \
+         ('Zoe', 6), ('twice', 7), ('twice', 8)",
+    )
+    .await;
+    env.start_worker(2);
+    let first = env.run_sync("edge", &[]).await;
+    assert_eq!(first["delivered"], 6, "{first}");
+    assert_eq!(first["rejected_at_plan"], 2, "{first}");
+    let groups_before: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, reason_group FROM ebb_dlq ORDER BY id")
+            .fetch_all(&env.state)
+            .await
+            .expect("DLQ reason groups");
+    assert_eq!(groups_before.len(), 2, "{groups_before:?}");
+
+    // Back to the schema of migration 0015: keys in the database's own
+    // collation, pages packed full.
+    for sql in [
+        "DELETE FROM _sqlx_migrations WHERE version >= 16",
+        "ALTER TABLE ebb_run_records RESET (fillfactor)",
+        "ALTER TABLE ebb_run_records ALTER COLUMN record_key TYPE TEXT COLLATE \"default\"",
+        "ALTER TABLE ebb_ledger ALTER COLUMN record_key TYPE TEXT COLLATE \"default\"",
+        "ALTER TABLE ebb_intents ALTER COLUMN record_key TYPE TEXT COLLATE \"default\"",
+        "ALTER TABLE ebb_verification_drift ALTER COLUMN record_key TYPE TEXT COLLATE \"default\"",
+        "ALTER TABLE ebb_dlq DROP COLUMN reason_group",
+        "ALTER TABLE ebb_dlq ALTER COLUMN record_key TYPE TEXT COLLATE \"default\"",
+        "ALTER TABLE ebb_dlq ADD COLUMN reason_group TEXT \
+         GENERATED ALWAYS AS (ebb_reason_group(reason, record_key, payload)) STORED",
+    ] {
+        exec_state(&env, sql).await;
+    }
+    let old = key_collations(&env).await;
+    assert_eq!(old.len(), 5, "{old:?}");
+    assert!(old.iter().all(|(_, c)| c == "default"), "{old:?}");
+
+    let unchanged = env.run_sync("edge", &[]).await;
+    assert_eq!(unchanged["state"], "succeeded", "{unchanged}");
+    assert_eq!(unchanged["to_send"], 0, "{unchanged}");
+    assert_eq!(unchanged["unchanged"], 6, "{unchanged}");
+    let upgraded = key_collations(&env).await;
+    assert!(upgraded.iter().all(|(_, c)| c == "C"), "{upgraded:?}");
+    let groups_after: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, reason_group FROM ebb_dlq WHERE id <= $1 ORDER BY id")
+            .bind(groups_before[1].0)
+            .fetch_all(&env.state)
+            .await
+            .expect("DLQ reason groups");
+    assert_eq!(groups_after, groups_before);
+
+    exec(&env, "UPDATE keyed SET v = 20 WHERE k = 'B'").await;
+    exec(&env, "DELETE FROM keyed WHERE k = 'a_1'").await;
+    let changed = env.run_sync("edge", &[]).await;
+    assert_eq!(changed["state"], "succeeded", "{changed}");
+    assert_eq!(changed["planned_changed"], 1, "{changed}");
+    assert_eq!(changed["planned_removed"], 1, "{changed}");
+    assert_eq!(changed["delivered"], 2, "{changed}");
+    receiver.with(|s| {
+        assert_eq!(s.records["B"]["v"], 20);
+        assert!(!s.records.contains_key("a_1"), "removed in mirror mode");
+        assert_eq!(s.applied["b"], 1, "an unchanged record is sent once");
+    });
+    let ledger: Vec<String> =
+        sqlx::query_scalar("SELECT record_key FROM ebb_ledger ORDER BY record_key")
+            .fetch_all(&env.state)
+            .await
+            .expect("ledger");
+    assert_eq!(ledger, ["B", "Zoe", "a-2", "b", "été"]);
 }

@@ -191,6 +191,7 @@ async fn deliver_claimed(
         .await?;
     let keys = || sendable.iter().map(|r| r.key.as_str()).collect();
     state.faults.check(Point::BeforeSend, keys);
+    let deletes_sent = sendable.iter().any(|r| r.op == Op::Delete);
     let loaded_ms = started.elapsed().as_millis() as u64;
     let (outcomes, stats) = send(state, target, task, claim, &ctx, &sendable).await?;
     let delivered_ms = started.elapsed().as_millis() as u64;
@@ -198,7 +199,15 @@ async fn deliver_claimed(
     settled.extend(sendable.into_iter().map(|r| r.key).zip(outcomes));
 
     let result = commit(
-        state, &ctx, claim, &settled, &digests, &stats, quarantine, deliveries,
+        state,
+        &ctx,
+        claim,
+        &settled,
+        &digests,
+        &stats,
+        deletes_sent,
+        quarantine,
+        deliveries,
     )
     .instrument(tracing::info_span!(
         "ebb.batch.settle",
@@ -416,6 +425,7 @@ async fn commit(
     settled: &[(String, RecordOutcome)],
     digests: &[(String, Vec<u8>)],
     stats: &DeliveryStats,
+    deletes_sent: bool,
     quarantine: bool,
     deliveries: i32,
 ) -> Result<Settled, WorkerError> {
@@ -425,7 +435,16 @@ async fn commit(
         .iter()
         .map(|(key, digest)| (key.as_str(), digest.as_slice()))
         .collect();
-    let result = settle::settle(&mut tx, ctx, claim.token, settled, &digests, stats).await?;
+    let result = settle::settle(
+        &mut tx,
+        ctx,
+        claim.token,
+        settled,
+        &digests,
+        stats,
+        deletes_sent,
+    )
+    .await?;
     if quarantine {
         batches::mark_quarantined(&mut tx, ctx.run_id, ctx.batch_no).await?;
         let message = format!(

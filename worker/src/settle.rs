@@ -34,6 +34,7 @@ pub async fn settle(
     outcomes: &[(String, RecordOutcome)],
     digests: &[(&str, &[u8])],
     stats: &DeliveryStats,
+    deletes_sent: bool,
 ) -> Result<Settled, WorkerError> {
     let (run_id, batch_no, sync) = (ctx.run_id, ctx.batch_no, ctx.sync.as_str());
     if !batches::lock_claimed(tx, run_id, batch_no, claim_token).await? {
@@ -47,7 +48,11 @@ pub async fn settle(
     ledger::advance(tx, run_id, batch_no, sync, digests).await?;
     ledger::set_destination_ids(tx, sync, &destination_ids(outcomes)).await?;
     intents::clear_answered(tx, sync, &answered(outcomes)).await?;
-    ledger::remove_deleted(tx, run_id, batch_no, sync).await?;
+    // Most batches send no delete; the statement's join would still walk
+    // the batch's records (or, planned on a stale row estimate, the ledger).
+    if deletes_sent {
+        ledger::remove_deleted(tx, run_id, batch_no, sync).await?;
+    }
     dlq::resolve_settled(tx, run_id, batch_no, sync).await?;
     dlq::dead_letter(
         tx,
