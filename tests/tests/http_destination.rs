@@ -89,16 +89,57 @@ async fn bad_records_are_isolated_and_the_rest_delivered_with_headers() {
         "{reasons:?}"
     );
 
+    // Once the run ended, its records keep no payload (the DLQ keeps those
+    // of the refused ones).
+    assert_eq!(payloads_held(&env).await, (0, 3));
+
     // Mirror deletes reach the receiver as `op: delete`.
     sqlx::query("DELETE FROM analytics.customers WHERE id <= 5")
         .execute(&env.warehouse)
         .await
         .unwrap();
+    sqlx::query("UPDATE analytics.customers SET plan = 'enterprise' WHERE id = 6")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
     let run = env.run_sync("contacts", &[]).await;
-    assert_eq!(run["delivered"], 5, "{run}");
-    receiver.with(|s| assert_eq!(s.records.len(), 992));
+    assert_eq!(run["delivered"], 6, "{run}");
+    assert_eq!(run["rejected"], 3, "refused again: {run}");
+    receiver.with(|s| {
+        assert_eq!(s.records.len(), 992);
+        assert_eq!(s.records["6"]["plan"], "enterprise");
+    });
+    assert_eq!(payloads_held(&env).await, (0, 3));
+
+    // Fixed in the warehouse, the refused records are delivered, and a run
+    // with nothing refused leaves no payload either.
+    sqlx::query("UPDATE analytics.customers SET email = 'fixed' || id || '@example.com' WHERE email = 'nope'")
+        .execute(&env.warehouse)
+        .await
+        .unwrap();
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["delivered"], 3, "{run}");
+    assert_eq!(run["rejected"], 0, "{run}");
+    receiver.with(|s| assert_eq!(s.records.len(), 995));
+    assert_eq!(payloads_held(&env).await, (0, 0));
     // Secrets stay out of logs.
     assert!(!env.worker_log(0).contains("tok-secret-42"));
+}
+
+/// Payloads still held: by the runs' records, by the open DLQ entries.
+async fn payloads_held(env: &TestEnv) -> (i64, i64) {
+    let records: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ebb_run_records WHERE payload IS NOT NULL")
+            .fetch_one(&env.state)
+            .await
+            .expect("run records");
+    let dead: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ebb_dlq WHERE status = 'open' AND payload IS NOT NULL",
+    )
+    .fetch_one(&env.state)
+    .await
+    .expect("DLQ entries");
+    (records, dead)
 }
 
 #[tokio::test]

@@ -201,23 +201,31 @@ pub async fn replay_from_dlq(
 /// ledger and the DLQ keep what outlives the run). `false` when the run has
 /// not ended.
 pub async fn release_payloads(pool: &PgPool, run_id: i64) -> Result<bool, StateError> {
-    let ended: Option<bool> = sqlx::query_scalar(
-        "SELECT state IN ('succeeded', 'failed', 'cancelled') FROM ebb_runs WHERE id = $1",
+    // (ended, some record may still hold its payload). A run whose batches
+    // all settled with nothing refused or failed holds none: the search
+    // would read every record of the run (a second after a 1,000,000-record
+    // first sync, for nothing).
+    let standing: Option<(bool, bool)> = sqlx::query_as(
+        "SELECT state IN ('succeeded', 'failed', 'cancelled'), \
+                rejected + failed > 0 OR batches_settled < batches_total \
+         FROM ebb_runs WHERE id = $1",
     )
     .bind(run_id)
     .fetch_optional(pool)
     .await
     .map_err(StateError::query("reading whether a run ended"))?;
-    if ended != Some(true) {
+    let Some((true, holds_payloads)) = standing else {
         return Ok(false);
+    };
+    if holds_payloads {
+        sqlx::query(
+            "UPDATE ebb_run_records SET payload = NULL WHERE run_id = $1 AND payload IS NOT NULL",
+        )
+        .bind(run_id)
+        .execute(pool)
+        .await
+        .map_err(StateError::query("releasing a run's payloads"))?;
     }
-    sqlx::query(
-        "UPDATE ebb_run_records SET payload = NULL WHERE run_id = $1 AND payload IS NOT NULL",
-    )
-    .bind(run_id)
-    .execute(pool)
-    .await
-    .map_err(StateError::query("releasing a run's payloads"))?;
     Ok(true)
 }
 
