@@ -240,6 +240,95 @@ async fn assert_receiver_matches_model(env: &TestEnv, receiver: &Receiver) {
     assert_eq!(env.ebb_json(&["dlq", "list"]).await, serde_json::json!([]));
 }
 
+/// A ledger row written for a key of a batch while the batch is out with
+/// the destination (`ebb verify` adopting a record, a cancelled run's last
+/// settle) is merged by the batch's settle, and is no reason to deliver the
+/// batch again: the settle's plain insert of a first sync's ledger rows
+/// steps back to the merging one.
+#[tokio::test]
+async fn a_ledger_row_written_during_a_delivery_is_merged_by_its_settle() {
+    let receiver = Receiver::start().await;
+    receiver.with(|s| s.latency = Duration::from_secs(2));
+    let config = format!("{{HEADER}}{WORKER}{HTTP}");
+    let mut env = TestEnv::new(
+        &config,
+        &[
+            ("{MAX_DELIVERIES}", "25".into()),
+            ("{RECEIVER_URL}", receiver.url()),
+        ],
+    )
+    .await;
+    seed_customers(&env.warehouse, 50).await;
+    env.start_worker(1);
+    let mut cmd = env.ebb_command(&["run", "contacts", "--json"]);
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let run = cmd.spawn().expect("spawn ebb run");
+    // The batch was loaded (the ledger had none of its keys) and is with
+    // the receiver for 2 s.
+    ebb_tests::eventually_every(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        "the batch reaching the receiver",
+        || async { receiver.with(|s| s.in_flight > 0).then_some(()) },
+    )
+    .await;
+    let old_hash = [7u8; 16];
+    sqlx::query(
+        "INSERT INTO ebb_ledger (sync_name, record_key, content_hash, snapshot_run_id, delivered_run_id) \
+         VALUES ('contacts', '7', $1, 0, 0)",
+    )
+    .bind(&old_hash[..])
+    .execute(&env.state)
+    .await
+    .expect("a ledger row written meanwhile");
+    let output = run.wait_with_output().await.expect("ebb run");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ebb run printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let run = &summary["run"];
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 50, "{run}");
+    assert_eq!(
+        run["redeliveries"], 0,
+        "settled on its first delivery: {run}"
+    );
+    receiver.with(|s| {
+        assert_eq!(s.requests, 1, "the batch was sent once");
+        assert_eq!(s.records.len(), 50);
+    });
+    let (rows, hash, previous): (i64, Vec<u8>, Vec<Vec<u8>>) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM ebb_ledger WHERE sync_name = 'contacts'), \
+                l.content_hash, l.previous_hashes \
+         FROM ebb_ledger l WHERE l.sync_name = 'contacts' AND l.record_key = '7'",
+    )
+    .fetch_one(&env.state)
+    .await
+    .expect("the ledger");
+    assert_eq!(rows, 50);
+    let sent: Vec<u8> = sqlx::query_scalar(
+        "SELECT content_hash FROM ebb_run_records WHERE record_key = '7' AND outcome = 'delivered'",
+    )
+    .fetch_one(&env.state)
+    .await
+    .expect("record 7 of the run");
+    assert_eq!(
+        hash, sent,
+        "the delivered version replaced the one written meanwhile"
+    );
+    assert_eq!(
+        previous,
+        vec![old_hash.to_vec()],
+        "and was kept as the previous version"
+    );
+    let again = env.run_sync("contacts", &[]).await;
+    assert_eq!(again["to_send"], 0, "{again}");
+}
+
 /// Three workers crash at random points and one is SIGKILLed from outside
 /// every 1.5 s. The receiver applies each record idempotency key once, as
 /// the README asks of receivers. Afterwards the receiver holds exactly the

@@ -36,7 +36,7 @@ use tracing::Instrument;
 use crate::claim::{self, Claim, ClaimAttempt};
 use crate::error::WorkerError;
 use crate::faults::{Faults, Point};
-use crate::settle::{self, Settled};
+use crate::settle::{self, Delivered, Settled};
 use crate::targets::{SyncTarget, Targets};
 
 pub struct WorkerState {
@@ -186,6 +186,7 @@ async fn deliver_claimed(
         mut settled,
         sendable,
         digests,
+        keys_known,
     } = load(state, target, task, quarantine, deliveries)
         .instrument(tracing::info_span!("ebb.batch.load"))
         .await?;
@@ -198,22 +199,23 @@ async fn deliver_claimed(
     state.faults.check(Point::AfterSend, keys);
     settled.extend(sendable.into_iter().map(|r| r.key).zip(outcomes));
 
-    let result = commit(
-        state,
-        &ctx,
-        claim,
-        &settled,
-        &digests,
-        &stats,
+    let digests: Vec<(&str, &[u8])> = digests
+        .iter()
+        .map(|(key, digest)| (key.as_str(), digest.as_slice()))
+        .collect();
+    let delivered = Delivered {
+        outcomes: &settled,
+        digests: &digests,
+        stats: &stats,
         deletes_sent,
-        quarantine,
-        deliveries,
-    )
-    .instrument(tracing::info_span!(
-        "ebb.batch.settle",
-        records = settled.len()
-    ))
-    .await?;
+        keys_known,
+    };
+    let result = commit(state, &ctx, claim, &delivered, quarantine, deliveries)
+        .instrument(tracing::info_span!(
+            "ebb.batch.settle",
+            records = settled.len()
+        ))
+        .await?;
     tracing::info!(
         run_id = task.run_id, batch = task.batch_no, sync = %task.sync,
         delivered = result.delivered, rejected = result.rejected, failed = result.failed,
@@ -295,6 +297,8 @@ struct Loaded {
     /// The field digest of each upsert, by key, for the ledger once it is
     /// delivered (destinations that take partial updates).
     digests: Vec<(String, Vec<u8>)>,
+    /// Some key of the batch is in the ledger.
+    keys_known: bool,
 }
 
 /// The batch's unsettled records: those settled without sending, and those
@@ -311,6 +315,7 @@ async fn load(
     let mut settled = Vec::with_capacity(rows.len());
     let mut sendable = Vec::with_capacity(rows.len());
     let mut digests = Vec::new();
+    let keys_known = rows.iter().any(|row| row.in_ledger);
     if quarantine {
         tracing::error!(
             run_id = task.run_id, batch = task.batch_no, sync = %task.sync, deliveries,
@@ -329,6 +334,7 @@ async fn load(
             settled,
             sendable,
             digests,
+            keys_known,
         });
     }
     for row in rows {
@@ -372,6 +378,7 @@ async fn load(
         settled,
         sendable,
         digests,
+        keys_known,
     })
 }
 
@@ -417,34 +424,18 @@ async fn send(
 }
 
 /// Settles the outcomes in one short transaction that checks the claim.
-#[allow(clippy::too_many_arguments)]
 async fn commit(
     state: &WorkerState,
     ctx: &BatchContext,
     claim: &Claim,
-    settled: &[(String, RecordOutcome)],
-    digests: &[(String, Vec<u8>)],
-    stats: &DeliveryStats,
-    deletes_sent: bool,
+    delivered: &Delivered<'_>,
     quarantine: bool,
     deliveries: i32,
 ) -> Result<Settled, WorkerError> {
     let q = StateError::query;
     let mut tx = state.pool.begin().await.map_err(q("starting a settle"))?;
-    let digests: Vec<(&str, &[u8])> = digests
-        .iter()
-        .map(|(key, digest)| (key.as_str(), digest.as_slice()))
-        .collect();
-    let result = settle::settle(
-        &mut tx,
-        ctx,
-        claim.token,
-        settled,
-        &digests,
-        stats,
-        deletes_sent,
-    )
-    .await?;
+    let settled = delivered.outcomes;
+    let result = settle::settle(&mut tx, ctx, claim.token, delivered).await?;
     if quarantine {
         batches::mark_quarantined(&mut tx, ctx.run_id, ctx.batch_no).await?;
         let message = format!(

@@ -27,16 +27,28 @@ pub struct Settled {
     pub run_finished: Option<RunState>,
 }
 
+/// What a batch's delivery left to settle.
+pub struct Delivered<'a> {
+    /// Each record's outcome, by key.
+    pub outcomes: &'a [(String, RecordOutcome)],
+    /// The field digest of each upsert, by key (destinations that take
+    /// partial updates).
+    pub digests: &'a [(&'a str, &'a [u8])],
+    pub stats: &'a DeliveryStats,
+    /// Some delete was sent: the ledger may have keys to remove.
+    pub deletes_sent: bool,
+    /// Some key of the batch was in the ledger when the batch was loaded.
+    pub keys_known: bool,
+}
+
 pub async fn settle(
     tx: &mut PgConnection,
     ctx: &BatchContext,
     claim_token: Uuid,
-    outcomes: &[(String, RecordOutcome)],
-    digests: &[(&str, &[u8])],
-    stats: &DeliveryStats,
-    deletes_sent: bool,
+    delivered: &Delivered<'_>,
 ) -> Result<Settled, WorkerError> {
     let (run_id, batch_no, sync) = (ctx.run_id, ctx.batch_no, ctx.sync.as_str());
+    let outcomes = delivered.outcomes;
     if !batches::lock_claimed(tx, run_id, batch_no, claim_token).await? {
         return Err(WorkerError::ClaimLost { run_id, batch_no });
     }
@@ -45,12 +57,20 @@ pub async fn settle(
         .map(|(key, outcome)| (key.as_str(), outcome.outcome()))
         .collect();
     records::set_outcomes(tx, run_id, batch_no, &labelled).await?;
-    ledger::advance(tx, run_id, batch_no, sync, digests).await?;
+    ledger::advance(
+        tx,
+        run_id,
+        batch_no,
+        sync,
+        delivered.digests,
+        delivered.keys_known,
+    )
+    .await?;
     ledger::set_destination_ids(tx, sync, &destination_ids(outcomes)).await?;
     intents::clear_answered(tx, sync, &answered(outcomes)).await?;
     // Most batches send no delete; the statement's join would still walk
     // the batch's records (or, planned on a stale row estimate, the ledger).
-    if deletes_sent {
+    if delivered.deletes_sent {
         ledger::remove_deleted(tx, run_id, batch_no, sync).await?;
     }
     dlq::resolve_settled(tx, run_id, batch_no, sync).await?;
@@ -71,10 +91,10 @@ pub async fn settle(
         rejected: settled.rejected,
         failed: settled.failed,
         superseded: settled.superseded,
-        retries: i64::from(stats.retries),
-        throttled: i64::from(stats.throttled),
-        limiter_wait_ms: stats.limiter_wait.as_millis() as i64,
-        lookups_before_create: i64::from(stats.lookups_before_create),
+        retries: i64::from(delivered.stats.retries),
+        throttled: i64::from(delivered.stats.throttled),
+        limiter_wait_ms: delivered.stats.limiter_wait.as_millis() as i64,
+        lookups_before_create: i64::from(delivered.stats.lookups_before_create),
     };
     let run_finished = if runs::add_settled_batch(tx, run_id, &totals).await? {
         runs::finish(tx, run_id).await?

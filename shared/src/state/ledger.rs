@@ -101,42 +101,94 @@ fn delivered(row: &[u8], scratch: &mut Vec<u8>) -> Option<Delivered> {
     })
 }
 
+/// The batch's delivered upserts as ledger rows (`$1` run, `$2` batch, `$3`
+/// sync; `$4`, `$5` the field digests by key).
+macro_rules! insert_delivered {
+    () => {
+        "INSERT INTO ebb_ledger (sync_name, record_key, content_hash, snapshot_run_id, delivered_run_id, field_digest) \
+         SELECT $3, rr.record_key, rr.content_hash, rr.snapshot_run_id, $1, d.digest FROM ebb_run_records rr \
+         LEFT JOIN UNNEST($4::text[], $5::bytea[]) AS d(record_key, digest) ON d.record_key = rr.record_key \
+         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome = 'delivered' AND rr.op = 'upsert'"
+    };
+}
+
 /// Records the delivered upserts of a batch, with each one's field digest
 /// where the worker made one (`digests`, by key), and keeps the version
 /// each replaces in its `previous_hashes` (newest first, up to 10: what
 /// flapping is found against). An older snapshot never overwrites a newer
 /// one.
+///
+/// `keys_known`: some key of the batch was in the ledger when the batch was
+/// loaded. When none was (every record of a first sync), the rows go in by
+/// a plain `INSERT`, which costs half of the `INSERT … ON CONFLICT` that
+/// compares and merges versions; should a key have been written meanwhile
+/// (`ebb verify` adopting a record, a cancelled run's last settle), the
+/// plain insert is undone and the merging one runs instead.
 pub async fn advance(
     tx: &mut PgConnection,
     run_id: i64,
     batch_no: i32,
     sync: &str,
     digests: &[(&str, &[u8])],
+    keys_known: bool,
 ) -> Result<(), StateError> {
     let (keys, digests): (Vec<&str>, Vec<&[u8]>) = digests.iter().copied().unzip();
-    sqlx::query(
-        "INSERT INTO ebb_ledger (sync_name, record_key, content_hash, snapshot_run_id, delivered_run_id, field_digest) \
-         SELECT $3, rr.record_key, rr.content_hash, rr.snapshot_run_id, $1, d.digest FROM ebb_run_records rr \
-         LEFT JOIN UNNEST($4::text[], $5::bytea[]) AS d(record_key, digest) ON d.record_key = rr.record_key \
-         WHERE rr.run_id = $1 AND rr.batch_no = $2 AND rr.outcome = 'delivered' AND rr.op = 'upsert' \
-         ON CONFLICT (sync_name, record_key) DO UPDATE SET content_hash = EXCLUDED.content_hash, \
+    if !keys_known {
+        let mut new_keys = sqlx::Connection::begin(&mut *tx)
+            .await
+            .map_err(StateError::query("advancing the ledger"))?;
+        let inserted = delivered_rows(insert_delivered!(), run_id, batch_no, sync, &keys, &digests)
+            .execute(&mut *new_keys)
+            .await;
+        match inserted {
+            Ok(_) => {
+                return new_keys
+                    .commit()
+                    .await
+                    .map_err(StateError::query("advancing the ledger"));
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                new_keys
+                    .rollback()
+                    .await
+                    .map_err(StateError::query("advancing the ledger"))?
+            }
+            Err(e) => return Err(StateError::query("advancing the ledger")(e)),
+        }
+    }
+    let merging = concat!(
+        insert_delivered!(),
+        " ON CONFLICT (sync_name, record_key) DO UPDATE SET content_hash = EXCLUDED.content_hash, \
              snapshot_run_id = EXCLUDED.snapshot_run_id, delivered_run_id = EXCLUDED.delivered_run_id, delivered_at = now(), \
              field_digest = EXCLUDED.field_digest, \
              previous_hashes = CASE \
                  WHEN ebb_ledger.content_hash = EXCLUDED.content_hash OR octet_length(ebb_ledger.content_hash) = 0 \
                  THEN ebb_ledger.previous_hashes \
                  ELSE (ARRAY[ebb_ledger.content_hash] || COALESCE(ebb_ledger.previous_hashes, '{}'::bytea[]))[1:10] END \
-         WHERE ebb_ledger.snapshot_run_id <= EXCLUDED.snapshot_run_id",
-    )
-    .bind(run_id)
-    .bind(batch_no)
-    .bind(sync)
-    .bind(&keys)
-    .bind(&digests)
-    .execute(&mut *tx)
-    .await
-    .map_err(StateError::query("advancing the ledger"))?;
+         WHERE ebb_ledger.snapshot_run_id <= EXCLUDED.snapshot_run_id"
+    );
+    delivered_rows(merging, run_id, batch_no, sync, &keys, &digests)
+        .execute(&mut *tx)
+        .await
+        .map_err(StateError::query("advancing the ledger"))?;
     Ok(())
+}
+
+/// `sql` (an [`insert_delivered!`]) with its parameters bound.
+fn delivered_rows<'q>(
+    sql: &'static str,
+    run_id: i64,
+    batch_no: i32,
+    sync: &'q str,
+    keys: &'q [&'q str],
+    digests: &'q [&'q [u8]],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(run_id)
+        .bind(batch_no)
+        .bind(sync)
+        .bind(keys)
+        .bind(digests)
 }
 
 /// Records the destination's ids of delivered records.

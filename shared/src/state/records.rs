@@ -93,6 +93,8 @@ pub struct UnsettledRecord {
     pub field_digest: Option<Vec<u8>>,
     /// The record's run is a full resync: every field is written again.
     pub full_resync: bool,
+    /// The ledger holds a version of the key.
+    pub in_ledger: bool,
 }
 
 /// A batch's records that have no outcome yet, in key order.
@@ -111,7 +113,8 @@ pub async fn unsettled_of_batch(
         "SELECT rr.record_key, rr.op, rr.payload::text AS payload, rr.content_hash, rr.snapshot_run_id, \
                 COALESCE(l.snapshot_run_id > rr.snapshot_run_id, false) AS stale, \
                 l.destination_id, l.field_digest, \
-                COALESCE((SELECT r.full_resync FROM ebb_runs r WHERE r.id = $1), false) AS full_resync \
+                COALESCE((SELECT r.full_resync FROM ebb_runs r WHERE r.id = $1), false) AS full_resync, \
+                l.snapshot_run_id IS NOT NULL AS in_ledger \
          FROM ebb_run_records rr \
          LEFT JOIN LATERAL (SELECT l.snapshot_run_id, l.destination_id, l.field_digest FROM ebb_ledger l \
                             WHERE l.sync_name = $3 AND l.record_key = rr.record_key LIMIT 1) l ON true \
