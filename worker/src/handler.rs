@@ -36,7 +36,7 @@ use tracing::Instrument;
 use crate::claim::{self, Claim, ClaimAttempt};
 use crate::error::WorkerError;
 use crate::faults::{Faults, Point};
-use crate::settle::{self, Delivered, Settled};
+use crate::settle::{self, Delivery, Settled};
 use crate::targets::{SyncTarget, Targets};
 
 pub struct WorkerState {
@@ -203,14 +203,14 @@ async fn deliver_claimed(
         .iter()
         .map(|(key, digest)| (key.as_str(), digest.as_slice()))
         .collect();
-    let delivered = Delivered {
+    let delivery = Delivery {
         outcomes: &settled,
         digests: &digests,
         stats: &stats,
         deletes_sent,
         keys_known,
     };
-    let result = commit(state, &ctx, claim, &delivered, quarantine, deliveries)
+    let result = commit(state, &ctx, claim, &delivery, quarantine, deliveries)
         .instrument(tracing::info_span!(
             "ebb.batch.settle",
             records = settled.len()
@@ -428,14 +428,14 @@ async fn commit(
     state: &WorkerState,
     ctx: &BatchContext,
     claim: &Claim,
-    delivered: &Delivered<'_>,
+    delivery: &Delivery<'_>,
     quarantine: bool,
     deliveries: i32,
 ) -> Result<Settled, WorkerError> {
     let q = StateError::query;
     let mut tx = state.pool.begin().await.map_err(q("starting a settle"))?;
-    let settled = delivered.outcomes;
-    let result = settle::settle(&mut tx, ctx, claim.token, delivered).await?;
+    let settled = delivery.outcomes;
+    let result = settle::settle(&mut tx, ctx, claim.token, delivery).await?;
     if quarantine {
         batches::mark_quarantined(&mut tx, ctx.run_id, ctx.batch_no).await?;
         let message = format!(

@@ -28,7 +28,7 @@ pub struct Settled {
 }
 
 /// What a batch's delivery left to settle.
-pub struct Delivered<'a> {
+pub struct Delivery<'a> {
     /// Each record's outcome, by key.
     pub outcomes: &'a [(String, RecordOutcome)],
     /// The field digest of each upsert, by key (destinations that take
@@ -45,10 +45,10 @@ pub async fn settle(
     tx: &mut PgConnection,
     ctx: &BatchContext,
     claim_token: Uuid,
-    delivered: &Delivered<'_>,
+    delivery: &Delivery<'_>,
 ) -> Result<Settled, WorkerError> {
     let (run_id, batch_no, sync) = (ctx.run_id, ctx.batch_no, ctx.sync.as_str());
-    let outcomes = delivered.outcomes;
+    let outcomes = delivery.outcomes;
     if !batches::lock_claimed(tx, run_id, batch_no, claim_token).await? {
         return Err(WorkerError::ClaimLost { run_id, batch_no });
     }
@@ -62,15 +62,15 @@ pub async fn settle(
         run_id,
         batch_no,
         sync,
-        delivered.digests,
-        delivered.keys_known,
+        delivery.digests,
+        delivery.keys_known,
     )
     .await?;
     ledger::set_destination_ids(tx, sync, &destination_ids(outcomes)).await?;
     intents::clear_answered(tx, sync, &answered(outcomes)).await?;
     // Most batches send no delete; the statement's join would still walk
     // the batch's records (or, planned on a stale row estimate, the ledger).
-    if delivered.deletes_sent {
+    if delivery.deletes_sent {
         ledger::remove_deleted(tx, run_id, batch_no, sync).await?;
     }
     dlq::resolve_settled(tx, run_id, batch_no, sync).await?;
@@ -91,10 +91,10 @@ pub async fn settle(
         rejected: settled.rejected,
         failed: settled.failed,
         superseded: settled.superseded,
-        retries: i64::from(delivered.stats.retries),
-        throttled: i64::from(delivered.stats.throttled),
-        limiter_wait_ms: delivered.stats.limiter_wait.as_millis() as i64,
-        lookups_before_create: i64::from(delivered.stats.lookups_before_create),
+        retries: i64::from(delivery.stats.retries),
+        throttled: i64::from(delivery.stats.throttled),
+        limiter_wait_ms: delivery.stats.limiter_wait.as_millis() as i64,
+        lookups_before_create: i64::from(delivery.stats.lookups_before_create),
     };
     let run_finished = if runs::add_settled_batch(tx, run_id, &totals).await? {
         runs::finish(tx, run_id).await?
