@@ -164,13 +164,13 @@ async fn a_poison_batch_is_quarantined_instead_of_looping() {
     assert_eq!(env.ebb_json(&["dlq", "list"]).await, serde_json::json!([]));
 }
 
-/// A receiver with latency, and three workers that crash at random points
-/// (≈3% per point per batch).
-async fn chaos_env(rows: i64) -> (TestEnv, Receiver) {
+/// The `contacts` sync of `rows` customers, to a receiver that answers
+/// each request after `latency`; no worker yet.
+async fn http_env(rows: i64, latency: Duration) -> (TestEnv, Receiver) {
     let receiver = Receiver::start().await;
-    receiver.with(|s| s.latency = Duration::from_millis(30));
+    receiver.with(|s| s.latency = latency);
     let config = format!("{{HEADER}}{WORKER}{HTTP}");
-    let mut env = TestEnv::new(
+    let env = TestEnv::new(
         &config,
         &[
             ("{MAX_DELIVERIES}", "25".into()),
@@ -179,6 +179,13 @@ async fn chaos_env(rows: i64) -> (TestEnv, Receiver) {
     )
     .await;
     seed_customers(&env.warehouse, rows).await;
+    (env, receiver)
+}
+
+/// A receiver with latency, and three workers that crash at random points
+/// (≈3% per point per batch).
+async fn chaos_env(rows: i64) -> (TestEnv, Receiver) {
+    let (mut env, receiver) = http_env(rows, Duration::from_millis(30)).await;
     for _ in 0..3 {
         env.start_worker_with(3, &[("EBB_FAULTS", "any:0.03")]);
     }
@@ -247,18 +254,7 @@ async fn assert_receiver_matches_model(env: &TestEnv, receiver: &Receiver) {
 /// steps back to the merging one.
 #[tokio::test]
 async fn a_ledger_row_written_during_a_delivery_is_merged_by_its_settle() {
-    let receiver = Receiver::start().await;
-    receiver.with(|s| s.latency = Duration::from_secs(2));
-    let config = format!("{{HEADER}}{WORKER}{HTTP}");
-    let mut env = TestEnv::new(
-        &config,
-        &[
-            ("{MAX_DELIVERIES}", "25".into()),
-            ("{RECEIVER_URL}", receiver.url()),
-        ],
-    )
-    .await;
-    seed_customers(&env.warehouse, 50).await;
+    let (mut env, receiver) = http_env(50, Duration::from_secs(2)).await;
     env.start_worker(1);
     let mut cmd = env.ebb_command(&["run", "contacts", "--json"]);
     cmd.stdout(Stdio::piped())
