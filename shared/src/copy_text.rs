@@ -111,23 +111,23 @@ pub fn push_bytea(buf: &mut Vec<u8>, bytes: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn writing_escapes_special_bytes_and_bytea_its_backslash() {
         let mut buf = Vec::new();
-        super::push_escaped(&mut buf, "a\\b\tc\nd\re");
+        push_escaped(&mut buf, "a\\b\tc\nd\re");
         assert_eq!(buf, b"a\\\\b\\tc\\nd\\re");
         let mut buf = Vec::new();
-        super::push_bytea(&mut buf, &[0x00, 0xab]);
+        push_bytea(&mut buf, &[0x00, 0xab]);
         assert_eq!(buf, b"\\\\x00ab");
         let mut scratch = Vec::new();
         assert_eq!(
-            super::unescape(&buf, &mut scratch),
+            unescape(&buf, &mut scratch),
             b"\\x00ab",
             "read back as bytea text"
         );
     }
-
-    use super::*;
 
     #[test]
     fn rows_are_whole_however_the_chunks_fall() {
