@@ -121,6 +121,7 @@ async fn check(
         destination: sync.destination.clone(),
         run_id: 0,
         batch_no: 0,
+        new_keys_only: false,
     };
     if destination.read_back(&ctx, &[]).is_none() {
         let kind = config

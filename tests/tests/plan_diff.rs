@@ -336,9 +336,11 @@ async fn a_state_database_from_before_byte_ordered_keys_is_upgraded_in_place() {
     assert_eq!(groups_before.len(), 2, "{groups_before:?}");
 
     // Back to the schema of migration 0015: keys in the database's own
-    // collation, pages packed full.
+    // collation, pages packed full, payloads as jsonb.
     for sql in [
         "DELETE FROM _sqlx_migrations WHERE version >= 16",
+        "DROP FUNCTION ebb_payload_jsonb(text)",
+        "ALTER TABLE ebb_run_records ALTER COLUMN payload TYPE JSONB USING payload::jsonb",
         "ALTER TABLE ebb_run_records RESET (fillfactor)",
         "ALTER TABLE ebb_run_records ALTER COLUMN record_key TYPE TEXT COLLATE \"default\"",
         "ALTER TABLE ebb_ledger ALTER COLUMN record_key TYPE TEXT COLLATE \"default\"",
@@ -361,6 +363,14 @@ async fn a_state_database_from_before_byte_ordered_keys_is_upgraded_in_place() {
     assert_eq!(unchanged["unchanged"], 6, "{unchanged}");
     let upgraded = key_collations(&env).await;
     assert!(upgraded.iter().all(|(_, c)| c == "C"), "{upgraded:?}");
+    let payload_type: String = sqlx::query_scalar(
+        "SELECT data_type FROM information_schema.columns \
+         WHERE table_name = 'ebb_run_records' AND column_name = 'payload'",
+    )
+    .fetch_one(&env.state)
+    .await
+    .expect("the payload column");
+    assert_eq!(payload_type, "text");
     let groups_after: Vec<(i64, String)> =
         sqlx::query_as("SELECT id, reason_group FROM ebb_dlq WHERE id <= $1 ORDER BY id")
             .bind(groups_before[1].0)

@@ -412,3 +412,129 @@ async fn a_value_too_large_for_its_index_rejects_only_its_record() {
         TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM public.customers_synced").await;
     assert_eq!(replicated, 99);
 }
+
+/// A first sync's batches go in as plain inserts once the table has taken
+/// an upsert; rows already there (what a delivery that crashed before its
+/// settle leaves) turn such a batch back into the upsert, not into
+/// rejections.
+#[tokio::test]
+async fn a_first_sync_over_rows_already_in_the_table_updates_them() {
+    let mut env = env("upsert", 1000).await;
+    sqlx::query(
+        "INSERT INTO public.customers_synced \
+         SELECT g, 'stale' || g || '@example.com', 'stale', 'stale', 0 FROM generate_series(7, 1000, 7) g",
+    )
+    .execute(&env.app)
+    .await
+    .expect("rows already in the table");
+    // One batch at a time in one process: the first batch proves the
+    // upsert, the nine after it start as plain inserts, and each of them
+    // meets some of those rows.
+    env.start_worker(1);
+    let run = env.run_sync("customers", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(n(&run, "delivered"), 1000, "{run}");
+    assert_eq!(n(&run, "rejected"), 0, "{run}");
+    assert_replica_matches_model(&env, &[]).await;
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    assert_eq!(dlq.as_array().map(Vec::len), Some(0), "{dlq}");
+    assert_eq!(
+        TestEnv::scalar_i64(&env.state, "SELECT count(*) FROM ebb_ledger").await,
+        1000
+    );
+}
+
+/// Without a unique index on the key, no batch is written, not even a
+/// first sync's, whose plain inserts would have gone in: a redelivery
+/// could not find them again.
+#[tokio::test]
+async fn a_table_without_a_unique_key_fails_every_batch_with_the_reason() {
+    let mut env = env("upsert", 300).await;
+    sqlx::query("ALTER TABLE public.customers_synced DROP CONSTRAINT customers_synced_pkey")
+        .execute(&env.app)
+        .await
+        .expect("drop the key");
+    env.start_worker(1);
+    let run = env.run_sync("customers", &[]).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(n(&run, "delivered"), 0, "{run}");
+    assert_eq!(n(&run, "failed"), 300, "{run}");
+    assert_eq!(
+        TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM public.customers_synced").await,
+        0
+    );
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    let entries = dlq.as_array().expect("DLQ entries");
+    assert!(!entries.is_empty(), "{dlq}");
+    for entry in entries {
+        let reason = entry["reason"].as_str().unwrap_or_default();
+        assert!(
+            entry["kind"] == "failed" && reason.contains("needs a unique index or primary key"),
+            "{entry}"
+        );
+    }
+}
+
+/// A run's payloads are stored as text; one that is not JSON (a damaged
+/// state database) is refused on its own and reaches the DLQ as a JSON
+/// string of its text, not lost and not failing the batch's settle.
+#[tokio::test]
+async fn a_stored_payload_that_is_not_json_is_dead_lettered_with_its_text() {
+    let mut env = env("upsert", 100).await;
+    let run = env
+        .ebb_command(&["run", "customers", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ebb run");
+    let state = env.state.clone();
+    ebb_tests::eventually(
+        std::time::Duration::from_secs(60),
+        "the run's records",
+        || {
+            let state = state.clone();
+            async move {
+                let written: i64 = sqlx::query_scalar("SELECT count(*) FROM ebb_run_records")
+                    .fetch_one(&state)
+                    .await
+                    .ok()?;
+                (written == 100).then_some(())
+            }
+        },
+    )
+    .await;
+    let damaged = sqlx::query(
+        "UPDATE ebb_run_records SET payload = '{\"email\": damaged' WHERE record_key = '42'",
+    )
+    .execute(&env.state)
+    .await
+    .expect("damage a payload");
+    assert_eq!(damaged.rows_affected(), 1);
+    env.start_worker(1);
+    let output = tokio::time::timeout(ebb_tests::EBB_DEADLINE, run.wait_with_output())
+        .await
+        .expect("the run ends")
+        .expect("ebb run's output");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ebb run printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let run = &summary["run"];
+    assert_eq!(n(run, "delivered"), 99, "{run}");
+    assert_eq!(n(run, "rejected"), 1, "{run}");
+    let dlq = env.ebb_json(&["dlq", "list"]).await;
+    let reason = ebb_tests::dlq_reason(&dlq, "42");
+    assert!(reason.contains("stored payload is not JSON"), "{reason}");
+    let entry = dlq
+        .as_array()
+        .and_then(|entries| entries.iter().find(|e| e["record_key"] == "42"))
+        .expect("the entry of 42");
+    assert_eq!(entry["payload"], "{\"email\": damaged", "{entry}");
+    assert_eq!(
+        TestEnv::scalar_i64(&env.app, "SELECT count(*) FROM public.customers_synced").await,
+        99
+    );
+}

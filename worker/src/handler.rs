@@ -176,12 +176,6 @@ async fn deliver_claimed(
     let deliveries = count_delivery(state, task, claim).await?;
     let started = Instant::now();
     let quarantine = deliveries > state.max_deliveries as i32;
-    let ctx = BatchContext {
-        sync: task.sync.clone(),
-        destination: target.destination_name.clone(),
-        run_id: task.run_id,
-        batch_no: task.batch_no,
-    };
     let Loaded {
         mut settled,
         sendable,
@@ -190,6 +184,13 @@ async fn deliver_claimed(
     } = load(state, target, task, quarantine, deliveries)
         .instrument(tracing::info_span!("ebb.batch.load"))
         .await?;
+    let ctx = BatchContext {
+        sync: task.sync.clone(),
+        destination: target.destination_name.clone(),
+        run_id: task.run_id,
+        batch_no: task.batch_no,
+        new_keys_only: !keys_known,
+    };
     let keys = || sendable.iter().map(|r| r.key.as_str()).collect();
     state.faults.check(Point::BeforeSend, keys);
     let deletes_sent = sendable.iter().any(|r| r.op == Op::Delete);
@@ -208,7 +209,6 @@ async fn deliver_claimed(
         digests: &digests,
         stats: &stats,
         deletes_sent,
-        keys_known,
     };
     let result = commit(state, &ctx, claim, &delivery, quarantine, deliveries)
         .instrument(tracing::info_span!(

@@ -37,8 +37,6 @@ pub struct Delivery<'a> {
     pub stats: &'a DeliveryStats,
     /// Some delete was sent: the ledger may have keys to remove.
     pub deletes_sent: bool,
-    /// Some key of the batch was in the ledger when the batch was loaded.
-    pub keys_known: bool,
 }
 
 pub async fn settle(
@@ -63,7 +61,7 @@ pub async fn settle(
         batch_no,
         sync,
         delivery.digests,
-        delivery.keys_known,
+        !ctx.new_keys_only,
     )
     .await?;
     ledger::set_destination_ids(tx, sync, &destination_ids(outcomes)).await?;

@@ -310,7 +310,7 @@ pub async fn write_batches(
     let classes: Vec<String> = rule.classes().into_iter().map(str::to_owned).collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO ebb_run_records (run_id, batch_no, record_key, op, content_hash, snapshot_run_id, payload) \
-         SELECT $2, n.batch_no, n.record_key, n.op, n.content_hash, $2, n.payload::jsonb FROM ({}) n",
+         SELECT $2, n.batch_no, n.record_key, n.op, n.content_hash, $2, n.payload FROM ({}) n",
         numbered()
     )))
     .bind(sync)

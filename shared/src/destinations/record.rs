@@ -51,4 +51,9 @@ pub struct BatchContext {
     pub destination: String,
     pub run_id: i64,
     pub batch_no: i32,
+    /// No key of the batch was in the ledger when it was loaded (every
+    /// batch of a first sync): a destination may write its records as
+    /// plain inserts, provided it falls back to its upsert should one exist
+    /// after all (the effect of a delivery that crashed before its settle).
+    pub new_keys_only: bool,
 }

@@ -170,7 +170,7 @@ pub async fn dead_letter(
     sqlx::query(
         "INSERT INTO ebb_dlq (sync_name, destination, stage, kind, record_key, op, content_hash, \
                               snapshot_run_id, first_run_id, last_run_id, payload, reason) \
-         SELECT $3, $4, 'destination', x.kind, rr.record_key, rr.op, rr.content_hash, rr.snapshot_run_id, $1, $1, rr.payload, x.reason \
+         SELECT $3, $4, 'destination', x.kind, rr.record_key, rr.op, rr.content_hash, rr.snapshot_run_id, $1, $1, ebb_payload_jsonb(rr.payload), x.reason \
          FROM UNNEST($5::text[], $6::text[], $7::text[]) AS x(record_key, kind, reason) \
          JOIN ebb_run_records rr ON rr.run_id = $1 AND rr.batch_no = $2 AND rr.record_key = x.record_key \
          ON CONFLICT (sync_name, record_key) WHERE status = 'open' AND stage = 'destination' DO UPDATE SET \

@@ -110,7 +110,7 @@ pub async fn unsettled_of_batch(
     // one per ledger column, did the same lookup three times: 2.5× the time
     // of this load against a 1,000,000-record ledger.)
     sqlx::query_as(
-        "SELECT rr.record_key, rr.op, rr.payload::text AS payload, rr.content_hash, rr.snapshot_run_id, \
+        "SELECT rr.record_key, rr.op, rr.payload, rr.content_hash, rr.snapshot_run_id, \
                 COALESCE(l.snapshot_run_id > rr.snapshot_run_id, false) AS stale, \
                 l.destination_id, l.field_digest, \
                 COALESCE((SELECT r.full_resync FROM ebb_runs r WHERE r.id = $1), false) AS full_resync, \
@@ -129,18 +129,24 @@ pub async fn unsettled_of_batch(
     .map_err(StateError::query("loading a batch's records"))
 }
 
-/// Records the outcome of each key of a batch (those still without one),
-/// and drops the payloads of those delivered or superseded.
+/// The outcome of a batch's records still without one (`$1` run, `$2`
+/// batch, `$3` outcome, `$4` whether the payload goes).
+macro_rules! set_outcome {
+    () => {
+        "UPDATE ebb_run_records SET outcome = $3, payload = CASE WHEN $4 THEN NULL ELSE payload END \
+         WHERE run_id = $1 AND batch_no = $2 AND outcome IS NULL"
+    };
+}
+
+/// Records the outcome of each key of a batch, and drops the payloads of
+/// those delivered or superseded. `outcomes` holds every record of the
+/// batch still without one, as the claim holder loaded them.
 pub async fn set_outcomes(
     tx: &mut PgConnection,
     run_id: i64,
     batch_no: i32,
     outcomes: &[(&str, Outcome)],
 ) -> Result<(), StateError> {
-    // One statement per outcome (usually one), each an index lookup by
-    // `record_key = ANY(…)`. A join on UNNEST looked the same but, once
-    // Postgres switched the prepared statement to a generic plan, scanned
-    // the whole run: 10× slower settles mid-run.
     let mut by_outcome: Vec<(Outcome, Vec<&str>)> = Vec::new();
     for (key, outcome) in outcomes {
         match by_outcome.iter_mut().find(|(o, _)| o == outcome) {
@@ -148,6 +154,13 @@ pub async fn set_outcomes(
             None => by_outcome.push((*outcome, vec![*key])),
         }
     }
+    // One outcome for the whole batch (the usual case) is one walk along
+    // the batch's range of the primary key, half the time of looking each
+    // key up; otherwise one statement per outcome, each an index lookup by
+    // `record_key = ANY(…)`. (A join on UNNEST looked the same but, once
+    // Postgres switched the prepared statement to a generic plan, scanned
+    // the whole run: 10× slower settles mid-run.)
+    let whole_batch = by_outcome.len() == 1;
     for (outcome, keys) in &by_outcome {
         // A record delivered or superseded needs its payload no more: it
         // goes in the same write as the outcome. Releasing them all when
@@ -155,18 +168,33 @@ pub async fn set_outcomes(
         // of a 1,000,000-record first sync). A refused or failed record
         // keeps it until the DLQ has copied it (see `release_payloads`).
         let drops_payload = matches!(outcome, Outcome::Delivered | Outcome::Superseded);
-        sqlx::query(
-            "UPDATE ebb_run_records SET outcome = $3, payload = CASE WHEN $5 THEN NULL ELSE payload END \
-             WHERE run_id = $1 AND batch_no = $2 AND record_key = ANY($4) AND outcome IS NULL",
-        )
+        let sql = if whole_batch {
+            set_outcome!()
+        } else {
+            concat!(set_outcome!(), " AND record_key = ANY($5)")
+        };
+        let mut query = sqlx::query(sql)
             .bind(run_id)
             .bind(batch_no)
             .bind(outcome.as_str())
-            .bind(keys)
-            .bind(drops_payload)
+            .bind(drops_payload);
+        if !whole_batch {
+            query = query.bind(keys);
+        }
+        let updated = query
             .execute(&mut *tx)
             .await
             .map_err(StateError::query("recording record outcomes"))?;
+        if whole_batch && updated.rows_affected() != keys.len() as u64 {
+            return Err(StateError::Corrupt {
+                context: "recording record outcomes",
+                message: format!(
+                    "batch {batch_no} of run {run_id} has {} records without an outcome, but {} were settled",
+                    updated.rows_affected(),
+                    keys.len()
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -183,7 +211,7 @@ pub async fn replay_from_dlq(
 ) -> Result<i64, StateError> {
     let written = sqlx::query(
         "INSERT INTO ebb_run_records (run_id, batch_no, record_key, op, content_hash, snapshot_run_id, payload) \
-         SELECT $3, ((row_number() OVER (ORDER BY d.id)) - 1) / $4, d.record_key, d.op, d.content_hash, d.snapshot_run_id, d.payload \
+         SELECT $3, ((row_number() OVER (ORDER BY d.id)) - 1) / $4, d.record_key, d.op, d.content_hash, d.snapshot_run_id, d.payload::text \
          FROM ebb_dlq d \
          WHERE d.status = 'open' AND d.stage = 'destination' AND d.sync_name = $1 \
            AND ($2::bigint[] IS NULL OR d.id = ANY($2)) AND d.record_key IS NOT NULL",

@@ -174,6 +174,7 @@ impl DestinationConfig for HttpConfig {
             destination: destination.to_owned(),
             run_id: 1,
             batch_no: 1,
+            new_keys_only: false,
         };
         let fields: serde_json::Map<String, serde_json::Value> = mapping
             .iter()

@@ -83,6 +83,7 @@ mod tests {
             destination: "crm".into(),
             run_id: 12,
             batch_no: 3,
+            new_keys_only: false,
         };
         let records = vec![
             OutboundRecord {

@@ -274,6 +274,7 @@ mod tests {
             destination: "crm".into(),
             run_id: 12,
             batch_no: 3,
+            new_keys_only: false,
         }
     }
 

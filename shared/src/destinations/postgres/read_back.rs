@@ -25,7 +25,7 @@ pub async fn rows(
     let key = quote_ident(key_column);
     let found: Vec<(Value,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT to_jsonb(t) FROM {table_sql} AS t \
-         JOIN jsonb_populate_recordset(NULL::{table_sql}, $1::jsonb) AS d ON t.{key} = d.{key}"
+         JOIN json_populate_recordset(NULL::{table_sql}, $1::json) AS d ON t.{key} = d.{key}"
     )))
     .bind(Value::Array(keys).to_string())
     .fetch_all(pool)

@@ -5,20 +5,25 @@
 //! else (42: missing table or column, 28: bad credentials…) is fatal for the
 //! batch.
 
-use super::{SyncColumns, TableName};
-use sqlx::PgPool;
+use std::sync::atomic::Ordering;
+
+use sqlx::{PgConnection, PgPool};
 
 use super::statements;
+use super::{SyncColumns, TableName};
 use crate::destinations::record::{Op, OutboundRecord};
 use crate::destinations::util::outcome::Attempt;
 
+/// Writes the records in one transaction; `new_keys_only` (see
+/// `BatchContext`) tries a plain insert of the upserts first.
 pub async fn apply(
     pool: &PgPool,
     table: &TableName,
     columns: &SyncColumns,
+    new_keys_only: bool,
     records: &[OutboundRecord],
 ) -> Attempt {
-    match try_apply(pool, table, columns, records).await {
+    match try_apply(pool, table, columns, new_keys_only, records).await {
         Ok(()) => Attempt::Delivered,
         Err(e) => classify(&e, table),
     }
@@ -28,6 +33,7 @@ async fn try_apply(
     pool: &PgPool,
     table: &TableName,
     columns: &SyncColumns,
+    new_keys_only: bool,
     records: &[OutboundRecord],
 ) -> Result<(), sqlx::Error> {
     let key_column = columns.key.as_str();
@@ -44,15 +50,21 @@ async fn try_apply(
             rows.push_str(r.fields.as_ref().map(|f| f.get()).unwrap_or("{}"));
         }
         rows.push(']');
-        sqlx::query(sqlx::AssertSqlSafe(statements::upsert(
-            table,
-            key_column,
-            &field_columns,
-            &columns.on_create_only,
-        )))
-        .bind(rows)
-        .execute(&mut *tx)
-        .await?;
+        let inserted = new_keys_only
+            && columns.upsert_proven.load(Ordering::Relaxed)
+            && insert_new(&mut tx, table, &field_columns, &rows).await?;
+        if !inserted {
+            sqlx::query(sqlx::AssertSqlSafe(statements::upsert(
+                table,
+                key_column,
+                &field_columns,
+                &columns.on_create_only,
+            )))
+            .bind(rows)
+            .execute(&mut *tx)
+            .await?;
+            columns.upsert_proven.store(true, Ordering::Relaxed);
+        }
     }
     if !deletes.is_empty() {
         let keys: Vec<serde_json::Value> = deletes
@@ -65,6 +77,32 @@ async fn try_apply(
             .await?;
     }
     tx.commit().await
+}
+
+/// Inserts `rows` under a savepoint; `false`, with nothing written, when a
+/// row's key (or another unique column) is in the table already: the
+/// upsert then decides.
+async fn insert_new(
+    tx: &mut PgConnection,
+    table: &TableName,
+    field_columns: &[String],
+    rows: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut attempt = sqlx::Connection::begin(&mut *tx).await?;
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(statements::insert(
+        table,
+        field_columns,
+    )))
+    .bind(rows)
+    .execute(&mut *attempt)
+    .await;
+    match inserted {
+        Ok(_) => attempt.commit().await.map(|()| true),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            attempt.rollback().await.map(|()| false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Every record of a sync carries the same mapped fields, so the first one

@@ -616,6 +616,7 @@ mod tests {
             destination: "d".into(),
             run_id: 1,
             batch_no: 0,
+            new_keys_only: false,
         }
     }
 
