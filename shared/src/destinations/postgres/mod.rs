@@ -1,8 +1,9 @@
 //! The `postgres` destination: upserts into a table by the mapped primary key
-//! (a batch of keys never delivered goes in as a plain insert, which costs
-//! two thirds of the upsert) and, in mirror mode, deletes. Each request is one transaction; a
-//! constraint or type violation rejects the chunk, which the shared delivery
-//! code splits until only the offending records are rejected.
+//! (a batch of keys never delivered goes in as a plain insert, about two
+//! thirds of the upsert's cost) and, in mirror mode, deletes. Each request
+//! is one transaction; a constraint or type violation rejects the chunk,
+//! which the shared delivery code splits until only the offending records
+//! are rejected.
 //!
 //! - `config.rs`: the database URL and table.
 //! - `statements.rs`: the SQL, built from the batch's field names.
