@@ -1,9 +1,11 @@
-//! Connecting to Ebb's state database and keeping its schema current.
+//! Connecting to Ebb's state database and keeping its schema current; and
+//! a statement tried under a savepoint, for any Postgres connection.
 
 use std::time::Duration;
 
-use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::query::Query;
+use sqlx::{ConnectOptions, Postgres};
 
 use crate::error::StateError;
 use crate::secret::{Secret, redact_url};
@@ -48,4 +50,23 @@ pub async fn connect_and_migrate(url: &Secret, max_connections: u32) -> Result<P
 pub async fn migrate(pool: &PgPool) -> Result<(), StateError> {
     MIGRATOR.run(pool).await?;
     Ok(())
+}
+
+/// Runs `statement` (an insert) under a savepoint of the transaction on
+/// `conn`: `false` when it broke a unique constraint, with the savepoint
+/// rolled back so the transaction goes on and the caller can merge
+/// instead. A plain insert that usually succeeds costs much less than the
+/// `INSERT … ON CONFLICT` it stands in for.
+pub async fn insert_unless_duplicate(
+    conn: &mut PgConnection,
+    statement: Query<'_, Postgres, PgArguments>,
+) -> Result<bool, sqlx::Error> {
+    let mut attempt = sqlx::Connection::begin(&mut *conn).await?;
+    match statement.execute(&mut *attempt).await {
+        Ok(_) => attempt.commit().await.map(|()| true),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            attempt.rollback().await.map(|()| false)
+        }
+        Err(e) => Err(e),
+    }
 }

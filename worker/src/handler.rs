@@ -180,7 +180,7 @@ async fn deliver_claimed(
         mut settled,
         sendable,
         digests,
-        keys_known,
+        new_keys_only,
     } = load(state, target, task, quarantine, deliveries)
         .instrument(tracing::info_span!("ebb.batch.load"))
         .await?;
@@ -189,7 +189,7 @@ async fn deliver_claimed(
         destination: target.destination_name.clone(),
         run_id: task.run_id,
         batch_no: task.batch_no,
-        new_keys_only: !keys_known,
+        new_keys_only,
     };
     let keys = || sendable.iter().map(|r| r.key.as_str()).collect();
     state.faults.check(Point::BeforeSend, keys);
@@ -297,8 +297,8 @@ struct Loaded {
     /// The field digest of each upsert, by key, for the ledger once it is
     /// delivered (destinations that take partial updates).
     digests: Vec<(String, Vec<u8>)>,
-    /// Some key of the batch is in the ledger.
-    keys_known: bool,
+    /// No key of the batch is in the ledger (see `BatchContext`).
+    new_keys_only: bool,
 }
 
 /// The batch's unsettled records: those settled without sending, and those
@@ -315,7 +315,7 @@ async fn load(
     let mut settled = Vec::with_capacity(rows.len());
     let mut sendable = Vec::with_capacity(rows.len());
     let mut digests = Vec::new();
-    let keys_known = rows.iter().any(|row| row.in_ledger);
+    let new_keys_only = !rows.iter().any(|row| row.in_ledger);
     if quarantine {
         tracing::error!(
             run_id = task.run_id, batch = task.batch_no, sync = %task.sync, deliveries,
@@ -334,7 +334,7 @@ async fn load(
             settled,
             sendable,
             digests,
-            keys_known,
+            new_keys_only,
         });
     }
     for row in rows {
@@ -378,7 +378,7 @@ async fn load(
         settled,
         sendable,
         digests,
-        keys_known,
+        new_keys_only,
     })
 }
 

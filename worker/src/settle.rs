@@ -61,7 +61,7 @@ pub async fn settle(
         batch_no,
         sync,
         delivery.digests,
-        !ctx.new_keys_only,
+        ctx.new_keys_only,
     )
     .await?;
     ledger::set_destination_ids(tx, sync, &destination_ids(outcomes)).await?;

@@ -118,9 +118,9 @@ macro_rules! insert_delivered {
 /// flapping is found against). An older snapshot never overwrites a newer
 /// one.
 ///
-/// `keys_known`: some key of the batch was in the ledger when the batch was
-/// loaded. When none was (every record of a first sync), the rows go in by
-/// a plain `INSERT`, which costs half of the `INSERT … ON CONFLICT` that
+/// `new_keys_only`: no key of the batch was in the ledger when the batch
+/// was loaded (every batch of a first sync); the rows then go in by a plain
+/// `INSERT`, which costs half of the `INSERT … ON CONFLICT` that
 /// compares and merges versions; should a key have been written meanwhile
 /// (`ebb verify` adopting a record, a cancelled run's last settle), the
 /// plain insert is undone and the merging one runs instead.
@@ -130,30 +130,16 @@ pub async fn advance(
     batch_no: i32,
     sync: &str,
     digests: &[(&str, &[u8])],
-    keys_known: bool,
+    new_keys_only: bool,
 ) -> Result<(), StateError> {
     let (keys, digests): (Vec<&str>, Vec<&[u8]>) = digests.iter().copied().unzip();
-    if !keys_known {
-        let mut new_keys = sqlx::Connection::begin(&mut *tx)
+    if new_keys_only {
+        let rows = delivered_rows(insert_delivered!(), run_id, batch_no, sync, &keys, &digests);
+        if crate::db::insert_unless_duplicate(tx, rows)
             .await
-            .map_err(StateError::query("advancing the ledger"))?;
-        let inserted = delivered_rows(insert_delivered!(), run_id, batch_no, sync, &keys, &digests)
-            .execute(&mut *new_keys)
-            .await;
-        match inserted {
-            Ok(_) => {
-                return new_keys
-                    .commit()
-                    .await
-                    .map_err(StateError::query("advancing the ledger"));
-            }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                new_keys
-                    .rollback()
-                    .await
-                    .map_err(StateError::query("advancing the ledger"))?
-            }
-            Err(e) => return Err(StateError::query("advancing the ledger")(e)),
+            .map_err(StateError::query("advancing the ledger"))?
+        {
+            return Ok(());
         }
     }
     let merging = concat!(

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::Ordering;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
 use super::statements;
 use super::{SyncColumns, TableName};
@@ -50,9 +50,19 @@ async fn try_apply(
             rows.push_str(r.fields.as_ref().map(|f| f.get()).unwrap_or("{}"));
         }
         rows.push(']');
+        // A row already there (a crashed delivery's) turns the batch back
+        // into the upsert.
         let inserted = new_keys_only
             && columns.upsert_proven.load(Ordering::Relaxed)
-            && insert_new(&mut tx, table, &field_columns, &rows).await?;
+            && crate::db::insert_unless_duplicate(
+                &mut tx,
+                sqlx::query(sqlx::AssertSqlSafe(statements::insert(
+                    table,
+                    &field_columns,
+                )))
+                .bind(rows.as_str()),
+            )
+            .await?;
         if !inserted {
             sqlx::query(sqlx::AssertSqlSafe(statements::upsert(
                 table,
@@ -77,32 +87,6 @@ async fn try_apply(
             .await?;
     }
     tx.commit().await
-}
-
-/// Inserts `rows` under a savepoint; `false`, with nothing written, when a
-/// row's key (or another unique column) is in the table already: the
-/// upsert then decides.
-async fn insert_new(
-    tx: &mut PgConnection,
-    table: &TableName,
-    field_columns: &[String],
-    rows: &str,
-) -> Result<bool, sqlx::Error> {
-    let mut attempt = sqlx::Connection::begin(&mut *tx).await?;
-    let inserted = sqlx::query(sqlx::AssertSqlSafe(statements::insert(
-        table,
-        field_columns,
-    )))
-    .bind(rows)
-    .execute(&mut *attempt)
-    .await;
-    match inserted {
-        Ok(_) => attempt.commit().await.map(|()| true),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            attempt.rollback().await.map(|()| false)
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// Every record of a sync carries the same mapped fields, so the first one
