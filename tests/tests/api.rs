@@ -158,6 +158,16 @@ impl Served {
         (status, body)
     }
 
+    /// Triggers a run of `customers` and waits for it to end.
+    async fn trigger_and_wait(&self) -> Value {
+        let (status, run) = self
+            .post("/api/v1/syncs/customers/runs", OPS, json!({}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+        let id = run["id"].as_i64().expect("run id");
+        self.finished_run(id).await
+    }
+
     /// The run, once it has ended.
     async fn finished_run(&self, id: i64) -> Value {
         eventually(Duration::from_secs(120), "the run to end", || async {
@@ -416,6 +426,86 @@ async fn a_triggered_run_is_read_back_with_its_records_and_a_retried_trigger_ret
         list["items"].as_array().map(Vec::len),
         Some(1),
         "a dry run records no run"
+    );
+}
+
+/// The pages of a run's records, in key order, when its batches' keys
+/// interleave: a mirror run numbers its upserts into batches in key order
+/// and its removals after them, so a removed key sorts between the keys
+/// of an earlier batch.
+#[tokio::test]
+async fn a_runs_records_are_paged_in_key_order_across_interleaved_batches() {
+    let mut served = Served::start("", 100).await;
+    served.env.start_worker(2);
+    let first = served.trigger_and_wait().await;
+    assert_eq!(first["delivered"], 100, "{first}");
+    exec(
+        &served.env.warehouse,
+        "DELETE FROM analytics.customers WHERE id <= 5",
+    )
+    .await;
+    exec(
+        &served.env.warehouse,
+        "UPDATE analytics.customers SET email = 'new-' || email WHERE id > 40",
+    )
+    .await;
+    let run = served.trigger_and_wait().await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 65, "60 changed, 5 removed: {run}");
+    let id = run["id"].as_i64().expect("run id");
+
+    let mut listed: Vec<(String, i64, String)> = Vec::new();
+    let mut path = format!("/api/v1/runs/{id}/records?limit=7");
+    loop {
+        let (status, page) = served.get(&path, VIEWER).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for record in page["items"].as_array().into_iter().flatten() {
+            listed.push((
+                record["record_key"].as_str().unwrap_or_default().to_owned(),
+                record["batch_no"].as_i64().unwrap_or(-1),
+                record["op"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/runs/{id}/records?limit=7&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = (41..=100).map(|i| i.to_string()).collect();
+    expected.extend((1..=5).map(|i| i.to_string()));
+    expected.sort();
+    let keys: Vec<&str> = listed.iter().map(|(key, _, _)| key.as_str()).collect();
+    assert_eq!(keys, expected, "every record of the run once, in key order");
+    let batches: Vec<i64> = listed.iter().map(|(_, batch, _)| *batch).collect();
+    assert!(
+        batches.windows(2).any(|w| w[0] > w[1]),
+        "the run's batches interleave in key order (else this proves nothing): {listed:?}"
+    );
+    let removed: Vec<&str> = listed
+        .iter()
+        .filter(|(_, _, op)| op == "delete")
+        .map(|(key, _, _)| key.as_str())
+        .collect();
+    assert_eq!(removed, ["1", "2", "3", "4", "5"]);
+
+    // A key is found in whichever batch holds it.
+    for key in ["3", "100", "99"] {
+        let (status, found) = served
+            .get(&format!("/api/v1/runs/{id}/records?key={key}"), VIEWER)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        let items = found["items"].as_array().cloned().unwrap_or_default();
+        assert_eq!(items.len(), 1, "{found}");
+        assert_eq!(items[0]["record_key"], key, "{found}");
+        assert_eq!(items[0]["outcome"], "delivered", "{found}");
+    }
+    let (_, none) = served
+        .get(&format!("/api/v1/runs/{id}/records?key=20"), VIEWER)
+        .await;
+    assert_eq!(
+        none["items"],
+        json!([]),
+        "an unchanged key is not in the run: {none}"
     );
 }
 

@@ -336,9 +336,11 @@ async fn a_state_database_from_before_byte_ordered_keys_is_upgraded_in_place() {
     assert_eq!(groups_before.len(), 2, "{groups_before:?}");
 
     // Back to the schema of migration 0015: keys in the database's own
-    // collation, pages packed full, payloads as jsonb.
+    // collation, pages packed full, payloads as jsonb, run records indexed
+    // by key.
     for sql in [
         "DELETE FROM _sqlx_migrations WHERE version >= 16",
+        "CREATE INDEX ebb_run_records_by_key ON ebb_run_records (run_id, record_key)",
         "DROP FUNCTION ebb_payload_jsonb(text)",
         "ALTER TABLE ebb_run_records ALTER COLUMN payload TYPE JSONB USING payload::jsonb",
         "ALTER TABLE ebb_run_records RESET (fillfactor)",
@@ -371,6 +373,13 @@ async fn a_state_database_from_before_byte_ordered_keys_is_upgraded_in_place() {
     .await
     .expect("the payload column");
     assert_eq!(payload_type, "text");
+    let run_record_indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE tablename = 'ebb_run_records' ORDER BY 1",
+    )
+    .fetch_all(&env.state)
+    .await
+    .expect("the run records' indexes");
+    assert_eq!(run_record_indexes, ["ebb_run_records_pkey"]);
     let groups_after: Vec<(i64, String)> =
         sqlx::query_as("SELECT id, reason_group FROM ebb_dlq WHERE id <= $1 ORDER BY id")
             .bind(groups_before[1].0)
