@@ -285,22 +285,34 @@ fn time_text(t: &NaiveTime) -> String {
 }
 
 /// A JSON string with Postgres's escapes: `"`, `\`, the named controls and
-/// `\u00XX` for the other controls; every other byte as it is.
+/// `\u00XX` for the other controls; every other byte as it is. The bytes
+/// between escapes are copied as runs (every text value of every model row
+/// comes through here).
 pub(crate) fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    for &b in bytes {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            0..=0x1f => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
-            _ => out.push(b),
+    let mut run_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run_start..i]);
+        if escaped.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escaped);
         }
+        run_start = i + 1;
     }
+    out.extend_from_slice(&bytes[run_start..]);
     out.push(b'"');
 }
 
@@ -379,6 +391,16 @@ mod tests {
         assert_eq!(
             text(&fields),
             "{\"s\": \"a\\\"b\\\\c\\nd\\te\\u0001\u{7f}é\"}"
+        );
+        // Escapes first and last, and nothing to escape at all.
+        let edges = [
+            ("e", Value::Text(Vec::new())),
+            ("f", Value::Text(b"\x08x\x0c\r".to_vec())),
+            ("g", Value::Text(b"\x1fplain\"".to_vec())),
+        ];
+        assert_eq!(
+            text(&edges),
+            r#"{"e": "", "f": "\bx\f\r", "g": "\u001fplain\""}"#
         );
     }
 
