@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use ebb_shared::state::runs::{self, Run};
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 
 use crate::error::PlannerError;
 use crate::watchdog::Watchdog;
@@ -28,6 +29,9 @@ pub struct Waiter<'a> {
 impl Waiter<'_> {
     /// Returns the finished run.
     pub async fn wait(&mut self, run_id: i64) -> Result<Run, PlannerError> {
+        // Listening before the first read: a run that ends in between is
+        // seen by that read.
+        let mut ended = listen_for_ends(self.pool).await;
         let mut run = runs::get(self.pool, run_id).await?;
         let bar = (!self.quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(run.to_send.max(0) as u64);
@@ -45,7 +49,7 @@ impl Waiter<'_> {
         let mut hinted = false;
         let mut outage: Option<Instant> = None;
         while !run.is_finished() {
-            tokio::time::sleep(POLL).await;
+            next_look(&mut ended, run_id).await;
             // The state database going away for a while (failover, restart)
             // is waited out; workers wait for it too.
             run = match runs::get(self.pool, run_id).await {
@@ -116,4 +120,51 @@ impl Waiter<'_> {
         }
         Ok(run)
     }
+}
+
+/// A listener for runs' ends (`runs::ENDED_CHANNEL`), or `None` when the
+/// state database refuses it. The waiter looks at the run every poll
+/// interval regardless, so a listener that hears nothing (behind a pooler
+/// in transaction mode) only costs its connection.
+async fn listen_for_ends(pool: &PgPool) -> Option<PgListener> {
+    let listening = async {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(runs::ENDED_CHANNEL).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    match listening.await {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot listen for runs' ends; polling only");
+            None
+        }
+    }
+}
+
+/// Waits for the next look at the run: one poll interval, or less when the
+/// run's end is announced. A listener that fails is dropped for polling.
+async fn next_look(ended: &mut Option<PgListener>, run_id: i64) {
+    let Some(listener) = ended.as_mut() else {
+        tokio::time::sleep(POLL).await;
+        return;
+    };
+    let run_id = run_id.to_string();
+    let poll = tokio::time::sleep(POLL);
+    tokio::pin!(poll);
+    loop {
+        tokio::select! {
+            () = &mut poll => return,
+            notification = listener.recv() => match notification {
+                Ok(n) if n.payload() == run_id => return,
+                // Another run ended.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "lost the listener for runs' ends; polling only");
+                    break;
+                }
+            },
+        }
+    }
+    *ended = None;
+    poll.await;
 }

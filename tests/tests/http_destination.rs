@@ -142,6 +142,42 @@ async fn payloads_held(env: &TestEnv) -> (i64, i64) {
     (records, dead)
 }
 
+/// The settle that ends a run announces it (`NOTIFY ebb_run_ended` with the
+/// run's id, sent at its commit): `ebb run` waits on that rather than on its
+/// next poll.
+#[tokio::test]
+async fn a_run_ended_by_its_last_settle_is_announced() {
+    let receiver = Receiver::start().await;
+    let mut env = env(&receiver, 300, 100).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&env.state)
+        .await
+        .expect("listener on the state database");
+    listener
+        .listen("ebb_run_ended")
+        .await
+        .expect("LISTEN ebb_run_ended");
+    env.start_worker(2);
+    let run = env.run_sync("contacts", &[]).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["delivered"], 300, "{run}");
+    let announced = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("an announcement within 10 s of the run's end")
+        .expect("a notification");
+    assert_eq!(announced.payload(), run["id"].to_string());
+    // A no-change run ends at planning, with no settle: nothing more.
+    let unchanged = env.run_sync("contacts", &[]).await;
+    assert_eq!(unchanged["to_send"], 0, "{unchanged}");
+    // A round trip on the listener's connection reads every notification
+    // sent before it.
+    sqlx::query("SELECT 1")
+        .execute(&mut listener)
+        .await
+        .expect("a round trip on the listener's connection");
+    let more = listener.next_buffered();
+    assert!(more.is_none(), "one announcement per run: {more:?}");
+}
+
 #[tokio::test]
 async fn unavailable_destination_is_retried_honouring_retry_after() {
     let receiver = Receiver::start().await;

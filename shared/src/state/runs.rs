@@ -175,6 +175,21 @@ pub struct NewRun<'a> {
 /// to be dead; its run is failed so the sync can run again.
 const STALE_PLANNING_SECS: i64 = 300;
 
+/// The channel a run's end is announced on (`NOTIFY`, the run's id as the
+/// payload), sent when the transaction that ended it commits: `ebb run`
+/// returns when the last batch settles instead of at its next look.
+pub const ENDED_CHANNEL: &str = "ebb_run_ended";
+
+async fn announce_end(conn: &mut PgConnection, run_id: i64) -> Result<(), StateError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ENDED_CHANNEL)
+        .bind(run_id.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(StateError::query("announcing the run's end"))?;
+    Ok(())
+}
+
 /// Creates a run in state `planning`. Fails with [`StateError::RunActive`]
 /// when the sync already has a planning or running run.
 pub async fn start(pool: &PgPool, new: NewRun<'_>) -> Result<i64, StateError> {
@@ -237,16 +252,25 @@ pub async fn heartbeat(pool: &PgPool, run_id: i64) -> Result<(), StateError> {
 /// Ends a run as failed. Workers skip batches of failed runs, so nothing is
 /// sent for it after this.
 pub async fn fail(pool: &PgPool, run_id: i64, error: &str) -> Result<(), StateError> {
-    sqlx::query(
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(StateError::query("failing a run"))?;
+    let failed = sqlx::query(
         "UPDATE ebb_runs SET state = 'failed', error = $2, finished_at = now() \
          WHERE id = $1 AND state IN ('planning', 'running')",
     )
     .bind(run_id)
     .bind(error)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .map_err(StateError::query("failing a run"))?;
-    Ok(())
+    if failed.rows_affected() == 1 {
+        announce_end(&mut tx, run_id).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(StateError::query("failing a run"))
 }
 
 pub async fn get(pool: &PgPool, run_id: i64) -> Result<Run, StateError> {
@@ -576,6 +600,9 @@ pub async fn finish(tx: &mut PgConnection, run_id: i64) -> Result<Option<RunStat
     .fetch_optional(&mut *tx)
     .await
     .map_err(StateError::query("finishing the run"))?;
+    if state.is_some() {
+        announce_end(tx, run_id).await?;
+    }
     state
         .map(|state| {
             RunState::try_from(state).map_err(|e| StateError::Corrupt {
@@ -589,6 +616,10 @@ pub async fn finish(tx: &mut PgConnection, run_id: i64) -> Result<Option<RunStat
 /// Cancels a planning, held or running run; `false` when it had already
 /// ended.
 pub async fn cancel(pool: &PgPool, run_id: i64, by: &str) -> Result<bool, StateError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(StateError::query("cancelling a run"))?;
     let cancelled = sqlx::query(
         "UPDATE ebb_runs SET state = 'cancelled', finished_at = now(), \
              error = 'cancelled by ' || $2 || '; its unsent batches were not sent' \
@@ -596,10 +627,18 @@ pub async fn cancel(pool: &PgPool, run_id: i64, by: &str) -> Result<bool, StateE
     )
     .bind(run_id)
     .bind(by)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
-    .map_err(StateError::query("cancelling a run"))?;
-    Ok(cancelled.rows_affected() == 1)
+    .map_err(StateError::query("cancelling a run"))?
+    .rows_affected()
+        == 1;
+    if cancelled {
+        announce_end(&mut tx, run_id).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(StateError::query("cancelling a run"))?;
+    Ok(cancelled)
 }
 
 /// `(sync, active runs, open DLQ entries)` for every sync with either.
