@@ -29,8 +29,13 @@ pub struct Waiter<'a> {
 impl Waiter<'_> {
     /// Returns the finished run.
     pub async fn wait(&mut self, run_id: i64) -> Result<Run, PlannerError> {
-        // Listening before the first read: a run that ends in between is
-        // seen by that read.
+        let run = runs::get(self.pool, run_id).await?;
+        if run.is_finished() {
+            // A run with nothing to send ended at planning: no listener needed.
+            return Ok(run);
+        }
+        // Read again once listening: a run that ended between the first
+        // read and the LISTEN is seen by this read.
         let mut ended = listen_for_ends(self.pool).await;
         let mut run = runs::get(self.pool, run_id).await?;
         let bar = (!self.quiet && std::io::stderr().is_terminal()).then(|| {

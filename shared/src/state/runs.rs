@@ -180,14 +180,16 @@ const STALE_PLANNING_SECS: i64 = 300;
 /// returns when the last batch settles instead of at its next look.
 pub const ENDED_CHANNEL: &str = "ebb_run_ended";
 
-async fn announce_end(conn: &mut PgConnection, run_id: i64) -> Result<(), StateError> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(ENDED_CHANNEL)
-        .bind(run_id.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(StateError::query("announcing the run's end"))?;
-    Ok(())
+/// `update`, an `UPDATE ebb_runs` that ends runs, made to announce each run
+/// it changed on [`ENDED_CHANNEL`] in the same statement, whose rows are the
+/// ended runs' new states. The announcement leaves when the transaction
+/// commits, so a listener never hears of an end it cannot yet read, and
+/// never of an UPDATE that matched nothing.
+fn announcing(update: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!(
+        "WITH ended AS ({update} RETURNING id, state) SELECT ended.state FROM ended \
+         CROSS JOIN LATERAL pg_notify('{ENDED_CHANNEL}', ended.id::text)"
+    ))
 }
 
 /// Creates a run in state `planning`. Fails with [`StateError::RunActive`]
@@ -252,25 +254,16 @@ pub async fn heartbeat(pool: &PgPool, run_id: i64) -> Result<(), StateError> {
 /// Ends a run as failed. Workers skip batches of failed runs, so nothing is
 /// sent for it after this.
 pub async fn fail(pool: &PgPool, run_id: i64, error: &str) -> Result<(), StateError> {
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(StateError::query("failing a run"))?;
-    let failed = sqlx::query(
+    sqlx::query(announcing(
         "UPDATE ebb_runs SET state = 'failed', error = $2, finished_at = now() \
          WHERE id = $1 AND state IN ('planning', 'running')",
-    )
+    ))
     .bind(run_id)
     .bind(error)
-    .execute(&mut *tx)
+    .execute(pool)
     .await
     .map_err(StateError::query("failing a run"))?;
-    if failed.rows_affected() == 1 {
-        announce_end(&mut tx, run_id).await?;
-    }
-    tx.commit()
-        .await
-        .map_err(StateError::query("failing a run"))
+    Ok(())
 }
 
 pub async fn get(pool: &PgPool, run_id: i64) -> Result<Run, StateError> {
@@ -590,19 +583,16 @@ pub async fn add_settled_batch(
 /// failed, `succeeded` otherwise. A run that ended otherwise meanwhile (an
 /// operator cancelled it) keeps its state; `None` then.
 pub async fn finish(tx: &mut PgConnection, run_id: i64) -> Result<Option<RunState>, StateError> {
-    let state: Option<String> = sqlx::query_scalar(
+    let state: Option<String> = sqlx::query_scalar(announcing(
         "UPDATE ebb_runs SET finished_at = clock_timestamp(), \
              state = CASE WHEN failed > 0 THEN 'failed' ELSE 'succeeded' END, \
              error = CASE WHEN failed > 0 THEN failed || ' record(s) could not be delivered (see `ebb dlq list`)' END \
-         WHERE id = $1 AND state = 'running' RETURNING state",
-    )
+         WHERE id = $1 AND state = 'running'",
+    ))
     .bind(run_id)
     .fetch_optional(&mut *tx)
     .await
     .map_err(StateError::query("finishing the run"))?;
-    if state.is_some() {
-        announce_end(tx, run_id).await?;
-    }
     state
         .map(|state| {
             RunState::try_from(state).map_err(|e| StateError::Corrupt {
@@ -616,29 +606,17 @@ pub async fn finish(tx: &mut PgConnection, run_id: i64) -> Result<Option<RunStat
 /// Cancels a planning, held or running run; `false` when it had already
 /// ended.
 pub async fn cancel(pool: &PgPool, run_id: i64, by: &str) -> Result<bool, StateError> {
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(StateError::query("cancelling a run"))?;
-    let cancelled = sqlx::query(
+    let cancelled: Option<String> = sqlx::query_scalar(announcing(
         "UPDATE ebb_runs SET state = 'cancelled', finished_at = now(), \
              error = 'cancelled by ' || $2 || '; its unsent batches were not sent' \
          WHERE id = $1 AND state IN ('planning', 'held', 'running')",
-    )
+    ))
     .bind(run_id)
     .bind(by)
-    .execute(&mut *tx)
+    .fetch_optional(pool)
     .await
-    .map_err(StateError::query("cancelling a run"))?
-    .rows_affected()
-        == 1;
-    if cancelled {
-        announce_end(&mut tx, run_id).await?;
-    }
-    tx.commit()
-        .await
-        .map_err(StateError::query("cancelling a run"))?;
-    Ok(cancelled)
+    .map_err(StateError::query("cancelling a run"))?;
+    Ok(cancelled.is_some())
 }
 
 /// `(sync, active runs, open DLQ entries)` for every sync with either.
