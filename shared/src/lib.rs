@@ -3,6 +3,7 @@
 //! schema in Postgres, the Redis task queue and telemetry.
 
 pub mod config;
+pub mod copy_binary;
 pub mod copy_text;
 pub mod db;
 pub mod destinations;

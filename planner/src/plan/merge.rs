@@ -27,6 +27,7 @@ use super::{COPY_CHUNK_BYTES, HEARTBEAT_EVERY};
 use crate::error::PlannerError;
 use ebb_shared::StateError;
 use ebb_shared::config::SyncConfig;
+use ebb_shared::copy_binary;
 use ebb_shared::copy_text::{push_bytea, push_escaped};
 use ebb_shared::destinations::budget::BatchWrites;
 use ebb_shared::sources::{SourceError, SourceRow};
@@ -39,6 +40,9 @@ const SPILL_IN_MEMORY_BYTES: usize = 8 << 20;
 /// Rows of one duplicated key held to count them; past this many, they are
 /// rejected as they come.
 const DUPLICATES_HELD: usize = 1000;
+/// The columns of `ebb_run_records` a plan writes: run, batch, key, op,
+/// content hash, snapshot run, payload.
+const RECORD_FIELDS: i16 = 7;
 /// Ledger entries the reader task hands over at a time.
 const LEDGER_ENTRIES_SENT: usize = 4096;
 /// How many rejections and flapping keys a plan lists.
@@ -87,7 +91,7 @@ pub async fn merge(
     let mut copy = tx
         .copy_in_raw(
             "COPY ebb_run_records (run_id, batch_no, record_key, op, content_hash, snapshot_run_id, payload) \
-             FROM STDIN",
+             FROM STDIN (FORMAT binary)",
         )
         .await
         .map_err(StateError::query("starting COPY of the run's records"))?;
@@ -105,7 +109,7 @@ pub async fn merge(
         let batch_size = plan.batch_size;
         if let Some(writing) = &mut plan.writing {
             writing
-                .send_removals(&mut copy, first_removal, batch_size, sync)
+                .finish_records(&mut copy, first_removal, batch_size, sync)
                 .await?;
         }
         Ok::<_, PlannerError>(())
@@ -624,9 +628,11 @@ impl Writing {
         rejection_prefix.push(b'\t');
         push_escaped(&mut rejection_prefix, &sync.destination);
         rejection_prefix.extend_from_slice(b"\tplan\trejected\t");
+        let mut records = Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024);
+        copy_binary::push_header(&mut records);
         Writing {
             run_id,
-            records: Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024),
+            records,
             removals: Spill::default(),
             rejected: Spill::default(),
             rejection_prefix,
@@ -634,15 +640,23 @@ impl Writing {
     }
 
     fn upsert_record(&mut self, batch_no: usize, key: &str, hash: &[u8; 16], payload: &str) {
-        let run_id = self.run_id;
+        self.record_start(batch_no, key.as_bytes(), b"upsert");
         let out = &mut self.records;
-        let _ = write!(out, "{run_id}\t{batch_no}\t");
-        push_escaped(out, key);
-        out.extend_from_slice(b"\tupsert\t");
-        push_bytea(out, hash);
-        let _ = write!(out, "\t{run_id}\t");
-        push_escaped(out, payload);
-        out.push(b'\n');
+        copy_binary::push_bytes(out, hash);
+        copy_binary::push_int8(out, self.run_id);
+        copy_binary::push_bytes(out, payload.as_bytes());
+    }
+
+    /// A record's row up to its op, of [`RECORD_FIELDS`] in all.
+    fn record_start(&mut self, batch_no: usize, key: &[u8], op: &[u8]) {
+        let out = &mut self.records;
+        copy_binary::push_row(out, RECORD_FIELDS);
+        copy_binary::push_int8(out, self.run_id);
+        // A plan of more than 2^31 batches fails at its batches' insert
+        // (`batch_no` is an `int`), which rolls back what is written here.
+        copy_binary::push_int4(out, i32::try_from(batch_no).unwrap_or(i32::MAX));
+        copy_binary::push_bytes(out, key);
+        copy_binary::push_bytes(out, op);
     }
 
     async fn send_records(&mut self, copy: &mut RecordsCopy<'_>) -> Result<(), PlannerError> {
@@ -654,8 +668,8 @@ impl Writing {
     }
 
     /// Writes the removals as records numbered from `first`, after the
-    /// upserts (and the upserts not sent yet).
-    async fn send_removals(
+    /// upserts (and the upserts not sent yet), and ends the COPY data.
+    async fn finish_records(
         &mut self,
         copy: &mut RecordsCopy<'_>,
         first: usize,
@@ -666,17 +680,16 @@ impl Writing {
         let mut chunks = removals.chunks().map_err(|e| spill_failed(sync, e))?;
         let mut lines = ebb_shared::copy_text::Rows::default();
         let mut numbered = first;
+        let mut scratch = Vec::new();
         while let Some(chunk) = chunks.next_chunk().map_err(|e| spill_failed(sync, e))? {
             lines.push(&chunk, |key| {
-                self.removal_record(numbered / batch_size, key);
+                self.removal_record(numbered / batch_size, key, &mut scratch);
                 numbered += 1;
             });
             self.send_records(copy).await?;
         }
-        if !self.records.is_empty() {
-            self.send_records(copy).await?;
-        }
-        Ok(())
+        copy_binary::push_trailer(&mut self.records);
+        self.send_records(copy).await
     }
 
     async fn send_rejections(
@@ -714,12 +727,13 @@ impl Writing {
     }
 
     /// `key` as [`Plan::removed`] wrote it: already escaped.
-    fn removal_record(&mut self, batch_no: usize, escaped_key: &[u8]) {
-        let run_id = self.run_id;
+    fn removal_record(&mut self, batch_no: usize, escaped_key: &[u8], scratch: &mut Vec<u8>) {
+        let key = ebb_shared::copy_text::unescape(escaped_key, scratch);
+        self.record_start(batch_no, key, b"delete");
         let out = &mut self.records;
-        let _ = write!(out, "{run_id}\t{batch_no}\t");
-        out.extend_from_slice(escaped_key);
-        let _ = writeln!(out, "\tdelete\t\\N\t{run_id}\t\\N");
+        copy_binary::push_null(out);
+        copy_binary::push_int8(out, self.run_id);
+        copy_binary::push_null(out);
     }
 
     fn rejection(
@@ -979,29 +993,46 @@ mod tests {
         );
 
         let writing = plan.writing.as_mut().expect("a run writes");
-        let records = String::from_utf8(writing.records.clone()).expect("text");
-        let lines: Vec<Vec<&str>> = records.lines().map(|l| l.split('\t').collect()).collect();
-        let keys: Vec<(&str, &str, &str)> = lines.iter().map(|l| (l[1], l[2], l[3])).collect();
+        let rows = written_records(&writing.records);
+        let keys: Vec<(&[u8], &[u8], &[u8])> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r[1].as_deref().unwrap_or_default(),
+                    r[2].as_deref().unwrap_or_default(),
+                    r[3].as_deref().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let batch = |n: i32| n.to_be_bytes();
         assert_eq!(
             keys,
             [
-                ("0", "b", "upsert"),
-                ("0", "e", "upsert"),
-                ("1", "f", "upsert")
+                (&batch(0)[..], &b"b"[..], &b"upsert"[..]),
+                (&batch(0)[..], &b"e"[..], &b"upsert"[..]),
+                (&batch(1)[..], &b"f"[..], &b"upsert"[..])
             ]
         );
-        assert_eq!(lines[0][0], "7");
-        assert_eq!(
-            lines[0][4],
-            format!(
-                "\\\\x{}",
-                ebb_shared::hex::encode(&content_hash("{\"n\": 2}"))
-            )
-        );
-        assert_eq!(lines[0][6], "{\"n\": 2}");
+        let run = Some(7i64.to_be_bytes().to_vec());
+        assert_eq!(rows[0][0], run);
+        assert_eq!(rows[0][4], Some(content_hash("{\"n\": 2}").to_vec()));
+        assert_eq!(rows[0][5], run);
+        assert_eq!(rows[0][6].as_deref(), Some(&b"{\"n\": 2}"[..]));
         writing.records.clear();
-        writing.removal_record(1, b"c");
-        assert_eq!(writing.records, b"7\t1\tc\tdelete\t\\N\t7\t\\N\n");
+        copy_binary::push_header(&mut writing.records);
+        writing.removal_record(1, b"c\\td", &mut Vec::new());
+        assert_eq!(
+            written_records(&writing.records),
+            [vec![
+                run.clone(),
+                Some(1i32.to_be_bytes().to_vec()),
+                Some(b"c\td".to_vec()),
+                Some(b"delete".to_vec()),
+                None,
+                run,
+                None
+            ]]
+        );
         let mut removed = Vec::new();
         let mut chunks = writing.removals.chunks().expect("removals");
         while let Some(chunk) = chunks.next_chunk().expect("chunk") {
@@ -1026,6 +1057,17 @@ mod tests {
         );
         assert_eq!(first[10], "{\"n\": 0}");
         assert_eq!(rejected.lines().count(), 3);
+    }
+
+    /// The rows of a binary COPY of run records, each field's bytes.
+    fn written_records(data: &[u8]) -> Vec<Vec<Option<Vec<u8>>>> {
+        let mut rows = Vec::new();
+        copy_binary::Rows::default()
+            .push(data, |fields| {
+                rows.push(fields.iter().map(|f| f.map(<[u8]>::to_vec)).collect());
+            })
+            .expect("binary COPY data");
+        rows
     }
 
     #[tokio::test]

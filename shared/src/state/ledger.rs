@@ -8,7 +8,7 @@ use futures::stream::BoxStream;
 use sqlx::postgres::PgPoolCopyExt;
 use sqlx::{PgConnection, PgPool};
 
-use crate::copy_text;
+use crate::copy_binary;
 use crate::error::StateError;
 
 /// A record the destination acknowledged, as the planner's merge diff reads
@@ -27,41 +27,49 @@ pub struct Delivered {
 
 /// Streams the sync's ledger in ascending byte order of the key (collation
 /// `C`), each chunk as `COPY` sent it, with up to `previous` earlier
-/// versions of each record.
+/// versions of each record. In binary: hashes come as their bytes, not in
+/// hex the state database would spell out and the planner read back.
 pub async fn in_key_order(
     pool: &PgPool,
     sync: &str,
     previous: u32,
 ) -> Result<BoxStream<'static, Result<Vec<Delivered>, StateError>>, StateError> {
     let statement = format!(
-        "COPY (SELECT record_key, encode(content_hash, 'hex'), destination_id, \
-                      array_to_string(previous_hashes[1:{previous}], ',') \
+        "COPY (SELECT record_key, content_hash, destination_id, previous_hashes[1:{previous}] \
                FROM ebb_ledger WHERE sync_name = {} \
-               ORDER BY record_key COLLATE \"C\") TO STDOUT",
+               ORDER BY record_key COLLATE \"C\") TO STDOUT (FORMAT binary)",
         crate::sql::quote_literal(sync)
     );
     let chunks = pool
         .copy_out_raw(&statement)
         .await
         .map_err(StateError::query("reading the ledger in key order"))?;
-    let mut rows = copy_text::Rows::default();
-    let mut scratch = Vec::new();
+    let mut rows = copy_binary::Rows::default();
     Ok(chunks
         .map(move |chunk| {
             let chunk = chunk.map_err(StateError::query("reading the ledger in key order"))?;
             let mut entries = Vec::new();
             let mut bad = None;
-            rows.push(&chunk, |row| match delivered(row, &mut scratch) {
+            rows.push(&chunk, |fields| match delivered(fields) {
                 Some(entry) => entries.push(entry),
                 None => {
-                    bad.get_or_insert_with(|| String::from_utf8_lossy(row).into_owned());
+                    bad.get_or_insert_with(|| {
+                        let key = fields.first().copied().flatten().unwrap_or_default();
+                        format!("the ledger row of key {:?}", String::from_utf8_lossy(key))
+                    });
                 }
-            });
+            })
+            .map_err(|e| StateError::Corrupt {
+                context: "reading the ledger in key order",
+                message: e.to_string(),
+            })?;
             match bad {
                 None => Ok(entries),
                 Some(row) => Err(StateError::Corrupt {
                     context: "reading the ledger in key order",
-                    message: format!("a ledger row is not (key, 16-byte or empty hash, id, earlier hashes): {row:?}"),
+                    message: format!(
+                        "{row} is not (key, 16-byte or empty hash, id, earlier 16-byte hashes)"
+                    ),
                 }),
             }
         })
@@ -69,30 +77,27 @@ pub async fn in_key_order(
 }
 
 /// A ledger row of [`in_key_order`]'s `COPY`.
-fn delivered(row: &[u8], scratch: &mut Vec<u8>) -> Option<Delivered> {
-    let mut fields = copy_text::fields(row);
-    let record_key =
-        String::from_utf8(copy_text::unescape(fields.next()??, scratch).to_vec()).ok()?;
-    let content_hash = match fields.next()?? {
+fn delivered(fields: &[Option<&[u8]>]) -> Option<Delivered> {
+    let [record_key, content_hash, destination_id, previous_hashes] = fields else {
+        return None;
+    };
+    let record_key = String::from_utf8((*record_key)?.to_vec()).ok()?;
+    let content_hash = match (*content_hash)? {
         b"" => None,
-        hex => Some(crate::hex::decode_array(hex)?),
+        hash => Some(<[u8; 16]>::try_from(hash).ok()?),
     };
-    let destination_id = match fields.next()? {
+    let destination_id = match destination_id {
         None => None,
-        Some(id) => Some(String::from_utf8(copy_text::unescape(id, scratch).to_vec()).ok()?),
+        Some(id) => Some(String::from_utf8(id.to_vec()).ok()?),
     };
-    let previous_hashes = match fields.next()? {
+    let previous_hashes = match previous_hashes {
         None => Vec::new(),
-        // bytea elements print as `\x…`, each backslash escaped by COPY.
-        Some(list) => copy_text::unescape(list, scratch)
-            .split(|&b| b == b',')
-            .filter(|h| !h.is_empty())
-            .map(|h| crate::hex::decode_array(h.strip_prefix(b"\\x")?))
+        Some(array) => copy_binary::array_elements(array)?
+            .into_iter()
+            .flatten()
+            .map(|h| <[u8; 16]>::try_from(h).ok())
             .collect::<Option<Vec<_>>>()?,
     };
-    if fields.next().is_some() {
-        return None;
-    }
     Some(Delivered {
         record_key,
         content_hash,
