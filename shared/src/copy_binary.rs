@@ -9,6 +9,8 @@
 //! (−1 for NULL) and that many bytes; then −1 as a 16-bit word. Integers are
 //! big-endian.
 
+use crate::field_buffer::FieldBuffer;
+
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 /// Signature, flags, header extension length.
 const HEADER_LEN: usize = SIGNATURE.len() + 4 + 4;
@@ -75,6 +77,7 @@ pub struct Rows {
     partial: Vec<u8>,
     header_read: bool,
     ended: bool,
+    fields: FieldBuffer,
 }
 
 impl Rows {
@@ -110,7 +113,18 @@ impl Rows {
         data: &[u8],
         row: &mut impl FnMut(&[Option<&[u8]>]),
     ) -> Result<usize, FormatError> {
-        let mut fields = Vec::new();
+        let mut fields = self.fields.take();
+        let read = self.read_rows(data, row, &mut fields);
+        self.fields.keep(fields);
+        read
+    }
+
+    fn read_rows<'d>(
+        &mut self,
+        data: &'d [u8],
+        row: &mut impl FnMut(&[Option<&[u8]>]),
+        fields: &mut Vec<Option<&'d [u8]>>,
+    ) -> Result<usize, FormatError> {
         let mut at = 0;
         if !self.header_read {
             let Some(extension) = data.get(HEADER_LEN - 4..HEADER_LEN) else {
@@ -144,10 +158,10 @@ impl Rows {
             let Ok(count) = usize::try_from(count) else {
                 return Err(FormatError::FieldCount(count));
             };
-            let Some(end) = row_end(data, at + 2, count, &mut fields)? else {
+            let Some(end) = row_end(data, at + 2, count, fields)? else {
                 break;
             };
-            row(&fields);
+            row(fields);
             at = end;
         }
         Ok(at)

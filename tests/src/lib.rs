@@ -767,6 +767,12 @@ impl Drop for TestEnv {
         // A failed test keeps its directory (config, `ebb` and worker logs)
         // with a dump of Ebb's state and queue, and says where it is.
         let failed = std::thread::panicking();
+        // EBB_TEST_KEEP=1 keeps every test's directory and databases, to
+        // look at a run that passed (a benchmark's timeline, say).
+        if std::env::var_os("EBB_TEST_KEEP").is_some_and(|v| v == "1") {
+            eprintln!("EBB_TEST_KEEP: kept {dir} and the databases ebb_t_{id}_*");
+            return;
+        }
         let (dump, remove_dir) = if failed {
             eprintln!(
                 "\nthe failed test's directory is kept: {dir}\n  (ebb.toml, ebb-*.out/.err, worker-*.log, state-*.csv, queue.txt)"

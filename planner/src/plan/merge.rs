@@ -10,7 +10,6 @@
 
 use std::cmp::Ordering;
 use std::fs::File;
-use std::future::Future;
 use std::io::{self, Read, Seek, Write};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::Instant;
@@ -19,7 +18,6 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::postgres::PgCopyIn;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::mpsc;
 
 use super::diff::{Diffed, PlanCounts, PlanRejection, SendRule};
 use super::snapshot::{Checked, check, read_failed};
@@ -43,8 +41,6 @@ const DUPLICATES_HELD: usize = 1000;
 /// The columns of `ebb_run_records` a plan writes: run, batch, key, op,
 /// content hash, snapshot run, payload.
 const RECORD_FIELDS: i16 = 7;
-/// Ledger entries the reader task hands over at a time.
-const LEDGER_ENTRIES_SENT: usize = 4096;
 /// How many rejections and flapping keys a plan lists.
 const SAMPLE: usize = 20;
 
@@ -242,88 +238,33 @@ impl Group {
     }
 }
 
-/// What the ledger's reader task sends: the end is said, so that a reader
-/// that died is never taken for a ledger that ended.
-enum LedgerChunk {
-    Entries(Vec<Delivered>),
-    End,
-}
-
-/// The ledger, read by a task of its own (so that the state database sorts
-/// and sends it while the warehouse does the model), one entry ahead.
+/// The sync's ledger (read ahead by a task of its own, see
+/// [`ledger::in_key_order`]), one entry ahead.
 struct LedgerCursor {
-    chunks: mpsc::Receiver<Result<LedgerChunk, StateError>>,
+    chunks: BoxStream<'static, Result<Vec<Delivered>, StateError>>,
     chunk: std::vec::IntoIter<Delivered>,
     ahead: Option<Delivered>,
     last_key: String,
     ended: bool,
-    reader: tokio::task::JoinHandle<()>,
     sync: String,
 }
 
 impl LedgerCursor {
     fn start(pool: &PgPool, sync: &SyncConfig) -> LedgerCursor {
-        let pool = pool.clone();
-        let name = sync.name.clone();
-        let versions = sync.guardrails.flapping_versions;
-        LedgerCursor::reading(&sync.name, async move {
-            ledger::in_key_order(&pool, &name, versions).await
-        })
+        let chunks = ledger::in_key_order(pool, &sync.name, sync.guardrails.flapping_versions);
+        LedgerCursor::reading(&sync.name, chunks)
     }
 
-    /// Reads the chunks of the stream `open` gives in a task of its own.
-    fn reading<F>(sync: &str, open: F) -> LedgerCursor
-    where
-        F: Future<
-                Output = Result<BoxStream<'static, Result<Vec<Delivered>, StateError>>, StateError>,
-            > + Send
-            + 'static,
-    {
-        let (sender, chunks) = mpsc::channel(4);
-        let reader = tokio::spawn(async move {
-            let mut stream = match open.await {
-                Ok(stream) => stream,
-                Err(e) => {
-                    let _ = sender.send(Err(e)).await;
-                    return;
-                }
-            };
-            // COPY sends a message per row: entries go over in thousands,
-            // not one by one.
-            let mut entries = Vec::with_capacity(LEDGER_ENTRIES_SENT);
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(chunk) => entries.extend(chunk),
-                    Err(e) => {
-                        let _ = sender.send(Err(e)).await;
-                        return;
-                    }
-                }
-                if entries.len() >= LEDGER_ENTRIES_SENT {
-                    let full =
-                        std::mem::replace(&mut entries, Vec::with_capacity(LEDGER_ENTRIES_SENT));
-                    if sender.send(Ok(LedgerChunk::Entries(full))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            if !entries.is_empty()
-                && sender
-                    .send(Ok(LedgerChunk::Entries(entries)))
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-            let _ = sender.send(Ok(LedgerChunk::End)).await;
-        });
+    fn reading(
+        sync: &str,
+        chunks: BoxStream<'static, Result<Vec<Delivered>, StateError>>,
+    ) -> LedgerCursor {
         LedgerCursor {
             chunks,
             chunk: Vec::new().into_iter(),
             ahead: None,
             last_key: String::new(),
             ended: false,
-            reader,
             sync: sync.to_owned(),
         }
     }
@@ -344,16 +285,10 @@ impl LedgerCursor {
                 self.ahead = Some(entry);
                 break;
             }
-            match self.chunks.recv().await {
-                Some(Ok(LedgerChunk::Entries(chunk))) => self.chunk = chunk.into_iter(),
-                Some(Ok(LedgerChunk::End)) => self.ended = true,
+            match self.chunks.next().await {
+                Some(Ok(chunk)) => self.chunk = chunk.into_iter(),
                 Some(Err(e)) => return Err(e.into()),
-                None => {
-                    return Err(PlannerError::State(StateError::Corrupt {
-                        context: "reading the ledger in key order",
-                        message: "the ledger's reader stopped before the ledger's end".to_owned(),
-                    }));
-                }
+                None => self.ended = true,
             }
         }
         Ok(self.ahead.as_ref())
@@ -362,12 +297,6 @@ impl LedgerCursor {
     async fn next(&mut self) -> Result<Option<Delivered>, PlannerError> {
         self.peek().await?;
         Ok(self.ahead.take())
-    }
-}
-
-impl Drop for LedgerCursor {
-    fn drop(&mut self) {
-        self.reader.abort();
     }
 }
 
@@ -900,9 +829,10 @@ mod tests {
     }
 
     fn ledger(chunks: Vec<Vec<Delivered>>) -> LedgerCursor {
-        LedgerCursor::reading("s", async move {
-            Ok(futures::stream::iter(chunks.into_iter().map(Ok)).boxed())
-        })
+        LedgerCursor::reading(
+            "s",
+            futures::stream::iter(chunks.into_iter().map(Ok)).boxed(),
+        )
     }
 
     #[tokio::test]
@@ -1165,11 +1095,17 @@ mod tests {
         // A reader that dies is not a ledger that ended: nothing would be
         // found removed, and everything added.
         let mut plan = Plan::new(&sync, rule, 100, None);
-        let dead = LedgerCursor::reading("s", async {
-            panic!("the reader fails");
-            #[allow(unreachable_code)]
-            Ok(futures::stream::empty().boxed())
-        });
+        let dead = LedgerCursor::reading(
+            "s",
+            ebb_shared::read_ahead::read_ahead(
+                1,
+                |_| async { panic!("the reader fails") },
+                || StateError::Corrupt {
+                    context: "reading the ledger in key order",
+                    message: "the ledger's reader stopped before the ledger's end".to_owned(),
+                },
+            ),
+        );
         let error = read(
             &mut plan,
             model(vec![row(Some("c"), "{}")]),

@@ -5,11 +5,11 @@
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use sqlx::postgres::PgPoolCopyExt;
 use sqlx::{PgConnection, PgPool};
 
 use crate::copy_binary;
 use crate::error::StateError;
+use crate::read_ahead::{Producer, read_ahead};
 
 /// A record the destination acknowledged, as the planner's merge diff reads
 /// it.
@@ -25,55 +25,104 @@ pub struct Delivered {
     pub previous_hashes: Vec<[u8; 16]>,
 }
 
+/// Ledger entries a read hands over at a time.
+const ENTRIES_SENT: usize = 4096;
+const READING_IN_KEY_ORDER: &str = "reading the ledger in key order";
+
 /// Streams the sync's ledger in ascending byte order of the key (collation
-/// `C`), each chunk as `COPY` sent it, with up to `previous` earlier
-/// versions of each record. In binary: hashes come as their bytes, not in
-/// hex the state database would spell out and the planner read back.
-pub async fn in_key_order(
+/// `C`), in chunks of a few thousand entries, with up to `previous` earlier
+/// versions of each record. Read by a task of its own, so that the state
+/// database sends it while the warehouse sorts and sends the model. In
+/// binary: hashes come as their bytes, not in hex the state database would
+/// spell out and the planner read back.
+pub fn in_key_order(
     pool: &PgPool,
     sync: &str,
     previous: u32,
-) -> Result<BoxStream<'static, Result<Vec<Delivered>, StateError>>, StateError> {
+) -> BoxStream<'static, Result<Vec<Delivered>, StateError>> {
     let statement = format!(
         "COPY (SELECT record_key, content_hash, destination_id, previous_hashes[1:{previous}] \
                FROM ebb_ledger WHERE sync_name = {} \
                ORDER BY record_key COLLATE \"C\") TO STDOUT (FORMAT binary)",
         crate::sql::quote_literal(sync)
     );
-    let chunks = pool
-        .copy_out_raw(&statement)
+    let pool = pool.clone();
+    read_ahead(
+        2,
+        |entries| async move { send_in_key_order(&pool, &statement, &entries).await },
+        || StateError::Corrupt {
+            context: READING_IN_KEY_ORDER,
+            message: "the ledger's reader stopped before the ledger's end".to_owned(),
+        },
+    )
+}
+
+/// Runs the ledger's `COPY` and sends its entries in chunks, until the
+/// ledger ends or nobody reads any more.
+async fn send_in_key_order(
+    pool: &PgPool,
+    statement: &str,
+    sender: &Producer<Vec<Delivered>, StateError>,
+) -> Result<(), StateError> {
+    let mut tx = pool
+        .begin()
         .await
-        .map_err(StateError::query("reading the ledger in key order"))?;
+        .map_err(StateError::query(READING_IN_KEY_ORDER))?;
+    // The primary key's index gives this order. With statistics that do not
+    // know the ledger yet (a first sync's, before an ANALYZE), Postgres
+    // chose a bitmap scan and an external sort on disk instead: 1.18 s
+    // against 0.59 s for 1,000,000 entries (EXPLAIN ANALYZE).
+    sqlx::query("SET LOCAL enable_sort = off")
+        .execute(&mut *tx)
+        .await
+        .map_err(StateError::query(READING_IN_KEY_ORDER))?;
+    let mut chunks = tx
+        .copy_out_raw(statement)
+        .await
+        .map_err(StateError::query(READING_IN_KEY_ORDER))?;
     let mut rows = copy_binary::Rows::default();
-    Ok(chunks
-        .map(move |chunk| {
-            let chunk = chunk.map_err(StateError::query("reading the ledger in key order"))?;
-            let mut entries = Vec::new();
-            let mut bad = None;
-            rows.push(&chunk, |fields| match delivered(fields) {
-                Some(entry) => entries.push(entry),
-                None => {
-                    bad.get_or_insert_with(|| {
-                        let key = fields.first().copied().flatten().unwrap_or_default();
-                        format!("the ledger row of key {:?}", String::from_utf8_lossy(key))
-                    });
-                }
-            })
-            .map_err(|e| StateError::Corrupt {
-                context: "reading the ledger in key order",
-                message: e.to_string(),
-            })?;
-            match bad {
-                None => Ok(entries),
-                Some(row) => Err(StateError::Corrupt {
-                    context: "reading the ledger in key order",
-                    message: format!(
-                        "{row} is not (key, 16-byte or empty hash, id, earlier 16-byte hashes)"
-                    ),
-                }),
+    let mut entries = Vec::with_capacity(ENTRIES_SENT);
+    let mut bad = None;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(StateError::query(READING_IN_KEY_ORDER))?;
+        rows.push(&chunk, |fields| match delivered(fields) {
+            Some(entry) => entries.push(entry),
+            None => {
+                bad.get_or_insert_with(|| {
+                    let key = fields.first().copied().flatten().unwrap_or_default();
+                    format!("the ledger row of key {:?}", String::from_utf8_lossy(key))
+                });
             }
         })
-        .boxed())
+        .map_err(|e| StateError::Corrupt {
+            context: READING_IN_KEY_ORDER,
+            message: e.to_string(),
+        })?;
+        if let Some(row) = bad {
+            return Err(StateError::Corrupt {
+                context: READING_IN_KEY_ORDER,
+                message: format!(
+                    "{row} is not (key, 16-byte or empty hash, id, earlier 16-byte hashes)"
+                ),
+            });
+        }
+        if entries.len() >= ENTRIES_SENT {
+            let full = std::mem::replace(&mut entries, Vec::with_capacity(ENTRIES_SENT));
+            if !sender.send(full).await {
+                return Ok(());
+            }
+        }
+    }
+    if rows.unfinished() {
+        return Err(StateError::Corrupt {
+            context: READING_IN_KEY_ORDER,
+            message: "the ledger's COPY ended before its trailer".to_owned(),
+        });
+    }
+    if !entries.is_empty() {
+        sender.send(entries).await;
+    }
+    Ok(())
 }
 
 /// A ledger row of [`in_key_order`]'s `COPY`.

@@ -127,6 +127,9 @@ async fn connect_pool(options: PgConnectOptions) -> Result<(PgPool, String), sql
     Ok((pool, encoding))
 }
 
+/// COPY messages read into records at a time, at most.
+const CHUNKS_AT_ONCE: usize = 256;
+
 /// The records of a model's COPY chunks, in order; a read that ends
 /// half-way through a row is an error, not a shorter model.
 fn records(
@@ -134,13 +137,15 @@ fn records(
     reader: RecordReader,
 ) -> BoxStream<'static, Result<SourceRow, SourceError>> {
     struct Reading {
-        chunks: BoxStream<'static, Result<bytes::Bytes, sqlx::Error>>,
+        chunks: futures::stream::ReadyChunks<BoxStream<'static, Result<bytes::Bytes, sqlx::Error>>>,
         rows: copy_text::Rows,
         reader: RecordReader,
         ended: bool,
     }
     let reading = Reading {
-        chunks,
+        // COPY sends a message per row: the rows of all the messages at
+        // hand go on at once, not each in a list of its own.
+        chunks: chunks.ready_chunks(CHUNKS_AT_ONCE),
         rows: copy_text::Rows::default(),
         reader,
         ended: false,
@@ -150,15 +155,25 @@ fn records(
             return None;
         }
         let records = match reading.chunks.next().await {
-            Some(Ok(chunk)) => {
-                let mut records = Vec::new();
-                let Reading { rows, reader, .. } = &mut reading;
-                rows.push(&chunk, |row| records.push(reader.record(row)));
+            Some(chunks) => {
+                let mut records = Vec::with_capacity(chunks.len());
+                let Reading {
+                    rows,
+                    reader,
+                    ended,
+                    ..
+                } = &mut reading;
+                for chunk in chunks {
+                    match chunk {
+                        Ok(chunk) => rows.push(&chunk, |row| records.push(reader.record(row))),
+                        Err(e) => {
+                            *ended = true;
+                            records.push(Err(SourceError::Read(e.to_string())));
+                            break;
+                        }
+                    }
+                }
                 records
-            }
-            Some(Err(e)) => {
-                reading.ended = true;
-                vec![Err(SourceError::Read(e.to_string()))]
             }
             None => {
                 reading.ended = true;

@@ -14,6 +14,7 @@ use crate::sources::{Column, SourceError, SourceRow};
 use crate::sql::quote_ident;
 
 use crate::copy_text;
+use crate::field_buffer::FieldBuffer;
 
 /// How a mapped column's value becomes JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +122,7 @@ impl ModelCopy {
                 layout: Layout::new(&names),
                 renderings,
                 scratch: Vec::new(),
+                values: FieldBuffer::default(),
             },
         })
     }
@@ -131,6 +133,7 @@ pub(crate) struct RecordReader {
     layout: Layout,
     renderings: Vec<Rendering>,
     scratch: Vec<u8>,
+    values: FieldBuffer,
 }
 
 impl RecordReader {
@@ -140,11 +143,13 @@ impl RecordReader {
             .next()
             .flatten()
             .map(|key| copy_text::unescape(key, &mut self.scratch).to_vec());
-        let values: Vec<Option<&[u8]>> = fields.collect();
+        let mut values = self.values.take();
+        values.extend(fields);
         if values.len() != self.renderings.len() {
+            let found = values.len() + 1;
+            self.values.keep(values);
             return Err(SourceError::Read(format!(
-                "a row of the model's COPY has {} fields, expected {} (the key and each mapped column)",
-                values.len() + 1,
+                "a row of the model's COPY has {found} fields, expected {} (the key and each mapped column)",
                 self.renderings.len() + 1
             )));
         }
@@ -167,6 +172,7 @@ impl RecordReader {
                 }
             }
         });
+        self.values.keep(values);
         Ok(SourceRow { key, payload })
     }
 }
